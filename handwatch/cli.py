@@ -1,0 +1,209 @@
+"""Argument parsing; the only place that prints for people and turns errors into exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+from pathlib import Path
+
+from handwatch import __version__, log
+from handwatch.errors import (
+    EX_CONFIG, EX_DATAERR, EX_OK, EX_SOMEFAILED, EX_UNAVAILABLE, EX_USAGE,
+    ConfigError, EngineUnavailable, HandwatchError, InputError, NotReady,
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", metavar="FILE", default=argparse.SUPPRESS,
+                        help="config file (default: $HANDWATCH_CONFIG, ~/.config/handwatch/config.yaml, /etc/handwatch/config.yaml)")
+    p = argparse.ArgumentParser(prog="handwatch", parents=[common],
+                                description="Watch folders of handwriting photos and scans; write their transcriptions as Markdown.")
+    p.add_argument("--version", action="version", version=f"handwatch {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("run", parents=[common], help="the daemon, in the foreground (systemd runs this)")
+    once = sub.add_parser("once", parents=[common], help="transcribe these files now; print each output path")
+    once.add_argument("paths", nargs="+", metavar="PATH")
+    scan = sub.add_parser("scan", parents=[common], help="process everything in the watched folders without a current transcription, then exit")
+    scan.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sub.add_parser("check", parents=[common], help="validate the config and probe every endpoint")
+    status = sub.add_parser("status", parents=[common], help="queue counts, failures with reasons, endpoint health")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    retry = sub.add_parser("retry", parents=[common], help="put failed files (or the named ones) back in the queue")
+    retry.add_argument("paths", nargs="*", metavar="PATH")
+    return p
+
+
+def _err(msg: str) -> None:
+    print(f"handwatch: {msg}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        return EX_USAGE if e.code not in (0, None) else EX_OK
+    from handwatch import config
+
+    try:
+        cfg = config.load(config.find_config(getattr(args, "config", None)))
+        log.setup(cfg.log_level)
+        return COMMANDS[args.command](cfg, args)
+    except ConfigError as e:
+        for line in e.lines():
+            print(f"config error: {line}", file=sys.stderr)
+        return EX_CONFIG
+    except EngineUnavailable as e:
+        _err(f"endpoint unavailable: {e}")
+        return EX_UNAVAILABLE
+    except HandwatchError as e:
+        _err(str(e))
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def cmd_once(cfg, args) -> int:
+    from handwatch.output import sha256_file
+    from handwatch.pipeline import Pipeline
+    from handwatch.queue import JobQueue
+    from handwatch.state import StateDB
+
+    db = StateDB(cfg.state_dir)
+    queue = JobQueue(db)
+    pipeline = Pipeline(cfg, db)
+    codes: list[int] = []
+    for raw in args.paths:
+        path = Path(os.path.abspath(raw))
+        try:
+            if not path.is_file():
+                raise InputError("no such file" if not path.exists() else "not a regular file")
+            sha = sha256_file(path)
+            outcome = pipeline.process(path, sha)
+            queue.record(path, sha, "done", output=outcome.output)
+            print(outcome.output, flush=True)
+        except (InputError, NotReady) as e:
+            _err(f"{raw}: {e}")
+            if path.is_file():
+                queue.record(path, sha256_file(path), "failed", reason=str(e))
+            codes.append(EX_DATAERR)
+        except (ConfigError, EngineUnavailable):
+            raise  # every remaining file would fail the same way
+        except HandwatchError as e:
+            _err(f"{raw}: {e}")
+            codes.append(EX_SOMEFAILED)
+    if not codes:
+        return EX_OK
+    return EX_DATAERR if all(c == EX_DATAERR for c in codes) else EX_SOMEFAILED
+
+
+def cmd_check(cfg, args) -> int:
+    from handwatch import preprocess
+    from handwatch.engines.vlm import EndpointClient, image_messages
+    from handwatch.rules import RuleBook
+
+    print(f"config ok: {cfg.source}")
+    for f in cfg.folders:
+        flag = "" if f.path.is_dir() else "  (does not exist yet)"
+        print(f"folder: {f.path}{flag}")
+    engines = {RuleBook(cfg).cfg.folder_rule(f).engine for f in cfg.folders} | {cfg.base_rule().engine}
+    code = EX_OK
+    if "tesseract" in engines:
+        from handwatch.engines.tesseract import TesseractEngine, tess_langs
+
+        t = TesseractEngine()
+        langs = {tess_langs(cfg.folder_rule(f).languages) for f in cfg.folders} or {tess_langs(cfg.base_rule().languages)}
+        try:
+            for lang in sorted(langs):
+                t._check(lang)
+            print(f"tesseract: ok ({t.version()}; languages {', '.join(sorted(langs))})")
+        except EngineUnavailable as e:
+            print(f"tesseract: unavailable: {e}")
+            code = EX_UNAVAILABLE
+    for ep in cfg.endpoints:
+        client = EndpointClient(ep)
+        try:
+            models = client.models()
+            model = client.model()
+            print(f"endpoint {ep.url}: up; models: {', '.join(models) or '(none)'}; using {model}")
+            digits = "".join(random.choice("23456789") for _ in range(4))
+            image = preprocess.probe_image(digits)
+            reply = client.chat(image_messages("What number is written in this image? Answer with the digits only.",
+                                               preprocess.encode_jpeg(image)), 64, 0.0)
+            from handwatch.profiles import clean
+
+            seen = "".join(ch for ch in clean(reply.content) if ch.isdigit())
+            if digits in seen:
+                print(f"endpoint {ep.url}: reads images (drew {digits}, model read {seen})")
+            else:
+                print(f"endpoint {ep.url}: answers but does not read images (drew {digits}, model said {reply.content[:60]!r}); is {model} a vision model?")
+                code = EX_UNAVAILABLE
+        except EngineUnavailable as e:
+            print(f"endpoint {ep.url}: unavailable: {e}")
+            code = EX_UNAVAILABLE
+        except HandwatchError as e:
+            print(f"endpoint {ep.url}: error: {e}")
+            code = EX_UNAVAILABLE if code == EX_OK else code
+    return code
+
+
+def status_data(cfg) -> dict:
+    from handwatch.queue import JobQueue
+    from handwatch.state import Health, StateDB
+
+    db = StateDB(cfg.state_dir)
+    queue = JobQueue(db)
+    health = Health(db).all()
+    endpoints = [{"url": ep.url, "up": health.get(ep.url, {}).get("up"), "reason": health.get(ep.url, {}).get("reason")}
+                 for ep in cfg.endpoints]
+    return {"counts": queue.counts(), "failed": queue.failed(), "waiting": queue.waiting(), "endpoints": endpoints}
+
+
+def cmd_status(cfg, args) -> int:
+    data = status_data(cfg)
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return EX_OK
+    c = data["counts"]
+    print(f"pending {c['pending']}  running {c['running']}  done {c['done']}  failed {c['failed']}")
+    for e in data["endpoints"]:
+        state = {True: "up", False: "down", None: "not contacted yet"}[e["up"]]
+        print(f"endpoint {e['url']}: {state}" + (f" ({e['reason']})" if e["reason"] and e["up"] is False else ""))
+    if data["waiting"]:
+        print("waiting:")
+        for w in data["waiting"]:
+            print(f"  {w['path']}: {w['reason']}")
+    if data["failed"]:
+        print("failed:")
+        for f in data["failed"]:
+            print(f"  {f['path']}: {f['reason']}")
+    return EX_OK
+
+
+def cmd_retry(cfg, args) -> int:
+    from handwatch.queue import JobQueue
+    from handwatch.state import StateDB
+
+    queue = JobQueue(StateDB(cfg.state_dir))
+    n = queue.retry([Path(os.path.abspath(p)) for p in args.paths] if args.paths else None)
+    print(f"{n} file(s) back in the queue")
+    return EX_OK
+
+
+def cmd_run(cfg, args) -> int:
+    from handwatch.daemon import Daemon
+
+    return Daemon(cfg).run()
+
+
+def cmd_scan(cfg, args) -> int:
+    from handwatch.daemon import scan
+
+    return scan(cfg, progress=not args.no_progress and sys.stderr.isatty())
+
+
+COMMANDS = {"once": cmd_once, "check": cmd_check, "status": cmd_status, "retry": cmd_retry, "run": cmd_run, "scan": cmd_scan}

@@ -1,0 +1,323 @@
+"""Load and validate YAML configuration into frozen typed objects; every error names its file and key path."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import socket
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from handwatch.errors import ConfigError
+
+SEARCH_PATHS = ("~/.config/handwatch/config.yaml", "/etc/handwatch/config.yaml")
+RULE_FILE = ".handwatch.yaml"
+LANG_RE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
+OUTPUT_FIELDS = {"stem", "ext", "name"}
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def expand_path(value: str | os.PathLike, base: Path | None = None) -> Path:
+    """`~` and `$VARS` expand; a relative path is taken from the config file's folder."""
+    p = Path(os.path.expandvars(os.path.expanduser(os.fspath(value))))
+    if not p.is_absolute() and base is not None:
+        p = base / p
+    return Path(os.path.normpath(p))
+
+
+class Preprocess(_Frozen):
+    """Image clean-up options (rule key `preprocess`); each maps to one pure function in preprocess.py."""
+
+    max_side: Annotated[int, Field(ge=64, le=10000)] = 1288
+    max_pixels: Annotated[int, Field(ge=4096)] | None = None
+    grayscale: bool = False
+    contrast: bool | Literal["auto"] = "auto"
+    sharpen: bool = False
+    deskew: bool = True
+    crop: bool | Literal["perspective"] = False
+    jpeg_quality: Annotated[int, Field(ge=30, le=100)] = 90
+    max_input_megapixels: Annotated[float, Field(gt=0, le=2000)] = 100.0
+
+
+class PreprocessOverride(_Frozen):
+    """The same keys as `Preprocess`, each optional, so rule files can change one and inherit the rest."""
+
+    max_side: Annotated[int, Field(ge=64, le=10000)] | None = None
+    max_pixels: Annotated[int, Field(ge=4096)] | None = None
+    grayscale: bool | None = None
+    contrast: bool | Literal["auto"] | None = None
+    sharpen: bool | None = None
+    deskew: bool | None = None
+    crop: bool | Literal["perspective"] | None = None
+    jpeg_quality: Annotated[int, Field(ge=30, le=100)] | None = None
+    max_input_megapixels: Annotated[float, Field(gt=0, le=2000)] | None = None
+
+
+class MoveAfter(_Frozen):
+    move: str
+
+
+class RuleOverride(_Frozen):
+    """Rule keys as written in `defaults`, a folder entry or a `.handwatch.yaml`: any may be left out."""
+
+    profile: Literal["notes", "recipe", "multilingual"] | None = None
+    languages: Annotated[list[str], Field(min_length=1)] | None = None
+    translate_to: str | None = None
+    prompt: str | None = None
+    engine: Literal["vlm", "tesseract"] | None = None
+    settle_s: Annotated[float, Field(ge=0, le=3600)] | None = None
+    output: str | None = None
+    recursive: bool | None = None
+    poll: bool | Literal["auto"] | None = None
+    include: list[str] | None = None
+    exclude: list[str] | None = None
+    preprocess: PreprocessOverride | None = None
+    after: Literal["keep"] | MoveAfter | None = None
+    max_pages: Annotated[int, Field(ge=1, le=10000)] | None = None
+
+    @field_validator("languages")
+    @classmethod
+    def _langs(cls, v):
+        if v is None:
+            return v
+        bad = [x for x in v if not isinstance(x, str) or not LANG_RE.match(x)]
+        if bad:
+            raise ValueError(f"not ISO 639 language codes: {bad} (use codes like en, de, fr)")
+        return v
+
+    @field_validator("translate_to")
+    @classmethod
+    def _translate(cls, v):
+        if v is not None and not LANG_RE.match(v):
+            raise ValueError(f"not an ISO 639 language code: {v!r}")
+        return v
+
+    @field_validator("output")
+    @classmethod
+    def _output(cls, v):
+        if v is None:
+            return v
+        fields = set(re.findall(r"{([^{}]*)}", v))
+        unknown = fields - OUTPUT_FIELDS
+        if unknown:
+            raise ValueError(f"unknown placeholder(s) {sorted(unknown)}; use {{stem}}, {{ext}}, {{name}}")
+        if "stem" not in fields and "name" not in fields:
+            raise ValueError("must contain {stem} or {name}, or every file would write the same Markdown")
+        if not v.endswith(".md") or v.startswith("/") or ".." in Path(v).parts:
+            raise ValueError("must be a relative path ending in .md, inside the watched folder")
+        return v
+
+
+class Rule(_Frozen):
+    """The effective rule for one file: every key resolved (built-ins ◀ defaults ◀ folder ◀ rule files)."""
+
+    profile: Literal["notes", "recipe", "multilingual"] = "notes"
+    languages: tuple[str, ...] = ("en",)
+    translate_to: str | None = None
+    prompt: str | None = None
+    engine: Literal["vlm", "tesseract"] = "vlm"
+    settle_s: float = 3.0
+    output: str = "{stem}.md"
+    recursive: bool = True
+    poll: bool | Literal["auto"] = "auto"
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    preprocess: Preprocess = Preprocess()
+    after: Literal["keep"] | MoveAfter = "keep"
+    max_pages: int = 50
+
+    def merged(self, override: RuleOverride) -> "Rule":
+        data = self.model_dump()
+        rule_keys = set(RuleOverride.model_fields)
+        for key, value in override.model_dump(exclude_none=True, include=rule_keys).items():
+            if key == "preprocess":
+                value = {**data["preprocess"], **value}  # exclude_none already dropped unset keys
+            data[key] = value
+        return Rule.model_validate(data)
+
+    def fingerprint(self) -> str:
+        """What changes the transcription itself: the same bytes under the same fingerprint are reused."""
+        keys = ("profile", "languages", "translate_to", "prompt", "engine", "preprocess", "max_pages")
+        return repr(self.model_dump(include=set(keys)))
+
+
+class Endpoint(_Frozen):
+    url: str
+    model: str | None = None
+    api_key_env: str | None = None
+    max_concurrency: Annotated[int, Field(ge=1, le=256)] = 4
+    timeout_s: Annotated[float, Field(gt=0, le=86400)] = 300.0
+    allow_remote: bool = False
+    max_tokens: Annotated[int, Field(ge=16, le=262144)] = 4096
+    thinking: bool = False
+    structured_output: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str):
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {v!r}")
+        return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _locality(self):
+        if not self.allow_remote:
+            host = urlsplit(self.url).hostname or ""
+            why = remote_reason(host)
+            if why:
+                raise ValueError(
+                    f"{host} {why}; images are private, so set allow_remote: true to send them there deliberately"
+                )
+        return self
+
+    def api_key(self) -> str:
+        # Local servers accept any key; the openai client insists on one being set.
+        if self.api_key_env:
+            return os.environ.get(self.api_key_env, "") or "not-needed"
+        return "not-needed"
+
+
+LOCAL_SUFFIXES = (".local", ".lan", ".home.arpa", ".internal", ".localdomain", ".localhost")
+
+
+def _ip_is_local(ip: ipaddress._BaseAddress) -> bool:
+    return ip.is_loopback or ip.is_private or ip.is_link_local
+
+
+def remote_reason(host: str) -> str | None:
+    """None when the host is loopback, private or link-local; otherwise why it is refused."""
+    host = host.strip("[]").lower()
+    try:
+        return None if _ip_is_local(ipaddress.ip_address(host)) else "is not a loopback, private or link-local address"
+    except ValueError:
+        pass
+    if host == "localhost" or "." not in host or host.endswith(LOCAL_SUFFIXES):
+        return None
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return "cannot be resolved to check that it is local"
+    if all(_ip_is_local(ipaddress.ip_address(i[4][0].split("%")[0])) for i in infos):
+        return None
+    return "resolves to an address that is not loopback, private or link-local"
+
+
+class Folder(RuleOverride):
+    path: Path
+
+
+class Config(_Frozen):
+    state_dir: Path = Path("~/.local/state/handwatch")
+    endpoints: list[Endpoint] = []
+    defaults: RuleOverride = RuleOverride()
+    folders: list[Folder] = []
+    rescan_s: Annotated[float, Field(ge=5)] = 600.0
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    source: str = Field(default="<defaults>", exclude=True)
+
+    @model_validator(mode="after")
+    def _needs_endpoint(self):
+        uses_vlm = (self.defaults.engine or "vlm") == "vlm" or any(f.engine == "vlm" for f in self.folders)
+        if uses_vlm and not self.endpoints and self.folders:
+            raise ValueError("endpoints: at least one endpoint is needed when any folder uses engine: vlm")
+        return self
+
+    def base_rule(self) -> Rule:
+        return Rule().merged(self.defaults)
+
+    def folder_rule(self, folder: Folder) -> Rule:
+        return self.base_rule().merged(folder)
+
+
+def format_loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("MoveAfter", "literal['keep']") or str(part).startswith(("function-", "literal[", "bool")):
+            continue  # pydantic's union-branch labels are noise to a person
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def problems_of(exc: ValidationError, prefix: tuple = ()) -> list[str]:
+    seen: dict[str, str] = {}
+    for err in exc.errors():
+        path = format_loc(prefix + tuple(err["loc"]))
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif path.endswith(".after") or ".after." in path:
+            path, msg = path.split(".after")[0] + ".after", "must be keep or a mapping {move: DIR}"
+        seen.setdefault(path, msg)  # one message per key path: union branches repeat themselves
+    return [f"{k}: {v}" for k, v in seen.items()]
+
+
+def read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(str(path), [f"cannot read: {e.strerror or e}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), ["not UTF-8 text"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark else ""
+        raise ConfigError(str(path), [f"{where}invalid YAML ({getattr(e, 'problem', None) or e})"]) from None
+    return {} if data is None else data
+
+
+def find_config(explicit: str | None) -> Path:
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("HANDWATCH_CONFIG")
+    if env:
+        return Path(env)
+    for candidate in SEARCH_PATHS:
+        p = Path(os.path.expanduser(candidate))
+        if p.exists():
+            return p
+    raise ConfigError("handwatch", [f"no configuration file: give -c FILE, set HANDWATCH_CONFIG, or create one of {', '.join(SEARCH_PATHS)}"])
+
+
+def load(path: str | os.PathLike) -> Config:
+    path = Path(path)
+    data = read_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), ["(top level): must be a mapping of keys"])
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(str(path), problems_of(e)) from None
+    base = path.resolve().parent
+    folders = [f.model_copy(update={"path": expand_path(f.path, base)}) for f in cfg.folders]
+    problems = []
+    for i, f in enumerate(folders):
+        for j, g in enumerate(folders[:i]):
+            if f.path == g.path:
+                problems.append(f"folders[{i}].path: same folder as folders[{j}]")
+    if problems:
+        raise ConfigError(str(path), problems)
+    return cfg.model_copy(update={"folders": folders, "state_dir": expand_path(cfg.state_dir, base), "source": str(path)})
+
+
+def load_rule_file(path: Path) -> RuleOverride:
+    data = read_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), ["(top level): must be a mapping of rule keys"])
+    try:
+        return RuleOverride.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(str(path), problems_of(e)) from None

@@ -1,0 +1,71 @@
+"""The CPU engine: Tesseract through pytesseract, for machines without a GPU server and for printed scans."""
+
+from __future__ import annotations
+
+import re
+import threading
+
+from PIL import Image
+
+from handwatch.config import Rule
+from handwatch.engines import PageText
+from handwatch.errors import ConfigError, EngineUnavailable
+
+# ISO 639-1 → Tesseract's traineddata names (ISO 639-2/T, with a few of Tesseract's own).
+TESS_LANG = {
+    "en": "eng", "de": "deu", "fr": "fra", "es": "spa", "it": "ita", "nl": "nld", "pt": "por", "pl": "pol",
+    "cs": "ces", "sv": "swe", "da": "dan", "no": "nor", "nb": "nor", "fi": "fin", "el": "ell", "ru": "rus",
+    "uk": "ukr", "tr": "tur", "hu": "hun", "ro": "ron", "ja": "jpn", "zh": "chi_sim", "ko": "kor",
+    "ar": "ara", "he": "heb", "hi": "hin", "vi": "vie", "ca": "cat", "hr": "hrv", "sk": "slk", "sl": "slv",
+}
+
+
+def tess_langs(codes) -> str:
+    out = []
+    for code in codes:
+        base = code.split("-")[0]
+        out.append(TESS_LANG.get(base, base if len(base) == 3 else base))
+    return "+".join(dict.fromkeys(out))
+
+
+class TesseractEngine:
+    name = "tesseract"
+
+    def __init__(self):
+        self._installed: set[str] | None = None
+        self._lock = threading.Lock()
+
+    def _check(self, langs: str) -> None:
+        import pytesseract
+
+        with self._lock:
+            if self._installed is None:
+                try:
+                    self._installed = set(pytesseract.get_languages(config=""))
+                except (pytesseract.TesseractNotFoundError, OSError):
+                    raise EngineUnavailable("tesseract is not installed (apt-get install tesseract-ocr)") from None
+        missing = [x for x in langs.split("+") if x not in self._installed]
+        if missing:
+            pkgs = " ".join(f"tesseract-ocr-{m.replace('_', '-')}" for m in missing)
+            raise ConfigError("tesseract", [f"languages: no Tesseract data for {', '.join(missing)} (apt-get install {pkgs})"])
+
+    def version(self) -> str:
+        import pytesseract
+
+        try:
+            return f"tesseract-{pytesseract.get_tesseract_version()}"
+        except (pytesseract.TesseractNotFoundError, OSError):
+            raise EngineUnavailable("tesseract is not installed (apt-get install tesseract-ocr)") from None
+
+    def transcribe_page(self, image: Image.Image, rule: Rule) -> PageText:
+        import pytesseract
+
+        langs = tess_langs(rule.languages)
+        self._check(langs)
+        text = pytesseract.image_to_string(image, lang=langs, config="--psm 3")
+        text = re.sub(r"\n{3,}", "\n\n", text.replace("\x0c", "")).strip()
+        reasons = [] if text else ["empty: Tesseract found no text"]
+        return PageText(text or "[no text recognised]", self.version(), reasons)
+
+    def translate(self, text: str, target: str) -> str:
+        raise ConfigError("tesseract", [f"translate_to: {target}: translation needs engine: vlm"])

@@ -1,0 +1,225 @@
+"""Decode what phones and scanners make (JPEG, PNG, WebP, TIFF, HEIC, PDF) into page images, safely and cheaply."""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import tempfile
+import threading
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
+
+from handwatch.errors import InputError, NotReady
+
+EXTENSIONS = {
+    ".jpg": "jpeg", ".jpeg": "jpeg", ".jpe": "jpeg",
+    ".png": "png", ".webp": "webp", ".tif": "tiff", ".tiff": "tiff",
+    ".heic": "heif", ".heif": "heif", ".hif": "heif",
+    ".pdf": "pdf",
+}
+PHOTO_FORMATS = {"jpeg", "heif", "webp"}  # camera output: uneven light, worth CLAHE by default
+HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"heif"}
+PDFTOPPM_MEMORY = 2 << 30
+PDF_TIMEOUT_S = 120
+
+_heif_lock = threading.Lock()
+_heif_ready = False
+
+
+@dataclass
+class Page:
+    image: Image.Image  # RGB or L, orientation applied, already reduced toward the target size
+    number: int
+    photo: bool  # camera-made: the contrast default depends on it
+
+
+def readable(path: Path) -> bool:
+    return path.suffix.lower() in EXTENSIONS
+
+
+def sniff(head: bytes) -> str | None:
+    """The format the bytes really are, from their magic number."""
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "tiff"
+    if head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS:
+        return "heif"
+    if head.lstrip()[:5] == b"%PDF-":
+        return "pdf"
+    return None
+
+
+def _ensure_heif() -> None:
+    global _heif_ready
+    with _heif_lock:
+        if not _heif_ready:
+            import pillow_heif
+
+            pillow_heif.register_heif_opener()
+            _heif_ready = True
+
+
+def check_kind(path: Path, head: bytes) -> str:
+    expected = EXTENSIONS.get(path.suffix.lower())
+    if expected is None:
+        raise InputError(f"unsupported file type {path.suffix or '(no extension)'}")
+    actual = sniff(head)
+    if actual is None:
+        raise InputError(f"not a {expected.upper()} file: its content is not any image or PDF format handwatch reads")
+    if actual != expected:
+        raise InputError(f"content is {actual.upper()} but the name says {path.suffix}; rename it to match")
+    return actual
+
+
+def load(path: Path, max_side: int, max_megapixels: float, max_pages: int) -> list[Page]:
+    """All pages of the file, each already scaled so its long side is at least `max_side` (not decoded larger)."""
+    try:
+        st = os.stat(path)
+        with open(path, "rb") as f:
+            head = f.read(32)
+    except FileNotFoundError:
+        raise InputError("file no longer exists") from None
+    except OSError as e:
+        raise InputError(f"cannot read: {e.strerror or e}") from None
+    if st.st_size == 0:
+        raise InputError("empty file (0 bytes)")
+    kind = check_kind(path, head)
+    try:
+        if kind == "pdf":
+            return load_pdf(path, max_side, max_megapixels, max_pages)
+        return load_image(path, kind, max_side, max_megapixels, max_pages)
+    except (InputError, NotReady):
+        raise
+    except Exception as e:
+        if _still_growing(path, st):
+            raise NotReady("file is still being written") from None
+        raise InputError(f"corrupt or truncated {kind.upper()}: {_one_line(e)}") from None
+
+
+def _one_line(e: BaseException) -> str:
+    return (str(e).splitlines() or [type(e).__name__])[0][:200]
+
+
+def _still_growing(path: Path, before: os.stat_result) -> bool:
+    try:
+        after = os.stat(path)
+    except OSError:
+        return False
+    return (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns)
+
+
+def _check_pixels(w: int, h: int, max_megapixels: float, what: str = "image") -> None:
+    if w * h > max_megapixels * 1_000_000:
+        raise InputError(f"{what} is {w}x{h} = {w * h / 1e6:.0f} megapixels, over the {max_megapixels:g} MP limit")
+
+
+def load_image(path: Path, kind: str, max_side: int, max_megapixels: float, max_pages: int) -> list[Page]:
+    if kind == "heif":
+        _ensure_heif()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            im = Image.open(path)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise InputError(f"image too large: {_one_line(e)}") from None
+        except UnidentifiedImageError:
+            raise InputError(f"corrupt {kind.upper()}: Pillow cannot identify it") from None
+        with im:
+            pages = []
+            for n, frame in enumerate(ImageSequence.Iterator(im), 1):
+                if n > max_pages:
+                    raise InputError(f"more than {max_pages} pages (the max_pages limit)")
+                _check_pixels(*frame.size, max_megapixels)
+                pages.append(Page(_decode_frame(frame, kind, max_side), n, kind in PHOTO_FORMATS))
+            return pages
+
+
+def _decode_frame(frame: Image.Image, kind: str, max_side: int) -> Image.Image:
+    """Decode no more pixels than needed: JPEG's DCT scaling gives 1/2, 1/4, 1/8 size almost for free."""
+    if kind == "jpeg":
+        w, h = frame.size
+        scale = max(w, h) / max_side
+        if scale >= 2:
+            frame.draft("RGB", (max(1, int(w / scale)), max(1, int(h / scale))))
+    frame.load()
+    out = ImageOps.exif_transpose(frame)  # returns a copy; also for frames without EXIF
+    if out.mode not in ("RGB", "L"):
+        if out.mode in ("RGBA", "LA", "P", "PA") or "A" in out.getbands():
+            bg = Image.new("RGB", out.size, "white")  # transparent areas are paper, not black
+            rgba = out.convert("RGBA")
+            bg.paste(rgba, mask=rgba.getchannel("A"))
+            out = bg
+        else:
+            out = out.convert("RGB")
+    if max(out.size) > max_side:
+        out.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=2.0)
+    return out
+
+
+def pdf_info(path: Path) -> dict:
+    from pdf2image import pdfinfo_from_path
+    from pdf2image.exceptions import PDFInfoNotInstalledError, PDFPageCountError, PDFPopplerTimeoutError
+
+    try:
+        return pdfinfo_from_path(str(path), timeout=PDF_TIMEOUT_S)
+    except PDFInfoNotInstalledError:
+        raise InputError("cannot read PDFs: poppler-utils (pdfinfo, pdftoppm) is not installed") from None
+    except PDFPopplerTimeoutError:
+        raise InputError(f"PDF: pdfinfo took longer than {PDF_TIMEOUT_S} s") from None
+    except PDFPageCountError as e:
+        msg = str(e)
+        if "Incorrect password" in msg or "encrypted" in msg.lower():
+            raise InputError("encrypted PDF: save an unprotected copy to transcribe it") from None
+        raise InputError(f"corrupt PDF: {_one_line(e).removeprefix('Unable to get page count.').strip()}") from None
+
+
+def _limit_memory() -> None:  # runs in the pdftoppm child only
+    resource.setrlimit(resource.RLIMIT_AS, (PDFTOPPM_MEMORY, PDFTOPPM_MEMORY))
+
+
+def load_pdf(path: Path, max_side: int, max_megapixels: float, max_pages: int) -> list[Page]:
+    info = pdf_info(path)
+    if str(info.get("Encrypted", "no")).lower().startswith("yes"):
+        raise InputError("encrypted PDF: save an unprotected copy to transcribe it")
+    count = int(info.get("Pages", 0))
+    if count < 1:
+        raise InputError("PDF has no pages")
+    if count > max_pages:
+        raise InputError(f"PDF has {count} pages, over the max_pages limit of {max_pages}")
+    pages = []
+    with tempfile.TemporaryDirectory(prefix="handwatch-pdf-") as tmp:
+        for n in range(1, count + 1):
+            pages.append(Page(render_pdf_page(path, n, max_side, Path(tmp)), n, False))
+    return pages
+
+
+def render_pdf_page(path: Path, n: int, max_side: int, tmp: Path) -> Image.Image:
+    """Render straight to the target size (`-scale-to`), not a fixed DPI, under a time and memory limit."""
+    prefix = tmp / f"p{n}"
+    cmd = ["pdftoppm", "-f", str(n), "-l", str(n), "-scale-to", str(max_side), "-singlefile", "-png", str(path), str(prefix)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, timeout=PDF_TIMEOUT_S, preexec_fn=_limit_memory)
+    except subprocess.TimeoutExpired:
+        raise InputError(f"PDF page {n}: rendering took longer than {PDF_TIMEOUT_S} s") from None
+    except FileNotFoundError:
+        raise InputError("cannot read PDFs: poppler-utils (pdftoppm) is not installed") from None
+    out = prefix.with_suffix(".png")
+    if proc.returncode != 0 or not out.exists():
+        why = (proc.stderr.decode(errors="replace").strip().splitlines() or ["no output"])[-1]
+        raise InputError(f"PDF page {n} cannot be rendered: {why[:200]}")
+    with Image.open(out) as im:
+        im.load()
+        page = im.convert("RGB")
+    # pdftoppm can exit 0 with a 1x1 image when a page is absurdly large or broken.
+    if min(page.size) < 16:
+        raise InputError(f"PDF page {n} rendered to {page.size[0]}x{page.size[1]} px: the page is broken or absurdly large")
+    return page

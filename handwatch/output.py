@@ -1,0 +1,173 @@
+"""Render Markdown with front matter; write it atomically and never over a file a person wrote or edited."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+from handwatch import __version__
+from handwatch.errors import OutputConflict
+from handwatch.state import Ledger
+
+TMP_SUFFIX = ".handwatch-tmp"
+
+
+@dataclass(frozen=True)
+class Document:
+    source: Path
+    source_sha256: str
+    pages: list[str]
+    profile: str
+    languages: tuple[str, ...]
+    engine: str
+    model: str
+    transcribed: datetime
+    needs_review: bool = False
+    review_reasons: tuple[str, ...] = ()
+    extra: dict = field(default_factory=dict)  # profile-specific front matter (title, tags, detected languages)
+    appendix: str = ""  # text after the pages, e.g. a translation section
+
+
+def _scalar(value) -> str:
+    """One YAML value in flow style on one line, quoted only when YAML needs it."""
+    text = yaml.safe_dump(value, default_flow_style=True, allow_unicode=True, width=1 << 20, sort_keys=False)
+    text = text.strip()
+    return text[: -len("...")].strip() if text.endswith("...") else text
+
+
+def front_matter(doc: Document) -> str:
+    stamp = doc.transcribed.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    fields: list[tuple[str, str]] = [
+        ("source", _scalar(doc.source.name)),
+        ("source_sha256", doc.source_sha256),
+        ("pages", str(len(doc.pages))),
+        ("profile", doc.profile),
+        ("languages", _scalar(list(doc.languages))),
+        ("engine", doc.engine),
+        ("model", _scalar(doc.model)),
+        ("transcribed", stamp),
+        ("handwatch", __version__),
+        ("needs_review", "true" if doc.needs_review else "false"),
+        ("review_reasons", _scalar(list(doc.review_reasons))),
+    ]
+    fields += [(k, _scalar(v)) for k, v in doc.extra.items()]
+    return "---\n" + "".join(f"{k}: {v}\n" for k, v in fields) + "---\n"
+
+
+def render(doc: Document) -> str:
+    if len(doc.pages) == 1:
+        body = doc.pages[0].strip() + "\n"
+    else:
+        body = "\n".join(f"<!-- page {i} -->\n\n{text.strip()}\n" for i, text in enumerate(doc.pages, 1))
+    if doc.appendix.strip():
+        body += "\n" + doc.appendix.strip() + "\n"
+    return front_matter(doc) + "\n" + body
+
+
+def candidate_names(source: Path, template: str) -> tuple[Path, Path]:
+    """The configured name and its clash alternative (`{stem}.{ext}.md`), both beside the original."""
+    stem, ext = source.stem, source.suffix.lstrip(".")
+    primary = source.parent / template.format(stem=stem, ext=ext, name=source.name)
+    alt_name = primary.name[: -len(".md")] + (f".{ext}" if ext else "") + ".md"
+    return primary, primary.with_name(alt_name)
+
+
+def choose_target(source: Path, template: str, ledger: Ledger) -> Path:
+    """Keep the name this original already has; else the configured name unless another original's
+    transcription holds it, in which case the second original gets `{stem}.{ext}.md`."""
+    previous = ledger.for_source(source)
+    primary, alternative = candidate_names(source, template)
+    if previous is not None and previous.path in (primary, alternative):
+        return previous.path
+    held = ledger.get(primary)
+    if held is not None and held.source != source:
+        return alternative
+    return primary
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync_dir(d: Path) -> None:
+    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write(target: Path, text: str, ledger: Ledger, source: Path, source_sha: str) -> Path:
+    """Atomic and edit-safe: temp file in the same folder, fsync, then rename. The intended hash is
+    recorded before the rename, so a crash in between never turns our own file into a 'conflict'."""
+    data = text.encode("utf-8")
+    new_sha = sha256_bytes(data)
+    existing = None
+    try:
+        existing = sha256_file(target)
+    except FileNotFoundError:
+        pass
+    if existing is not None:
+        rec = ledger.get(target)
+        if rec is None:
+            raise OutputConflict(f"{target.name} exists and was not written by handwatch; left untouched")
+        if not rec.owns(existing):
+            raise OutputConflict(f"{target.name} was edited since handwatch wrote it; left untouched")
+        if existing == new_sha:
+            ledger.intend(target, new_sha, source, source_sha)
+            ledger.commit(target, new_sha)
+            return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}{TMP_SUFFIX}")
+    try:
+        with open(tmp, "xb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        ledger.intend(target, new_sha, source, source_sha)
+        if existing is None:
+            try:
+                os.link(tmp, target)  # fails if a person created the file meanwhile: never clobber it
+            except FileExistsError:
+                raise OutputConflict(f"{target.name} appeared while transcribing; left untouched") from None
+            os.unlink(tmp)
+        else:
+            os.replace(tmp, target)
+        _fsync_dir(target.parent)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    ledger.commit(target, new_sha)
+    return target
+
+
+def is_temp(name: str) -> bool:
+    return name.startswith(".") and name.endswith(TMP_SUFFIX)
+
+
+def remove_stale_temps(root: Path) -> int:
+    """Temporary outputs left by a killed process; their real targets were never replaced."""
+    n = 0
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            if is_temp(name):
+                try:
+                    os.unlink(os.path.join(dirpath, name))
+                    n += 1
+                except OSError:
+                    pass
+    return n

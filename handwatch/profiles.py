@@ -1,0 +1,165 @@
+"""Prompts per profile, and cleaning and judging what a model sends back."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+LANGUAGE_NAMES = {
+    "en": "English", "de": "German", "fr": "French", "es": "Spanish", "it": "Italian", "nl": "Dutch",
+    "pt": "Portuguese", "pl": "Polish", "cs": "Czech", "sv": "Swedish", "da": "Danish", "no": "Norwegian",
+    "nb": "Norwegian", "fi": "Finnish", "el": "Greek", "ru": "Russian", "uk": "Ukrainian", "tr": "Turkish",
+    "hu": "Hungarian", "ro": "Romanian", "ja": "Japanese", "zh": "Chinese", "ko": "Korean", "ar": "Arabic",
+    "he": "Hebrew", "hi": "Hindi", "vi": "Vietnamese",
+}
+
+NOTES_PROMPT = """Transcribe the handwriting in this image exactly, as Markdown.
+- Write every word as written, in the original language{langs}. Do not translate, summarise, correct spelling or add anything.
+- Keep the structure: headings, bullet and numbered lists, checkboxes as "- [ ]" or "- [x]", tables as Markdown tables, and line breaks.
+- Leave out crossed-out words, or mark them as ~~word~~.
+- Write a word you cannot read as [illegible].
+- Output only the transcription: no introduction, no explanation, no code fences."""
+
+RECIPE_PROMPT = """This image is a handwritten recipe. Transcribe it as Markdown, exactly as written{langs}:
+a "# " title line, a "## Ingredients" list with quantities and units as written, a "## Steps" numbered list, and "## Notes" for anything else.
+Do not translate, convert units or add anything that is not written. Write a word you cannot read as [illegible].
+Output only the recipe: no introduction, no explanation, no code fences."""
+
+MULTILINGUAL_PROMPT = """Transcribe the handwriting in this image exactly, as Markdown.
+The text may be in {langs_plain} or mix several languages. Keep every word in the language it is written in; do not translate.
+Preserve all diacritics, special letters and scripts exactly (for example ä ö ü ß é è ç ñ ø å).
+Keep headings, lists and line breaks. Write a word you cannot read as [illegible].
+Output only the transcription: no introduction, no explanation, no code fences."""
+
+STRICT_SUFFIX = "\nIMPORTANT: reply with the written text itself, word for word. Do not describe the image."
+
+
+def language_names(codes) -> str:
+    return ", ".join(LANGUAGE_NAMES.get(c.split("-")[0], c) for c in codes)
+
+
+def prompt_for(profile: str, languages, extra: str | None = None) -> str:
+    names = language_names(languages)
+    hint = f" (expected: {names})" if names else ""
+    if profile == "recipe":
+        text = RECIPE_PROMPT.format(langs=hint)
+    elif profile == "multilingual":
+        text = MULTILINGUAL_PROMPT.format(langs_plain=names or "any language")
+    else:
+        text = NOTES_PROMPT.format(langs=hint)
+    if extra:
+        text += "\n\nAdditional instructions from the user:\n" + extra.strip()
+    return text
+
+
+# --- cleaning ---------------------------------------------------------------------------------
+
+THINK_BLOCK = re.compile(r"<think>.*?</think>", re.S | re.I)
+FENCE = re.compile(r"^\s*```(?:markdown|md|text)?[ \t]*\n(.*?)\n?```\s*$", re.S | re.I)
+PREAMBLE = re.compile(
+    r"^\s*(?:sure[,!.]?\s*|certainly[,!.]?\s*|okay[,!.]?\s*)?"
+    r"(?:here(?:'s| is| are)\s+(?:the\s+|a\s+|your\s+)?(?:full\s+|exact\s+|complete\s+)?"
+    r"(?:transcription|transcribed text|text|markdown|recipe|content)[^\n:]*:|"
+    r"(?:the\s+)?transcription(?:\s+of\s+the\s+\w+)?\s*:)[ \t]*\n+",
+    re.I,
+)
+
+
+def clean(text: str | None) -> str:
+    """Strip what models add around a transcription: thinking, a Markdown fence, a chatty preamble."""
+    if not text:
+        return ""
+    text = THINK_BLOCK.sub("", text)
+    if re.search(r"</think>", text, re.I):  # thinking whose opening tag the template ate
+        text = re.split(r"</think>", text, flags=re.I)[-1]
+    if re.search(r"<think>", text, re.I):  # thinking that never closed: nothing after it is transcription
+        text = re.split(r"<think>", text, flags=re.I)[0]
+    text = text.strip()
+    text = PREAMBLE.sub("", text, count=1).strip()
+    m = FENCE.match(text)
+    if m:
+        text = m.group(1).strip()
+    return text
+
+
+# --- judging ----------------------------------------------------------------------------------
+
+NARRATION = re.compile(
+    r"^\s*(?:the (?:image|photo|picture|page) (?:shows|contains|depicts|features)|"
+    r"i can see|this (?:is|appears to be) (?:a |an )?(?:photo|image|picture|handwritten)|"
+    r"in (?:this|the) image)",
+    re.I,
+)
+REFUSAL = re.compile(
+    r"^\s*(?:i'?m sorry|i am sorry|sorry,|i cannot|i can't|i can not|i'm unable|i am unable|unfortunately,? i)",
+    re.I,
+)
+
+
+def repetition(text: str, min_repeats: int = 8) -> str | None:
+    """A description of a repetition loop, or None: the same line, or the same short run of words, many times."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if lines:
+        line, n = Counter(lines).most_common(1)[0]
+        if n >= min_repeats and n * 2 > len(lines) and len(line) > 1:
+            return f"line repeated {n} times"
+    words = text.split()
+    for size in (1, 2, 3, 4, 5, 6, 8):
+        if len(words) < size * min_repeats:
+            break
+        tail = words[-size * min_repeats :]
+        unit = tail[:size]
+        if all(tail[i] == unit[i % size] for i in range(len(tail))):
+            return f"{size}-word run repeated at least {min_repeats} times"
+    return None
+
+
+def cut_loop(text: str, keep: int = 2) -> str:
+    """Keep the first `keep` occurrences of a looping line or word run and drop the rest."""
+    lines = text.splitlines()
+    counts: Counter = Counter()
+    out = []
+    for ln in lines:
+        key = ln.strip()
+        if key:
+            counts[key] += 1
+            if counts[key] > keep and counts[key] >= 3:
+                continue
+        out.append(ln)
+    text = "\n".join(out)
+    words = text.split(" ")
+    for size in (1, 2, 3, 4, 5, 6, 8):
+        i = 0
+        while i + size * (keep + 1) <= len(words):
+            unit = words[i : i + size]
+            j = i + size
+            while words[j : j + size] == unit:
+                j += size
+            reps = (j - i) // size
+            if reps > keep + 1:
+                words = words[: i + size * keep] + words[j:]
+            i += 1
+    return " ".join(words).strip()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    problem: str | None = None  # narration | refusal | empty | truncated | loop
+    detail: str = ""
+
+
+def judge(text: str, finish_reason: str | None) -> Verdict:
+    if finish_reason == "length":
+        return Verdict(False, "truncated", "the reply hit max_tokens")
+    if not text.strip():
+        return Verdict(False, "empty", "the reply was empty")
+    loop = repetition(text)
+    if loop:
+        return Verdict(False, "loop", loop)
+    if REFUSAL.match(text):
+        return Verdict(False, "refusal", text.splitlines()[0][:80])
+    if NARRATION.match(text):
+        return Verdict(False, "narration", text.splitlines()[0][:80])
+    return Verdict(True)

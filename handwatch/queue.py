@@ -1,0 +1,225 @@
+"""The durable job store: enqueue idempotently, claim under a lease, complete, defer, fail, recover after a crash."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from handwatch.state import StateDB, decode, encode
+
+PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    path: Path
+    sha256: str
+    size: int
+    mtime_ns: int
+    attempts: int
+    owner: str | None = None
+
+
+def this_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def owner_alive(owner: str | None) -> bool:
+    """A job's owner is alive if it is a process on this host that still exists."""
+    if not owner:
+        return False
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname():
+        return True  # another host shares the state dir: trust its lease, not our process table
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError):
+        return True
+    return True
+
+
+class JobQueue:
+    def __init__(self, db: StateDB, clock: Callable[[], float] = time.time):
+        self.db = db
+        self.clock = clock
+
+    def _job(self, row) -> Job:
+        return Job(row["id"], decode(row["path"]), row["sha256"], row["size"], row["mtime_ns"], row["attempts"], row["owner"])
+
+    def known(self, path: Path, size: int, mtime_ns: int) -> bool:
+        """True when this exact file version already has a job: rescans need not hash it again."""
+        row = self.db.connect().execute(
+            "SELECT 1 FROM jobs WHERE path=? AND size=? AND mtime_ns=?", (encode(path), size, mtime_ns)
+        ).fetchone()
+        return row is not None
+
+    def enqueue(self, path: Path, sha: str, size: int, mtime_ns: int) -> bool:
+        """Idempotent per (path, content): returns True only when this is new work."""
+        now = self.clock()
+        db = self.db.connect()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            row = db.execute("SELECT id, sha256 FROM jobs WHERE path=?", (encode(path),)).fetchone()
+            if row is None:
+                db.execute(
+                    """INSERT INTO jobs(path, sha256, size, mtime_ns, state, created, updated)
+                       VALUES(?,?,?,?,?,?,?)""",
+                    (encode(path), sha, size, mtime_ns, PENDING, now, now),
+                )
+                new = True
+            elif row["sha256"] == sha:
+                db.execute("UPDATE jobs SET size=?, mtime_ns=? WHERE id=?", (size, mtime_ns, row["id"]))
+                new = False
+            else:  # the original changed: a new job replaces whatever state the old content had
+                db.execute(
+                    """UPDATE jobs SET sha256=?, size=?, mtime_ns=?, state=?, attempts=0, not_before=0,
+                       reason=NULL, lease_until=NULL, owner=NULL, updated=? WHERE id=?""",
+                    (sha, size, mtime_ns, PENDING, now, row["id"]),
+                )
+                new = True
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return new
+
+    def record(self, path: Path, sha: str, state: str, output: Path | None = None, reason: str | None = None) -> None:
+        """Note work done outside the queue (`once`), so the daemon does not do the same file again."""
+        st = os.stat(path)
+        now = self.clock()
+        self.db.connect().execute(
+            """INSERT INTO jobs(path, sha256, size, mtime_ns, state, output, reason, created, updated)
+               VALUES(?,?,?,?,?,?,?,?,?)
+               ON CONFLICT(path) DO UPDATE SET sha256=excluded.sha256, size=excluded.size, mtime_ns=excluded.mtime_ns,
+                   state=excluded.state, output=excluded.output, reason=excluded.reason, attempts=0, not_before=0,
+                   lease_until=NULL, owner=NULL, updated=excluded.updated""",
+            (encode(path), sha, st.st_size, st.st_mtime_ns, state, encode(output) if output else None, reason, now, now),
+        )
+
+    def claim(self, owner: str, lease_s: float, max_attempts: int = 3) -> Job | None:
+        """Take the next due job. The attempt is counted before the work starts, so a file that kills
+        the process is quarantined after `max_attempts` instead of crashing the daemon forever."""
+        now = self.clock()
+        db = self.db.connect()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute(
+                """UPDATE jobs SET state=?, reason=?, updated=? WHERE state=? AND attempts>=?""",
+                (FAILED, f"quarantined: the process died {max_attempts} times while working on this file", now, PENDING, max_attempts),
+            )
+            row = db.execute(
+                "SELECT * FROM jobs WHERE state=? AND not_before<=? ORDER BY not_before, id LIMIT 1", (PENDING, now)
+            ).fetchone()
+            if row is not None:
+                db.execute(
+                    "UPDATE jobs SET state=?, attempts=attempts+1, lease_until=?, owner=?, updated=? WHERE id=?",
+                    (RUNNING, now + lease_s, owner, now, row["id"]),
+                )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        if row is None:
+            return None
+        job = self._job(row)
+        return Job(job.id, job.path, job.sha256, job.size, job.mtime_ns, job.attempts + 1, owner)
+
+    def _finish(self, job: Job, sql: str, args: tuple) -> bool:
+        """Only the claim that is still current may finish a job (the original may have changed meanwhile)."""
+        cur = self.db.connect().execute(
+            sql + " WHERE id=? AND sha256=? AND state=?", args + (job.id, job.sha256, RUNNING)
+        )
+        return cur.rowcount == 1
+
+    def complete(self, job: Job, output: Path | None) -> bool:
+        return self._finish(
+            job,
+            "UPDATE jobs SET state=?, output=?, reason=NULL, lease_until=NULL, updated=?",
+            (DONE, encode(output) if output else None, self.clock()),
+        )
+
+    def fail(self, job: Job, reason: str) -> bool:
+        return self._finish(
+            job, "UPDATE jobs SET state=?, reason=?, lease_until=NULL, updated=?", (FAILED, reason, self.clock())
+        )
+
+    def defer(self, job: Job, delay_s: float, reason: str, refund: bool = True) -> bool:
+        """Not the file's fault (endpoint down, file still growing): wait, and give the attempt back."""
+        return self._finish(
+            job,
+            "UPDATE jobs SET state=?, not_before=?, reason=?, attempts=attempts-?, lease_until=NULL, updated=?",
+            (PENDING, self.clock() + delay_s, reason, 1 if refund else 0, self.clock()),
+        )
+
+    def drop(self, job: Job) -> None:
+        """The file vanished before its turn: nothing to transcribe, nothing to report."""
+        self.db.connect().execute("DELETE FROM jobs WHERE id=? AND sha256=?", (job.id, job.sha256))
+
+    def recover(self, alive: Callable[[str | None], bool] = owner_alive) -> int:
+        """Requeue jobs left running by a process that died, or whose lease ran out."""
+        now = self.clock()
+        db = self.db.connect()
+        rows = db.execute("SELECT id, owner, lease_until FROM jobs WHERE state=?", (RUNNING,)).fetchall()
+        n = 0
+        for r in rows:
+            if not alive(r["owner"]) or (r["lease_until"] or 0) < now:
+                db.execute(
+                    "UPDATE jobs SET state=?, lease_until=NULL, owner=NULL, updated=? WHERE id=? AND state=?",
+                    (PENDING, now, r["id"], RUNNING),
+                )
+                n += 1
+        return n
+
+    def retry(self, paths: Iterable[Path] | None = None) -> int:
+        """Failed files back to pending; named paths are redone whatever their state (except running)."""
+        db = self.db.connect()
+        now = self.clock()
+        if paths is None:
+            cur = db.execute(
+                "UPDATE jobs SET state=?, attempts=0, not_before=0, reason=NULL, updated=? WHERE state=?",
+                (PENDING, now, FAILED),
+            )
+            return cur.rowcount
+        n = 0
+        for p in paths:
+            cur = db.execute(
+                "UPDATE jobs SET state=?, attempts=0, not_before=0, reason=NULL, updated=? WHERE path=? AND state!=?",
+                (PENDING, now, encode(p), RUNNING),
+            )
+            n += cur.rowcount
+        return n
+
+    def state_of(self, path: Path) -> dict | None:
+        row = self.db.connect().execute("SELECT * FROM jobs WHERE path=?", (encode(path),)).fetchone()
+        if row is None:
+            return None
+        out = decode(row["output"]) if row["output"] else None
+        return {"state": row["state"], "sha256": row["sha256"], "reason": row["reason"], "attempts": row["attempts"], "output": out}
+
+    def counts(self) -> dict[str, int]:
+        rows = self.db.connect().execute("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state").fetchall()
+        counts = {PENDING: 0, RUNNING: 0, DONE: 0, FAILED: 0}
+        counts.update({r["state"]: r["n"] for r in rows})
+        return counts
+
+    def failed(self) -> list[dict]:
+        rows = self.db.connect().execute("SELECT path, reason FROM jobs WHERE state=? ORDER BY updated", (FAILED,)).fetchall()
+        return [{"path": os.fsdecode(r["path"]), "reason": r["reason"]} for r in rows]
+
+    def waiting(self) -> list[dict]:
+        """Pending jobs held back by a reason (endpoint down, file still growing), for `status`."""
+        rows = self.db.connect().execute(
+            "SELECT path, reason, not_before FROM jobs WHERE state=? AND reason IS NOT NULL ORDER BY not_before", (PENDING,)
+        ).fetchall()
+        return [{"path": os.fsdecode(r["path"]), "reason": r["reason"], "not_before": r["not_before"]} for r in rows]
+
+    def next_due(self) -> float | None:
+        row = self.db.connect().execute("SELECT MIN(not_before) AS t FROM jobs WHERE state=?", (PENDING,)).fetchone()
+        return row["t"] if row and row["t"] is not None else None
