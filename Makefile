@@ -1,0 +1,42 @@
+# handwatch: `make demo` runs the daemon on a demo folder with the CPU engine; `make test` runs the tests.
+# Both set everything up on a fresh Debian machine first (apt packages, a virtual environment).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_PACKAGES := tesseract-ocr tesseract-ocr-eng tesseract-ocr-deu poppler-utils fonts-humor-sans fonts-dkg-handwriting
+
+.PHONY: setup system-deps test demo bench clean
+
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+setup: system-deps $(VENV)/.installed
+
+test: setup
+	$(PY) -m pytest -q
+
+demo: setup
+	rm -rf demo && mkdir -p demo
+	$(PY) -m bench.gen demo demo/inbox
+	printf 'state_dir: ./state\ndefaults:\n  engine: tesseract\n  settle_s: 1\nfolders:\n  - path: ./inbox\n' > demo/config.yaml
+	@echo "Watching demo/inbox with the tesseract engine; drop images in, Markdown appears beside them. Ctrl-C stops."
+	$(VENV)/bin/handwatch -c demo/config.yaml run
+
+bench: setup
+	$(PY) -m bench.preprocess
+	$(PY) -m bench.legibility
+
+clean:
+	rm -rf $(VENV) demo *.egg-info .pytest_cache

@@ -1,0 +1,157 @@
+"""A real HTTP server on 127.0.0.1 speaking the OpenAI API (/v1/models, /v1/chat/completions) with scripted replies.
+
+It stands in for LM Studio / vLLM at the network boundary: the openai client in handwatch talks to it
+over a socket exactly as it would to a GPU server. Every request is recorded, with its image decoded."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+
+from PIL import Image
+
+
+@dataclass
+class Recorded:
+    model: str
+    prompt: str
+    params: dict
+    image_size: tuple[int, int] | None
+    image_format: str | None
+    image_bytes: int
+    image: Image.Image | None = field(repr=False, default=None)
+
+
+class FakeOpenAI:
+    def __init__(self, models=("fake-vl-7b",)):
+        self.models = list(models)
+        self.script: deque = deque()
+        self.default: Any = {"content": "default transcription"}
+        self.requests: list[Recorded] = []
+        self.lock = threading.Lock()
+        self.in_flight = 0
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_port}/v1"
+
+    def start(self) -> "FakeOpenAI":
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def reply(self, *items) -> None:
+        """Queue replies: a str (content), a dict (content/finish_reason/status/error/hold/reasoning_content),
+        or a callable taking the Recorded request and returning one of those."""
+        with self.lock:
+            self.script.extend(items)
+
+    def _next(self, rec: Recorded):
+        with self.lock:
+            item = self.script.popleft() if self.script else self.default
+        if callable(item):
+            item = item(rec)
+        if isinstance(item, str):
+            item = {"content": item}
+        return item
+
+    def _handler(self):
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+            def _send(self, status: int, body: dict) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                if self.path.rstrip("/").endswith("/models"):
+                    self._send(200, {"object": "list", "data": [{"id": m, "object": "model", "owned_by": "fake"} for m in fake.models]})
+                else:
+                    self._send(404, {"error": {"message": "not found"}})
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length", 0))
+                body = json.loads(self.rfile.read(length) or b"{}")
+                if not self.path.rstrip("/").endswith("/chat/completions"):
+                    return self._send(404, {"error": {"message": "not found"}})
+                rec = fake._record(body)
+                item = fake._next(rec)
+                hold = item.get("hold")
+                with fake.lock:
+                    fake.in_flight += 1
+                try:
+                    if hold is not None:
+                        hold.wait(timeout=item.get("hold_timeout", 60))
+                    if item.get("status"):
+                        return self._send(item["status"], {"error": {"message": item.get("error", "error"), "type": "error"}})
+                    message = {"role": "assistant", "content": item.get("content", "")}
+                    if "reasoning_content" in item:
+                        message["reasoning_content"] = item["reasoning_content"]
+                    self._send(200, {
+                        "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
+                        "model": body.get("model", ""),
+                        "choices": [{"index": 0, "message": message, "finish_reason": item.get("finish_reason", "stop")}],
+                        "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
+                    })
+                finally:
+                    with fake.lock:
+                        fake.in_flight -= 1
+
+        return Handler
+
+    def _record(self, body: dict) -> Recorded:
+        prompt, size, fmt, nbytes, image = "", None, None, 0, None
+        for msg in body.get("messages", []):
+            content = msg.get("content")
+            parts = content if isinstance(content, list) else [{"type": "text", "text": content or ""}]
+            for part in parts:
+                if part.get("type") == "text":
+                    prompt += part["text"]
+                elif part.get("type") == "image_url":
+                    url = part["image_url"]["url"]
+                    header, b64 = url.split(",", 1)
+                    fmt = header
+                    raw = base64.b64decode(b64)
+                    nbytes = len(raw)
+                    image = Image.open(io.BytesIO(raw))
+                    image.load()
+                    size = image.size
+        params = {k: v for k, v in body.items() if k != "messages"}
+        rec = Recorded(body.get("model", ""), prompt, params, size, fmt, nbytes, image)
+        with self.lock:
+            self.requests.append(rec)
+        return rec
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 30.0, interval: float = 0.02, what: str = "condition"):
+    """Poll until `condition()` is truthy; fail after `timeout`. Tests never sleep a fixed time."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(interval)

@@ -1,0 +1,106 @@
+"""`handwatch once` and `handwatch check` end to end: the real CLI in a subprocess, the fake server over HTTP."""
+
+import socket
+
+import pytest
+import yaml
+
+from tests.conftest import draw_page
+
+
+@pytest.fixture
+def photo(tmp_path):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    path = inbox / "IMG_0001.jpg"
+    draw_page(["Buy flour and sugar"], size=(4000, 3000), font_size=160).save(path, quality=90)
+    return path
+
+
+def test_once_writes_markdown_and_prints_its_path(tmp_path, photo, fake_openai, write_config, run_cli):
+    cfg = write_config({"endpoints": [{"url": fake_openai.url}], "folders": [{"path": str(photo.parent)}]})
+    fake_openai.reply("```markdown\nBuy flour and sugar\n```")
+    res = run_cli("once", "-c", cfg, photo)
+    assert res.returncode == 0, res.stderr
+    out = photo.with_suffix(".md")
+    assert res.stdout.strip() == str(out)
+    head, body = out.read_text().split("---\n")[1:3]
+    meta = yaml.safe_load(head)
+    assert meta["source"] == "IMG_0001.jpg" and meta["model"] == "fake-vl-7b" and meta["pages"] == 1
+    assert meta["needs_review"] is False and meta["review_reasons"] == []
+    assert body.strip() == "Buy flour and sugar"
+    req = fake_openai.requests[0]
+    assert max(req.image_size) <= 1288 and req.image_bytes < 300_000
+
+
+def test_once_uses_the_folder_rules(tmp_path, photo, fake_openai, write_config, run_cli):
+    cfg = write_config({"endpoints": [{"url": fake_openai.url}],
+                        "folders": [{"path": str(photo.parent), "languages": ["fr"]}]})
+    (photo.parent / ".handwatch.yaml").write_text("prompt: Dates are day/month/year.\n")
+    res = run_cli("once", "-c", cfg, photo)
+    assert res.returncode == 0, res.stderr
+    assert "French" in fake_openai.requests[0].prompt and "day/month/year" in fake_openai.requests[0].prompt
+    assert "languages: [fr]" in photo.with_suffix(".md").read_text()
+
+
+def test_once_on_a_file_that_is_not_an_image_exits_65(tmp_path, fake_openai, write_config, run_cli):
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("this is not a photo")
+    cfg = write_config({"endpoints": [{"url": fake_openai.url}]})
+    res = run_cli("once", "-c", cfg, bad)
+    assert res.returncode == 65
+    assert "notes.jpg: not a JPEG file" in res.stderr
+    assert not fake_openai.requests and not bad.with_suffix(".md").exists()
+
+
+def test_once_with_endpoint_refusing_exits_69_naming_the_url(tmp_path, photo, write_config, run_cli):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    s.close()
+    cfg = write_config({"endpoints": [{"url": url, "model": "m"}]})
+    res = run_cli("once", "-c", cfg, photo)
+    assert res.returncode == 69, res.stderr
+    assert url in res.stderr
+
+
+def test_config_error_exits_78_with_key_path(tmp_path, photo, write_config, run_cli):
+    cfg = write_config({"endpoints": [{"url": "http://127.0.0.1:1/v1", "modle": "x"}]})
+    res = run_cli("once", "-c", cfg, photo)
+    assert res.returncode == 78
+    assert f"{cfg}: endpoints[0].modle: unknown key" in res.stderr
+
+
+def test_usage_error_exits_2(run_cli):
+    assert run_cli("once").returncode == 2
+    assert run_cli("frobnicate").returncode == 2
+
+
+def test_once_refuses_to_overwrite_an_edited_markdown(tmp_path, photo, fake_openai, write_config, run_cli):
+    cfg = write_config({"endpoints": [{"url": fake_openai.url}]})
+    assert run_cli("once", "-c", cfg, photo).returncode == 0
+    md = photo.with_suffix(".md")
+    md.write_text(md.read_text() + "\nMy correction.\n")
+    res = run_cli("once", "-c", cfg, photo)
+    assert res.returncode == 1 and "edited since handwatch wrote it" in res.stderr
+    assert md.read_text().endswith("My correction.\n")
+
+
+def test_check_reads_back_the_probe_image(tmp_path, fake_openai, write_config, run_cli):
+    import pytesseract
+
+    # A "vision model" that really reads the image it is sent: Tesseract on the decoded request image.
+    fake_openai.reply(lambda req: pytesseract.image_to_string(req.image, config="--psm 7 -c tessedit_char_whitelist=0123456789"))
+    cfg = write_config({"endpoints": [{"url": fake_openai.url}]})
+    res = run_cli("check", "-c", cfg)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert f"endpoint {fake_openai.url}: up; models: fake-vl-7b" in res.stdout
+    assert "reads images" in res.stdout
+
+
+def test_check_reports_a_model_that_does_not_see_images(tmp_path, fake_openai, write_config, run_cli):
+    fake_openai.reply("I am a text-only model and cannot see images.")
+    cfg = write_config({"endpoints": [{"url": fake_openai.url}]})
+    res = run_cli("check", "-c", cfg)
+    assert res.returncode == 69
+    assert "does not read images" in res.stdout

@@ -1,0 +1,114 @@
+"""Config validation: every problem at once, each with file and key path; locality of endpoints; path expansion."""
+
+from pathlib import Path
+
+import pytest
+
+from handwatch import config
+from handwatch.errors import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def load_text(tmp_path, text: str) -> config.Config:
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    return config.load(p)
+
+
+def test_every_problem_is_reported_at_once_with_key_paths(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_text(tmp_path, """
+endpoints:
+  - url: http://127.0.0.1:1234/v1
+    max_concurency: 4
+defaults:
+  profile: poem
+folders:
+  - path: /tmp/a
+  - path: /tmp/b
+    languages: [english]
+    preprocess: {max_side: 5}
+""")
+    lines = err.value.lines()
+    src = str(tmp_path / "c.yaml")
+    assert f"{src}: endpoints[0].max_concurency: unknown key" in lines
+    assert any(line.startswith(f"{src}: defaults.profile:") for line in lines)
+    assert any(line.startswith(f"{src}: folders[1].languages: not ISO 639") for line in lines)
+    assert any(line.startswith(f"{src}: folders[1].preprocess.max_side:") for line in lines)
+    assert len(lines) == 4
+
+
+def test_unknown_top_level_key_is_an_error(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_text(tmp_path, "state_dirr: /tmp/x\n")
+    assert err.value.problems == ["state_dirr: unknown key"]
+
+
+def test_invalid_yaml_names_the_line(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_text(tmp_path, "folders:\n  - path: [unclosed\n")
+    assert "line" in err.value.problems[0] and "invalid YAML" in err.value.problems[0]
+
+
+@pytest.mark.parametrize("url", ["http://8.8.8.8:1234/v1", "https://1.1.1.1/v1"])
+def test_public_endpoint_is_refused_without_allow_remote(tmp_path, url):
+    with pytest.raises(ConfigError) as err:
+        load_text(tmp_path, f"endpoints:\n  - url: {url}\n")
+    assert "endpoints[0]" in err.value.problems[0] and "allow_remote: true" in err.value.problems[0]
+    cfg = load_text(tmp_path, f"endpoints:\n  - url: {url}\n    allow_remote: true\n")
+    assert cfg.endpoints[0].allow_remote
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:1234/v1", "http://localhost:8000/v1", "http://192.168.1.20:8000/v1",
+    "http://10.0.0.5:1234/v1", "http://169.254.3.4:11434/v1", "http://[::1]:8080/v1", "http://gpubox:1234/v1",
+    "http://gpu.lan:8000/v1",
+])
+def test_local_endpoints_are_accepted(tmp_path, url):
+    assert load_text(tmp_path, f"endpoints:\n  - url: {url}\n").endpoints[0].url == url.rstrip("/")
+
+
+def test_paths_expand_home_and_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("PHOTOS", str(tmp_path / "photos"))
+    cfg = load_text(tmp_path, "state_dir: ~/st\ndefaults: {engine: tesseract}\nfolders:\n  - path: $PHOTOS/cam\n  - path: rel\n")
+    assert cfg.state_dir == tmp_path / "home" / "st"
+    assert cfg.folders[0].path == tmp_path / "photos" / "cam"
+    assert cfg.folders[1].path == tmp_path / "rel"  # relative to the config file's folder
+
+
+def test_vlm_folders_need_an_endpoint(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_text(tmp_path, "folders:\n  - path: /tmp/a\n")
+    assert "endpoints" in err.value.problems[0]
+
+
+def test_output_template_must_be_safe(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_text(tmp_path, "defaults: {engine: tesseract, output: '../{stem}.md'}\n")
+    assert err.value.problems[0].startswith("defaults.output:")
+    with pytest.raises(ConfigError):
+        load_text(tmp_path, "defaults: {engine: tesseract, output: '{title}.md'}\n")
+
+
+def test_config_is_frozen(tmp_path):
+    cfg = load_text(tmp_path, "defaults: {engine: tesseract}\n")
+    with pytest.raises(Exception):
+        cfg.rescan_s = 1
+
+
+def test_shipped_example_config_is_valid():
+    cfg = config.load(REPO / "config" / "handwatch.yaml")
+    assert cfg.endpoints and cfg.folders
+
+
+def test_config_search_order(tmp_path, monkeypatch):
+    monkeypatch.setenv("HANDWATCH_CONFIG", str(tmp_path / "env.yaml"))
+    assert config.find_config(str(tmp_path / "explicit.yaml")) == tmp_path / "explicit.yaml"
+    assert config.find_config(None) == tmp_path / "env.yaml"
+    monkeypatch.delenv("HANDWATCH_CONFIG")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".config" / "handwatch").mkdir(parents=True)
+    (tmp_path / ".config" / "handwatch" / "config.yaml").write_text("{}")
+    assert config.find_config(None) == tmp_path / ".config" / "handwatch" / "config.yaml"

@@ -1,0 +1,119 @@
+"""Markdown rendering, atomic writes, the clash rule and edit protection."""
+
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from handwatch import output
+from handwatch.errors import OutputConflict
+from handwatch.state import Ledger, StateDB
+
+WHEN = datetime(2026, 11, 21, 16, 20, tzinfo=timezone.utc)
+
+
+def doc(source: Path, pages=("Hello",), **kw) -> output.Document:
+    base = dict(source=source, source_sha256="ab" * 32, pages=list(pages), profile="notes", languages=("en",),
+                engine="vlm", model="qwen2.5-vl-7b-instruct", transcribed=WHEN)
+    base.update(kw)
+    return output.Document(**base)
+
+
+@pytest.fixture
+def ledger(tmp_path):
+    return Ledger(StateDB(tmp_path / "state"))
+
+
+def test_front_matter_is_exactly_the_contract(tmp_path):
+    text = output.render(doc(tmp_path / "IMG_1234.jpg"))
+    assert text == (
+        "---\n"
+        "source: IMG_1234.jpg\n"
+        f"source_sha256: {'ab' * 32}\n"
+        "pages: 1\n"
+        "profile: notes\n"
+        "languages: [en]\n"
+        "engine: vlm\n"
+        "model: qwen2.5-vl-7b-instruct\n"
+        "transcribed: 2026-11-21T16:20:00Z\n"
+        "handwatch: 0.1.0\n"
+        "needs_review: false\n"
+        "review_reasons: []\n"
+        "---\n"
+        "\n"
+        "Hello\n"
+    )
+
+
+def test_multi_page_markers_and_review_fields(tmp_path):
+    text = output.render(doc(tmp_path / "scan.pdf", pages=["one", "two"], languages=("de", "en"),
+                             needs_review=True, review_reasons=("page 2: truncated: hit max_tokens",)))
+    assert "pages: 2\n" in text and "languages: [de, en]\n" in text
+    assert "needs_review: true\n" in text
+    assert "review_reasons: ['page 2: truncated: hit max_tokens']\n" in text
+    assert text.index("<!-- page 1 -->\n\none") < text.index("<!-- page 2 -->\n\ntwo")
+
+
+def test_odd_source_names_stay_valid_yaml(tmp_path):
+    import yaml
+
+    text = output.render(doc(tmp_path / "no: yes #1.jpg"))
+    meta = yaml.safe_load(text.split("---\n")[1])
+    assert meta["source"] == "no: yes #1.jpg"
+
+
+def test_atomic_write_leaves_only_the_target(tmp_path, ledger):
+    src = tmp_path / "a.jpg"
+    target = output.write(tmp_path / "a.md", "text\n", ledger, src, "s1")
+    assert target.read_text() == "text\n"
+    assert sorted(os.listdir(tmp_path)) == ["a.md", "state"]
+
+
+def test_never_overwrites_a_file_it_did_not_write(tmp_path, ledger):
+    (tmp_path / "a.md").write_text("my own notes")
+    with pytest.raises(OutputConflict, match="not written by handwatch"):
+        output.write(tmp_path / "a.md", "text\n", ledger, tmp_path / "a.jpg", "s1")
+    assert (tmp_path / "a.md").read_text() == "my own notes"
+
+
+def test_replaces_its_own_unedited_file_but_not_an_edited_one(tmp_path, ledger):
+    src = tmp_path / "a.jpg"
+    output.write(tmp_path / "a.md", "v1\n", ledger, src, "s1")
+    output.write(tmp_path / "a.md", "v2\n", ledger, src, "s2")  # the original changed: transcribed again
+    assert (tmp_path / "a.md").read_text() == "v2\n"
+    (tmp_path / "a.md").write_text("v2\nplus a person's correction\n")
+    with pytest.raises(OutputConflict, match="edited"):
+        output.write(tmp_path / "a.md", "v3\n", ledger, src, "s3")
+    assert "correction" in (tmp_path / "a.md").read_text()
+
+
+def test_crash_between_record_and_rename_is_not_a_conflict(tmp_path, ledger):
+    src = tmp_path / "a.jpg"
+    output.write(tmp_path / "a.md", "v1\n", ledger, src, "s1")
+    # Simulate a crash after the intent was recorded and the rename happened, before the commit.
+    ledger.intend(tmp_path / "a.md", output.sha256_bytes(b"v2\n"), src, "s2")
+    (tmp_path / "a.md").write_text("v2\n")
+    output.write(tmp_path / "a.md", "v3\n", ledger, src, "s3")
+    assert (tmp_path / "a.md").read_text() == "v3\n"
+
+
+def test_clash_rule_gives_the_second_original_stem_ext_md(tmp_path, ledger):
+    jpg, heic = tmp_path / "IMG_1.jpg", tmp_path / "IMG_1.heic"
+    first = output.choose_target(jpg, "{stem}.md", ledger)
+    output.write(first, "jpg text\n", ledger, jpg, "s1")
+    second = output.choose_target(heic, "{stem}.md", ledger)
+    assert (first.name, second.name) == ("IMG_1.md", "IMG_1.heic.md")
+    output.write(second, "heic text\n", ledger, heic, "s2")
+    # Each keeps its own name on later runs.
+    assert output.choose_target(jpg, "{stem}.md", ledger) == first
+    assert output.choose_target(heic, "{stem}.md", ledger) == second
+
+
+def test_stale_temp_files_are_removed(tmp_path):
+    (tmp_path / "sub").mkdir()
+    stale = tmp_path / "sub" / f".a.md.1234{output.TMP_SUFFIX}"
+    stale.write_text("partial")
+    (tmp_path / "keep.md").write_text("x")
+    assert output.remove_stale_temps(tmp_path) == 1
+    assert not stale.exists() and (tmp_path / "keep.md").exists()
