@@ -41,10 +41,15 @@ def _scalar(value) -> str:
     return text[: -len("...")].strip() if text.endswith("...") else text
 
 
+def printable_name(name: str) -> str:
+    """File names need not be UTF-8; the Markdown must be. Undecodable bytes show as U+FFFD."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def front_matter(doc: Document) -> str:
     stamp = doc.transcribed.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     fields: list[tuple[str, str]] = [
-        ("source", _scalar(doc.source.name)),
+        ("source", _scalar(printable_name(doc.source.name))),
         ("source_sha256", doc.source_sha256),
         ("pages", str(len(doc.pages))),
         ("profile", doc.profile),
