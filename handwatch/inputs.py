@@ -132,7 +132,7 @@ def load_image(path: Path, kind: str, max_side: int, max_megapixels: float, max_
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
             raise InputError(f"image too large: {_one_line(e)}") from None
         except UnidentifiedImageError:
-            raise InputError(f"corrupt {kind.upper()}: Pillow cannot identify it") from None
+            raise InputError(f"corrupt or truncated {kind.upper()}: the image data cannot be read") from None
         with im:
             pages = []
             for n, frame in enumerate(ImageSequence.Iterator(im), 1):

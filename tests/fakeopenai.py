@@ -30,14 +30,14 @@ class Recorded:
 
 
 class FakeOpenAI:
-    def __init__(self, models=("fake-vl-7b",)):
+    def __init__(self, models=("fake-vl-7b",), port: int = 0):
         self.models = list(models)
         self.script: deque = deque()
         self.default: Any = {"content": "default transcription"}
         self.requests: list[Recorded] = []
         self.lock = threading.Lock()
         self.in_flight = 0
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -143,6 +143,14 @@ class FakeOpenAI:
         with self.lock:
             self.requests.append(rec)
         return rec
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 30.0, interval: float = 0.02, what: str = "condition"):
