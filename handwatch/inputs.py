@@ -11,7 +11,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from handwatch.errors import InputError, NotReady
 
@@ -32,9 +32,36 @@ _heif_ready = False
 
 @dataclass
 class Page:
-    image: Image.Image  # RGB or L, orientation applied, already reduced toward the target size
+    image: Image.Image | None  # RGB or L, orientation applied, already reduced toward the target size
     number: int
     photo: bool  # camera-made: the contrast default depends on it
+
+
+@dataclass(frozen=True)
+class PageRef:
+    """One page, checked but not yet decoded: decoding waits until a worker has room for the pixels."""
+
+    path: Path
+    kind: str
+    number: int
+    max_side: int
+    photo: bool
+
+    def load(self) -> Page:
+        st = os.stat(self.path)
+        try:
+            if self.kind == "pdf":
+                with tempfile.TemporaryDirectory(prefix="handwatch-pdf-") as tmp:
+                    image = render_pdf_page(self.path, self.number, self.max_side, Path(tmp))
+            else:
+                image = decode_image_page(self.path, self.kind, self.number, self.max_side)
+        except (InputError, NotReady):
+            raise
+        except Exception as e:
+            if _still_growing(self.path, st):
+                raise NotReady("file is still being written") from None
+            raise InputError(f"corrupt or truncated {self.kind.upper()}: {_one_line(e)}") from None
+        return Page(image, self.number, self.photo)
 
 
 def readable(path: Path) -> bool:
@@ -80,8 +107,9 @@ def check_kind(path: Path, head: bytes) -> str:
     return actual
 
 
-def load(path: Path, max_side: int, max_megapixels: float, max_pages: int) -> list[Page]:
-    """All pages of the file, each already scaled so its long side is at least `max_side` (not decoded larger)."""
+def open_pages(path: Path, max_side: int, max_megapixels: float, max_pages: int) -> list[PageRef]:
+    """Check the file (readable, not empty, content matches the name, within the pixel and page
+    limits, not encrypted) and return its pages, undecoded."""
     try:
         st = os.stat(path)
         with open(path, "rb") as f:
@@ -94,15 +122,19 @@ def load(path: Path, max_side: int, max_megapixels: float, max_pages: int) -> li
         raise InputError("empty file (0 bytes)")
     kind = check_kind(path, head)
     try:
-        if kind == "pdf":
-            return load_pdf(path, max_side, max_megapixels, max_pages)
-        return load_image(path, kind, max_side, max_megapixels, max_pages)
+        count = pdf_page_count(path, max_pages) if kind == "pdf" else image_frame_count(path, kind, max_megapixels, max_pages)
     except (InputError, NotReady):
         raise
     except Exception as e:
         if _still_growing(path, st):
             raise NotReady("file is still being written") from None
         raise InputError(f"corrupt or truncated {kind.upper()}: {_one_line(e)}") from None
+    return [PageRef(path, kind, n, max_side, kind in PHOTO_FORMATS) for n in range(1, count + 1)]
+
+
+def load(path: Path, max_side: int, max_megapixels: float, max_pages: int) -> list[Page]:
+    """Every page decoded at once: for callers that need them all (benchmarks, tests)."""
+    return [ref.load() for ref in open_pages(path, max_side, max_megapixels, max_pages)]
 
 
 def _one_line(e: BaseException) -> str:
@@ -122,25 +154,43 @@ def _check_pixels(w: int, h: int, max_megapixels: float, what: str = "image") ->
         raise InputError(f"{what} is {w}x{h} = {w * h / 1e6:.0f} megapixels, over the {max_megapixels:g} MP limit")
 
 
-def load_image(path: Path, kind: str, max_side: int, max_megapixels: float, max_pages: int) -> list[Page]:
+PILLOW_CEILING = 2_000_000_000  # the config's maximum: our own header check decides below it
+
+
+def _open(path: Path, kind: str) -> Image.Image:
     if kind == "heif":
         _ensure_heif()
+    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < PILLOW_CEILING // 2:
+        Image.MAX_IMAGE_PIXELS = PILLOW_CEILING // 2  # Pillow errors at twice this, warns above it
+    try:
+        return Image.open(path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise InputError(f"image too large: {_one_line(e)}") from None
+    except UnidentifiedImageError:
+        raise InputError(f"corrupt or truncated {kind.upper()}: the image data cannot be read") from None
+
+
+def image_frame_count(path: Path, kind: str, max_megapixels: float, max_pages: int) -> int:
+    """Header only: the pixel limit is checked before a single pixel is decoded."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            im = Image.open(path)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise InputError(f"image too large: {_one_line(e)}") from None
-        except UnidentifiedImageError:
-            raise InputError(f"corrupt or truncated {kind.upper()}: the image data cannot be read") from None
-        with im:
-            pages = []
-            for n, frame in enumerate(ImageSequence.Iterator(im), 1):
-                if n > max_pages:
-                    raise InputError(f"more than {max_pages} pages (the max_pages limit)")
-                _check_pixels(*frame.size, max_megapixels)
-                pages.append(Page(_decode_frame(frame, kind, max_side), n, kind in PHOTO_FORMATS))
-            return pages
+        with _open(path, kind) as im:
+            n = getattr(im, "n_frames", 1) if kind == "tiff" else 1
+            if n > max_pages:
+                raise InputError(f"{n} pages, over the max_pages limit of {max_pages}")
+            for i in range(n):
+                im.seek(i)
+                _check_pixels(*im.size, max_megapixels)
+            return n
+
+
+def decode_image_page(path: Path, kind: str, number: int, max_side: int) -> Image.Image:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with _open(path, kind) as im:
+            if number > 1:
+                im.seek(number - 1)
+            return _decode_frame(im, kind, max_side)
 
 
 def _decode_frame(frame: Image.Image, kind: str, max_side: int) -> Image.Image:
@@ -186,20 +236,14 @@ def _limit_memory() -> None:  # runs in the pdftoppm child only
     resource.setrlimit(resource.RLIMIT_AS, (PDFTOPPM_MEMORY, PDFTOPPM_MEMORY))
 
 
-def load_pdf(path: Path, max_side: int, max_megapixels: float, max_pages: int) -> list[Page]:
-    info = pdf_info(path)
-    if str(info.get("Encrypted", "no")).lower().startswith("yes"):
-        raise InputError("encrypted PDF: save an unprotected copy to transcribe it")
+def pdf_page_count(path: Path, max_pages: int) -> int:
+    info = pdf_info(path)  # a PDF that needs a password to open fails here; owner-only restrictions do not
     count = int(info.get("Pages", 0))
     if count < 1:
         raise InputError("PDF has no pages")
     if count > max_pages:
         raise InputError(f"PDF has {count} pages, over the max_pages limit of {max_pages}")
-    pages = []
-    with tempfile.TemporaryDirectory(prefix="handwatch-pdf-") as tmp:
-        for n in range(1, count + 1):
-            pages.append(Page(render_pdf_page(path, n, max_side, Path(tmp)), n, False))
-    return pages
+    return count
 
 
 def render_pdf_page(path: Path, n: int, max_side: int, tmp: Path) -> Image.Image:

@@ -102,23 +102,25 @@ class Pipeline:
     def _transcribe(self, path: Path, rule: Rule) -> dict:
         engine = self.engines.get(rule.engine)
         opts = rule.preprocess
-        if self.image_slots:
-            self.image_slots.acquire()
-        try:
-            pages = inputs.load(path, opts.max_side, opts.max_input_megapixels, rule.max_pages)
+        refs = inputs.open_pages(path, opts.max_side, opts.max_input_megapixels, rule.max_pages)
 
-            def one(page: inputs.Page) -> PageText:
-                image = preprocess.prepare(page.image, opts, page.photo)
-                page.image = None  # the decoded original is no longer needed: free it before the request
-                return engine.transcribe_page(image, rule)
-
-            if self.page_pool is not None and len(pages) > 1:
-                results = list(self.page_pool.map(one, pages))
-            else:
-                results = [one(p) for p in pages]
-        finally:
+        def one(ref: inputs.PageRef) -> PageText:
+            # Backpressure: a slot per decoded page, held until its request is answered.
             if self.image_slots:
-                self.image_slots.release()
+                self.image_slots.acquire()
+            try:
+                page = ref.load()
+                image = preprocess.prepare(page.image, opts, page.photo)
+                page.image = None  # the decoded original is not needed once prepared
+                return engine.transcribe_page(image, rule)
+            finally:
+                if self.image_slots:
+                    self.image_slots.release()
+
+        if self.page_pool is not None and len(refs) > 1:
+            results = list(self.page_pool.map(one, refs))
+        else:
+            results = [one(r) for r in refs]
         reasons: list[str] = []
         for i, r in enumerate(results, 1):
             reasons += [f"page {i}: {x}" if len(results) > 1 else x for x in r.review_reasons]

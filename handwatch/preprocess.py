@@ -12,6 +12,7 @@ from PIL import Image, ImageFilter
 from handwatch.config import Preprocess
 
 MAX_SKEW_DEG = 15.0
+SKEW_CONFIDENCE = 0.3
 
 
 def fit(im: Image.Image, max_side: int, max_pixels: int | None = None) -> Image.Image:
@@ -22,7 +23,9 @@ def fit(im: Image.Image, max_side: int, max_pixels: int | None = None) -> Image.
         scale = min(scale, math.sqrt(max_pixels / (w * h)))
     if scale >= 1.0:
         return im
-    size = (max(1, int(w * scale)), max(1, int(h * scale)))
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    if max_pixels and size[0] * size[1] > max_pixels:
+        size = (max(1, int(w * scale)), max(1, int(h * scale)))  # rounding up may cross the cap
     return im.resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0)
 
 
@@ -44,6 +47,9 @@ def contrast(im: Image.Image) -> Image.Image:
 
 
 def _even_light(lum: np.ndarray) -> np.ndarray:
+    # Denoise first, keeping edges: CLAHE would otherwise amplify sensor noise into texture that
+    # costs JPEG bytes (measured: 167 KB -> 442 KB on the bench photo; 194 KB with this filter).
+    lum = cv2.bilateralFilter(lum, 5, 30, 5)
     k = max(15, (min(lum.shape) // 12) | 1)
     background = cv2.morphologyEx(lum, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k // 3 | 1, k // 3 | 1)))
     background = cv2.GaussianBlur(background, (k, k), 0)
@@ -61,43 +67,48 @@ def _ink_mask(gray: np.ndarray) -> np.ndarray:
     return cv2.adaptiveThreshold(blur, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY_INV, block, 15)
 
 
-def estimate_skew(gray: np.ndarray) -> float | None:
+def estimate_skew(gray: np.ndarray, max_deg: float = MAX_SKEW_DEG, work_px: int = 600) -> float | None:
     """Angle in degrees (counter-clockwise positive, as Pillow rotates) of the text lines, or None when unsure.
 
-    Letters of a line are smeared into one blob; each long thin blob's minimum-area rectangle gives
-    that line's angle; the length-weighted median of them is the page's. Too few lines, or lines
-    that disagree, mean the estimate is not to be trusted."""
+    Projection profile: the ink mask is rotated through candidate angles, and the angle at which
+    its row sums vary most (lines of ink alternating with clean gaps) wins. Unlike smearing
+    letters into line blobs it does not need the words of a line to touch, which handwriting
+    rarely does. It works on a ~600 px copy: skew is a global property, and this keeps it ~30 ms."""
     h, w = gray.shape
+    scale = work_px / max(h, w)
+    if scale < 1:
+        gray = cv2.resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
     mask = _ink_mask(gray)
-    kw = max(9, w // 40)
-    smear = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (kw, max(3, kw // 6))))
-    smear = cv2.morphologyEx(smear, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (3, 3)))
-    contours, _ = cv2.findContours(smear, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    angles, weights = [], []
-    for c in contours:
-        rect = cv2.minAreaRect(c)
-        (rw, rh) = rect[1]
-        long_side, short_side = max(rw, rh), max(1.0, min(rw, rh))
-        if long_side < w / 8 or long_side / short_side < 4 or long_side > 0.98 * max(w, h):
-            continue
-        pts = cv2.boxPoints(rect)
-        edges = [(pts[i], pts[(i + 1) % 4]) for i in range(4)]
-        a, b = max(edges, key=lambda e: float(np.hypot(*(e[1] - e[0]))))
-        angle = math.degrees(math.atan2(-(b[1] - a[1]), b[0] - a[0]))  # image y grows downward
-        angle = (angle + 90) % 180 - 90
-        if abs(angle) > 45:
-            continue
-        angles.append(angle)
-        weights.append(long_side)
-    if len(angles) < 3:
+    ink = float((mask > 0).mean())
+    if ink < 0.002 or ink > 0.35:
+        return None  # a blank page, or a photo that is mostly dark: nothing to measure
+    sh, sw = mask.shape
+    centre = (sw / 2, sh / 2)
+    # Only a central window that stays inside the picture at every angle tried: the empty corners
+    # a rotation creates would otherwise raise the row variance at large angles by themselves.
+    half_w = int(sw * 0.35)
+    half_h = int(sh / 2 - half_w * math.tan(math.radians(max_deg)) - 2)
+    if half_h < 20:
         return None
-    order = np.argsort(angles)
-    a_sorted, w_sorted = np.asarray(angles)[order], np.asarray(weights)[order]
-    median = float(a_sorted[np.searchsorted(np.cumsum(w_sorted), w_sorted.sum() / 2)])
-    spread = float(np.median(np.abs(np.asarray(angles) - median)))
-    if spread > 2.5 or abs(median) > MAX_SKEW_DEG:
-        return None
-    return median
+    cols = slice(int(centre[0]) - half_w, int(centre[0]) + half_w)
+    rows_ = slice(int(centre[1]) - half_h, int(centre[1]) + half_h)
+
+    def score(angle: float) -> float:
+        m = cv2.getRotationMatrix2D(centre, -angle, 1.0)
+        turned = cv2.warpAffine(mask, m, (sw, sh), flags=cv2.INTER_NEAREST)
+        return float(np.var(turned[rows_, cols].sum(axis=1, dtype=np.float64)))
+
+    coarse = np.arange(-max_deg, max_deg + 1e-6, 0.5)
+    scores = np.array([score(a) for a in coarse])
+    peak = float(scores.max())
+    if peak <= 0 or (peak - float(np.median(scores))) / peak < SKEW_CONFIDENCE:
+        return None  # no angle stands out: noise, drawings, or no lines of text
+    best = float(coarse[int(scores.argmax())])
+    fine = np.arange(best - 0.5, best + 0.5 + 1e-6, 0.1)
+    best = float(fine[int(np.argmax([score(a) for a in fine]))])
+    if abs(best) >= max_deg - 0.25:
+        return None  # the best is at the edge of the search: the real tilt is probably larger
+    return best
 
 
 def rotate(im: Image.Image, angle: float) -> Image.Image:

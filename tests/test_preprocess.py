@@ -1,0 +1,124 @@
+"""Each clean-up step on a generated image, proving it did its job."""
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFilter
+
+from bench import gen
+from handwatch import preprocess
+from handwatch.config import Preprocess
+
+LINES = ["Pancakes for four people", "250 g flour and two eggs", "half a litre of milk",
+         "a pinch of salt, then whisk", "rest for ten minutes"]
+
+
+def text_page(size=(1600, 1200)) -> Image.Image:
+    return gen.page(LINES, size=size, font="humor", font_size=size[0] // 22)
+
+
+def test_fit_shrinks_to_max_side_and_max_pixels_but_never_enlarges():
+    assert preprocess.fit(Image.new("RGB", (4032, 3024)), 1288).size == (1288, 966)
+    im = preprocess.fit(Image.new("RGB", (4032, 3024)), 4000, max_pixels=1_000_000)
+    assert im.size[0] * im.size[1] <= 1_000_000
+    assert preprocess.fit(Image.new("RGB", (300, 200)), 1288).size == (300, 200)
+
+
+@pytest.mark.parametrize("angle", [-12.0, -5.0, 3.0, 8.0, 14.0])
+@pytest.mark.parametrize("font", ["humor", "dkg"])
+def test_skew_is_recovered_within_a_degree(angle, font):
+    tilted = gen.tilt(gen.page(LINES, size=(1600, 1200), font=font, font_size=72), angle)
+    est = preprocess.estimate_skew(preprocess.to_array(tilted))
+    assert est is not None and abs(est - angle) < 1.0
+    straight, found = preprocess.deskew(tilted)
+    after = preprocess.estimate_skew(preprocess.to_array(straight))
+    assert after is not None and abs(after) < 1.0
+
+
+def test_straight_page_is_left_alone():
+    est = preprocess.estimate_skew(preprocess.to_array(text_page()))
+    assert est is not None and abs(est) < 0.5
+
+
+@pytest.mark.parametrize("image", [
+    Image.new("RGB", (800, 600), "white"),
+    Image.effect_noise((800, 600), 80).convert("RGB"),
+])
+def test_deskew_skips_when_unsure(image):
+    assert preprocess.estimate_skew(preprocess.to_array(image)) is None
+    out, angle = preprocess.deskew(image)
+    assert angle is None and out is image
+
+
+def test_crop_removes_the_table_around_the_sheet():
+    sheet = text_page((1000, 1400))
+    photo = gen.on_table(sheet, margin=0.15)
+    out = preprocess.crop(photo)
+    assert abs(out.size[0] - 1000) < 30 and abs(out.size[1] - 1400) < 30
+    border = np.asarray(out.convert("L"))
+    assert border[:, :5].mean() > 200 and border[-5:, :].mean() > 200  # no dark table left at the edges
+
+
+def test_crop_with_perspective_squares_up_a_trapezoid():
+    sheet = text_page((1000, 1400))
+    canvas = Image.new("RGB", (1600, 1800), (60, 50, 40))
+    # Warp the sheet into a trapezoid, as a phone held at an angle sees it.
+    import cv2
+
+    src = np.float32([[0, 0], [999, 0], [999, 1399], [0, 1399]])
+    dst = np.float32([[350, 150], [1250, 200], [1400, 1650], [200, 1600]])
+    m = cv2.getPerspectiveTransform(src, dst)
+    warped = cv2.warpPerspective(np.asarray(sheet), m, canvas.size, borderValue=(60, 50, 40))
+    out = preprocess.crop(Image.fromarray(warped), perspective=True)
+    gray = np.asarray(out.convert("L"))
+    corners = [gray[:15, :15], gray[:15, -15:], gray[-15:, :15], gray[-15:, -15:]]
+    assert all(c.mean() > 200 for c in corners)  # every corner is paper, not table
+    assert 0.6 < out.size[0] / out.size[1] < 0.85  # back to the sheet's 1000:1400 shape
+
+
+def test_crop_leaves_a_page_that_fills_the_frame():
+    page = text_page()
+    assert preprocess.crop(page).size == page.size
+
+
+def test_contrast_evens_out_light_and_separates_ink_from_paper():
+    clean = text_page()
+    ink = np.asarray(clean.convert("L")) < 128  # where the text is, known from the clean page
+    dull = gen.low_contrast(gen.shadow(clean, 0.6), 0.4)
+    out = preprocess.contrast(dull)
+    before, after = np.asarray(dull.convert("L")).astype(float), np.asarray(out.convert("L")).astype(float)
+
+    def paper_gap(a):  # brightness difference between the lit and the shaded corner of the paper
+        return abs(np.percentile(a[:150, :150], 90) - np.percentile(a[-150:, -150:], 90))
+
+    def ink_contrast(a):
+        return np.median(a[~ink]) - np.median(a[ink])
+
+    assert paper_gap(after) < paper_gap(before) / 2
+    assert ink_contrast(after) > ink_contrast(before) * 1.5
+
+
+def test_sharpen_increases_edge_energy():
+    import cv2
+
+    soft = text_page().filter(ImageFilter.GaussianBlur(2))
+    lap = lambda im: cv2.Laplacian(np.asarray(im.convert("L")), cv2.CV_64F).var()
+    assert lap(preprocess.sharpen(soft)) > lap(soft) * 1.3
+
+
+def test_grayscale():
+    assert preprocess.grayscale(text_page()).mode == "L"
+
+
+def test_prepare_photo_output_is_small_jpeg():
+    photo = gen.phone_photo()
+    out = preprocess.prepare(photo, Preprocess(), photo=True)
+    assert max(out.size) <= 1288
+    data = preprocess.encode_jpeg(out, 90)
+    assert data[:3] == b"\xff\xd8\xff" and len(data) < 300_000
+
+
+def test_prepare_respects_each_option():
+    im = text_page()
+    out = preprocess.prepare(im, Preprocess(grayscale=True, deskew=False, contrast=False, max_side=800), photo=True)
+    assert out.mode == "L" and max(out.size) == 800
+    assert preprocess.prepare(im, Preprocess(contrast="auto"), photo=False).mode == "RGB"
