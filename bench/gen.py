@@ -67,11 +67,11 @@ def on_table(im: Image.Image, margin: float = 0.15, table=(70, 55, 45)) -> Image
     return canvas
 
 
-def phone_photo(lines=NOTE, size=(4032, 3024), degrees=6.0, font="dkg") -> Image.Image:
-    """A 12 MP phone-style photo: handwriting font, tilt, uneven light and sensor noise."""
+def phone_photo(lines=NOTE, size=(4032, 3024), degrees=6.0, font="dkg", sigma: float = 8.0) -> Image.Image:
+    """A 12 MP phone-style photo: handwriting font, tilt, uneven light and sensor noise (σ in grey levels)."""
     im = page(lines, size=size, font=font, font_size=size[0] // 24)
     im = tilt(im, degrees).resize(size, Image.Resampling.BILINEAR)
-    return noise(shadow(im), sigma=8)
+    return noise(shadow(im), sigma=sigma)
 
 
 def demo(folder: Path) -> None:

@@ -37,7 +37,7 @@ class Preprocess(_Frozen):
     """Image clean-up options (rule key `preprocess`); each maps to one pure function in preprocess.py."""
 
     max_side: Annotated[int, Field(ge=64, le=10000)] = 1288
-    max_pixels: Annotated[int, Field(ge=4096)] | None = None
+    max_pixels: Annotated[int, Field(ge=4096)] | None = 1_254_400  # 1600 Qwen2.5-VL tokens at any aspect ratio
     grayscale: bool = False
     contrast: bool | Literal["auto"] = "auto"
     sharpen: bool = False

@@ -15,18 +15,50 @@ MAX_SKEW_DEG = 15.0
 SKEW_CONFIDENCE = 0.3
 
 
-def fit(im: Image.Image, max_side: int, max_pixels: int | None = None) -> Image.Image:
-    """Shrink (never enlarge) so the long side is at most `max_side` and the area at most `max_pixels`."""
-    w, h = im.size
+PATCH = 28  # Qwen2.5-VL's (and Qwen3-VL's 32 is close) patch grid: a budget in pixels is a budget in tokens
+
+
+def fit_size(w: int, h: int, max_side: int, max_pixels: int | None = None) -> tuple[int, int]:
+    """The size to shrink to (never enlarge): long side <= max_side and, with max_pixels, an area
+    that stays within budget even after a model rounds each side to its 28-pixel patch grid."""
     scale = min(1.0, max_side / max(w, h))
     if max_pixels:
         scale = min(scale, math.sqrt(max_pixels / (w * h)))
-    if scale >= 1.0:
-        return im
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    if max_pixels and size[0] * size[1] > max_pixels:
-        size = (max(1, int(w * scale)), max(1, int(h * scale)))  # rounding up may cross the cap
-    return im.resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0)
+    if max_pixels:
+        budget = max_pixels // (PATCH * PATCH)
+        while size[0] > PATCH and size[1] > PATCH and (
+            size[0] * size[1] > max_pixels or round(size[0] / PATCH) * round(size[1] / PATCH) > budget
+        ):
+            scale *= 0.99
+            size = (max(1, int(w * scale)), max(1, int(h * scale)))
+    return size
+
+
+def resize(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Shrink fast without aliasing: bilinear when shrinking by less than 2x (each output pixel's
+    footprint is covered; 2.4 ms on a 2016 px photo), area averaging beyond (17.9 ms)."""
+    h, w = arr.shape[:2]
+    linear = size[0] >= w / 2 and size[1] >= h / 2
+    return cv2.resize(arr, size, interpolation=cv2.INTER_LINEAR if linear else cv2.INTER_AREA)
+
+
+def shrink_by(arr: np.ndarray, factor: int) -> np.ndarray:
+    """Shrink by a whole factor, trimming the few edge pixels that do not fill a block: area
+    averaging with an exact integer factor takes OpenCV's fast path."""
+    if factor <= 1:
+        return arr
+    h, w = arr.shape[:2]
+    h, w = h - h % factor, w - w % factor
+    return cv2.resize(arr[:h, :w], (w // factor, h // factor), interpolation=cv2.INTER_AREA)
+
+
+def fit(im: Image.Image, max_side: int, max_pixels: int | None = None) -> Image.Image:
+    """Shrink (never enlarge) to `fit_size`."""
+    size = fit_size(im.width, im.height, max_side, max_pixels)
+    if size == im.size:
+        return im
+    return Image.fromarray(resize(np.asarray(im), size), im.mode)
 
 
 def to_array(im: Image.Image) -> np.ndarray:
@@ -41,18 +73,25 @@ def contrast(im: Image.Image) -> Image.Image:
     """Even out light and stretch contrast: divide by the blurred background (shadows, vignetting), then CLAHE."""
     if im.mode == "L":
         return Image.fromarray(_even_light(np.asarray(im)))
-    lab = cv2.cvtColor(np.asarray(im.convert("RGB")), cv2.COLOR_RGB2LAB)
-    lab[:, :, 0] = _even_light(lab[:, :, 0])
-    return Image.fromarray(cv2.cvtColor(lab, cv2.COLOR_LAB2RGB))
+    # Correct only the luma and keep the chroma, so blue ink stays blue. YCrCb rather than LAB:
+    # the same effect here, measured at 1.9 ms for the round trip against LAB's 13.7 ms.
+    ycc = cv2.cvtColor(np.asarray(im.convert("RGB")), cv2.COLOR_RGB2YCrCb)
+    ycc[:, :, 0] = _even_light(np.ascontiguousarray(ycc[:, :, 0]))
+    return Image.fromarray(cv2.cvtColor(ycc, cv2.COLOR_YCrCb2RGB))
 
 
 def _even_light(lum: np.ndarray) -> np.ndarray:
     # Denoise first, keeping edges: CLAHE would otherwise amplify sensor noise into texture that
     # costs JPEG bytes (measured: 167 KB -> 442 KB on the bench photo; 194 KB with this filter).
     lum = cv2.bilateralFilter(lum, 5, 30, 5)
-    k = max(15, (min(lum.shape) // 12) | 1)
-    background = cv2.morphologyEx(lum, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k // 3 | 1, k // 3 | 1)))
+    # The paper's brightness varies slowly: estimate it at a quarter of the size (16x less work),
+    # closing away the ink strokes, then blur and bring it back to full size.
+    h, w = lum.shape
+    small = shrink_by(lum, 4)
+    k = max(5, (min(small.shape) // 12) | 1)
+    background = cv2.morphologyEx(small, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k // 3 | 1, k // 3 | 1)))
     background = cv2.GaussianBlur(background, (k, k), 0)
+    background = cv2.resize(background, (w, h), interpolation=cv2.INTER_LINEAR)
     flat = cv2.divide(lum, np.maximum(background, 1), scale=255)
     return cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(flat)
 
@@ -67,57 +106,89 @@ def _ink_mask(gray: np.ndarray) -> np.ndarray:
     return cv2.adaptiveThreshold(blur, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY_INV, block, 15)
 
 
-def estimate_skew(gray: np.ndarray, max_deg: float = MAX_SKEW_DEG, work_px: int = 600) -> float | None:
+def estimate_skew(gray: np.ndarray, max_deg: float = MAX_SKEW_DEG, work_px: int = 480) -> float | None:
     """Angle in degrees (counter-clockwise positive, as Pillow rotates) of the text lines, or None when unsure.
 
     Projection profile: the ink mask is rotated through candidate angles, and the angle at which
     its row sums vary most (lines of ink alternating with clean gaps) wins. Unlike smearing
     letters into line blobs it does not need the words of a line to touch, which handwriting
     rarely does. It works on a ~600 px copy: skew is a global property, and this keeps it ~30 ms."""
-    h, w = gray.shape
-    scale = work_px / max(h, w)
-    if scale < 1:
-        gray = cv2.resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    gray = shrink_by(gray, round(max(gray.shape) / work_px))
     mask = _ink_mask(gray)
     ink = float((mask > 0).mean())
     if ink < 0.002 or ink > 0.35:
         return None  # a blank page, or a photo that is mostly dark: nothing to measure
-    sh, sw = mask.shape
-    centre = (sw / 2, sh / 2)
-    # Only a central window that stays inside the picture at every angle tried: the empty corners
-    # a rotation creates would otherwise raise the row variance at large angles by themselves.
-    half_w = int(sw * 0.35)
-    half_h = int(sh / 2 - half_w * math.tan(math.radians(max_deg)) - 2)
-    if half_h < 20:
+    # Coarse search on a quarter-size mask (16x fewer pixels), then refine on the full work size.
+    quarter = shrink_by(mask, 4)
+    coarse_score, fine_score = _profile_scorer(quarter, max_deg), _profile_scorer(mask, max_deg)
+    if coarse_score is None or fine_score is None:
         return None
-    cols = slice(int(centre[0]) - half_w, int(centre[0]) + half_w)
-    rows_ = slice(int(centre[1]) - half_h, int(centre[1]) + half_h)
-
-    def score(angle: float) -> float:
-        m = cv2.getRotationMatrix2D(centre, -angle, 1.0)
-        turned = cv2.warpAffine(mask, m, (sw, sh), flags=cv2.INTER_NEAREST)
-        return float(np.var(turned[rows_, cols].sum(axis=1, dtype=np.float64)))
-
-    coarse = np.arange(-max_deg, max_deg + 1e-6, 0.5)
-    scores = np.array([score(a) for a in coarse])
-    peak = float(scores.max())
-    if peak <= 0 or (peak - float(np.median(scores))) / peak < SKEW_CONFIDENCE:
+    coarse = np.arange(-max_deg, max_deg + 1e-6, 1.0)
+    best = float(coarse[int(np.argmax([coarse_score(a) for a in coarse]))])
+    for step, reach in ((0.25, 1.0), (0.05, 0.2)):
+        fine = np.arange(best - reach, best + reach + 1e-6, step)
+        best = float(fine[int(np.argmax([fine_score(a) for a in fine]))])
+    # Sure only if the best angle clearly beats angles well away from it, judged at full work size
+    # (a quarter-size mask is too blurred to tell text lines from noise).
+    peak = fine_score(best)
+    away = [fine_score(best + d) for d in (-10.0, -7.0, -4.0, 4.0, 7.0, 10.0) if abs(best + d) <= max_deg]
+    if peak <= 0 or (peak - float(np.median(away))) / peak < SKEW_CONFIDENCE:
         return None  # no angle stands out: noise, drawings, or no lines of text
-    best = float(coarse[int(scores.argmax())])
-    fine = np.arange(best - 0.5, best + 0.5 + 1e-6, 0.1)
-    best = float(fine[int(np.argmax([score(a) for a in fine]))])
     if abs(best) >= max_deg - 0.25:
         return None  # the best is at the edge of the search: the real tilt is probably larger
     return best
 
 
+def _paper(arr: np.ndarray):
+    px = arr.reshape(-1, 1 if arr.ndim == 2 else arr.shape[2])[:: 97]
+    fill = np.percentile(px, 90, axis=0)
+    return float(fill[0]) if arr.ndim == 2 else tuple(float(v) for v in fill)
+
+
+def _profile_scorer(mask: np.ndarray, max_deg: float):
+    """score(angle): variance of the row sums of `mask` turned by -angle, over a central window that
+    stays inside the picture at every angle tried (the empty corners a rotation creates would
+    otherwise raise the variance at large angles by themselves)."""
+    sh, sw = mask.shape
+    centre = (sw / 2, sh / 2)
+    half_w = int(sw * 0.35)
+    half_h = int(sh / 2 - half_w * math.tan(math.radians(max_deg)) - 2)
+    if half_h < 10:
+        return None
+    cols = slice(int(centre[0]) - half_w, int(centre[0]) + half_w)
+    rows = slice(int(centre[1]) - half_h, int(centre[1]) + half_h)
+
+    def score(angle: float) -> float:
+        m = cv2.getRotationMatrix2D(centre, -angle, 1.0)
+        turned = cv2.warpAffine(mask, m, (sw, sh), flags=cv2.INTER_LINEAR)
+        return float(np.var(turned[rows, cols].sum(axis=1, dtype=np.float64)))
+
+    return score
+
+
+def rotate_fit(im: Image.Image, angle: float, max_side: int, max_pixels: int | None = None) -> Image.Image:
+    """Rotate counter-clockwise by `angle` onto a canvas grown to hold the corners (filled with the
+    paper's colour) and shrink to fit — one interpolation instead of two."""
+    w, h = im.size
+    rad = math.radians(angle)
+    cw = abs(w * math.cos(rad)) + abs(h * math.sin(rad))
+    ch = abs(w * math.sin(rad)) + abs(h * math.cos(rad))
+    out_w, out_h = fit_size(round(cw), round(ch), max_side, max_pixels)
+    scale = min(out_w / cw, out_h / ch)
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
+    m[0, 2] += out_w / 2 - w / 2
+    m[1, 2] += out_h / 2 - h / 2
+    arr = np.asarray(im)
+    interp = cv2.INTER_AREA if scale < 0.7 else cv2.INTER_LINEAR
+    out = cv2.warpAffine(arr, m, (out_w, out_h), flags=interp, borderMode=cv2.BORDER_CONSTANT, borderValue=_paper(arr))
+    return Image.fromarray(out, im.mode)
+
+
 def rotate(im: Image.Image, angle: float) -> Image.Image:
-    """Rotate counter-clockwise by `angle`, filling the new corners with the paper's colour."""
+    """Rotate counter-clockwise by `angle`, growing the canvas and filling it with the paper's colour."""
     if abs(angle) < 0.05:
         return im
-    arr = np.asarray(im)
-    fill = tuple(int(v) for v in np.percentile(arr.reshape(-1, 1 if arr.ndim == 2 else arr.shape[2]), 90, axis=0))
-    return im.rotate(angle, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=fill[0] if im.mode == "L" else fill)
+    return rotate_fit(im, angle, 1 << 30)
 
 
 def deskew(im: Image.Image) -> tuple[Image.Image, float | None]:
@@ -180,18 +251,21 @@ def probe_image(digits: str) -> Image.Image:
 
 def encode_jpeg(im: Image.Image, quality: int = 90) -> bytes:
     buf = io.BytesIO()
-    im.save(buf, "JPEG", quality=quality, optimize=True)
+    im.save(buf, "JPEG", quality=quality)  # optimize=True saves ~12% of bytes for ~2x the encode time
     return buf.getvalue()
 
 
 def prepare(im: Image.Image, opts: Preprocess, photo: bool) -> Image.Image:
-    """The whole clean-up, cheapest first: everything after `fit` works on the reduced image."""
-    im = fit(im, opts.max_side, opts.max_pixels)
+    """The whole clean-up, cheapest first: everything after the first shrink works on the reduced
+    image, and deskew and the final size are one interpolation."""
+    im = fit(im, opts.max_side)  # decoding already got close; this makes sure
     if opts.crop:
         im = crop(im, perspective=opts.crop == "perspective")
-    if opts.deskew:
-        im, _ = deskew(im)
-        im = fit(im, opts.max_side, opts.max_pixels)  # rotating with expand grows the canvas a little
+    angle = estimate_skew(to_array(im)) if opts.deskew else None
+    if angle is not None and abs(angle) >= 0.1:
+        im = rotate_fit(im, -angle, opts.max_side, opts.max_pixels)
+    else:
+        im = fit(im, opts.max_side, opts.max_pixels)
     if opts.grayscale:
         im = grayscale(im)
     if opts.contrast is True or (opts.contrast == "auto" and photo):
