@@ -75,7 +75,7 @@ def naive(path: Path, page: int) -> tuple[str, tuple[int, int]]:
 
 
 def handwatch_path(path: Path, page: int) -> tuple[str, tuple[int, int]]:
-    opts = Preprocess()
+    opts = preprocess.for_engine(Preprocess(), "vlm")
     ref = inputs.open_pages(path, opts.max_side, opts.max_input_megapixels, 50)[page - 1]
     p = ref.load()
     im = preprocess.prepare(p.image, opts, p.photo)

@@ -36,8 +36,10 @@ def expand_path(value: str | os.PathLike, base: Path | None = None) -> Path:
 class Preprocess(_Frozen):
     """Image clean-up options (rule key `preprocess`); each maps to one pure function in preprocess.py."""
 
-    max_side: Annotated[int, Field(ge=64, le=10000)] = 1288
-    max_pixels: Annotated[int, Field(ge=4096)] | None = 1_254_400  # 1600 Qwen2.5-VL tokens at any aspect ratio
+    # None: the engine's own default (vlm: 1288 px and 1,254,400 pixels, i.e. at most 1600
+    # Qwen2.5-VL vision tokens; tesseract: 2400 px and no area cap, as it reads better with more pixels).
+    max_side: Annotated[int, Field(ge=64, le=10000)] | None = None
+    max_pixels: Annotated[int, Field(ge=4096)] | None = None
     grayscale: bool = False
     contrast: bool | Literal["auto"] = "auto"
     sharpen: bool = False

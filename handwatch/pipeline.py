@@ -101,7 +101,7 @@ class Pipeline:
 
     def _transcribe(self, path: Path, rule: Rule) -> dict:
         engine = self.engines.get(rule.engine)
-        opts = rule.preprocess
+        opts = preprocess.for_engine(rule.preprocess, rule.engine)
         refs = inputs.open_pages(path, opts.max_side, opts.max_input_megapixels, rule.max_pages)
 
         def one(ref: inputs.PageRef) -> PageText:

@@ -11,8 +11,10 @@ from PIL import Image, ImageFilter
 
 from handwatch.config import Preprocess
 
+ENGINE_SIZES = {"vlm": (1288, 1_254_400), "tesseract": (2400, None)}  # (max_side, max_pixels)
 MAX_SKEW_DEG = 15.0
 SKEW_CONFIDENCE = 0.3
+MIN_ROTATION_DEG = 0.5  # below this, resampling the whole page costs more legibility than the tilt does
 
 
 PATCH = 28  # Qwen2.5-VL's (and Qwen3-VL's 32 is close) patch grid: a budget in pixels is a budget in tokens
@@ -255,14 +257,23 @@ def encode_jpeg(im: Image.Image, quality: int = 90) -> bytes:
     return buf.getvalue()
 
 
+def for_engine(opts: Preprocess, engine: str) -> Preprocess:
+    """Fill in the sizes the rule left to the engine: a VLM's budget is tokens, Tesseract's is legibility."""
+    side, pixels = ENGINE_SIZES.get(engine, ENGINE_SIZES["vlm"])
+    return opts.model_copy(update={"max_side": opts.max_side or side,
+                                   "max_pixels": opts.max_pixels if opts.max_side or opts.max_pixels else pixels})
+
+
 def prepare(im: Image.Image, opts: Preprocess, photo: bool) -> Image.Image:
     """The whole clean-up, cheapest first: everything after the first shrink works on the reduced
     image, and deskew and the final size are one interpolation."""
+    if opts.max_side is None:
+        opts = for_engine(opts, "vlm")
     im = fit(im, opts.max_side)  # decoding already got close; this makes sure
     if opts.crop:
         im = crop(im, perspective=opts.crop == "perspective")
     angle = estimate_skew(to_array(im)) if opts.deskew else None
-    if angle is not None and abs(angle) >= 0.1:
+    if angle is not None and abs(angle) >= MIN_ROTATION_DEG:
         im = rotate_fit(im, -angle, opts.max_side, opts.max_pixels)
     else:
         im = fit(im, opts.max_side, opts.max_pixels)
