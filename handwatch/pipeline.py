@@ -125,9 +125,12 @@ class Pipeline:
         for i, r in enumerate(results, 1):
             reasons += [f"page {i}: {x}" if len(results) > 1 else x for x in r.review_reasons]
         extra: dict = {}
-        for r in results:
+        for r in results:  # the first page names the recipe; languages are those of any page
             for k, v in r.extra.items():
-                extra.setdefault(k, v)
+                if isinstance(v, list) and isinstance(extra.get(k), list):
+                    extra[k] = list(dict.fromkeys(extra[k] + v))
+                else:
+                    extra.setdefault(k, v)
         appendix = ""
         if rule.translate_to:
             joined = "\n\n".join(r.text for r in results)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 LANGUAGE_NAMES = {
     "en": "English", "de": "German", "fr": "French", "es": "Spanish", "it": "Italian", "nl": "Dutch",
@@ -30,7 +33,13 @@ MULTILINGUAL_PROMPT = """Transcribe the handwriting in this image exactly, as Ma
 The text may be in {langs_plain} or mix several languages. Keep every word in the language it is written in; do not translate.
 Preserve all diacritics, special letters and scripts exactly (for example ä ö ü ß é è ç ñ ø å).
 Keep headings, lists and line breaks. Write a word you cannot read as [illegible].
-Output only the transcription: no introduction, no explanation, no code fences."""
+Output only the transcription: no introduction, no explanation, no code fences.
+After the transcription, add one last line of the form "Languages: xx, yy" with the ISO 639-1 codes of the languages the text is written in."""
+
+RECIPE_JSON_PROMPT = """This image is a handwritten recipe. Transcribe it exactly as written{langs} into the JSON structure requested:
+title, servings, times (prep, cook, total), ingredients (each with quantity, unit, item and an optional note, all as written),
+steps in order, and any other notes. Do not translate, convert units or invent anything that is not written; use null for what is missing.
+Write a word you cannot read as [illegible]."""
 
 STRICT_SUFFIX = "\nIMPORTANT: reply with the written text itself, word for word. Do not describe the image."
 
@@ -39,10 +48,12 @@ def language_names(codes) -> str:
     return ", ".join(LANGUAGE_NAMES.get(c.split("-")[0], c) for c in codes)
 
 
-def prompt_for(profile: str, languages, extra: str | None = None) -> str:
+def prompt_for(profile: str, languages, extra: str | None = None, structured: bool = False) -> str:
     names = language_names(languages)
     hint = f" (expected: {names})" if names else ""
-    if profile == "recipe":
+    if profile == "recipe" and structured:
+        text = RECIPE_JSON_PROMPT.format(langs=hint)
+    elif profile == "recipe":
         text = RECIPE_PROMPT.format(langs=hint)
     elif profile == "multilingual":
         text = MULTILINGUAL_PROMPT.format(langs_plain=names or "any language")
@@ -163,3 +174,134 @@ def judge(text: str, finish_reason: str | None) -> Verdict:
     if NARRATION.match(text):
         return Verdict(False, "narration", text.splitlines()[0][:80])
     return Verdict(True)
+
+
+# --- recipes as structured output ---------------------------------------------------------------
+
+_OPT_STR = {"type": ["string", "null"]}
+RECIPE_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "title": {"type": "string"},
+        "servings": _OPT_STR,
+        "times": {"type": "object", "properties": {"prep": _OPT_STR, "cook": _OPT_STR, "total": _OPT_STR},
+                  "required": ["prep", "cook", "total"], "additionalProperties": False},
+        "ingredients": {"type": "array", "items": {
+            "type": "object",
+            "properties": {"quantity": _OPT_STR, "unit": _OPT_STR, "item": {"type": "string"}, "note": _OPT_STR},
+            "required": ["quantity", "unit", "item", "note"], "additionalProperties": False}},
+        "steps": {"type": "array", "items": {"type": "string"}},
+        "notes": {"type": "array", "items": {"type": "string"}},
+    },
+    "required": ["title", "servings", "times", "ingredients", "steps", "notes"],
+    "additionalProperties": False,
+}
+RECIPE_FORMAT = {"type": "json_schema", "json_schema": {"name": "recipe", "schema": RECIPE_SCHEMA, "strict": True}}
+
+
+def _text(v):
+    return None if v is None else str(v).strip() or None
+
+
+class Ingredient(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    quantity: str | None = None
+    unit: str | None = None
+    item: str = Field(min_length=1)
+    note: str | None = None
+
+    _coerce = field_validator("quantity", "unit", "note", mode="before")(lambda cls, v: _text(v))
+
+
+class Times(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    prep: str | None = None
+    cook: str | None = None
+    total: str | None = None
+
+    _coerce = field_validator("prep", "cook", "total", mode="before")(lambda cls, v: _text(v))
+
+
+class Recipe(BaseModel):
+    """What a model's recipe JSON must amount to; lenient on types (numbers for quantities), strict on substance."""
+
+    model_config = ConfigDict(extra="ignore")
+    title: str = Field(min_length=1)
+    servings: str | None = None
+    times: Times = Times()
+    ingredients: list[Ingredient] = Field(min_length=1)
+    steps: list[str] = Field(min_length=1)
+    notes: list[str] = []
+
+    _servings = field_validator("servings", mode="before")(lambda cls, v: _text(v))
+
+    @field_validator("notes", mode="before")
+    @classmethod
+    def _notes(cls, v):
+        if v is None:
+            return []
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("times", mode="before")
+    @classmethod
+    def _times(cls, v):
+        return v or {}
+
+
+def parse_recipe(reply: str) -> tuple[Recipe | None, str | None]:
+    """(recipe, None), or (None, why it is not one)."""
+    text = clean(reply)
+    start, end = text.find("{"), text.rfind("}")
+    if start < 0:
+        return None, "no JSON object in the reply"
+    try:
+        data = json.loads(text[start : end + 1] if end > start else text[start:])  # unclosed: cut off
+    except json.JSONDecodeError as e:
+        return None, f"invalid JSON ({e.msg} at character {e.pos})"
+    try:
+        return Recipe.model_validate(data), None
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "(top)"
+        return None, f"JSON does not fit the recipe schema ({where}: {first['msg']})"
+
+
+def render_recipe(r: Recipe) -> str:
+    lines = [f"# {r.title.strip()}", ""]
+    facts = []
+    if r.servings:
+        facts.append(f"Serves {r.servings}")
+    for label, value in (("Prep", r.times.prep), ("Cook", r.times.cook), ("Total", r.times.total)):
+        if value:
+            facts.append(f"{label} {value}")
+    if facts:
+        lines += [" · ".join(facts), ""]
+    lines += ["## Ingredients", ""]
+    for ing in r.ingredients:
+        amount = " ".join(x for x in (ing.quantity, ing.unit) if x)
+        entry = f"{amount} {ing.item}".strip()
+        lines.append(f"- {entry}" + (f" ({ing.note})" if ing.note else ""))
+    lines += ["", "## Steps", ""]
+    lines += [f"{i}. {step.strip()}" for i, step in enumerate(r.steps, 1)]
+    if r.notes:
+        lines += ["", "## Notes", ""] + [note.strip() for note in r.notes]
+    return "\n".join(lines)
+
+
+def markdown_title(text: str) -> str | None:
+    m = re.search(r"^#\s+(.+?)\s*#*\s*$", text, re.M)
+    return m.group(1).strip() if m else None
+
+
+# --- languages ---------------------------------------------------------------------------------
+
+LANG_TRAILER = re.compile(r"\n?[ \t]*(?:\*\*)?languages?(?:\*\*)?\s*:\s*(?:\*\*)?\s*([A-Za-z]{2,3}(?:\s*[,/;]\s*[A-Za-z]{2,3})*)\s*\.?\s*$", re.I)
+
+
+def split_languages(text: str) -> tuple[str, list[str]]:
+    """The transcription without its "Languages: de, fr" trailer, and the codes it named."""
+    m = LANG_TRAILER.search(text.rstrip())
+    if not m:
+        return text, []
+    codes = [c.lower() for c in re.split(r"\s*[,/;]\s*", m.group(1)) if c]
+    return text.rstrip()[: m.start()].rstrip(), list(dict.fromkeys(codes))

@@ -153,12 +153,12 @@ class VLMEngine:
         waits = [c.down_until - now for c in self.clients]
         return max(0.5, min(waits)) if waits else BACKOFF_START_S
 
-    def _acquire(self) -> EndpointClient:
+    def _acquire(self, structured: bool = False) -> EndpointClient:
         """The up endpoint with the most room relative to its max_concurrency; wait while all are busy."""
         with self._cond:
             while True:
                 now = self.clock()
-                up = [c for c in self.clients if c.down_until <= now]
+                up = [c for c in self.clients if c.down_until <= now and (c.ep.structured_output or not structured)]
                 if not up:
                     reasons = "; ".join(c.down_reason or c.url for c in self.clients)
                     raise EngineUnavailable(f"every endpoint is down: {reasons}")
@@ -189,7 +189,7 @@ class VLMEngine:
         last: EngineUnavailable | None = None
         for _ in range(len(self.clients)):
             try:
-                c = self._acquire()
+                c = self._acquire(structured=response_format is not None)
             except EngineUnavailable:
                 raise last or EngineUnavailable("every endpoint is down") from None
             try:
@@ -211,6 +211,40 @@ class VLMEngine:
     # --- transcribing ----------------------------------------------------------------------------
 
     def transcribe_page(self, image: Image.Image, rule: Rule) -> PageText:
+        """The profile decides the route: recipes try structured JSON first; every route ends in
+        validated Markdown, flagged for review when it could not be made trustworthy."""
+        fallback: str | None = None
+        if rule.profile == "recipe" and any(c.ep.structured_output for c in self.clients):
+            page, fallback = self._recipe_json(image, rule)
+            if page is not None:
+                return page
+        page = self._markdown(image, rule)
+        if rule.profile == "recipe":
+            page.extra = {"title": profiles.markdown_title(page.text) or "", "tags": ["recipe"]}
+            if fallback:
+                page.review_reasons.insert(0, fallback)
+        elif rule.profile == "multilingual":
+            page.text, langs = profiles.split_languages(page.text)
+            page.extra = {"detected_languages": langs}
+        return page
+
+    def _recipe_json(self, image: Image.Image, rule: Rule) -> tuple[PageText | None, str | None]:
+        prompt = profiles.prompt_for("recipe", rule.languages, rule.prompt, structured=True)
+        jpeg = encode_jpeg(image, rule.preprocess.jpeg_quality)
+        try:
+            reply = self.call(image_messages(prompt, jpeg), self.max_tokens(), 0.0, profiles.RECIPE_FORMAT)
+        except EngineUnavailable:
+            raise
+        except EngineResponseError as e:
+            self.log.info("reply.fallback", profile="recipe", reason=str(e))
+            return None, f"structured output rejected by the server ({e}); used the Markdown recipe prompt"
+        recipe, why = profiles.parse_recipe(reply.content)
+        if recipe is None:
+            self.log.info("reply.fallback", profile="recipe", reason=why)
+            return None, f"recipe JSON did not validate: {why}; used the Markdown recipe prompt"
+        return PageText(profiles.render_recipe(recipe), reply.model, [], {"title": recipe.title, "tags": ["recipe"]}), None
+
+    def _markdown(self, image: Image.Image, rule: Rule) -> PageText:
         """Ask, judge the reply, and retry with a remedy fitted to what went wrong; when retries run
         out the best text is kept and flagged for review, never silently written as if it were fine."""
         base_prompt = profiles.prompt_for(rule.profile, rule.languages, rule.prompt)
@@ -239,8 +273,8 @@ class VLMEngine:
                 return PageText(text, model, [s for s in seen if s.startswith("context")])
             seen.append(f"{verdict.problem}: {verdict.detail}")
             self.log.info("reply.retry", problem=verdict.problem, detail=verdict.detail)
-            if text and (not best or verdict.problem in ("truncated", "loop")):
-                best = text
+            if text and verdict.problem in ("truncated", "loop"):
+                best = text  # a real attempt at the page; narration and refusals never become the text
             if verdict.problem == "narration":
                 strict = True
             elif verdict.problem == "refusal" and sum(s.startswith("refusal") for s in seen) >= 2:
@@ -255,7 +289,8 @@ class VLMEngine:
             best = profiles.cut_loop(best)
             seen.append("loop: repetition cut")
         if not best.strip():
-            best = "[no transcription: the model returned nothing usable]"
+            last = seen[-1].split(":")[0] if seen else "no reply"
+            best = f"[no transcription: the model's replies were not usable ({last})]"
         return PageText(best, model, list(dict.fromkeys(seen)))
 
     def translate(self, text: str, target: str) -> str:
