@@ -149,7 +149,12 @@ def write(target: Path, text: str, ledger: Ledger, source: Path, source_sha: str
                 os.link(tmp, target)  # fails if a person created the file meanwhile: never clobber it
             except FileExistsError:
                 raise OutputConflict(f"{target.name} appeared while transcribing; left untouched") from None
-            os.unlink(tmp)
+            except OSError:  # no hard links here (FAT/exFAT, some SMB and FUSE mounts): check, then rename
+                if os.path.lexists(target):
+                    raise OutputConflict(f"{target.name} appeared while transcribing; left untouched") from None
+                os.replace(tmp, target)
+            else:
+                os.unlink(tmp)
         else:
             os.replace(tmp, target)
         _fsync_dir(target.parent)

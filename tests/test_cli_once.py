@@ -104,3 +104,22 @@ def test_check_reports_a_model_that_does_not_see_images(tmp_path, fake_openai, w
     res = run_cli("check", "-c", cfg)
     assert res.returncode == 69
     assert "does not read images" in res.stdout
+
+
+def test_check_with_the_tesseract_engine(tmp_path, write_config, run_cli):
+    cfg = write_config({"defaults": {"engine": "tesseract", "languages": ["de", "en"]},
+                        "folders": [{"path": str(tmp_path / "inbox")}]})
+    res = run_cli("check", "-c", cfg)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert f"config ok: {cfg}" in res.stdout and "tesseract: ok" in res.stdout and "deu+eng" in res.stdout
+
+
+def test_logs_are_json_lines_when_not_on_a_terminal(tmp_path, photo, fake_openai, write_config, run_cli):
+    import json
+
+    cfg = write_config({"endpoints": [{"url": fake_openai.url}]})
+    res = run_cli("once", "-c", cfg, photo)
+    events = [json.loads(line) for line in res.stderr.splitlines() if line.startswith("{")]
+    done = [e for e in events if e["event"] == "file.transcribed"]
+    assert done and done[0]["path"] == str(photo) and done[0]["pages"] == 1 and "duration_ms" in done[0]
+    assert all("." in e["event"] and "level" in e and "timestamp" in e for e in events)
