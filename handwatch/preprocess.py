@@ -67,19 +67,28 @@ def to_array(im: Image.Image) -> np.ndarray:
     return np.asarray(im.convert("L") if im.mode != "L" else im)
 
 
+def luma(arr: np.ndarray) -> np.ndarray:
+    """Grey levels of an RGB or grey array (the same ITU-R 601 weights as Pillow's "L")."""
+    return arr if arr.ndim == 2 else cv2.cvtColor(arr, cv2.COLOR_RGB2GRAY)
+
+
 def grayscale(im: Image.Image) -> Image.Image:
     return im.convert("L")
 
 
 def contrast(im: Image.Image) -> Image.Image:
     """Even out light and stretch contrast: divide by the blurred background (shadows, vignetting), then CLAHE."""
-    if im.mode == "L":
-        return Image.fromarray(_even_light(np.asarray(im)))
+    return Image.fromarray(contrast_array(np.asarray(im if im.mode in ("L", "RGB") else im.convert("RGB"))))
+
+
+def contrast_array(arr: np.ndarray) -> np.ndarray:
+    if arr.ndim == 2:
+        return _even_light(arr)
     # Correct only the luma and keep the chroma, so blue ink stays blue. YCrCb rather than LAB:
     # the same effect here, measured at 1.9 ms for the round trip against LAB's 13.7 ms.
-    ycc = cv2.cvtColor(np.asarray(im.convert("RGB")), cv2.COLOR_RGB2YCrCb)
+    ycc = cv2.cvtColor(arr, cv2.COLOR_RGB2YCrCb)
     ycc[:, :, 0] = _even_light(np.ascontiguousarray(ycc[:, :, 0]))
-    return Image.fromarray(cv2.cvtColor(ycc, cv2.COLOR_YCrCb2RGB))
+    return cv2.cvtColor(ycc, cv2.COLOR_YCrCb2RGB)
 
 
 def _even_light(lum: np.ndarray) -> np.ndarray:
@@ -153,30 +162,39 @@ def _taper(n: int, fraction: float = 0.12) -> np.ndarray:
     return w
 
 
-def _profile_scorer(mask: np.ndarray, max_deg: float):
+def _profile_scorer(mask: np.ndarray, max_deg: float, strip: int = 4):
     """score(angle): how sharply the row sums of `mask`, turned by -angle, change from row to row
     (sum of squared differences). Aligned text lines give sharp ink/gap edges at every line;
-    the page's outline contributes only two edges. The mask sits on a canvas as large as its
-    diagonal, so no ink is ever rotated out of view wherever it lies on the page."""
-    sh, sw = mask.shape
-    side = int(math.ceil(math.hypot(sh, sw))) + 2
-    canvas = np.zeros((side, side), np.float32)
-    y0, x0 = (side - sh) // 2, (side - sw) // 2
+    the page's outline contributes only two edges.
+
+    The mask is never rotated: it is cut into columns `strip` pixels wide, each summed along its
+    rows once, and for each angle every column's profile is moved to where a rotation would put it
+    and added in with linear interpolation. That is 1/strip of the pixels per angle, measured 3x
+    faster than warping the mask (0.23 against 0.71 ms) for the same scores, and nothing is ever
+    rotated out of view wherever it lies on the page."""
+    h, w = mask.shape
     # Fade the mask out towards the picture's border: its rectangular outline would otherwise be a
     # perfectly sharp edge at 0 degrees, pulling every estimate (and pure noise) towards "straight".
-    window = np.outer(_taper(sh), _taper(sw))
-    # Pre-smooth: a rotation by 0 degrees interpolates nothing while any other angle averages
-    # neighbouring rows, which alone would make pixel noise look sharpest at 0 degrees.
+    window = np.outer(_taper(h), _taper(w))
+    # Pre-smooth: at 0 degrees every column lands exactly on a row while any other angle spreads it
+    # over two, which alone would make pixel noise look sharpest at 0 degrees.
     soft = cv2.GaussianBlur(mask, (0, 0), sigmaX=1.0, sigmaY=1.5).astype(np.float32)
     # Zero-mean: evenly spread "ink" (noise, texture) then has no envelope for the taper to shape.
-    canvas[y0 : y0 + sh, x0 : x0 + sw] = (soft - soft.mean()) * window
-    centre = (side / 2, side / 2)
+    weighted = (soft - soft.mean()) * window
+    cols = w // strip
+    values = weighted[:, : cols * strip].reshape(h, cols, strip).sum(axis=2).T.astype(np.float64).ravel()
+    xs = np.arange(cols) * strip + (strip - 1) / 2 - w / 2
+    ys = np.arange(h) - h / 2
+    bins = int(math.ceil(math.hypot(h, w))) + 4
 
     def score(angle: float) -> float:
-        m = cv2.getRotationMatrix2D(centre, -angle, 1.0)
-        turned = cv2.warpAffine(canvas, m, (side, side), flags=cv2.INTER_LINEAR)
-        rows = turned.sum(axis=1, dtype=np.float64)
-        return float(np.sum(np.diff(rows) ** 2))
+        a = math.radians(angle)
+        rows = (ys[None, :] * math.cos(a) + xs[:, None] * math.sin(a) + bins / 2).ravel()
+        low = rows.astype(np.intp)  # rows > 0: floor
+        frac = rows - low
+        profile = np.bincount(low, values * (1 - frac), bins + 1)
+        profile += np.bincount(low + 1, values * frac, bins + 1)
+        return float(np.sum(np.diff(profile) ** 2))
 
     return score
 
@@ -184,7 +202,11 @@ def _profile_scorer(mask: np.ndarray, max_deg: float):
 def rotate_fit(im: Image.Image, angle: float, max_side: int, max_pixels: int | None = None) -> Image.Image:
     """Rotate counter-clockwise by `angle` onto a canvas grown to hold the corners (filled with the
     paper's colour) and shrink to fit — one interpolation instead of two."""
-    w, h = im.size
+    return Image.fromarray(rotate_fit_array(np.asarray(im), angle, max_side, max_pixels), im.mode)
+
+
+def rotate_fit_array(arr: np.ndarray, angle: float, max_side: int, max_pixels: int | None = None) -> np.ndarray:
+    h, w = arr.shape[:2]
     rad = math.radians(angle)
     cw = abs(w * math.cos(rad)) + abs(h * math.sin(rad))
     ch = abs(w * math.sin(rad)) + abs(h * math.cos(rad))
@@ -193,10 +215,15 @@ def rotate_fit(im: Image.Image, angle: float, max_side: int, max_pixels: int | N
     m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
     m[0, 2] += out_w / 2 - w / 2
     m[1, 2] += out_h / 2 - h / 2
-    arr = np.asarray(im)
     interp = cv2.INTER_AREA if scale < 0.7 else cv2.INTER_LINEAR
-    out = cv2.warpAffine(arr, m, (out_w, out_h), flags=interp, borderMode=cv2.BORDER_CONSTANT, borderValue=_paper(arr))
-    return Image.fromarray(out, im.mode)
+    fill = _paper(arr)
+    if arr.ndim == 3 and arr.shape[2] == 3:
+        # OpenCV's warp has a vector path for 1 and 4 channels but not 3: padding to 4 and back
+        # is measured at 4.1 ms against 8.5 ms for a 1288 px photo.
+        rgba = cv2.cvtColor(arr, cv2.COLOR_RGB2RGBA)
+        out = cv2.warpAffine(rgba, m, (out_w, out_h), flags=interp, borderMode=cv2.BORDER_CONSTANT, borderValue=(*fill, 255))
+        return cv2.cvtColor(out, cv2.COLOR_RGBA2RGB)
+    return cv2.warpAffine(arr, m, (out_w, out_h), flags=interp, borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
 
 
 def rotate(im: Image.Image, angle: float) -> Image.Image:
@@ -279,21 +306,27 @@ def for_engine(opts: Preprocess, engine: str) -> Preprocess:
 
 def prepare(im: Image.Image, opts: Preprocess, photo: bool) -> Image.Image:
     """The whole clean-up, cheapest first: everything after the first shrink works on the reduced
-    image, and deskew and the final size are one interpolation."""
+    image, deskew and the final size are one interpolation, and the pixels cross between Pillow
+    and NumPy once each way (each crossing copies the image: ~0.7 ms at 1288 px)."""
     if opts.max_side is None:
         opts = for_engine(opts, "vlm")
     im = fit(im, opts.max_side)  # decoding already got close; this makes sure
     if opts.crop:
         im = crop(im, perspective=opts.crop == "perspective")
-    angle = estimate_skew(to_array(im)) if opts.deskew else None
+    if im.mode not in ("L", "RGB"):
+        im = im.convert("RGB")
+    arr = np.asarray(im)
+    angle = estimate_skew(luma(arr)) if opts.deskew else None
     if angle is not None and abs(angle) >= MIN_ROTATION_DEG:
-        im = rotate_fit(im, -angle, opts.max_side, opts.max_pixels)
+        arr = rotate_fit_array(arr, -angle, opts.max_side, opts.max_pixels)
     else:
-        im = fit(im, opts.max_side, opts.max_pixels)
+        size = fit_size(arr.shape[1], arr.shape[0], opts.max_side, opts.max_pixels)
+        arr = arr if size == (arr.shape[1], arr.shape[0]) else resize(arr, size)
     if opts.grayscale:
-        im = grayscale(im)
+        arr = luma(arr)
     if opts.contrast is True or (opts.contrast == "auto" and photo):
-        im = contrast(im)
+        arr = contrast_array(arr)
+    out = Image.fromarray(arr)
     if opts.sharpen:
-        im = sharpen(im)
-    return im
+        out = sharpen(out)
+    return out
