@@ -11,9 +11,12 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from handwatch.errors import InputError, NotReady
+from handwatch.preprocess import fit_array, pixels
 
 EXTENSIONS = {
     ".jpg": "jpeg", ".jpeg": "jpeg", ".jpe": "jpeg",
@@ -32,7 +35,9 @@ _heif_ready = False
 
 @dataclass
 class Page:
-    image: Image.Image | None  # RGB or L, orientation applied, already reduced toward the target size
+    # H x W x 3 (RGB) or H x W (grey) uint8, orientation applied, already reduced toward the target
+    # size. An array rather than a Pillow image: every crossing between the two copies the pixels.
+    image: np.ndarray | None
     number: int
     photo: bool  # camera-made: the contrast default depends on it
 
@@ -184,7 +189,7 @@ def image_frame_count(path: Path, kind: str, max_megapixels: float, max_pages: i
             return n
 
 
-def decode_image_page(path: Path, kind: str, number: int, max_side: int) -> Image.Image:
+def decode_image_page(path: Path, kind: str, number: int, max_side: int) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         with _open(path, kind) as im:
@@ -194,54 +199,36 @@ def decode_image_page(path: Path, kind: str, number: int, max_side: int) -> Imag
 
 
 ORIENTATION = 0x0112
-TRANSPOSE = {  # EXIF orientation → the transpose that makes the picture upright
-    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
+UPRIGHT = {  # EXIF orientation → what makes the picture upright, on an array
+    2: lambda a: cv2.flip(a, 1), 3: lambda a: cv2.rotate(a, cv2.ROTATE_180), 4: lambda a: cv2.flip(a, 0),
+    5: lambda a: cv2.transpose(a), 6: lambda a: cv2.rotate(a, cv2.ROTATE_90_CLOCKWISE),
+    7: lambda a: cv2.rotate(cv2.transpose(a), cv2.ROTATE_180), 8: lambda a: cv2.rotate(a, cv2.ROTATE_90_COUNTERCLOCKWISE),
 }
 
 
-def _decode_frame(frame: Image.Image, kind: str, max_side: int) -> Image.Image:
+def _decode_frame(frame: Image.Image, kind: str, max_side: int) -> np.ndarray:
     """Decode no more pixels than needed (JPEG's DCT scaling gives 1/2, 1/4, 1/8 size almost for
     free), shrink, and only then turn the picture upright: transposing at full size costs a copy."""
-    from handwatch.preprocess import fit
-
     orientation = frame.getexif().get(ORIENTATION, 1)
-    out = _decode_jpeg(frame, max_side) if kind == "jpeg" else None
-    if out is None:
+    arr = _decode_jpeg(frame, max_side) if kind == "jpeg" else None
+    if arr is None:
         if kind == "jpeg":
             w, h = frame.size
             scale = max(w, h) / max_side
             if scale >= 2:
                 frame.draft("RGB", (max(1, int(w / scale)), max(1, int(h / scale))))
         frame.load()
-        out = frame
-    if out.mode not in ("RGB", "L"):
-        if out.mode in ("RGBA", "LA", "P", "PA") or "A" in out.getbands():
-            bg = Image.new("RGB", out.size, "white")  # transparent areas are paper, not black
-            rgba = out.convert("RGBA")
-            bg.paste(rgba, mask=rgba.getchannel("A"))
-            out = bg
-        else:
-            out = out.convert("RGB")
-    out = fit(out, max_side)
-    if out is frame:
-        out = frame.copy()  # detach from the file before it is closed
-    if orientation in TRANSPOSE:
-        out = out.transpose(TRANSPOSE[orientation])
-    return out
+        arr = fit_array(pixels(frame), max_side)
+    if orientation in UPRIGHT:
+        arr = UPRIGHT[orientation](arr)
+    return arr
 
 
-def _decode_jpeg(frame: Image.Image, max_side: int) -> Image.Image | None:
+def _decode_jpeg(frame: Image.Image, max_side: int) -> np.ndarray | None:
     """The common case, a colour or grey JPEG, decoded by OpenCV straight into an array at the
     reduced size: the same libjpeg-turbo DCT scaling as Pillow's draft and the same pixels, but
     without Pillow's copy into an array (measured 39 against 44 ms for a 12 MP photo). None for
     anything else, and for any file OpenCV cannot read: Pillow then decodes it, or says why not."""
-    import cv2
-    import numpy as np
-
-    from handwatch.preprocess import resize
-
     if frame.mode not in ("RGB", "L") or not frame.filename:
         return None
     w, h = frame.size
@@ -252,12 +239,7 @@ def _decode_jpeg(frame: Image.Image, max_side: int) -> Image.Image | None:
     arr = cv2.imdecode(np.fromfile(frame.filename, np.uint8), flags)
     if arr is None or arr.shape[:2] != (-(-h // reduce), -(-w // reduce)):
         return None
-    from handwatch.preprocess import fit_size
-
-    size = fit_size(arr.shape[1], arr.shape[0], max_side)
-    if size != (arr.shape[1], arr.shape[0]):
-        arr = resize(arr, size)
-    return Image.fromarray(arr)
+    return fit_array(arr, max_side)
 
 
 def pdf_info(path: Path) -> dict:
@@ -291,7 +273,7 @@ def pdf_page_count(path: Path, max_pages: int) -> int:
     return count
 
 
-def render_pdf_page(path: Path, n: int, max_side: int, tmp: Path) -> Image.Image:
+def render_pdf_page(path: Path, n: int, max_side: int, tmp: Path) -> np.ndarray:
     """Render straight to the target size (`-scale-to`), not a fixed DPI, under a time and memory limit."""
     prefix = tmp / f"p{n}"
     # PPM, not PNG: uncompressed output is written and read in ~40 ms a page against ~115 ms.
@@ -306,10 +288,10 @@ def render_pdf_page(path: Path, n: int, max_side: int, tmp: Path) -> Image.Image
     if proc.returncode != 0 or not out.exists():
         why = (proc.stderr.decode(errors="replace").strip().splitlines() or ["no output"])[-1]
         raise InputError(f"PDF page {n} cannot be rendered: {why[:200]}")
-    with Image.open(out) as im:
-        im.load()
-        page = im.convert("RGB")
+    page = cv2.imread(str(out), cv2.IMREAD_COLOR_RGB)
+    if page is None:
+        raise InputError(f"PDF page {n}: pdftoppm wrote an unreadable image")
     # pdftoppm can exit 0 with a 1x1 image when a page is absurdly large or broken.
-    if min(page.size) < 16:
-        raise InputError(f"PDF page {n} rendered to {page.size[0]}x{page.size[1]} px: the page is broken or absurdly large")
+    if min(page.shape[:2]) < 16:
+        raise InputError(f"PDF page {n} rendered to {page.shape[1]}x{page.shape[0]} px: the page is broken or absurdly large")
     return page

@@ -4,6 +4,7 @@ import io
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -21,7 +22,7 @@ def test_jpeg_is_decoded_reduced_to_the_target_size(tmp_path):
     p = tmp_path / "big.jpg"
     Image.new("RGB", (4032, 3024), (200, 190, 180)).save(p, quality=85)
     [page] = load(p)
-    assert page.image.size == (1288, 966) and page.photo
+    assert page.image.shape == (966, 1288, 3) and page.photo
 
 
 def test_exif_orientation_is_applied(tmp_path):
@@ -31,14 +32,33 @@ def test_exif_orientation_is_applied(tmp_path):
     exif[0x0112] = 6  # "rotate 90 CW to display"
     im.save(p, exif=exif)
     [page] = load(p)
-    assert page.image.size == (200, 400)
+    assert page.image.shape[:2] == (400, 200)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("ext", ["jpg", "png"])  # OpenCV decodes the JPEG, Pillow the PNG
+def test_every_exif_orientation_matches_pillows_exif_transpose(tmp_path, orientation, ext):
+    from PIL import ImageOps
+
+    im = Image.new("RGB", (160, 96), "white")
+    im.paste((255, 0, 0), (0, 0, 40, 24))  # a red block in one corner, a blue one in another
+    im.paste((0, 0, 255), (120, 72, 160, 96))
+    exif = im.getexif()
+    exif[0x0112] = orientation
+    p = tmp_path / f"o.{ext}"
+    im.save(p, exif=exif, **({"quality": 95} if ext == "jpg" else {}))
+    [page] = load(p)
+    with Image.open(p) as ref:
+        expected = np.asarray(ImageOps.exif_transpose(ref).convert("RGB")).astype(int)
+    assert page.image.shape == expected.shape
+    assert np.abs(page.image.astype(int) - expected).max() < 40  # JPEG's own error only
 
 
 def test_png_with_transparency_gets_a_white_background(tmp_path):
     p = tmp_path / "t.png"
     Image.new("RGBA", (50, 40), (0, 0, 0, 0)).save(p)
     [page] = load(p)
-    assert page.image.mode == "RGB" and page.image.getpixel((10, 10)) == (255, 255, 255) and not page.photo
+    assert page.image.shape == (40, 50, 3) and tuple(page.image[10, 10]) == (255, 255, 255) and not page.photo
 
 
 def test_webp_and_heic(tmp_path):
@@ -48,7 +68,7 @@ def test_webp_and_heic(tmp_path):
     for name in ("a.webp", "a.heic"):
         Image.new("RGB", (640, 480), (10, 200, 30)).save(tmp_path / name, quality=90)
         [page] = load(tmp_path / name)
-        assert page.image.size == (640, 480) and page.photo
+        assert page.image.shape[:2] == (480, 640) and page.photo
 
 
 def test_every_page_of_a_multipage_tiff(tmp_path):
@@ -56,7 +76,7 @@ def test_every_page_of_a_multipage_tiff(tmp_path):
     frames = [Image.new("RGB", (300 + i, 200), (i * 60, 0, 0)) for i in range(3)]
     frames[0].save(p, save_all=True, append_images=frames[1:])
     pages = load(p)
-    assert [pg.number for pg in pages] == [1, 2, 3] and [pg.image.size[0] for pg in pages] == [300, 301, 302]
+    assert [pg.number for pg in pages] == [1, 2, 3] and [pg.image.shape[1] for pg in pages] == [300, 301, 302]
 
 
 def test_pdf_pages_are_rendered_to_the_target_size_not_a_dpi(tmp_path):
@@ -65,8 +85,8 @@ def test_pdf_pages_are_rendered_to_the_target_size_not_a_dpi(tmp_path):
     pages[0].save(p, save_all=True, append_images=pages[1:], resolution=72)
     out = load(p, max_side=1000)
     assert len(out) == 3
-    assert [max(pg.image.size) for pg in out] == [1000, 1000, 1000]
-    assert out[1].image.size[0] > out[1].image.size[1]  # landscape page stays landscape
+    assert [max(pg.image.shape[:2]) for pg in out] == [1000, 1000, 1000]
+    assert out[1].image.shape[1] > out[1].image.shape[0]  # landscape page stays landscape
 
 
 @pytest.mark.parametrize("setup, reason", [

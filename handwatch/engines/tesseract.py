@@ -62,6 +62,8 @@ class TesseractEngine:
 
         langs = tess_langs(rule.languages)
         self._check(langs)
+        if image.mode not in ("L", "RGB"):
+            image = image.convert("RGB")  # prepare's RGBX: pytesseract hands Tesseract a PNG
         text = pytesseract.image_to_string(image, lang=langs, config="--psm 3")
         text = re.sub(r"\n{3,}", "\n\n", text.replace("\x0c", "")).strip()
         reasons = [] if text else ["empty: Tesseract found no text"]
