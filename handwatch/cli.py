@@ -47,8 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:
         return EX_USAGE if e.code not in (0, None) else EX_OK
-    from handwatch import config
+    from handwatch import alloc, config
 
+    alloc.keep_image_buffers()
     try:
         cfg = config.load(config.find_config(getattr(args, "config", None)))
         log.setup(cfg.log_level)
