@@ -133,8 +133,31 @@ def _even_light(lum: np.ndarray) -> np.ndarray:
     background = cv2.morphologyEx(small, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k // 3 | 1, k // 3 | 1)))
     background = cv2.GaussianBlur(background, (k, k), 0)
     background = cv2.resize(background, (w, h), interpolation=cv2.INTER_LINEAR)
-    flat = cv2.divide(lum, np.maximum(background, 1), scale=255)
+    # Paper lands near PAPER_LEVEL, leaving headroom to see how its grain spreads.
+    flat = cv2.divide(lum, np.maximum(background, 1), scale=PAPER_LEVEL)
+    # White point: everything as bright as the paper's grain becomes plain white. CLAHE alone
+    # spreads that grain into visible texture (on the benchmark's combined damage, Tesseract's
+    # error rate was 21% with it against 2% without); pinned at 255 it has nothing left to spread.
+    white = _white_point(flat)
+    flat = cv2.LUT(flat, np.clip(np.arange(256) * (255.0 / white), 0, 255).astype(np.uint8))
     return cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(flat)
+
+
+PAPER_LEVEL = 224
+GRAIN_SIGMAS = 2.0
+
+
+def _white_point(flat: np.ndarray) -> float:
+    """The paper's level less two standard deviations of its grain, read off the histogram. The
+    median is paper (ink covers far less than half a page) and the spread above it is grain alone
+    (ink only ever darkens), so dense writing does not make the grain look larger than it is."""
+    cdf = np.cumsum(cv2.calcHist([flat], [0], None, [256], [0, 256]).ravel())
+    cdf /= cdf[-1]
+    median, upper = float(np.searchsorted(cdf, 0.5)), float(np.searchsorted(cdf, 0.75))
+    if median < 64:
+        return 255.0  # mostly dark: not a page of paper, leave it alone
+    sigma = (upper - median) / 0.674
+    return float(np.clip(median - GRAIN_SIGMAS * sigma, 0.85 * median, median))
 
 
 def _denoise(lum: np.ndarray) -> np.ndarray:

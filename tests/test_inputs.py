@@ -54,6 +54,17 @@ def test_every_exif_orientation_matches_pillows_exif_transpose(tmp_path, orienta
     assert np.abs(page.image.astype(int) - expected).max() < 40  # JPEG's own error only
 
 
+@pytest.mark.parametrize("mode, shape, pixel", [("L", (600, 800), 90), ("CMYK", (600, 800, 3), (255, 0, 0))])
+def test_grey_and_cmyk_jpegs(tmp_path, mode, shape, pixel):
+    """Grey JPEGs (scanners) stay grey; CMYK ones (print workflows) are left to Pillow and come out RGB."""
+    p = tmp_path / f"{mode}.jpg"
+    colour = 90 if mode == "L" else (0, 255, 255, 0)  # CMYK red
+    Image.new(mode, (800, 600), colour).save(p, quality=95)
+    [page] = load(p)
+    assert page.image.shape == shape
+    assert np.abs(page.image[300, 400].astype(int) - np.array(pixel)).max() < 8
+
+
 def test_png_with_transparency_gets_a_white_background(tmp_path):
     p = tmp_path / "t.png"
     Image.new("RGBA", (50, 40), (0, 0, 0, 0)).save(p)

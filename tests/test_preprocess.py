@@ -110,6 +110,20 @@ def test_contrast_evens_out_light_and_separates_ink_from_paper():
     assert ink_contrast(after) > ink_contrast(before) * 1.5
 
 
+def test_contrast_turns_paper_grain_white_instead_of_amplifying_it():
+    clean = text_page()
+    grey = clean.convert("L")
+    level = np.median(np.asarray(grey))
+    # Where there is no ink, well away from any stroke, known from the clean page.
+    paper = np.asarray(grey.filter(ImageFilter.MinFilter(9))) >= level - 2
+    grainy = gen.noise(gen.low_contrast(gen.shadow(clean, 0.5), 0.5), sigma=10)
+    out = np.asarray(preprocess.contrast(grainy).convert("L")).astype(float)
+    before = np.asarray(grainy.convert("L")).astype(float)
+    ink = ~(np.asarray(clean.convert("L")) > 128)
+    assert out[paper].std() < before[paper].std() / 3  # measured: 16.2 before, 0.8 after; plain CLAHE 9.6
+    assert np.median(out[paper]) - np.median(out[ink]) > (np.median(before[paper]) - np.median(before[ink])) * 1.5
+
+
 def test_sharpen_increases_edge_energy():
     import cv2
 
