@@ -124,6 +124,16 @@ def test_contrast_turns_paper_grain_white_instead_of_amplifying_it():
     assert np.median(out[paper]) - np.median(out[ink]) > (np.median(before[paper]) - np.median(before[ink])) * 1.5
 
 
+@pytest.mark.parametrize("ink_share", [0.05, 0.3])
+def test_paper_level_and_grain_are_read_off_the_histogram_whatever_the_ink(ink_share):
+    rng = np.random.default_rng(3)
+    flat = rng.normal(224, 5, (400, 600))
+    ink = rng.random((400, 600)) < ink_share
+    flat[ink] = rng.normal(60, 20, ink.sum())  # dense writing must not look like grain
+    paper, grain = preprocess._paper_and_grain(flat.clip(0, 255).astype(np.uint8))
+    assert abs(paper - 224) <= 3 and 3.5 <= grain <= 6.5, (paper, grain)
+
+
 def test_sharpen_increases_edge_energy():
     import cv2
 
