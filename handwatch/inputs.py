@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from handwatch.errors import InputError, NotReady
-from handwatch.preprocess import fit_array, pixels
+from handwatch.pixels import fit_array, pixels
 
 EXTENSIONS = {
     ".jpg": "jpeg", ".jpeg": "jpeg", ".jpe": "jpeg",

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
 from bench import gen
-from handwatch import preprocess
+from handwatch import pixels, preprocess, skew
 from handwatch.config import Preprocess
 
 LINES = ["Pancakes for four people", "250 g flour and two eggs", "half a litre of milk",
@@ -17,38 +17,38 @@ def text_page(size=(1600, 1200)) -> Image.Image:
 
 
 def test_fit_shrinks_to_max_side_and_max_pixels_but_never_enlarges():
-    assert preprocess.fit(Image.new("RGB", (4032, 3024)), 1288).size == (1288, 966)
-    im = preprocess.fit(Image.new("RGB", (4032, 3024)), 4000, max_pixels=1_000_000)
+    assert pixels.fit(Image.new("RGB", (4032, 3024)), 1288).size == (1288, 966)
+    im = pixels.fit(Image.new("RGB", (4032, 3024)), 4000, max_pixels=1_000_000)
     assert im.size[0] * im.size[1] <= 1_000_000
-    assert preprocess.fit(Image.new("RGB", (300, 200)), 1288).size == (300, 200)
+    assert pixels.fit(Image.new("RGB", (300, 200)), 1288).size == (300, 200)
 
 
 @pytest.mark.parametrize("angle", [-12.0, -5.0, 3.0, 8.0, 14.0])
 @pytest.mark.parametrize("font", ["humor", "dkg"])
 def test_skew_is_recovered_within_a_degree(angle, font):
     tilted = gen.tilt(gen.page(LINES, size=(1600, 1200), font=font, font_size=72), angle)
-    est = preprocess.estimate_skew(preprocess.to_array(tilted))
+    est = skew.estimate_skew(pixels.to_array(tilted))
     assert est is not None and abs(est - angle) < 1.0
-    straight, found = preprocess.deskew(tilted)
-    after = preprocess.estimate_skew(preprocess.to_array(straight))
+    straight, found = skew.deskew(tilted)
+    after = skew.estimate_skew(pixels.to_array(straight))
     assert after is not None and abs(after) < 1.0
 
 
 def test_straight_page_is_left_alone():
-    est = preprocess.estimate_skew(preprocess.to_array(text_page()))
+    est = skew.estimate_skew(pixels.to_array(text_page()))
     assert est is not None and abs(est) < 0.5
 
 
 def test_deskew_skips_a_blank_page():
     image = Image.new("RGB", (800, 600), "white")
-    out, angle = preprocess.deskew(image)
+    out, angle = skew.deskew(image)
     assert angle is None and out is image
 
 
 def test_deskew_is_unsure_about_noise():
     rng = np.random.default_rng(7)
     images = [rng.normal(128, 60, (600, 800)).clip(0, 255).astype(np.uint8) for _ in range(20)]
-    angles = [preprocess.estimate_skew(a) for a in images]
+    angles = [skew.estimate_skew(a) for a in images]
     # Measured: 1 false angle in 60 pure-noise images (harmless: no text to misread). More is a regression.
     assert angles.count(None) >= 19, angles
 
@@ -57,8 +57,8 @@ def test_deskew_is_unsure_about_noise():
 def test_straight_short_text_near_the_edge_is_not_tilted(lines):
     from tests.conftest import draw_page
 
-    page = preprocess.fit(draw_page(lines, size=(4032, 3024), font_size=200), 1288)  # text at the top edge
-    angle = preprocess.estimate_skew(preprocess.to_array(page))
+    page = pixels.fit(draw_page(lines, size=(4032, 3024), font_size=200), 1288)  # text at the top edge
+    angle = skew.estimate_skew(pixels.to_array(page))
     assert angle is not None and abs(angle) <= 1.0
 
 

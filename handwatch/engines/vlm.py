@@ -16,7 +16,8 @@ from handwatch import log, profiles
 from handwatch.config import Endpoint, Rule
 from handwatch.engines import PageText
 from handwatch.errors import ConfigError, EngineResponseError, EngineUnavailable
-from handwatch.preprocess import encode_jpeg, fit
+from handwatch.pixels import fit
+from handwatch.preprocess import encode_jpeg
 
 NOT_LOADED = ("model not loaded", "no models loaded", "model is not loaded", "not loaded", "model_not_found", "does not exist")
 CONTEXT = ("maximum context length", "context length", "context_length_exceeded", "too many tokens", "exceeds the context")

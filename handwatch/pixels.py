@@ -1,0 +1,93 @@
+"""Pixels and sizes shared by the image steps: the patch-aligned size budget, fast shrinking, and
+the one place arrays and Pillow images cross."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+from PIL import Image
+
+PATCH = 28  # Qwen2.5-VL's (and Qwen3-VL's 32 is close) patch grid: a budget in pixels is a budget in tokens
+
+
+def fit_size(w: int, h: int, max_side: int, max_pixels: int | None = None) -> tuple[int, int]:
+    """The size to shrink to (never enlarge): long side <= max_side and, with max_pixels, an area
+    that stays within budget even after a model rounds each side to its 28-pixel patch grid."""
+    scale = min(1.0, max_side / max(w, h))
+    if max_pixels:
+        scale = min(scale, math.sqrt(max_pixels / (w * h)))
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    if max_pixels:
+        budget = max_pixels // (PATCH * PATCH)
+        while size[0] > PATCH and size[1] > PATCH and (
+            size[0] * size[1] > max_pixels or round(size[0] / PATCH) * round(size[1] / PATCH) > budget
+        ):
+            scale *= 0.99
+            size = (max(1, int(w * scale)), max(1, int(h * scale)))
+    return size
+
+
+def resize(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Shrink fast without aliasing: bilinear when shrinking by less than 2x (each output pixel's
+    footprint is covered; 2.4 ms on a 2016 px photo), area averaging beyond (17.9 ms)."""
+    h, w = arr.shape[:2]
+    linear = size[0] >= w / 2 and size[1] >= h / 2
+    return cv2.resize(arr, size, interpolation=cv2.INTER_LINEAR if linear else cv2.INTER_AREA)
+
+
+def shrink_by(arr: np.ndarray, factor: int) -> np.ndarray:
+    """Shrink by a whole factor, trimming the few edge pixels that do not fill a block: area
+    averaging with an exact integer factor takes OpenCV's fast path."""
+    if factor <= 1:
+        return arr
+    h, w = arr.shape[:2]
+    h, w = h - h % factor, w - w % factor
+    return cv2.resize(arr[:h, :w], (w // factor, h // factor), interpolation=cv2.INTER_AREA)
+
+
+def fit(im: Image.Image, max_side: int, max_pixels: int | None = None) -> Image.Image:
+    """Shrink (never enlarge) to `fit_size`."""
+    size = fit_size(im.width, im.height, max_side, max_pixels)
+    if size == im.size:
+        return im
+    return to_image(resize(pixels(im), size))
+
+
+def fit_array(arr: np.ndarray, max_side: int, max_pixels: int | None = None) -> np.ndarray:
+    size = fit_size(arr.shape[1], arr.shape[0], max_side, max_pixels)
+    return arr if size == (arr.shape[1], arr.shape[0]) else resize(arr, size)
+
+
+def to_array(im: Image.Image) -> np.ndarray:
+    return np.asarray(im.convert("L") if im.mode != "L" else im)
+
+
+def pixels(im: Image.Image) -> np.ndarray:
+    """A grey, RGB or RGBX array of a Pillow image; transparent areas become white paper, not black."""
+    if im.mode not in ("RGB", "L", "RGBX"):
+        if im.mode in ("RGBA", "LA", "P", "PA") or "A" in im.getbands():
+            bg = Image.new("RGB", im.size, "white")
+            rgba = im.convert("RGBA")
+            bg.paste(rgba, mask=rgba.getchannel("A"))
+            im = bg
+        else:
+            im = im.convert("RGB")
+    return np.asarray(im)
+
+
+def luma(arr: np.ndarray) -> np.ndarray:
+    """Grey levels of a grey, RGB or RGBX array (the same ITU-R 601 weights as Pillow's "L")."""
+    if arr.ndim == 2:
+        return arr
+    return cv2.cvtColor(arr, cv2.COLOR_RGB2GRAY if arr.shape[2] == 3 else cv2.COLOR_RGBA2GRAY)
+
+
+def to_image(arr: np.ndarray) -> Image.Image:
+    """The Pillow image of an array: RGBX (RGB padded to four bytes, as Pillow stores RGB anyway)
+    is handed over without a copy, and JPEG encodes it as RGB."""
+    if arr.ndim == 3 and arr.shape[2] == 4:
+        arr = np.ascontiguousarray(arr)
+        return Image.frombuffer("RGBX", (arr.shape[1], arr.shape[0]), arr, "raw", "RGBX", 0, 1)
+    return Image.fromarray(arr)
