@@ -32,9 +32,9 @@ class Candidates:
             resolved = self.book.resolve(path)
         except ConfigError:
             resolved = rules.resolve(self.cfg, path, {})
-        for d in rules.managed_dirs(folder, resolved.rule):
-            if path == d or d in path.parents:
-                return None, "inside a folder handwatch writes to"
+        out_dir = Path(resolved.rule.output).parent.parts
+        if out_dir and rel.parent.parts[-len(out_dir):] == out_dir:
+            return None, "inside a folder handwatch writes Markdown to"
         if resolved.in_managed(path):
             return None, "inside a folder handwatch moves originals to"
         if not rules.matches(resolved.rule, rel):
