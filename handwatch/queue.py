@@ -13,6 +13,8 @@ from handwatch.safefs import FileSig
 from handwatch.state import StateDB, decode, encode
 
 PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
+UNHASHED = "-"  # the sha256 of a parked file: it could not be read, so its content is unknown
+PARKED = 1e15  # not_before of a parked pending job: never due; a new version of the file replaces it
 
 
 @dataclass(frozen=True)
@@ -22,7 +24,7 @@ class Job:
     sha256: str
     size: int
     mtime_ns: int
-    attempts: int
+    attempts: int  # times the process died while decoding this file
     owner: str | None = None
 
 
@@ -81,7 +83,7 @@ class JobQueue:
                 new = False
             else:  # the original changed: a new job replaces whatever state the old content had
                 db.execute(
-                    """UPDATE jobs SET sha256=?, size=?, mtime_ns=?, ino=?, ctime_ns=?, state=?, attempts=0,
+                    """UPDATE jobs SET sha256=?, size=?, mtime_ns=?, ino=?, ctime_ns=?, state=?, attempts=0, strikes=0,
                        not_before=0, reason=NULL, lease_until=NULL, owner=NULL, updated=? WHERE id=?""",
                     (sha, *sig, PENDING, now, row["id"]),
                 )
@@ -106,33 +108,26 @@ class JobQueue:
             (encode(path), sha, *sig, state, encode(output) if output else None, reason, now, now),
         )
 
-    def claim(self, owner: str, lease_s: float, max_attempts: int = 3) -> Job | None:
-        """Take the next due job. The attempt is counted before the work starts, so a file that kills
-        the process is quarantined after `max_attempts` instead of crashing the daemon forever."""
+    def claim(self, owner: str, lease_s: float, max_deaths: int = 3) -> Job | None:
+        """Take the next due job. A file that killed the process `max_deaths` times while it was being
+        decoded is quarantined here instead of crash-looping the service (see crashmarks.py)."""
         now = self.clock()
-        db = self.db.connect()
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self.db.transaction() as db:
             db.execute(
                 """UPDATE jobs SET state=?, reason=?, updated=? WHERE state=? AND attempts>=?""",
-                (FAILED, f"quarantined: the process died {max_attempts} times while working on this file", now, PENDING, max_attempts),
+                (FAILED, f"quarantined: the process died {max_deaths} times while decoding this file", now,
+                 PENDING, max_deaths),
             )
             row = db.execute(
                 "SELECT * FROM jobs WHERE state=? AND not_before<=? ORDER BY not_before, id LIMIT 1", (PENDING, now)
             ).fetchone()
             if row is not None:
-                db.execute(
-                    "UPDATE jobs SET state=?, attempts=attempts+1, lease_until=?, owner=?, updated=? WHERE id=?",
-                    (RUNNING, now + lease_s, owner, now, row["id"]),
-                )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+                db.execute("UPDATE jobs SET state=?, lease_until=?, owner=?, updated=? WHERE id=?",
+                           (RUNNING, now + lease_s, owner, now, row["id"]))
         if row is None:
             return None
         job = self._job(row)
-        return Job(job.id, job.path, job.sha256, job.size, job.mtime_ns, job.attempts + 1, owner)
+        return Job(job.id, job.path, job.sha256, job.size, job.mtime_ns, job.attempts, owner)
 
     def _finish(self, job: Job, sql: str, args: tuple) -> bool:
         """Only the claim that is still current may finish a job (the original may have changed meanwhile)."""
@@ -144,7 +139,7 @@ class JobQueue:
     def complete(self, job: Job, output: Path | None) -> bool:
         return self._finish(
             job,
-            "UPDATE jobs SET state=?, output=?, reason=NULL, lease_until=NULL, updated=?",
+            "UPDATE jobs SET state=?, output=?, reason=NULL, strikes=0, lease_until=NULL, updated=?",
             (DONE, encode(output) if output else None, self.clock()),
         )
 
@@ -153,32 +148,92 @@ class JobQueue:
             job, "UPDATE jobs SET state=?, reason=?, lease_until=NULL, updated=?", (FAILED, reason, self.clock())
         )
 
-    def defer(self, job: Job, delay_s: float, reason: str, refund: bool = True) -> bool:
-        """Not the file's fault (endpoint down, file still growing): wait, and give the attempt back."""
+    def defer(self, job: Job, delay_s: float, reason: str) -> bool:
+        """Not the file's fault (endpoint down, file still growing): wait, counting nothing against it."""
         return self._finish(
-            job,
-            "UPDATE jobs SET state=?, not_before=?, reason=?, attempts=attempts-?, lease_until=NULL, updated=?",
-            (PENDING, self.clock() + delay_s, reason, 1 if refund else 0, self.clock()),
+            job, "UPDATE jobs SET state=?, not_before=?, reason=?, lease_until=NULL, updated=?",
+            (PENDING, self.clock() + delay_s, reason, self.clock()),
         )
+
+    def strike(self, job: Job, reason: str, limit: int, delay_s: float) -> bool:
+        """The server failed on this file while it answers others: count it against the file, try again
+        later, and fail the file with the server's message once it has failed `limit` times.
+        True when the file is now failed."""
+        now = self.clock()
+        with self.db.transaction() as db:
+            row = db.execute("SELECT strikes FROM jobs WHERE id=? AND sha256=? AND state=?",
+                             (job.id, job.sha256, RUNNING)).fetchone()
+            if row is None:
+                return False
+            n = row["strikes"] + 1
+            if n >= limit:
+                db.execute("UPDATE jobs SET state=?, strikes=?, reason=?, lease_until=NULL, updated=? WHERE id=?",
+                           (FAILED, n, f"{reason} ({n} tries)", now, job.id))
+                return True
+            db.execute("UPDATE jobs SET state=?, strikes=?, not_before=?, reason=?, lease_until=NULL, updated=? "
+                       "WHERE id=?", (PENDING, n, now + delay_s, f"the server failed on this file ({n} of {limit}): "
+                                      f"{reason}", now, job.id))
+        return False
+
+    def park(self, path: Path, sig: FileSig, reason: str, failed: bool) -> bool:
+        """A file that cannot even be hashed (not readable yet, not a regular file, too large): recorded
+        once for this version, so `status` shows it and rescans skip it until the file changes. A
+        parked pending job is never claimed; a new version of the file replaces it. True if new."""
+        now = self.clock()
+        state, not_before = (FAILED, 0.0) if failed else (PENDING, PARKED)
+        with self.db.transaction() as db:
+            row = db.execute("SELECT sha256, size, mtime_ns, ino, ctime_ns FROM jobs WHERE path=?",
+                             (encode(path),)).fetchone()
+            if row is not None and row["sha256"] == UNHASHED and tuple(row)[1:] == tuple(sig):
+                return False
+            db.execute(
+                """INSERT INTO jobs(path, sha256, size, mtime_ns, ino, ctime_ns, state, reason, not_before, created, updated)
+                   VALUES(?,?,?,?,?,?,?,?,?,?,?)
+                   ON CONFLICT(path) DO UPDATE SET sha256=excluded.sha256, size=excluded.size,
+                       mtime_ns=excluded.mtime_ns, ino=excluded.ino, ctime_ns=excluded.ctime_ns, state=excluded.state,
+                       reason=excluded.reason, not_before=excluded.not_before, attempts=0, strikes=0,
+                       lease_until=NULL, owner=NULL, updated=excluded.updated""",
+                (encode(path), UNHASHED, *sig, state, reason, not_before, now, now),
+            )
+        return True
 
     def drop(self, job: Job) -> None:
         """The file vanished before its turn: nothing to transcribe, nothing to report."""
         self.db.connect().execute("DELETE FROM jobs WHERE id=? AND sha256=?", (job.id, job.sha256))
 
-    def recover(self, alive: Callable[[str | None], bool] = owner_alive) -> int:
-        """Requeue jobs left running by a process that died, or whose lease ran out."""
+    def recover(self, alive: Callable[[str | None], bool] = owner_alive, died_decoding: Iterable[int] = ()) -> int:
+        """Requeue jobs left running by a process that died, or whose lease ran out. Only a death while
+        the job was being decoded (`died_decoding`) counts against it: a kill by the watchdog or an
+        operator during a request says nothing about the file."""
         now = self.clock()
-        db = self.db.connect()
-        rows = db.execute("SELECT id, owner, lease_until FROM jobs WHERE state=?", (RUNNING,)).fetchall()
+        died = set(died_decoding)
         n = 0
-        for r in rows:
-            if not alive(r["owner"]) or (r["lease_until"] or 0) < now:
-                db.execute(
-                    "UPDATE jobs SET state=?, lease_until=NULL, owner=NULL, updated=? WHERE id=? AND state=?",
-                    (PENDING, now, r["id"], RUNNING),
-                )
-                n += 1
+        with self.db.transaction() as db:
+            rows = db.execute("SELECT id, owner, lease_until FROM jobs WHERE state=?", (RUNNING,)).fetchall()
+            for r in rows:
+                if not alive(r["owner"]) or (r["lease_until"] or 0) < now:
+                    db.execute("UPDATE jobs SET state=?, attempts=attempts+?, lease_until=NULL, owner=NULL, updated=? "
+                               "WHERE id=? AND state=?", (PENDING, int(r["id"] in died), now, r["id"], RUNNING))
+                    n += 1
         return n
+
+    def release(self, owner: str, keep: Iterable[int] = ()) -> int:
+        """Jobs this process holds but no worker is working on (stopping, or a worker that died) go back
+        to pending, nothing counted."""
+        keep = set(keep)
+        db = self.db.connect()
+        rows = db.execute("SELECT id FROM jobs WHERE state=? AND owner=?", (RUNNING, owner)).fetchall()
+        ids = [r["id"] for r in rows if r["id"] not in keep]
+        for i in ids:
+            db.execute("UPDATE jobs SET state=?, owner=NULL, lease_until=NULL, updated=? WHERE id=? AND state=?",
+                       (PENDING, self.clock(), i, RUNNING))
+        return len(ids)
+
+    def release_job(self, job_id: int, owner: str) -> bool:
+        cur = self.db.connect().execute(
+            "UPDATE jobs SET state=?, owner=NULL, lease_until=NULL, updated=? WHERE id=? AND state=? AND owner=?",
+            (PENDING, self.clock(), job_id, RUNNING, owner))
+        return cur.rowcount == 1
 
     def retry(self, paths: Iterable[Path] | None = None) -> int:
         """Failed files back to pending; named paths are redone whatever their state (except running)."""
@@ -186,14 +241,14 @@ class JobQueue:
         now = self.clock()
         if paths is None:
             cur = db.execute(
-                "UPDATE jobs SET state=?, attempts=0, not_before=0, reason=NULL, updated=? WHERE state=?",
+                "UPDATE jobs SET state=?, attempts=0, strikes=0, not_before=0, reason=NULL, updated=? WHERE state=?",
                 (PENDING, now, FAILED),
             )
             return cur.rowcount
         n = 0
         for p in paths:
             cur = db.execute(
-                "UPDATE jobs SET state=?, attempts=0, not_before=0, reason=NULL, updated=? WHERE path=? AND state!=?",
+                "UPDATE jobs SET state=?, attempts=0, strikes=0, not_before=0, reason=NULL, updated=? WHERE path=? AND state!=?",
                 (PENDING, now, encode(p), RUNNING),
             )
             n += cur.rowcount
@@ -224,5 +279,6 @@ class JobQueue:
         return [{"path": os.fsdecode(r["path"]), "reason": r["reason"], "not_before": r["not_before"]} for r in rows]
 
     def next_due(self) -> float | None:
-        row = self.db.connect().execute("SELECT MIN(not_before) AS t FROM jobs WHERE state=?", (PENDING,)).fetchone()
+        row = self.db.connect().execute("SELECT MIN(not_before) AS t FROM jobs WHERE state=? AND not_before<?",
+                                        (PENDING, PARKED)).fetchone()
         return row["t"] if row and row["t"] is not None else None

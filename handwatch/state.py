@@ -22,7 +22,8 @@ CREATE TABLE IF NOT EXISTS jobs(
     ino INTEGER NOT NULL DEFAULT 0,     -- with ctime_ns: a file renamed over this one, or rewritten with
     ctime_ns INTEGER NOT NULL DEFAULT 0, -- its old size and mtime kept, is a different file version
     state TEXT NOT NULL,                -- pending | running | done | failed
-    attempts INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0, -- times the process died while decoding it (crashmarks.py)
+    strikes INTEGER NOT NULL DEFAULT 0, -- times the server failed on it while answering others
     not_before REAL NOT NULL DEFAULT 0,
     lease_until REAL,
     owner TEXT,
@@ -69,6 +70,7 @@ def decode(blob: bytes) -> Path:
 MIGRATIONS = (  # columns added after the first release; each is skipped when already present
     ("jobs", "ino", "INTEGER NOT NULL DEFAULT 0"),
     ("jobs", "ctime_ns", "INTEGER NOT NULL DEFAULT 0"),
+    ("jobs", "strikes", "INTEGER NOT NULL DEFAULT 0"),
 )
 
 

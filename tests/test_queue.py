@@ -55,26 +55,52 @@ def test_stale_claim_cannot_finish_a_changed_job(q):
     assert q.state_of(p)["state"] == "pending" and q.state_of(p)["sha256"] == "s2"
 
 
-def test_defer_waits_and_refunds_the_attempt(q):
+def test_defer_waits_and_counts_nothing(q):
     p = Path("/w/a.jpg")
     q.enqueue(p, "s1", sig(10, 1))
     job = q.claim("me", 60)
-    assert job.attempts == 1
+    assert job.attempts == 0
     q.defer(job, 30, "waiting for endpoint")
     assert q.claim("me", 60) is None  # not due yet
     q.clock.t += 31
     again = q.claim("me", 60)
-    assert again.attempts == 1  # the endpoint's outage was not counted against the file
+    assert again.attempts == 0  # the endpoint's outage was not counted against the file
 
 
-def test_file_that_keeps_killing_the_process_is_quarantined(q):
+def test_only_deaths_while_decoding_count_and_three_quarantine_the_file(q):
     p = Path("/w/poison.jpg")
     q.enqueue(p, "s1", sig(10, 1))
+    for _ in range(5):  # killed during requests (watchdog, operator): never the file's fault
+        job = q.claim("dead:1", 60)
+        q.recover(alive=lambda owner: False)
+    assert q.state_of(p)["attempts"] == 0 and q.counts()["pending"] == 1
     for _ in range(3):
-        assert q.claim("dead:1", 60) is not None  # counted before the work starts
-        q.recover(alive=lambda owner: False)  # the process died mid-job
+        job = q.claim("dead:1", 60)
+        q.recover(alive=lambda owner: False, died_decoding={job.id})
     assert q.claim("me", 60) is None
-    assert q.failed() == [{"path": "/w/poison.jpg", "reason": "quarantined: the process died 3 times while working on this file"}]
+    assert q.failed() == [{"path": "/w/poison.jpg", "reason": "quarantined: the process died 3 times while decoding this file"}]
+
+
+def test_strikes_fail_a_file_the_server_keeps_failing_on(q):
+    p = Path("/w/poison.jpg")
+    q.enqueue(p, "s1", sig(10, 1))
+    assert q.strike(q.claim("me", 60), "HTTP 500 boom", limit=3, delay_s=10) is False
+    assert q.waiting()[0]["reason"] == "the server failed on this file (1 of 3): HTTP 500 boom"
+    q.clock.t += 11
+    assert q.strike(q.claim("me", 60), "HTTP 500 boom", limit=3, delay_s=10) is False
+    q.clock.t += 11
+    assert q.strike(q.claim("me", 60), "HTTP 500 boom", limit=3, delay_s=10) is True
+    assert q.failed() == [{"path": "/w/poison.jpg", "reason": "HTTP 500 boom (3 tries)"}]
+
+
+def test_a_parked_file_is_shown_once_never_claimed_and_replaced_by_its_next_version(q):
+    p = Path("/w/locked.jpg")
+    assert q.park(p, sig(10, 1), "waiting for permission to read", failed=False) is True
+    assert q.park(p, sig(10, 1), "waiting for permission to read", failed=False) is False  # rescans: once
+    assert q.known(p, sig(10, 1)) and q.claim("me", 60) is None
+    assert q.waiting()[0]["reason"] == "waiting for permission to read"
+    assert q.enqueue(p, "s1", sig(10, 1, ctime_ns=2)) is True  # chmod changed its ctime: now readable
+    assert q.claim("me", 60).sha256 == "s1"
 
 
 def test_recover_requeues_only_dead_owners_or_expired_leases(q):
@@ -84,6 +110,8 @@ def test_recover_requeues_only_dead_owners_or_expired_leases(q):
     q.claim("alive", 60)
     q.claim("dead", 60)
     assert q.recover(alive=lambda o: o == "alive") == 1
+    assert q.release("alive") == 1 and q.counts()["running"] == 0
+    q.claim("alive", 60)
     assert q.counts()["running"] == 1
     q.clock.t += 61
     assert q.recover(alive=lambda o: True) == 1
