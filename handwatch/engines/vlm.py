@@ -14,18 +14,16 @@ from PIL import Image
 
 from handwatch import log, profiles
 from handwatch.config import Endpoint, Rule
-from handwatch.engines import PageText
+from handwatch.engines import PageText, http
+from handwatch.engines.http import ContextTooLong, FileRejected, ServerFailed
 from handwatch.errors import ConfigError, EngineResponseError, EngineUnavailable
 from handwatch.pixels import fit
-from handwatch.preprocess import encode_jpeg
+from handwatch.preprocess import encode_jpeg, probe_image
 
-NOT_LOADED = ("model not loaded", "no models loaded", "model is not loaded", "not loaded", "model_not_found", "does not exist")
-CONTEXT = ("maximum context length", "context length", "context_length_exceeded", "too many tokens", "exceeds the context")
 BACKOFF_START_S, BACKOFF_CAP_S = 2.0, 240.0
+PROBE_TTL_S = 10.0  # one probe answers for every failure of the same endpoint within this time
 
-
-class ContextTooLong(EngineResponseError):
-    """The image (plus prompt) does not fit the model's context: a smaller image may."""
+__all__ = ["ContextTooLong", "EndpointClient", "FileRejected", "Reply", "VLMEngine", "image_messages"]
 
 
 @dataclass(frozen=True)
@@ -63,39 +61,25 @@ class EndpointClient:
     def __init__(self, ep: Endpoint, clock: Callable[[], float] = time.monotonic):
         self.ep = ep
         self.url = ep.url
-        self.client = openai.OpenAI(base_url=ep.url, api_key=ep.api_key(), timeout=ep.timeout_s, max_retries=0)
+        http_client, self.bounded = http.deadline_client(ep.timeout_s)
+        self.client = openai.OpenAI(base_url=ep.url, api_key=ep.api_key(), timeout=ep.timeout_s, max_retries=0,
+                                    http_client=http_client)
         self._model = ep.model
         self.clock = clock
         self.in_flight = 0
         self.failures = 0
         self.down_until = 0.0
         self.down_reason: str | None = None
-
-    def _map(self, e: Exception) -> Exception:
-        if isinstance(e, openai.APITimeoutError):
-            return EngineUnavailable(f"{self.url}: no answer within {self.ep.timeout_s:g} s", self.url)
-        if isinstance(e, openai.APIConnectionError):
-            return EngineUnavailable(f"{self.url}: cannot connect ({e.__cause__ or e})", self.url)
-        if isinstance(e, openai.APIStatusError):
-            msg = _message(e)
-            low = msg.lower()
-            if any(s in low for s in CONTEXT):
-                return ContextTooLong(f"{self.url}: {msg}")
-            if e.status_code in (404, 400) and "model" in low and any(s in low for s in NOT_LOADED):
-                return EngineUnavailable(f"{self.url}: model not loaded ({msg})", self.url)
-            if e.status_code >= 500 or e.status_code in (408, 429):
-                return EngineUnavailable(f"{self.url}: HTTP {e.status_code} {msg}", self.url)
-            return EngineResponseError(f"{self.url}: HTTP {e.status_code} {msg}")
-        return e
+        self.reported: tuple[bool, str | None] | None = None  # the health last written to the database
+        self.probed: tuple[float, bool] = (-1e9, False)
 
     def models(self) -> list[str]:
-        try:
-            return [m.id for m in self.client.models.list()]
-        except openai.OpenAIError as e:
-            raise self._map(e) from None
+        page = http.call(self.url, min(self.ep.timeout_s, 30.0), self.client.models.with_raw_response.list)
+        return [m.id for m in getattr(page, "data", None) or []]
 
     def model(self) -> str:
-        """The configured model, or the only one the server lists."""
+        """The configured model, or the only one the server lists — detected again after the server
+        says it no longer has it (LM Studio loaded another model and the old name is gone)."""
         if self._model:
             return self._model
         listed = self.models()
@@ -106,7 +90,8 @@ class EndpointClient:
             raise EngineUnavailable(f"{self.url}: the server lists no models (none loaded)", self.url)
         raise ConfigError(self.url, [f"model: the server lists several models ({', '.join(listed)}); set model: to one of them"])
 
-    def chat(self, messages: list[dict], max_tokens: int, temperature: float, response_format: dict | None = None) -> Reply:
+    def chat(self, messages: list[dict], max_tokens: int, temperature: float, response_format: dict | None = None,
+             timeout_s: float | None = None) -> Reply:
         model = self.model()
         kwargs: dict = {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": temperature}
         if response_format is not None:
@@ -114,24 +99,30 @@ class EndpointClient:
         if not self.ep.thinking:
             kwargs["extra_body"] = {"chat_template_kwargs": {"enable_thinking": False}}
         try:
-            resp = self.client.chat.completions.create(**kwargs)
-        except openai.OpenAIError as e:
-            raise self._map(e) from None
-        if not resp.choices:
+            resp = http.call(self.url, timeout_s or self.ep.timeout_s,
+                             lambda: self.client.chat.completions.with_raw_response.create(**kwargs))
+        except http.ModelNotLoaded:
+            if not self.ep.model:
+                self._model = None  # detect the model again next time
+            raise
+        if not getattr(resp, "choices", None):
             raise EngineResponseError(f"{self.url}: reply without choices")
         choice = resp.choices[0]
         # reasoning / reasoning_content fields are thinking, never transcription: only `content` is read.
         return Reply(choice.message.content or "", choice.finish_reason, resp.model or model)
 
-
-def _message(e: openai.APIStatusError) -> str:
-    body = e.body
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict):
-            return str(inner.get("message") or inner)[:300]
-        return str(inner)[:300]
-    return (str(e.message) or str(body))[:300]
+    def probe(self) -> bool:
+        """Does the server answer a tiny picture right now? Tells "down" from "fails on that file"."""
+        if self.clock() - self.probed[0] < PROBE_TTL_S:
+            return self.probed[1]
+        try:
+            self.chat(image_messages("What number is written here? Answer with the digits only.",
+                                     encode_jpeg(probe_image("42"))), 16, 0.0, timeout_s=min(self.ep.timeout_s, 60.0))
+            ok = True
+        except Exception:
+            ok = False
+        self.probed = (self.clock(), ok)
+        return ok
 
 
 class VLMEngine:
@@ -173,20 +164,31 @@ class VLMEngine:
     def _release(self, c: EndpointClient, error: EngineUnavailable | None) -> None:
         with self._cond:
             c.in_flight -= 1
+            now = self.clock()
             if error is not None:
-                c.failures += 1
-                c.down_until = self.clock() + backoff(c.failures)
+                if c.down_until <= now:  # a burst of failures from one outage counts once, not N times
+                    c.failures += 1
+                wait = getattr(error, "retry_after", None)
+                c.down_until = now + (wait if wait is not None else backoff(c.failures))
                 c.down_reason = str(error)
             elif c.failures or c.down_reason:
                 c.failures, c.down_reason = 0, None
             self._cond.notify_all()
+            health = (error is None, str(error) if error else None)
+            changed = health != c.reported
+            c.reported = health
         if error is not None:
             self.log.warning("endpoint.down", url=c.url, reason=str(error), retry_in_s=round(c.down_until - self.clock(), 1))
-        self.on_health(c.url, error is None, str(error) if error else None)
+        if changed:  # one database write per change of health, not one per request
+            self.on_health(c.url, *health)
 
     def call(self, messages: list[dict], max_tokens: int | None = None, temperature: float = 0.0,
              response_format: dict | None = None) -> Reply:
-        """One request, moved to another endpoint if the chosen one turns out to be down."""
+        """One request, moved to another endpoint if the chosen one turns out to be down.
+
+        HTTP 5xx or no answer in time is either the server's fault or this request's: the server is
+        probed with a tiny picture, and if it answers that, the failure is the file's (FileRejected,
+        counted against the file) and the endpoint stays up for everyone else."""
         last: EngineUnavailable | None = None
         for _ in range(len(self.clients)):
             try:
@@ -195,6 +197,14 @@ class VLMEngine:
                 raise last or EngineUnavailable("every endpoint is down") from None
             try:
                 reply = c.chat(messages, max_tokens or c.ep.max_tokens, temperature, response_format)
+            except ServerFailed as e:
+                if c.probe():
+                    self._release(c, None)
+                    raise FileRejected(str(e)) from None
+                down = EngineUnavailable(f"{e} (and a test picture failed too)", c.url)
+                self._release(c, down)
+                last = down
+                continue
             except EngineUnavailable as e:
                 self._release(c, e)
                 last = e
