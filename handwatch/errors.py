@@ -8,6 +8,7 @@ EX_SOMEFAILED = 1
 EX_USAGE = 2
 EX_DATAERR = 65
 EX_UNAVAILABLE = 69
+EX_TEMPFAIL = 75
 EX_CONFIG = 78
 
 
@@ -57,6 +58,12 @@ class EngineResponseError(HandwatchError):
     """The endpoint answered, but not with anything usable even after retries."""
 
     exit_code = EX_SOMEFAILED
+
+
+class StateBusy(HandwatchError):
+    """Another daemon holds the state directory: try again later (systemd may restart us)."""
+
+    exit_code = EX_TEMPFAIL
 
 
 class OutputConflict(HandwatchError):

@@ -7,6 +7,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -90,10 +91,13 @@ class Pipeline:
     def process(self, path: Path, sha: str | None = None, before: FileSig | None = None) -> Outcome:
         return self.publish(self.transcribe(path, sha, before))
 
-    def transcribe(self, path: Path, sha: str | None = None, before: FileSig | None = None) -> Transcript:
+    def transcribe(self, path: Path, sha: str | None = None, before: FileSig | None = None,
+                   decoding: Callable[[], AbstractContextManager] = nullcontext) -> Transcript:
         """The slow part: rule, pages, engine, cleaned text (or the cached text of the same bytes).
         `before` is the file version `sha` was taken from; if the file is not that version any more
-        when the text is back, the text may be of other bytes, so it is thrown away (NotReady)."""
+        when the text is back, the text may be of other bytes, so it is thrown away (NotReady).
+        Every decode of the file's bytes runs inside `decoding()` (the daemon marks it, so a process
+        death there is counted against the file and no other death is)."""
         started = time.monotonic()
         path = Path(os.path.abspath(path))
         resolved = self.rules.resolve(path)
@@ -106,7 +110,7 @@ class Pipeline:
         cached = self.texts.get(sha, fingerprint)
         reused = cached is not None
         if cached is None:
-            cached = self._transcribe(path, resolved.rule)
+            cached = self._transcribe(path, resolved.rule, decoding)
             if file_sig(path) != before:
                 raise NotReady("file changed while it was being transcribed")
             self.texts.put(sha, fingerprint, cached)
@@ -130,18 +134,20 @@ class Pipeline:
                       needs_review=doc.needs_review, duration_ms=int((time.monotonic() - t.started) * 1000))
         return Outcome(source, written, t.reused, doc.needs_review)
 
-    def _transcribe(self, path: Path, rule: Rule) -> dict:
+    def _transcribe(self, path: Path, rule: Rule, decoding: Callable[[], AbstractContextManager] = nullcontext) -> dict:
         engine = self.engines.get(rule.engine)
         opts = preprocess.for_engine(rule.preprocess, rule.engine)
-        refs = inputs.open_pages(path, opts.max_side, opts.max_input_megapixels, rule.max_pages)
+        with decoding():
+            refs = inputs.open_pages(path, opts.max_side, opts.max_input_megapixels, rule.max_pages)
 
         def one(ref: inputs.PageRef) -> PageText:
             # Backpressure: a slot per decoded page, held until its request is answered.
             if self.image_slots:
                 self.image_slots.acquire()
             try:
-                page = ref.load()
-                image = preprocess.prepare(page.image, opts, page.photo)
+                with decoding():
+                    page = ref.load()
+                    image = preprocess.prepare(page.image, opts, page.photo)
                 page.image = None  # the decoded original is not needed once prepared
                 return engine.transcribe_page(image, rule)
             finally:

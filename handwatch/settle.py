@@ -12,7 +12,7 @@ from pathlib import Path, PurePath
 from handwatch.inputs import readable
 from handwatch.output import is_temp
 
-Signature = tuple[int, int]  # (size, mtime_ns)
+Signature = tuple  # safefs.FileSig (size, mtime_ns, inode, ctime_ns), or anything compared for equality
 
 # Names sync tools, browsers and desktops write while a file is in flight, or leave lying about.
 TEMP_PATTERNS = (
@@ -48,6 +48,7 @@ def ignored_reason(rel: PurePath) -> str | None:
 class _Entry:
     last_event: float
     sig: Signature | None
+    settle_s: float  # looked up once, when the path is first seen: resolving a rule is not free
 
 
 class Settler:
@@ -67,7 +68,7 @@ class Settler:
     def event(self, path: Path, now: float, sig: Signature | None) -> None:
         entry = self._entries.get(path)
         if entry is None:
-            self._entries[path] = _Entry(now, sig)
+            self._entries[path] = _Entry(now, sig, self._settle_for(path))
         else:
             entry.last_event, entry.sig = now, sig
 
@@ -77,14 +78,14 @@ class Settler:
     def next_due(self) -> float | None:
         if not self._entries:
             return None
-        return min(e.last_event + self._settle_for(p) for p, e in self._entries.items())
+        return min(e.last_event + e.settle_s for e in self._entries.values())
 
     def ready(self, now: float, stat: Callable[[Path], Signature | None]) -> list[Path]:
         """Files whose quiet time is over and whose signature held still; `stat` returns None for a
         vanished file. A changed signature counts as a fresh event (the writer is still at it)."""
         done: list[Path] = []
         for path, entry in list(self._entries.items()):
-            if now - entry.last_event < self._settle_for(path):
+            if now - entry.last_event < entry.settle_s:
                 continue
             sig = stat(path)
             if sig is None:

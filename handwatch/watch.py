@@ -4,7 +4,9 @@ Handlers only hand paths on and never raise; deciding what a path means happens 
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,50 +91,130 @@ class _Handler(FileSystemEventHandler):
             self.log.error("watch.handler_failed", error=repr(e))
 
 
+class _OverflowHook(logging.Handler):
+    """watchdog rebuilds its watches after the kernel's inotify queue overflows, but only logs it: the
+    events are lost, so whoever owns the watcher must walk the folders again."""
+
+    def __init__(self, on_overflow: Callable[[], None]):
+        super().__init__(logging.WARNING)
+        self.on_overflow = on_overflow
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if "overflow" in record.getMessage().lower():
+                self.on_overflow()
+        except Exception:  # a logging handler must never raise into watchdog's thread
+            pass
+
+
+@dataclass
+class _Watch:
+    observer: object
+    ident: tuple[int, int]
+    mode: str
+
+
 class Watcher:
-    def __init__(self, specs: list[WatchSpec], on_file: Callable[[Path, bool], None], on_dir: Callable[[Path], None]):
+    """One observer per watched folder, kept right by `ensure()` (called every second or so): a folder
+    that does not exist yet (a share not mounted) is waited for and never created; one removed and
+    re-created (a remounted share, a sync client resetting it) is noticed by its new identity and
+    watched again. `ensure` returns the folders it (re)started, for the caller to walk."""
+
+    def __init__(self, specs: list[WatchSpec], on_file: Callable[[Path, bool], None], on_dir: Callable[[Path], None],
+                 on_overflow: Callable[[], None] | None = None):
         self.specs = specs
         self.handler = _Handler(on_file, on_dir)
-        self.observers: list = []
-        self.modes: dict[Path, str] = {}
+        self._watches: dict[Path, _Watch] = {}
+        self.states: dict[Path, str] = {}
+        self.on_overflow = on_overflow
+        self._hook: _OverflowHook | None = None
         self.log = log.get("watch")
 
-    def start(self) -> None:
+    @property
+    def modes(self) -> dict[Path, str]:
+        return {p: w.mode for p, w in self._watches.items()}
+
+    @property
+    def observers(self) -> list:
+        return [w.observer for w in self._watches.values()]
+
+    def start(self) -> list[Path]:
+        if self.on_overflow is not None and self._hook is None:
+            self._hook = _OverflowHook(self.on_overflow)
+            logging.getLogger("watchdog").addHandler(self._hook)
+        return self.ensure()
+
+    def ensure(self) -> list[Path]:
+        started = []
         for spec in self.specs:
-            spec.path.mkdir(parents=True, exist_ok=True)
-            polling = wants_polling(spec.path, spec.poll)
-            if not polling:
-                obs = Observer()
-                try:
-                    obs.schedule(self.handler, str(spec.path), recursive=spec.recursive)
-                    obs.start()
-                    self.observers.append(obs)
-                    self.modes[spec.path] = "inotify"
-                    self.log.info("watch.started", path=str(spec.path), mode="inotify")
-                    continue
-                except OSError as e:  # inotify watch or instance limit reached: poll instead, never die
-                    self.log.warning("watch.inotify_failed", path=str(spec.path), error=str(e), fallback="polling",
-                                     hint="raise fs.inotify.max_user_watches to use inotify")
-                    try:
-                        obs.stop()
-                    except Exception:
-                        pass
-            obs = PollingObserver(timeout=spec.poll_interval_s)
-            obs.schedule(self.handler, str(spec.path), recursive=spec.recursive)
-            obs.start()
-            self.observers.append(obs)
-            self.modes[spec.path] = "polling"
-            self.log.info("watch.started", path=str(spec.path), mode="polling")
+            try:
+                st = os.stat(spec.path)
+                ident = (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
+                why = None if ident else "is not a folder"
+            except OSError as e:
+                ident, why = None, f"does not exist ({e.strerror}); waiting for it (a share not mounted yet?)"
+            w = self._watches.get(spec.path)
+            if ident is None:
+                if w is not None or self.states.get(spec.path) != f"missing: {why}":
+                    self.log.warning("watch.missing", path=str(spec.path), reason=why)
+                if w is not None:
+                    self._stop(self._watches.pop(spec.path))
+                self.states[spec.path] = f"missing: {why}"
+                continue
+            if w is not None and w.ident == ident and _alive(w.observer):
+                continue
+            if w is not None:
+                self.log.warning("watch.lost", path=str(spec.path), reason="the folder was replaced; watching it again")
+                self._stop(self._watches.pop(spec.path))
+            try:
+                self._watches[spec.path] = self._start(spec, ident)
+            except OSError as e:
+                self.states[spec.path] = f"missing: cannot watch ({e.strerror or e})"
+                continue
+            self.states[spec.path] = f"watching ({self._watches[spec.path].mode})"
+            started.append(spec.path)
+        return started
+
+    def _start(self, spec: WatchSpec, ident: tuple[int, int]) -> _Watch:
+        if not wants_polling(spec.path, spec.poll):
+            obs = Observer()
+            try:
+                obs.schedule(self.handler, str(spec.path), recursive=spec.recursive)
+                obs.start()
+                self.log.info("watch.started", path=str(spec.path), mode="inotify")
+                return _Watch(obs, ident, "inotify")
+            except OSError as e:  # inotify watch or instance limit reached: poll instead, never die
+                self.log.warning("watch.inotify_failed", path=str(spec.path), error=str(e), fallback="polling",
+                                 hint="raise fs.inotify.max_user_watches to use inotify")
+                self._stop(_Watch(obs, ident, "inotify"))
+        obs = PollingObserver(timeout=spec.poll_interval_s)
+        obs.schedule(self.handler, str(spec.path), recursive=spec.recursive)
+        obs.start()
+        self.log.info("watch.started", path=str(spec.path), mode="polling")
+        return _Watch(obs, ident, "polling")
+
+    @staticmethod
+    def _stop(w: _Watch) -> None:
+        try:
+            w.observer.stop()
+            w.observer.join(timeout=5)
+        except Exception:
+            pass
+
+    def alive(self) -> bool:
+        return all(_alive(w.observer) for w in self._watches.values())
 
     def stop(self) -> None:
-        for obs in self.observers:
-            try:
-                obs.stop()
-            except Exception:
-                pass
-        for obs in self.observers:
-            obs.join(timeout=5)
-        self.observers = []
+        for w in list(self._watches.values()):
+            self._stop(w)
+        self._watches.clear()
+        if self._hook is not None:
+            logging.getLogger("watchdog").removeHandler(self._hook)
+            self._hook = None
+
+
+def _alive(observer) -> bool:
+    return bool(getattr(observer, "is_alive", lambda: False)())
 
 
 def walk(root: Path, recursive: bool, skip_dirs: set[Path] = frozenset()) -> Iterator[Path]:

@@ -9,16 +9,22 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 from handwatch import log, output, safefs
 from handwatch.candidates import Candidates
 from handwatch.config import Config
+from handwatch.crashmarks import DecodeMarks
+from handwatch.engines.http import FileRejected
 from handwatch.errors import ConfigError, EngineUnavailable, HandwatchError, InputError, NotReady
 from handwatch.pipeline import Engines, Pipeline
 from handwatch.queue import Job, JobQueue
 from handwatch.safefs import file_sig
 from handwatch.state import Health, StateDB
+
+
+STRIKES = 3  # a file the server fails on (while answering others) this many times is failed
+STRIKE_DELAY_S = 30.0
 
 
 class Abandoned(Exception):
@@ -88,9 +94,11 @@ class DaemonPool:
 class Worker:
     """Runs one claimed job through the pipeline and files the outcome in the queue."""
 
-    def __init__(self, queue: JobQueue, pipeline: Pipeline, candidates: Candidates, gate: Gate | None = None):
+    def __init__(self, queue: JobQueue, pipeline: Pipeline, candidates: Candidates, gate: Gate | None = None,
+                 marks: DecodeMarks | None = None):
         self.queue, self.pipeline, self.candidates = queue, pipeline, candidates
         self.gate = gate or Gate()
+        self.marks = marks
         self.log = log.get("worker")
         self.unavailable = threading.Event()  # set when a job had to wait for an endpoint
 
@@ -112,7 +120,8 @@ class Worker:
             if sha != job.sha256:  # changed since it was queued: the newer content is the job now
                 self.queue.enqueue(path, sha, sig)
                 return "changed"
-            transcript = self.pipeline.transcribe(path, sha, sig)
+            decoding = (lambda: self.marks.decoding(job.id)) if self.marks else nullcontext
+            transcript = self.pipeline.transcribe(path, sha, sig, decoding)
             with self.gate.passage():
                 outcome = self.pipeline.publish(transcript)
                 if outcome.source != path:
@@ -125,6 +134,10 @@ class Worker:
         except NotReady as e:
             self.queue.defer(job, max(1.0, rule.settle_s), str(e))
             return "waiting"
+        except FileRejected as e:
+            if not self.queue.strike(job, str(e), STRIKES, STRIKE_DELAY_S):
+                self.log.warning("job.server_failed", path=str(path), reason=str(e))
+                return "waiting"
         except EngineUnavailable as e:
             engine = self.pipeline.engines.get(rule.engine)
             delay = engine.retry_after() if hasattr(engine, "retry_after") else 30.0

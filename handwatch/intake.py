@@ -1,0 +1,188 @@
+"""Events in, jobs out: settle each path, hash it in a small pool, and enqueue it — off the main thread.
+
+The main thread only talks to systemd. Everything here touches the watched folders (stat, rule files,
+reading whole files to hash them) and the database, any of which can be slow: a 40 GB sparse file, a
+hung network share, a database another process holds locked. So it runs on its own threads, reports
+that it is alive through `heartbeat`, and survives any single path going wrong."""
+
+from __future__ import annotations
+
+import os
+import queue as stdqueue
+import sqlite3
+import stat
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from handwatch import log, output, safefs
+from handwatch.candidates import Candidates
+from handwatch.errors import ConfigError
+from handwatch.queue import JobQueue
+from handwatch.safefs import file_sig
+from handwatch.settle import Settler
+from handwatch.watch import walk
+
+MAX_INPUT_BYTES = 2 << 30  # no photo or scan is this large; hashing one would only waste the disk's time
+HASH_THREADS = 2
+BATCH = 500  # events handled between two heartbeats
+DB_RETRY_S = 2.0
+
+
+class Intake:
+    def __init__(self, queue: JobQueue, candidates: Candidates, stopping: threading.Event,
+                 on_new_job: Callable[[], None], settle_for: Callable[[Path], float]):
+        self.queue, self.candidates, self.stopping = queue, candidates, stopping
+        self.on_new_job = on_new_job
+        self.events: stdqueue.SimpleQueue = stdqueue.SimpleQueue()
+        self.settler = Settler(settle_for)
+        self.wake = threading.Event()
+        self.to_hash: stdqueue.Queue = stdqueue.Queue()
+        self.hashing: set[Path] = set()
+        self.lock = threading.Lock()
+        self.heartbeat = time.monotonic()
+        self.log = log.get("intake")
+        self.threads: list[threading.Thread] = []
+
+    # --- fed by the watchers and the rescan -----------------------------------------------------
+
+    def put(self, kind: str, path: Path) -> None:
+        """kind: 'event' (created/modified), 'moved' (renamed into place), 'scan' (found by a walk), 'dir'."""
+        self.events.put((kind, path))
+        self.wake.set()
+
+    def start(self) -> None:
+        self.threads = [threading.Thread(target=self._guarded, args=(self._settle_loop,), name="intake", daemon=True)]
+        self.threads += [threading.Thread(target=self._guarded, args=(self._hash_loop,), name=f"hash-{i}", daemon=True)
+                         for i in range(HASH_THREADS)]
+        for t in self.threads:
+            t.start()
+
+    def alive(self) -> bool:
+        return all(t.is_alive() for t in self.threads)
+
+    def _guarded(self, loop: Callable[[], None]) -> None:
+        """A loop that raises is logged and restarted: no single path may stop the intake for good."""
+        while not self.stopping.is_set():
+            try:
+                loop()
+                return
+            except Exception:
+                self.log.exception("intake.crashed")
+                self.stopping.wait(1.0)
+
+    # --- settling --------------------------------------------------------------------------------
+
+    def _settle_loop(self) -> None:
+        while not self.stopping.is_set():
+            self.heartbeat = time.monotonic()
+            self._drain()
+            now = time.monotonic()
+            for path in self.settler.ready(now, file_sig):
+                with self.lock:
+                    if path in self.hashing:
+                        self.settler.event(path, now, file_sig(path))  # still hashing the last version
+                        continue
+                    self.hashing.add(path)
+                self.to_hash.put(path)
+            due = self.settler.next_due()
+            self.wake.clear()
+            if self.events.empty():  # settle on the event itself, not on the next tick of a poll
+                self.wake.wait(0.5 if due is None else min(0.5, max(0.0, due - time.monotonic())))
+
+    def _drain(self) -> None:
+        for _ in range(BATCH):
+            try:
+                kind, path = self.events.get_nowait()
+            except stdqueue.Empty:
+                return
+            try:
+                self._one(kind, path)
+            except sqlite3.OperationalError as e:  # "database is locked": look at it again shortly
+                self.log.warning("intake.db_busy", path=str(path), error=str(e))
+                self.settler.event(Path(os.path.abspath(path)), time.monotonic() + DB_RETRY_S, None)
+            except Exception:
+                self.log.exception("intake.path_failed", path=str(path))
+
+    def _one(self, kind: str, path: Path) -> None:
+        if kind == "dir":
+            for f in walk(path, True):
+                self.events.put(("scan", f))
+            return
+        path = Path(os.path.abspath(path))
+        rule, _why = self.candidates.rule(path)
+        if rule is None:
+            return
+        sig = file_sig(path)
+        if sig is None:
+            self.settler.forget(path)
+            return
+        # A known version is skipped without hashing, unless something was renamed onto the path:
+        # a rename can bring other bytes with the same size and mtime.
+        if kind != "moved" and path not in self.settler and self.queue.known(path, sig):
+            return
+        self.settler.event(path, time.monotonic(), sig)
+
+    # --- hashing -------------------------------------------------------------------------------
+
+    def _hash_loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                path = self.to_hash.get(timeout=0.5)
+            except stdqueue.Empty:
+                continue
+            try:
+                self._enqueue(path)
+            except sqlite3.OperationalError as e:
+                self.log.warning("intake.db_busy", path=str(path), error=str(e))
+                self.put("scan", path)
+                self.stopping.wait(DB_RETRY_S)
+            except Exception:
+                self.log.exception("intake.path_failed", path=str(path))
+            finally:
+                with self.lock:
+                    self.hashing.discard(path)
+
+    def _enqueue(self, path: Path) -> None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return
+        sig = safefs.FileSig.of(st)
+        if not stat.S_ISREG(st.st_mode):
+            self._park(path, sig, f"not a regular file ({safefs.kind_of(st.st_mode)})", failed=True)
+            return
+        if st.st_size > MAX_INPUT_BYTES:
+            self._park(path, sig, f"file is {st.st_size / 1e9:.1f} GB, over the {MAX_INPUT_BYTES / 1e9:.1f} GB "
+                                  "limit for a photo or scan", failed=True)
+            return
+        try:
+            sha = output.sha256_file(path)
+        except PermissionError as e:
+            self._park(path, sig, f"waiting for permission to read ({e.strerror}); it is picked up once readable",
+                       failed=False)
+            return
+        except safefs.Unsafe as e:
+            self._park(path, sig, str(e.strerror), failed=True)
+            return
+        except OSError as e:
+            self.log.warning("file.unreadable", path=str(path), error=str(e.strerror or e))
+            return
+        if self.queue.enqueue(path, sha, sig):
+            self.log.info("file.settled", path=str(path), size=sig.size)
+            self.on_new_job()
+
+    def _park(self, path: Path, sig: safefs.FileSig, reason: str, failed: bool) -> None:
+        if self.queue.park(path, sig, reason, failed):
+            (self.log.warning if failed else self.log.info)("file.parked", path=str(path), reason=reason)
+
+
+def settle_for(candidates: Candidates, fallback: float) -> Callable[[Path], float]:
+    def settle_s(path: Path) -> float:
+        try:
+            return candidates.book.resolve(path).rule.settle_s
+        except ConfigError:
+            return fallback
+
+    return settle_s
