@@ -181,3 +181,35 @@ def remove_stale_temps(root: Path) -> int:
                 except OSError:
                     pass
     return n
+
+
+def save_edit(target: Path, text: str, ledger: Ledger, expected_sha: str) -> str:
+    """A person's edit from the review page: atomic like `write`, and recorded in the ledger as the person's
+    before the rename, so handwatch never overwrites it (not even after a crash between the two).
+    `expected_sha` is the file as the person loaded it: a file that changed meanwhile is not overwritten."""
+    rec = ledger.get(target)
+    if rec is None:
+        raise OutputConflict(f"{target.name} was not written by handwatch; edit it with your own editor")
+    try:
+        st = os.stat(target)
+        current = sha256_file(target)
+    except FileNotFoundError:
+        raise OutputConflict(f"{target.name} no longer exists") from None
+    if current != expected_sha:
+        raise OutputConflict(f"{target.name} changed since you opened it; reload to see the new text")
+    data = text.encode("utf-8")
+    new_sha = sha256_bytes(data)
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}{TMP_SUFFIX}")
+    try:
+        with open(tmp, "xb") as f:
+            os.fchmod(f.fileno(), st.st_mode & 0o7777)
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        ledger.mark_edited(target, new_sha)
+        os.replace(tmp, target)
+        _fsync_dir(target.parent)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return new_sha
