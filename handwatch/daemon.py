@@ -106,7 +106,7 @@ class Worker:
             if sha != job.sha256:  # changed since it was queued: the newer content is the job now
                 self.queue.enqueue(path, sha, *sig)
                 return "changed"
-            outcome = self.pipeline.process(path, sha)
+            outcome = self.pipeline.process(path, sha, job.override)
         except NotReady as e:
             self.queue.defer(job, max(1.0, rule.settle_s), str(e))
             return "waiting"
@@ -179,6 +179,8 @@ class Daemon:
         self.db, self.queue, self.pipeline, self.candidates, n = build(self.cfg)
         self.worker = Worker(self.queue, self.pipeline, self.candidates)
         self.owner = this_owner()
+        self.beat = time.monotonic()
+        extras = self._start_extras()
         requeued = self.queue.recover()
         removed = sum(output.remove_stale_temps(f.path) for f in self.cfg.folders if f.path.is_dir())
         self.log.info("daemon.starting", workers=n, requeued=requeued, stale_temps_removed=removed,
@@ -200,6 +202,8 @@ class Daemon:
             self.notifier.notify("STOPPING=1")
             self.log.info("daemon.stopping", grace_s=STOP_GRACE_S)
             watcher.stop()
+            for extra in extras:
+                extra.stop()
             with self.wake:
                 self.wake.notify_all()
             deadline = time.monotonic() + STOP_GRACE_S
@@ -208,6 +212,26 @@ class Daemon:
             left = self._release_mine()
             self.log.info("daemon.stopped", left_queued=left)
         return EX_OK
+
+    def _start_extras(self) -> list:
+        """The review page and notifications, each on its own thread so neither can hold up the main loop.
+        A missing password is a configuration error (nothing starts); a port in use only costs the page."""
+        extras: list = []
+        if self.cfg.web is not None:
+            from handwatch.web.server import WebServer
+
+            web = WebServer(self.cfg, self.db, beat=lambda: None if self.stopping.is_set() else time.monotonic() - self.beat)
+            try:
+                web.start()
+                extras.append(web)
+            except HandwatchError as e:
+                self.log.error("web.failed", reason=str(e))
+        if self.cfg.notify is not None:
+            from handwatch.notify import Notifier
+
+            extras.append(Notifier(self.cfg, self.db))
+            extras[-1].start()
+        return extras
 
     def _release_mine(self) -> int:
         """Jobs still in flight after the grace time go back to pending, no attempt counted."""
@@ -222,7 +246,7 @@ class Daemon:
         watchdog_every = int(os.environ.get("WATCHDOG_USEC", "0")) / 2e6
         last_ping = 0.0
         while not self.stopping.is_set():
-            now = time.monotonic()
+            now = self.beat = time.monotonic()
             self._drain_events(settler, now)
             for path in settler.ready(now, signature):
                 self._enqueue(path)

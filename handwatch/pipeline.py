@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from handwatch import inputs, log, output, preprocess
-from handwatch.config import Config, Rule, expand_path
+from handwatch import inputs, log, metrics, output, preprocess
+from handwatch.config import Config, Rule, RuleOverride, expand_path
 from handwatch.engines import Engine, PageText
 from handwatch.errors import ConfigError, NotReady
+from handwatch.index import SearchIndex
 from handwatch.rules import RuleBook
 from handwatch.state import Health, Ledger, StateDB, TextCache
 
@@ -36,21 +37,24 @@ class Engines:
         self._built: dict[str, Engine] = {}
         self._lock = threading.Lock()
 
-    def get(self, name: str) -> Engine:
+    def get(self, name: str, endpoint: str | None = None) -> Engine:
+        """`endpoint`: a VLM engine that uses only that configured endpoint (a person's retry asked for it)."""
+        key = f"{name}@{endpoint}" if name == "vlm" and endpoint else name
         with self._lock:
-            if name not in self._built:
+            if key not in self._built:
                 if name == "vlm":
                     from handwatch.engines.vlm import VLMEngine
 
                     on_health = (lambda url, up, reason: self.health.set(url, up, reason)) if self.health else None
-                    if not self.cfg.endpoints:
-                        raise ConfigError(self.cfg.source, ["endpoints: engine vlm needs at least one endpoint"])
-                    self._built[name] = VLMEngine(list(self.cfg.endpoints), on_health)
+                    endpoints = [ep for ep in self.cfg.endpoints if endpoint in (None, ep.url)]
+                    if not endpoints:
+                        raise ConfigError(self.cfg.source, [f"endpoints: engine vlm needs {endpoint or 'at least one endpoint'}"])
+                    self._built[key] = VLMEngine(endpoints, on_health)
                 else:
                     from handwatch.engines.tesseract import TesseractEngine
 
-                    self._built[name] = TesseractEngine()
-            return self._built[name]
+                    self._built[key] = TesseractEngine()
+            return self._built[key]
 
 
 class Pipeline:
@@ -61,6 +65,7 @@ class Pipeline:
         self.rules = RuleBook(cfg)
         self.ledger = Ledger(db)
         self.texts = TextCache(db)
+        self.index = SearchIndex(db)
         self.engines = engines or Engines(cfg, Health(db))
         self.now = now
         self.page_pool = page_pool
@@ -71,18 +76,19 @@ class Pipeline:
     def rule_for(self, path: Path) -> Rule:
         return self.rules.resolve(path).rule
 
-    def process(self, path: Path, sha: str | None = None) -> Outcome:
+    def process(self, path: Path, sha: str | None = None, override: dict | None = None) -> Outcome:
+        """`override`: a person's retry ({fresh, profile, endpoint}, see JobQueue.retry_with) on top of the rule."""
         started = time.monotonic()
         path = Path(os.path.abspath(path))
         resolved = self.rules.resolve(path)
-        rule = resolved.rule
+        rule, endpoint = _overridden(resolved.rule, override or {})
         before = _stat(path)
         sha = sha or output.sha256_file(path)
-        fingerprint = rule.fingerprint()
-        cached = self.texts.get(sha, fingerprint)
+        fingerprint = rule.fingerprint() + (f" endpoint={endpoint}" if endpoint else "")
+        cached = None if (override or {}).get("fresh") else self.texts.get(sha, fingerprint)
         reused = cached is not None
         if cached is None:
-            cached = self._transcribe(path, rule)
+            cached = self._transcribe(path, rule, endpoint)
             if _stat(path) != before:
                 raise NotReady("file changed while it was being transcribed")
             self.texts.put(sha, fingerprint, cached)
@@ -93,14 +99,16 @@ class Pipeline:
             extra=cached.get("extra", {}), appendix=cached.get("appendix", ""),
         )
         target = output.choose_target(path, rule.output, self.ledger)
-        written = output.write(target, output.render(doc), self.ledger, path, sha)
+        text = output.render(doc)
+        written = output.write(target, text, self.ledger, path, sha)
+        self.index.update(written, text, path)
         source = self._after(path, rule, resolved.folder.path if resolved.folder else path.parent)
         self.log.info("file.transcribed", path=str(path), output=str(written), pages=len(doc.pages), reused=reused,
                       needs_review=doc.needs_review, duration_ms=int((time.monotonic() - started) * 1000))
         return Outcome(source, written, reused, doc.needs_review)
 
-    def _transcribe(self, path: Path, rule: Rule) -> dict:
-        engine = self.engines.get(rule.engine)
+    def _transcribe(self, path: Path, rule: Rule, endpoint: str | None = None) -> dict:
+        engine = self.engines.get(rule.engine, endpoint)
         opts = preprocess.for_engine(rule.preprocess, rule.engine)
         refs = inputs.open_pages(path, opts.max_side, opts.max_input_megapixels, rule.max_pages)
 
@@ -112,7 +120,9 @@ class Pipeline:
                 page = ref.load()
                 image = preprocess.prepare(page.image, opts, page.photo)
                 page.image = None  # the decoded original is not needed once prepared
-                return engine.transcribe_page(image, rule)
+                text = engine.transcribe_page(image, rule)
+                metrics.page_done(engine)
+                return text
             finally:
                 if self.image_slots:
                     self.image_slots.release()
@@ -160,3 +170,10 @@ def _stat(path: Path) -> tuple[int, int] | None:
     except FileNotFoundError:
         return None
     return (st.st_size, st.st_mtime_ns)
+
+
+def _overridden(rule: Rule, override: dict) -> tuple[Rule, str | None]:
+    """The rule with a person's chosen profile; the endpoint they chose (None: any)."""
+    if override.get("profile"):
+        rule = rule.merged(RuleOverride(profile=override["profile"]))
+    return rule, override.get("endpoint")

@@ -68,6 +68,7 @@ CREATE TABLE IF NOT EXISTS docs(        -- the Markdown handwatch wrote, as the 
     updated REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS docs_review ON docs(needs_review, updated);
+CREATE INDEX IF NOT EXISTS jobs_output ON jobs(output);
 CREATE VIRTUAL TABLE IF NOT EXISTS docs_fts USING fts5(
     title, meta, body, content='docs', content_rowid='id', tokenize='porter unicode61 remove_diacritics 2'
 );

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import openai
 from PIL import Image
 
-from handwatch import log, profiles
+from handwatch import log, metrics, profiles
 from handwatch.config import Endpoint, Rule
 from handwatch.engines import PageText
 from handwatch.errors import ConfigError, EngineResponseError, EngineUnavailable
@@ -113,10 +113,15 @@ class EndpointClient:
             kwargs["response_format"] = response_format
         if not self.ep.thinking:
             kwargs["extra_body"] = {"chat_template_kwargs": {"enable_thinking": False}}
+        started = time.monotonic()
         try:
             resp = self.client.chat.completions.create(**kwargs)
         except openai.OpenAIError as e:
-            raise self._map(e) from None
+            mapped = self._map(e)
+            outcome = "unavailable" if isinstance(mapped, EngineUnavailable) else "error"
+            metrics.request_done(self.url, outcome, time.monotonic() - started)
+            raise mapped from None
+        metrics.request_done(self.url, "ok", time.monotonic() - started, resp.usage)
         if not resp.choices:
             raise EngineResponseError(f"{self.url}: reply without choices")
         choice = resp.choices[0]
@@ -145,7 +150,12 @@ class VLMEngine:
         self.clock = clock
         self.on_health = on_health or (lambda url, up, reason: None)
         self._cond = threading.Condition()
+        self._answered = threading.local()
         self.log = log.get("vlm")
+
+    def answered_by(self) -> str:
+        """The endpoint that answered this thread's last request (for the pages-per-endpoint metric)."""
+        return getattr(self._answered, "url", "unknown")
 
     # --- choosing an endpoint ------------------------------------------------------------------
 
@@ -203,6 +213,7 @@ class VLMEngine:
                 self._release(c, None)
                 raise
             self._release(c, None)
+            self._answered.url = c.url
             return reply
         raise last or EngineUnavailable("every endpoint is down")
 
