@@ -224,3 +224,46 @@ def test_healthz_without_a_daemon_is_503(world):
     with world.client() as c:
         r = c.get("/healthz")
     assert r.status_code == 503 and r.json()["checks"]["daemon"].startswith("no daemon is running")
+
+
+def test_reindex_rebuilds_the_search_index_from_the_markdown(tmp_path, fake_openai, run_cli):
+    w = make_world(tmp_path, fake_openai)
+    from handwatch.index import SearchIndex
+
+    db = StateDB(w.cfg.state_dir)
+    db.connect().execute("DELETE FROM docs")
+    assert SearchIndex(db).search("grandma") == []
+    res = run_cli("-c", w.cfg_path, "reindex")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "search index: 3 file(s) indexed, 0 removed"
+    assert [h.output.name for h in SearchIndex(db).search("grandma")] == ["note.md"]
+
+
+def test_handwatch_web_serves_the_page_without_the_daemon(tmp_path, fake_openai):
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    from tests.conftest import cli_env
+    from tests.fakeopenai import free_port, wait_for
+
+    w = make_world(tmp_path, fake_openai)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "handwatch", "-c", str(w.cfg_path), "web", "--listen", f"127.0.0.1:{port}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=cli_env(), stdin=subprocess.DEVNULL)
+
+    def page():
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
+        except httpx.TransportError:
+            assert proc.poll() is None, proc.stderr.read().decode()
+            return None
+
+    try:
+        r = wait_for(page, 30, what="the page")
+        assert r.status_code == 200 and "apple-cake.jpg" in r.text
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
