@@ -37,6 +37,7 @@ demo: setup
 bench: setup
 	$(PY) -m bench.preprocess
 	$(PY) -m bench.legibility
+	$(PY) -m bench.search
 
 clean:
 	rm -rf $(VENV) demo *.egg-info .pytest_cache

@@ -158,17 +158,23 @@ class SearchIndex:
         return hits
 
     def _run(self, query: str, limit: int, folder: Path | None) -> list[Hit]:
-        args: list = [MARK_ON, MARK_OFF, query]
-        where = ""
+        """Rank first, then highlight only the rows shown: highlight() on every match of a common word is what
+        would cost time, not the ranking."""
+        db = self.db.connect()
+        where, args = "", []
         if folder is not None:
             prefix = encode(folder) + b"/"
-            where = " AND substr(d.output, 1, ?) = ?"
-            args += [len(prefix), prefix]
-        rows = self.db.connect().execute(
+            where, args = " AND substr(d.output, 1, ?) = ?", [len(prefix), prefix]
+        ids = [r[0] for r in db.execute(
+            f"""SELECT docs_fts.rowid FROM docs_fts JOIN docs d ON d.id = docs_fts.rowid
+                WHERE docs_fts MATCH ?{where} ORDER BY bm25(docs_fts, 10.0, 2.0, 1.0) LIMIT ?""", (query, *args, limit))]
+        if not ids:
+            return []
+        rows = db.execute(
             f"""SELECT d.id, d.output, d.source, d.title, d.needs_review, highlight(docs_fts, 2, ?, ?) AS marked
                 FROM docs_fts JOIN docs d ON d.id = docs_fts.rowid
-                WHERE docs_fts MATCH ?{where} ORDER BY bm25(docs_fts, 10.0, 2.0, 1.0) LIMIT ?""",
-            (*args, limit),
-        ).fetchall()
+                WHERE docs_fts MATCH ? AND docs_fts.rowid IN ({",".join("?" * len(ids))})""",
+            (MARK_ON, MARK_OFF, query, *ids)).fetchall()
+        by_id = {r["id"]: r for r in rows}
         return [Hit(r["id"], decode(r["output"]), decode(r["source"]), r["title"], _line(r["marked"]), bool(r["needs_review"]))
-                for r in rows]
+                for r in (by_id[i] for i in ids if i in by_id)]

@@ -10,7 +10,7 @@ import os
 import secrets
 from urllib.parse import urlsplit
 
-from handwatch.config import Web, is_loopback
+from handwatch.webconfig import Web, is_loopback
 from handwatch.errors import ConfigError
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 1 << 15, 8, 1
