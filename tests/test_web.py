@@ -267,3 +267,21 @@ def test_handwatch_web_serves_the_page_without_the_daemon(tmp_path, fake_openai)
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(30)
+
+
+def test_a_heic_original_is_shown_to_the_browser_as_jpeg(world):
+    import pillow_heif
+
+    from handwatch.output import sha256_file
+    from handwatch.queue import JobQueue
+
+    pillow_heif.register_heif_opener()
+    heic = world.inbox / "phone.heic"
+    Image.new("RGB", (640, 480), (200, 180, 160)).save(heic, format="HEIF")
+    JobQueue(StateDB(world.cfg.state_dir)).record(heic, sha256_file(heic), "failed", reason="test")
+    world.files["heic"] = heic
+    with world.client() as c:
+        r = c.get(f"/file/{world.job_id('heic')}/page/1.jpg")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+    im = Image.open(io.BytesIO(r.content))
+    assert im.format == "JPEG" and im.size == (640, 480)
