@@ -79,6 +79,7 @@ def cmd_once(cfg, args) -> int:
     from handwatch.output import sha256_file
     from handwatch.pipeline import Pipeline
     from handwatch.queue import JobQueue
+    from handwatch.safefs import Unsafe, file_sig
     from handwatch.state import StateDB
 
     db = StateDB(cfg.state_dir)
@@ -87,17 +88,20 @@ def cmd_once(cfg, args) -> int:
     codes: list[int] = []
     for raw in args.paths:
         path = Path(os.path.abspath(raw))
+        sig = file_sig(path)
+        sha = None
         try:
-            if not path.is_file():
-                raise InputError("no such file" if not path.exists() else "not a regular file")
+            if sig is None or not path.is_file():
+                raise InputError("no such file" if not os.path.lexists(path) else "not a regular file")
             sha = sha256_file(path)
-            outcome = pipeline.process(path, sha)
-            queue.record(path, sha, "done", output=outcome.output)
+            outcome = pipeline.process(path, sha, sig)
+            if outcome.source == path:  # a moved original (`after: move`) leaves no job behind
+                queue.record(path, sha, sig, "done", output=outcome.output)
             print(outcome.output, flush=True)
-        except (InputError, NotReady) as e:
-            _err(f"{raw}: {e}")
-            if path.is_file():
-                queue.record(path, sha256_file(path), "failed", reason=str(e))
+        except (InputError, NotReady, Unsafe) as e:
+            _err(f"{raw}: {e.strerror if isinstance(e, Unsafe) else e}")
+            if sha is not None and sig is not None:
+                queue.record(path, sha, sig, "failed", reason=str(e))
             codes.append(EX_DATAERR)
         except (ConfigError, EngineUnavailable):
             raise  # every remaining file would fail the same way
@@ -209,7 +213,7 @@ def cmd_run(cfg, args) -> int:
 
 
 def cmd_scan(cfg, args) -> int:
-    from handwatch.daemon import scan
+    from handwatch.scan import scan
 
     return scan(cfg, progress=not args.no_progress and sys.stderr.isatty())
 

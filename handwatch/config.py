@@ -7,6 +7,7 @@ import os
 import re
 import socket
 from pathlib import Path
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -65,7 +66,21 @@ class PreprocessOverride(_Frozen):
 
 
 class MoveAfter(_Frozen):
+    """`after: {move: DIR}`: DIR is a plain sub-folder of the folder whose rule names it (the watched
+    folder for `defaults` and folder entries, the rule file's own folder for a `.handwatch.yaml`).
+    Never absolute, never `..`, and never expanded: a rule file must not reach outside its tree."""
+
     move: str
+
+    @field_validator("move")
+    @classmethod
+    def _plain_subfolder(cls, v: str):
+        parts = v.split("/")
+        if not v or v.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            raise ValueError(f"move: {v!r} must be a sub-folder name like 'done' or 'done/2026' (relative, no '..')")
+        if "$" in v or v.startswith("~"):
+            raise ValueError(f"move: {v!r}: variables and ~ are not expanded here; name a sub-folder like 'done'")
+        return v
 
 
 class RuleOverride(_Frozen):
@@ -117,6 +132,17 @@ class RuleOverride(_Frozen):
         if not v.endswith(".md") or v.startswith("/") or ".." in Path(v).parts:
             raise ValueError("must be a relative path ending in .md, inside the watched folder")
         return v
+
+
+class RuleFileOverride(RuleOverride):
+    """What a `.handwatch.yaml` may say: the rule keys except those that decide how a folder is watched,
+    which only the config file can set (one observer serves a whole watched folder)."""
+
+    @field_validator("recursive", "poll")
+    @classmethod
+    def _not_here(cls, v):
+        raise ValueError("can only be set in the config file (defaults or a folder entry): "
+                         "it decides how the whole watched folder is observed")
 
 
 class Rule(_Frozen):
@@ -196,22 +222,45 @@ def _ip_is_local(ip: ipaddress._BaseAddress) -> bool:
     return ip.is_loopback or ip.is_private or ip.is_link_local
 
 
-def remote_reason(host: str) -> str | None:
-    """None when the host is loopback, private or link-local; otherwise why it is refused."""
+def _ip_of(text: str) -> ipaddress._BaseAddress:
+    ip = ipaddress.ip_address(text.split("%")[0])
+    if ip.version == 6 and ip.ipv4_mapped is not None:  # ::ffff:8.8.8.8 is 8.8.8.8
+        return ip.ipv4_mapped
+    return ip
+
+
+def remote_reason(host: str, resolve: Callable[[str], list[str]] | None = None) -> str | None:
+    """None when the host is loopback, private or link-local; otherwise why it is refused.
+
+    Every host that is not a literal address is resolved and every address checked: the C resolver
+    reads `2130706433`, `0x7f.1` and `8.8.2056` as IPv4 addresses, so a public address can hide in a
+    name that looks bare. Only a name that resolves to nothing and looks like a home-network name (no
+    dots, or a .local/.lan/… suffix) is taken on trust: it cannot reach the internet as it stands."""
     host = host.strip("[]").lower()
     try:
-        return None if _ip_is_local(ipaddress.ip_address(host)) else "is not a loopback, private or link-local address"
+        return None if _ip_is_local(_ip_of(host)) else "is not a loopback, private or link-local address"
     except ValueError:
         pass
-    if host == "localhost" or "." not in host or host.endswith(LOCAL_SUFFIXES):
+    if host == "localhost" or host.endswith(".localhost"):
         return None
     try:
-        infos = socket.getaddrinfo(host, None)
+        addresses = (resolve or _resolve)(host)
     except OSError:
-        return "cannot be resolved to check that it is local"
-    if all(_ip_is_local(ipaddress.ip_address(i[4][0].split("%")[0])) for i in infos):
+        addresses = []
+    if addresses:
+        if all(_ip_is_local(_ip_of(a)) for a in addresses):
+            return None
+        return "resolves to an address that is not loopback, private or link-local"
+    if ("." not in host or host.endswith(LOCAL_SUFFIXES)) and HOSTNAME_RE.match(host):
         return None
-    return "resolves to an address that is not loopback, private or link-local"
+    return "cannot be resolved to check that it is local"
+
+
+HOSTNAME_RE = re.compile(r"^(?=.*[a-z])[a-z0-9]([a-z0-9-]{0,62})(\.[a-z0-9]([a-z0-9-]{0,62}))*$")
+
+
+def _resolve(host: str) -> list[str]:
+    return [info[4][0] for info in socket.getaddrinfo(host, None)]
 
 
 class Folder(RuleOverride):
@@ -224,6 +273,7 @@ class Config(_Frozen):
     defaults: RuleOverride = RuleOverride()
     folders: list[Folder] = []
     rescan_s: Annotated[float, Field(ge=5)] = 600.0
+    stop_grace_s: Annotated[float, Field(ge=0, le=3600)] = 30.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     web: Web | None = None
     notify: Notify | None = None
@@ -255,6 +305,9 @@ def format_loc(loc: tuple) -> str:
     return out or "(top level)"
 
 
+AFTER_KEY = re.compile(r"(?:^|\.)(after)(?:\.|$)")
+
+
 def problems_of(exc: ValidationError, prefix: tuple = ()) -> list[str]:
     seen: dict[str, str] = {}
     for err in exc.errors():
@@ -262,25 +315,68 @@ def problems_of(exc: ValidationError, prefix: tuple = ()) -> list[str]:
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
-        elif path.endswith(".after") or ".after." in path:
-            path, msg = path.split(".after")[0] + ".after", "must be keep or a mapping {move: DIR}"
+        elif AFTER_KEY.search(path) and err["type"] == "value_error":
+            path = path[: AFTER_KEY.search(path).end(1)] + ".move"  # the move folder's own validator says why
+            msg = msg.removeprefix("move: ")
+        elif AFTER_KEY.search(path):
+            path, msg = path[: AFTER_KEY.search(path).end(1)], "must be keep or a mapping {move: DIR}"
         seen.setdefault(path, msg)  # one message per key path: union branches repeat themselves
+    for k in [k for k in seen if k.endswith("after.move")]:
+        seen.pop(k[: -len(".move")], None)  # the `keep` branch's complaint only hides the real one
     return [f"{k}: {v}" for k, v in seen.items()]
 
 
-def read_yaml(path: Path) -> Any:
+class DuplicateKey(Exception):
+    pass
+
+
+class _UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """A safe loader that refuses a key given twice in one mapping: plain YAML keeps the last silently."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _value in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                hash(key)
+            except TypeError:
+                continue  # the base constructor reports unhashable keys itself
+            if key in seen:
+                raise DuplicateKey(f"line {key_node.start_mark.line + 1}: {key}: duplicate key "
+                                   f"(also on line {seen[key] + 1})")
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+MAX_YAML_BYTES = 1 << 20  # a config or rule file is a few KB; anything this large is not one
+
+
+def read_yaml(path: Path, untrusted: bool = False) -> Any:
+    """Parse a YAML file; every failure, whatever raised it, is a ConfigError naming the file.
+
+    `untrusted` (rule files in watched folders): the file must be a regular file — opened without
+    blocking, so a FIFO cannot hang the daemon — not a symbolic link, and at most 1 MiB."""
+    from handwatch import safefs
+
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = safefs.read_regular(path, MAX_YAML_BYTES, follow=not untrusted)
+        text = raw.decode("utf-8")
     except OSError as e:
         raise ConfigError(str(path), [f"cannot read: {e.strerror or e}"]) from None
     except UnicodeDecodeError:
         raise ConfigError(str(path), ["not UTF-8 text"]) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a safe loader with one more check
+    except DuplicateKey as e:
+        raise ConfigError(str(path), [str(e)]) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark else ""
         raise ConfigError(str(path), [f"{where}invalid YAML ({getattr(e, 'problem', None) or e})"]) from None
+    except RecursionError:
+        raise ConfigError(str(path), ["invalid YAML (nested too deeply)"]) from None
+    except Exception as e:  # e.g. ValueError for an integer of 5,000 digits: still the file's fault
+        raise ConfigError(str(path), [f"invalid YAML ({type(e).__name__}: {str(e)[:200]})"]) from None
     return {} if data is None else data
 
 
@@ -319,10 +415,10 @@ def load(path: str | os.PathLike) -> Config:
 
 
 def load_rule_file(path: Path) -> RuleOverride:
-    data = read_yaml(path)
+    data = read_yaml(path, untrusted=True)
     if not isinstance(data, dict):
         raise ConfigError(str(path), ["(top level): must be a mapping of rule keys"])
     try:
-        return RuleOverride.model_validate(data)
+        return RuleFileOverride.model_validate(data)
     except ValidationError as e:
         raise ConfigError(str(path), problems_of(e)) from None

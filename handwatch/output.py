@@ -5,15 +5,16 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import stat
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
 
-from handwatch import __version__
-from handwatch.errors import OutputConflict
-from handwatch.state import Ledger
+from handwatch import __version__, safefs
+from handwatch.errors import InputError, OutputConflict
+from handwatch.state import Ledger, NameTaken
 
 TMP_SUFFIX = ".handwatch-tmp"
 
@@ -75,92 +76,164 @@ def render(doc: Document) -> str:
     return front_matter(doc) + "\n" + body
 
 
-def candidate_names(source: Path, template: str) -> tuple[Path, Path]:
-    """The configured name and its clash alternative (`{stem}.{ext}.md`), both beside the original."""
+MAX_NUMBERED = 99  # scan-2.md … scan-99.md: a scanner that reuses one name with `after: move`
+
+
+def candidate_names(source: Path, template: str) -> list[Path]:
+    """The names this original's Markdown may take, in order: the configured one, the clash
+    alternative `{stem}.{ext}.md`, then `{stem}-2.md`, `{stem}-3.md` … for a name reused again and
+    again. Each lies below the original's folder: a name whose parts would climb (`..` as a stem
+    in `{stem}/x.md`) is refused rather than followed."""
     stem, ext = source.stem, source.suffix.lstrip(".")
-    primary = source.parent / template.format(stem=stem, ext=ext, name=source.name)
-    alt_name = primary.name[: -len(".md")] + (f".{ext}" if ext else "") + ".md"
-    return primary, primary.with_name(alt_name)
+    rel = template.format(stem=stem, ext=ext, name=source.name)
+    parts = rel.split("/")
+    if rel.startswith("/") or any(p in ("", ".", "..") for p in parts) or not parts[-1].endswith(".md"):
+        raise InputError(f"the file name {printable_name(source.name)!r} makes the output path {printable_name(rel)!r}, "
+                         "which would leave the folder; rename the file")
+    primary = source.parent.joinpath(*parts)
+    base = primary.name[: -len(".md")]
+    names = [primary, primary.with_name(base + (f".{ext}" if ext else "") + ".md")]
+    names += [primary.with_name(f"{base}-{n}.md") for n in range(2, MAX_NUMBERED + 1)]
+    return list(dict.fromkeys(names))
+
+
+def claim_target(source: Path, source_sha: str, template: str, ledger: Ledger) -> Path:
+    """Choose the Markdown name and claim it in the ledger in one transaction, so two originals with
+    one stem finishing at the same moment can never both take `{stem}.md`."""
+    try:
+        return ledger.claim(source, source_sha, candidate_names(source, template), os.path.lexists)
+    except NameTaken as e:
+        raise OutputConflict(str(e)) from None
 
 
 def choose_target(source: Path, template: str, ledger: Ledger) -> Path:
-    """Keep the name this original already has; else the configured name unless another original's
-    transcription holds it, in which case the second original gets `{stem}.{ext}.md`."""
-    previous = ledger.for_source(source)
-    primary, alternative = candidate_names(source, template)
-    if previous is not None and previous.path in (primary, alternative):
-        return previous.path
-    held = ledger.get(primary)
-    if held is not None and held.source != source:
-        return alternative
-    return primary
+    """The name `claim_target` would give, without claiming it (for previews such as `redo --dry-run`)."""
+    names = candidate_names(source, template)
+    held = {n: ledger.get(n) for n in names}
+    for n in names:
+        if held[n] is not None and held[n].source == source:
+            return n
+    return next((n for n in names if held[n] is None), names[0])
 
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+def _hash_fd(fd: int, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
+    while block := os.read(fd, chunk):
+        h.update(block)
     return h.hexdigest()
 
 
-def _fsync_dir(d: Path) -> None:
-    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+def sha256_file(path: Path) -> str:
+    """Hash a regular file; a FIFO, socket or device raises `safefs.Unsafe` instead of blocking."""
+    fd = safefs.open_regular(path)
     try:
-        os.fsync(fd)
+        return _hash_fd(fd)
     finally:
         os.close(fd)
 
 
-def write(target: Path, text: str, ledger: Ledger, source: Path, source_sha: str) -> Path:
-    """Atomic and edit-safe: temp file in the same folder, fsync, then rename. The intended hash is
-    recorded before the rename, so a crash in between never turns our own file into a 'conflict'."""
-    data = text.encode("utf-8")
-    new_sha = sha256_bytes(data)
-    existing = None
+def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What changes when anyone writes or replaces the file: an edit, a rename over it, a `touch`."""
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _check_ours(dfd: int, target: Path, ledger: Ledger, source: Path) -> tuple[str, tuple]:
+    """Hash what is at `target` now and make sure handwatch may replace it; return (sha, identity)."""
+    name = target.name
     try:
-        existing = sha256_file(target)
-    except FileNotFoundError:
+        fd = safefs.open_regular(name, follow=False, dir_fd=dfd)
+    except safefs.Unsafe as e:
+        raise OutputConflict(f"{name} {e.strerror}; left untouched") from None
+    try:
+        st = os.fstat(fd)
+        sha = _hash_fd(fd)
+    finally:
+        os.close(fd)
+    rec = ledger.get(target)
+    if rec is None or (rec.sha256 is None and rec.pending_sha256 is None):
+        raise OutputConflict(f"{name} exists and was not written by handwatch; left untouched")
+    if rec.source != source:
+        raise OutputConflict(f"{name} holds the transcription of {printable_name(rec.source.name)}; left untouched")
+    if not rec.owns(sha):
+        raise OutputConflict(f"{name} was edited since handwatch wrote it; left untouched")
+    return sha, _identity(st)
+
+
+def current_umask() -> int:
+    """Read without changing it: os.umask() sets it too, which races with other threads creating files."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
         pass
+    return 0o022
+
+
+def write(target: Path, text: str, ledger: Ledger, source: Path, source_sha: str, root: Path | None = None,
+          mode: int | None = None) -> Path:
+    """Atomic and edit-safe. The new text goes to a temporary file in the same folder and is synced;
+    its hash is recorded in the ledger *before* the rename (a crash in between is then not an
+    'edit'); and the file being replaced is checked again immediately before the rename, so an edit
+    made while the database kept handwatch waiting is kept. The folder must lie inside `root` with
+    every link resolved, and the file gets `mode` (the original's permission bits) before it appears."""
+    root = root or target.parent
+    try:
+        with safefs.folder(root, target.parent) as dfd:
+            return _write_at(dfd, target, text.encode("utf-8"), ledger, source, source_sha, mode)
+    except safefs.Unsafe as e:
+        raise OutputConflict(f"{target.name}: {e.strerror}; nothing written") from None
+
+
+def _write_at(dfd: int, target: Path, data: bytes, ledger: Ledger, source: Path, source_sha: str,
+              mode: int | None) -> Path:
+    name, new_sha = target.name, sha256_bytes(data)
+    existing = safefs.lstat_at(dfd, name)
+    checked = None
     if existing is not None:
-        rec = ledger.get(target)
-        if rec is None:
-            raise OutputConflict(f"{target.name} exists and was not written by handwatch; left untouched")
-        if not rec.owns(existing):
-            raise OutputConflict(f"{target.name} was edited since handwatch wrote it; left untouched")
-        if existing == new_sha:
+        sha, checked = _check_ours(dfd, target, ledger, source)
+        if sha == new_sha:
             ledger.intend(target, new_sha, source, source_sha)
             ledger.commit(target, new_sha)
             return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}{TMP_SUFFIX}")
+    tmp = f".{name}.{secrets.token_hex(4)}{TMP_SUFFIX}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dfd)
+    intended = False
     try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        ledger.intend(target, new_sha, source, source_sha)
-        if existing is None:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fchmod(fd, (0o666 & ~current_umask()) if mode is None else mode & 0o666)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if not ledger.intend(target, new_sha, source, source_sha):
+            raise OutputConflict(f"{name} belongs to the transcription of another original; left untouched")
+        intended = True
+        now = safefs.lstat_at(dfd, name)  # the last look before the rename: nothing slow comes after it
+        if now is not None and (checked is None or _identity(now) != checked):
+            _check_ours(dfd, target, ledger, source)
+        if now is None:
             try:
-                os.link(tmp, target)  # fails if a person created the file meanwhile: never clobber it
+                safefs.rename_noreplace(tmp, name, dfd, dfd)  # never over a file a person just created
             except FileExistsError:
-                raise OutputConflict(f"{target.name} appeared while transcribing; left untouched") from None
-            except OSError:  # no hard links here (FAT/exFAT, some SMB and FUSE mounts): check, then rename
-                if os.path.lexists(target):
-                    raise OutputConflict(f"{target.name} appeared while transcribing; left untouched") from None
-                os.replace(tmp, target)
-            else:
-                os.unlink(tmp)
+                raise OutputConflict(f"{name} appeared while transcribing; left untouched") from None
         else:
-            os.replace(tmp, target)
-        _fsync_dir(target.parent)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+            os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        safefs.fsync_dir(dfd)
+    except BaseException:
+        try:
+            os.unlink(tmp, dir_fd=dfd)
+        except FileNotFoundError:
+            pass
+        if intended:
+            ledger.abandon(target)
+        raise
     ledger.commit(target, new_sha)
     return target
 
@@ -183,33 +256,53 @@ def remove_stale_temps(root: Path) -> int:
     return n
 
 
-def save_edit(target: Path, text: str, ledger: Ledger, expected_sha: str) -> str:
-    """A person's edit from the review page: atomic like `write`, and recorded in the ledger as the person's
-    before the rename, so handwatch never overwrites it (not even after a crash between the two).
-    `expected_sha` is the file as the person loaded it: a file that changed meanwhile is not overwritten."""
+def save_edit(target: Path, text: str, ledger: Ledger, expected_sha: str, root: Path | None = None) -> str:
+    """A person's edit from the review page: atomic like `write` (temporary file in the same folder, fsync,
+    rename, inside `root` with every link resolved), and recorded in the ledger as the person's *before* the
+    rename, so handwatch never overwrites it, not even after a crash between the two. `expected_sha` is the
+    file as the person loaded it: a file that changed since (another edit, a new transcription) is left alone."""
     rec = ledger.get(target)
-    if rec is None:
+    if rec is None or (rec.sha256 is None and rec.pending_sha256 is None and rec.edited is None):
         raise OutputConflict(f"{target.name} was not written by handwatch; edit it with your own editor")
-    try:
-        st = os.stat(target)
-        current = sha256_file(target)
-    except FileNotFoundError:
-        raise OutputConflict(f"{target.name} no longer exists") from None
-    if current != expected_sha:
-        raise OutputConflict(f"{target.name} changed since you opened it; reload to see the new text")
     data = text.encode("utf-8")
-    new_sha = sha256_bytes(data)
-    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}{TMP_SUFFIX}")
+    new_sha, name = sha256_bytes(data), target.name
+    changed = OutputConflict(f"{name} changed since you opened it; reload to see the new text")
     try:
-        with open(tmp, "xb") as f:
-            os.fchmod(f.fileno(), st.st_mode & 0o7777)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        ledger.mark_edited(target, new_sha)
-        os.replace(tmp, target)
-        _fsync_dir(target.parent)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        with safefs.folder(root or target.parent, target.parent, create=False) as dfd:
+            try:
+                fd = safefs.open_regular(name, follow=False, dir_fd=dfd)
+            except FileNotFoundError:
+                raise OutputConflict(f"{name} no longer exists") from None
+            try:
+                st = os.fstat(fd)
+                current = _hash_fd(fd)
+            finally:
+                os.close(fd)
+            if current != expected_sha:
+                raise changed
+            tmp = f".{name}.{secrets.token_hex(4)}{TMP_SUFFIX}"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dfd)
+            try:
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view):]
+                    os.fchmod(fd, stat.S_IMODE(st.st_mode))
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                ledger.mark_edited(target, new_sha)
+                now = safefs.lstat_at(dfd, name)  # the last look before the rename
+                if now is None or _identity(now) != _identity(st):
+                    raise changed
+                os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+                safefs.fsync_dir(dfd)
+            except BaseException:
+                try:
+                    os.unlink(tmp, dir_fd=dfd)
+                except FileNotFoundError:
+                    pass
+                raise
+    except safefs.Unsafe as e:
+        raise OutputConflict(f"{name}: {e.strerror}; nothing written") from None
     return new_sha

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from handwatch import inputs, log, metrics, output, preprocess
-from handwatch.config import Config, Rule, RuleOverride, expand_path
+from handwatch import inputs, log, metrics, output, preprocess, safefs
+from handwatch.config import Config, Rule, RuleOverride
 from handwatch.engines import Engine, PageText
-from handwatch.errors import ConfigError, NotReady
+from handwatch.errors import ConfigError, InputError, NotReady
 from handwatch.index import SearchIndex
-from handwatch.rules import RuleBook
+from handwatch.rules import Resolved, RuleBook
+from handwatch.safefs import FileSig, file_sig
 from handwatch.state import Health, Ledger, StateDB, TextCache
 
 
@@ -26,6 +28,20 @@ class Outcome:
     output: Path
     reused: bool  # the text came from the cache: the same bytes were transcribed before
     needs_review: bool
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """A file's text, ready to publish: everything the slow part found out, nothing written yet."""
+
+    path: Path
+    sha: str
+    sig: FileSig
+    mode: int  # the original's permission bits: its Markdown gets no more
+    resolved: Resolved
+    result: dict
+    reused: bool
+    started: float
 
 
 class Engines:
@@ -76,36 +92,54 @@ class Pipeline:
     def rule_for(self, path: Path) -> Rule:
         return self.rules.resolve(path).rule
 
-    def process(self, path: Path, sha: str | None = None, override: dict | None = None) -> Outcome:
-        """`override`: a person's retry ({fresh, profile, endpoint}, see JobQueue.retry_with) on top of the rule."""
+    def process(self, path: Path, sha: str | None = None, before: FileSig | None = None,
+                override: dict | None = None) -> Outcome:
+        return self.publish(self.transcribe(path, sha, before, override))
+
+    def transcribe(self, path: Path, sha: str | None = None, before: FileSig | None = None,
+                   override: dict | None = None) -> Transcript:
+        """The slow part: rule, pages, engine, cleaned text (or the cached text of the same bytes).
+        `before` is the file version `sha` was taken from; if the file is not that version any more
+        when the text is back, the text may be of other bytes, so it is thrown away (NotReady).
+        `override`: a person's retry ({fresh, profile, endpoint}, see JobQueue.retry_with) on top of the rule."""
         started = time.monotonic()
         path = Path(os.path.abspath(path))
         resolved = self.rules.resolve(path)
-        rule, endpoint = _overridden(resolved.rule, override or {})
-        before = _stat(path)
+        resolved, endpoint = _overridden(resolved, override or {})
+        st = _stat(path)
+        if st is None:
+            raise InputError("file no longer exists")
+        before = before or FileSig.of(st)
         sha = sha or output.sha256_file(path)
-        fingerprint = rule.fingerprint() + (f" endpoint={endpoint}" if endpoint else "")
+        fingerprint = resolved.rule.fingerprint() + (f" endpoint={endpoint}" if endpoint else "")
         cached = None if (override or {}).get("fresh") else self.texts.get(sha, fingerprint)
         reused = cached is not None
         if cached is None:
-            cached = self._transcribe(path, rule, endpoint)
-            if _stat(path) != before:
+            cached = self._transcribe(path, resolved.rule, endpoint)
+            if file_sig(path) != before:
                 raise NotReady("file changed while it was being transcribed")
             self.texts.put(sha, fingerprint, cached)
+        return Transcript(path, sha, before, stat.S_IMODE(st.st_mode), resolved, cached, reused, started)
+
+    def publish(self, t: Transcript) -> Outcome:
+        """The quick part: claim the Markdown name, write it, move the original if the rule says so."""
+        rule, path = t.resolved.rule, t.path
+        root = t.resolved.folder.path if t.resolved.folder else path.parent
+        result = t.result
         doc = output.Document(
-            source=path, source_sha256=sha, pages=cached["pages"], profile=rule.profile,
-            languages=tuple(rule.languages), engine=rule.engine, model=cached["model"], transcribed=self.now(),
-            needs_review=bool(cached["review_reasons"]), review_reasons=tuple(cached["review_reasons"]),
-            extra=cached.get("extra", {}), appendix=cached.get("appendix", ""),
+            source=path, source_sha256=t.sha, pages=result["pages"], profile=rule.profile,
+            languages=tuple(rule.languages), engine=rule.engine, model=result["model"], transcribed=self.now(),
+            needs_review=bool(result["review_reasons"]), review_reasons=tuple(result["review_reasons"]),
+            extra=result.get("extra", {}), appendix=result.get("appendix", ""),
         )
-        target = output.choose_target(path, rule.output, self.ledger)
+        target = output.claim_target(path, t.sha, rule.output, self.ledger)
         text = output.render(doc)
-        written = output.write(target, text, self.ledger, path, sha)
-        self.index.update(written, text, path)
-        source = self._after(path, rule, resolved.folder.path if resolved.folder else path.parent)
-        self.log.info("file.transcribed", path=str(path), output=str(written), pages=len(doc.pages), reused=reused,
-                      needs_review=doc.needs_review, duration_ms=int((time.monotonic() - started) * 1000))
-        return Outcome(source, written, reused, doc.needs_review)
+        written = output.write(target, text, self.ledger, path, t.sha, root=root, mode=t.mode)
+        source = self._after(path, t.resolved, root)
+        self.index.update(written, text, source)
+        self.log.info("file.transcribed", path=str(path), output=str(written), pages=len(doc.pages), reused=t.reused,
+                      needs_review=doc.needs_review, duration_ms=int((time.monotonic() - t.started) * 1000))
+        return Outcome(source, written, t.reused, doc.needs_review)
 
     def _transcribe(self, path: Path, rule: Rule, endpoint: str | None = None) -> dict:
         engine = self.engines.get(rule.engine, endpoint)
@@ -149,31 +183,45 @@ class Pipeline:
         return {"pages": [r.text for r in results], "model": results[0].model, "review_reasons": reasons,
                 "extra": extra, "appendix": appendix}
 
-    def _after(self, path: Path, rule: Rule, root: Path) -> Path:
-        if isinstance(rule.after, str):
+    def _after(self, path: Path, resolved: Resolved, root: Path) -> Path:
+        """`after: move`: into the move folder, under a name nothing holds yet (`scan-1.png`, …), never
+        over anything that is there, links included. The ledger follows the original first, so a new
+        file at the old path is a new original with a Markdown of its own."""
+        if resolved.move_to is None:
             return path
-        dest_dir = expand_path(rule.after.move, root)
-        dest_dir.mkdir(parents=True, exist_ok=True)
-        dest = dest_dir / path.name
-        n = 1
-        while dest.exists():
-            dest = dest_dir / f"{path.stem}-{n}{path.suffix}"
-            n += 1
-        os.rename(path, dest)
-        self.log.info("file.moved", path=str(path), to=str(dest))
-        return dest
+        try:
+            with safefs.folder(root, path.parent, create=False) as sfd, safefs.folder(root, resolved.move_to) as dfd:
+                current = path
+                for n in range(1000):
+                    name = path.name if n == 0 else f"{path.stem}-{n}{path.suffix}"
+                    if safefs.lstat_at(dfd, name) is not None:
+                        continue
+                    dest = resolved.move_to / name
+                    self.ledger.follow(current, dest)
+                    current = dest
+                    try:
+                        safefs.rename_noreplace(path.name, name, sfd, dfd)
+                    except FileExistsError:
+                        continue
+                    self.log.info("file.moved", path=str(path), to=str(dest))
+                    return dest
+                self.ledger.follow(current, path)
+        except safefs.Unsafe as e:
+            self.log.warning("file.not_moved", path=str(path), reason=e.strerror)
+            return path
+        self.log.warning("file.not_moved", path=str(path), reason="no free name in the move folder")
+        return path
 
 
-def _stat(path: Path) -> tuple[int, int] | None:
+def _stat(path: Path) -> os.stat_result | None:
     try:
-        st = os.stat(path)
-    except FileNotFoundError:
+        return os.stat(path)
+    except OSError:
         return None
-    return (st.st_size, st.st_mtime_ns)
 
 
-def _overridden(rule: Rule, override: dict) -> tuple[Rule, str | None]:
+def _overridden(resolved: Resolved, override: dict) -> tuple[Resolved, str | None]:
     """The rule with a person's chosen profile; the endpoint they chose (None: any)."""
     if override.get("profile"):
-        rule = rule.merged(RuleOverride(profile=override["profile"]))
-    return rule, override.get("endpoint")
+        resolved = replace(resolved, rule=resolved.rule.merged(RuleOverride(profile=override["profile"])))
+    return resolved, override.get("endpoint")

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from handwatch.safefs import FileSig
 from handwatch.state import StateDB, decode, encode
 
 PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
@@ -56,14 +57,15 @@ class JobQueue:
         return Job(row["id"], decode(row["path"]), row["sha256"], row["size"], row["mtime_ns"], row["attempts"], row["owner"],
                    _override(row["override"], row["sha256"]))
 
-    def known(self, path: Path, size: int, mtime_ns: int) -> bool:
+    def known(self, path: Path, sig: FileSig) -> bool:
         """True when this exact file version already has a job: rescans need not hash it again."""
         row = self.db.connect().execute(
-            "SELECT 1 FROM jobs WHERE path=? AND size=? AND mtime_ns=?", (encode(path), size, mtime_ns)
+            "SELECT 1 FROM jobs WHERE path=? AND size=? AND mtime_ns=? AND ino=? AND ctime_ns=?",
+            (encode(path), sig.size, sig.mtime_ns, sig.ino, sig.ctime_ns),
         ).fetchone()
         return row is not None
 
-    def enqueue(self, path: Path, sha: str, size: int, mtime_ns: int) -> bool:
+    def enqueue(self, path: Path, sha: str, sig: FileSig) -> bool:
         """Idempotent per (path, content): returns True only when this is new work."""
         now = self.clock()
         db = self.db.connect()
@@ -72,19 +74,19 @@ class JobQueue:
             row = db.execute("SELECT id, sha256 FROM jobs WHERE path=?", (encode(path),)).fetchone()
             if row is None:
                 db.execute(
-                    """INSERT INTO jobs(path, sha256, size, mtime_ns, state, created, updated)
-                       VALUES(?,?,?,?,?,?,?)""",
-                    (encode(path), sha, size, mtime_ns, PENDING, now, now),
+                    """INSERT INTO jobs(path, sha256, size, mtime_ns, ino, ctime_ns, state, created, updated)
+                       VALUES(?,?,?,?,?,?,?,?,?)""",
+                    (encode(path), sha, *sig, PENDING, now, now),
                 )
                 new = True
             elif row["sha256"] == sha:
-                db.execute("UPDATE jobs SET size=?, mtime_ns=? WHERE id=?", (size, mtime_ns, row["id"]))
+                db.execute("UPDATE jobs SET size=?, mtime_ns=?, ino=?, ctime_ns=? WHERE id=?", (*sig, row["id"]))
                 new = False
             else:  # the original changed: a new job replaces whatever state the old content had
                 db.execute(
-                    """UPDATE jobs SET sha256=?, size=?, mtime_ns=?, state=?, attempts=0, not_before=0,
-                       reason=NULL, lease_until=NULL, owner=NULL, updated=? WHERE id=?""",
-                    (sha, size, mtime_ns, PENDING, now, row["id"]),
+                    """UPDATE jobs SET sha256=?, size=?, mtime_ns=?, ino=?, ctime_ns=?, state=?, attempts=0,
+                       not_before=0, reason=NULL, lease_until=NULL, owner=NULL, updated=? WHERE id=?""",
+                    (sha, *sig, PENDING, now, row["id"]),
                 )
                 new = True
             db.execute("COMMIT")
@@ -93,17 +95,18 @@ class JobQueue:
             raise
         return new
 
-    def record(self, path: Path, sha: str, state: str, output: Path | None = None, reason: str | None = None) -> None:
+    def record(self, path: Path, sha: str, sig: FileSig, state: str, output: Path | None = None,
+               reason: str | None = None) -> None:
         """Note work done outside the queue (`once`), so the daemon does not do the same file again."""
-        st = os.stat(path)
         now = self.clock()
         self.db.connect().execute(
-            """INSERT INTO jobs(path, sha256, size, mtime_ns, state, output, reason, created, updated)
-               VALUES(?,?,?,?,?,?,?,?,?)
+            """INSERT INTO jobs(path, sha256, size, mtime_ns, ino, ctime_ns, state, output, reason, created, updated)
+               VALUES(?,?,?,?,?,?,?,?,?,?,?)
                ON CONFLICT(path) DO UPDATE SET sha256=excluded.sha256, size=excluded.size, mtime_ns=excluded.mtime_ns,
-                   state=excluded.state, output=excluded.output, reason=excluded.reason, attempts=0, not_before=0,
-                   lease_until=NULL, owner=NULL, updated=excluded.updated""",
-            (encode(path), sha, st.st_size, st.st_mtime_ns, state, encode(output) if output else None, reason, now, now),
+                   ino=excluded.ino, ctime_ns=excluded.ctime_ns, state=excluded.state, output=excluded.output,
+                   reason=excluded.reason, attempts=0, not_before=0, lease_until=NULL, owner=NULL,
+                   updated=excluded.updated""",
+            (encode(path), sha, *sig, state, encode(output) if output else None, reason, now, now),
         )
 
     def claim(self, owner: str, lease_s: float, max_attempts: int = 3) -> Job | None:

@@ -7,6 +7,8 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +19,8 @@ CREATE TABLE IF NOT EXISTS jobs(
     sha256 TEXT NOT NULL,
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
+    ino INTEGER NOT NULL DEFAULT 0,     -- with ctime_ns: a file renamed over this one, or rewritten with
+    ctime_ns INTEGER NOT NULL DEFAULT 0, -- its old size and mtime kept, is a different file version
     state TEXT NOT NULL,                -- pending | running | done | failed
     attempts INTEGER NOT NULL DEFAULT 0,
     not_before REAL NOT NULL DEFAULT 0,
@@ -32,8 +36,8 @@ CREATE TABLE IF NOT EXISTS outputs(
     path BLOB PRIMARY KEY,
     sha256 TEXT,                        -- what handwatch last wrote there
     pending_sha256 TEXT,                -- what it is about to write: a crash mid-rename is not a conflict
-    source BLOB NOT NULL,
-    source_sha256 TEXT NOT NULL,
+    source BLOB NOT NULL,               -- the original this name belongs to; it follows the original
+    source_sha256 TEXT NOT NULL,        -- when `after: move` moves it, and never passes to another one
     written REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outputs_source ON outputs(source);
@@ -87,6 +91,8 @@ END;
 # Columns added after a release: (table, column, declaration). `CREATE TABLE IF NOT EXISTS` leaves an
 # existing database's tables as they were, so each is added by ALTER TABLE when it is missing.
 MIGRATIONS = (
+    ("jobs", "ino", "INTEGER NOT NULL DEFAULT 0"),
+    ("jobs", "ctime_ns", "INTEGER NOT NULL DEFAULT 0"),
     ("outputs", "edited", "REAL"),          # when a person last saved this Markdown (the review page): never overwritten
     ("outputs", "edited_sha256", "TEXT"),   # what the person saved
     ("jobs", "override", "TEXT"),           # JSON {sha256, profile, endpoint}: a person's retry with another profile or endpoint
@@ -113,11 +119,24 @@ def decode(blob: bytes) -> Path:
 
 
 class StateDB:
-    """One file under `state_dir`; each thread gets its own connection (sqlite3 objects are not shareable)."""
+    """One file under `state_dir`; each thread gets its own connection (sqlite3 objects are not shareable).
+
+    The folder is 0700 and the database 0600: it holds every transcription and every path."""
 
     def __init__(self, state_dir: Path):
-        state_dir.mkdir(parents=True, exist_ok=True)
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            if os.stat(state_dir).st_uid == os.geteuid():
+                os.chmod(state_dir, 0o700)
+        except OSError:
+            pass
         self.path = state_dir / "state.sqlite3"
+        try:  # SQLite gives its -wal and -shm files the database file's own permissions
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+            if os.stat(self.path).st_uid == os.geteuid():
+                os.chmod(self.path, 0o600)
+        except OSError:
+            pass
         self._local = threading.local()
         with self.connect() as db:
             db.executescript(SCHEMA)
@@ -140,6 +159,18 @@ class StateDB:
             conn.close()
             self._local.conn = None
 
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE … COMMIT: one writer at a time, decided before anything is read."""
+        db = self.connect()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
 
 @dataclass(frozen=True)
 class OutputRecord:
@@ -155,8 +186,16 @@ class OutputRecord:
         return self.edited is None and current_sha in (self.sha256, self.pending_sha256)
 
 
+class NameTaken(Exception):
+    """Every name the rules allow for this original is held by another original or a person's file."""
+
+
 class Ledger:
-    """Which Markdown files handwatch wrote, and their exact bytes' sha256: the edit-protection rule's memory."""
+    """Which Markdown files handwatch wrote, for which original, and their exact bytes' sha256.
+
+    A row is the promise behind edit protection and the clash rule: a name, once claimed for an
+    original, stays that original's (it follows the original when `after: move` moves it), so the
+    transcription of one original can never replace another's."""
 
     def __init__(self, db: StateDB):
         self.db = db
@@ -176,19 +215,61 @@ class Ledger:
         ).fetchone()
         return self._rec(row) if row else None
 
-    def intend(self, path: Path, sha: str, source: Path, source_sha: str) -> None:
-        self.db.connect().execute(
+    def claim(self, source: Path, source_sha: str, names: list[Path], taken: Callable[[Path], bool]) -> Path:
+        """The Markdown name for `source`, chosen and recorded in one transaction: the name it already
+        has if it is among `names`, else the first name no other original holds. `taken(path)` says
+        whether something that is not in the ledger (a person's file) is on disk there; such a name is
+        skipped only if it is not the first choice, which stays a conflict for the caller to report."""
+        mine = {r.path for r in self._owned(source)}
+        for name in names:  # no write needed when the name is already ours: the common, contended case
+            if name in mine:
+                return name
+        with self.db.transaction() as db:
+            rows = {decode(r["path"]): decode(r["source"]) for r in db.execute(
+                f"SELECT path, source FROM outputs WHERE path IN ({','.join('?' * len(names))})",
+                [encode(n) for n in names])}
+            for i, name in enumerate(names):
+                owner = rows.get(name)
+                if owner == source:
+                    return name
+                if owner is not None:
+                    continue
+                if taken(name) and i > 0:
+                    continue
+                db.execute("INSERT INTO outputs(path, sha256, pending_sha256, source, source_sha256, written) "
+                           "VALUES(?, NULL, NULL, ?, ?, ?)", (encode(name), encode(source), source_sha, time.time()))
+                return name
+        raise NameTaken(f"every Markdown name for {source.name} is taken by other originals")
+
+    def _owned(self, source: Path) -> list[OutputRecord]:
+        rows = self.db.connect().execute("SELECT * FROM outputs WHERE source=?", (encode(source),)).fetchall()
+        return [self._rec(r) for r in rows]
+
+    def intend(self, path: Path, sha: str, source: Path, source_sha: str) -> bool:
+        """Record what is about to be written, before it is: a crash mid-rename is then not an 'edit'.
+        False (nothing recorded) if the name belongs to another original: its owner never changes."""
+        cur = self.db.connect().execute(
             """INSERT INTO outputs(path, sha256, pending_sha256, source, source_sha256, written)
                VALUES(?, NULL, ?, ?, ?, ?)
                ON CONFLICT(path) DO UPDATE SET pending_sha256=excluded.pending_sha256,
-                   source=excluded.source, source_sha256=excluded.source_sha256""",
+                   source_sha256=excluded.source_sha256 WHERE outputs.source=excluded.source""",
             (encode(path), sha, encode(source), source_sha, time.time()),
         )
+        return cur.rowcount == 1
 
     def commit(self, path: Path, sha: str) -> None:
         self.db.connect().execute(
             "UPDATE outputs SET sha256=?, pending_sha256=NULL, written=? WHERE path=?", (sha, time.time(), encode(path))
         )
+
+    def abandon(self, path: Path) -> None:
+        """The intended write did not happen: forget the pending hash, keep the name's owner."""
+        self.db.connect().execute("UPDATE outputs SET pending_sha256=NULL WHERE path=?", (encode(path),))
+
+    def follow(self, old_source: Path, new_source: Path) -> None:
+        """The original moved (`after: move`): its Markdown names go with it, so a new file at the old
+        path is a different original and gets a name of its own."""
+        self.db.connect().execute("UPDATE outputs SET source=? WHERE source=?", (encode(new_source), encode(old_source)))
 
     def mark_edited(self, path: Path, sha: str) -> None:
         """A person's edit: from now on the file is theirs, whatever its bytes (see OutputRecord.owns)."""

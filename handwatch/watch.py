@@ -14,6 +14,7 @@ from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
 from handwatch import log
+from handwatch.safefs import inside  # noqa: F401  (callers import it from here)
 from handwatch.settle import ignored_dir
 
 NETWORK_FS = {
@@ -66,7 +67,7 @@ class WatchSpec:
 
 
 class _Handler(FileSystemEventHandler):
-    def __init__(self, on_file: Callable[[Path], None], on_dir: Callable[[Path], None]):
+    def __init__(self, on_file: Callable[[Path, bool], None], on_dir: Callable[[Path], None]):
         self.on_file, self.on_dir = on_file, on_dir
         self.log = log.get("watch")
 
@@ -83,13 +84,13 @@ class _Handler(FileSystemEventHandler):
                 if event.event_type in ("created", "moved"):
                     self.on_dir(Path(target))  # a folder moved in brings files no event will announce
                 return
-            self.on_file(Path(target))
+            self.on_file(Path(target), event.event_type == "moved")
         except Exception as e:  # a handler that raises kills the observer thread: never let it
             self.log.error("watch.handler_failed", error=repr(e))
 
 
 class Watcher:
-    def __init__(self, specs: list[WatchSpec], on_file: Callable[[Path], None], on_dir: Callable[[Path], None]):
+    def __init__(self, specs: list[WatchSpec], on_file: Callable[[Path, bool], None], on_dir: Callable[[Path], None]):
         self.specs = specs
         self.handler = _Handler(on_file, on_dir)
         self.observers: list = []
@@ -156,7 +157,3 @@ def walk(root: Path, recursive: bool, skip_dirs: set[Path] = frozenset()) -> Ite
                 continue
 
 
-def inside(path: Path, root: Path) -> bool:
-    """True when the real file (symlinks resolved) lies inside the real watched folder."""
-    real, real_root = os.path.realpath(path), os.path.realpath(root)
-    return real == real_root or real.startswith(real_root.rstrip("/") + "/")

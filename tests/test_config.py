@@ -69,6 +69,41 @@ def test_local_endpoints_are_accepted(tmp_path, url):
     assert load_text(tmp_path, f"endpoints:\n  - url: {url}\n").endpoints[0].url == url.rstrip("/")
 
 
+@pytest.mark.parametrize("host", ["134744072", "0x08080808", "0x8.0x8.0x8.0x8", "010.010.010.010", "8.8.2056",
+                                  "[::ffff:8.8.8.8]", "[::ffff:808:808]"])
+def test_public_address_in_a_numeric_disguise_is_refused(tmp_path, host):
+    """inet_aton reads 134744072, 0x8.0x8.0x8.0x8 and 8.8.2056 all as 8.8.8.8. Resolution alone: nothing connects."""
+    with pytest.raises(ConfigError) as err:
+        load_text(tmp_path, f"endpoints:\n  - url: http://{host}:1234/v1\n")
+    assert "allow_remote: true" in err.value.problems[0]
+
+
+@pytest.mark.parametrize("host", ["2130706433", "0x7f.1", "127.1", "0x7f000001", "[::ffff:127.0.0.1]"])
+def test_loopback_in_a_numeric_form_is_local(tmp_path, host):
+    assert load_text(tmp_path, f"endpoints:\n  - url: http://{host}:1234/v1\n").endpoints
+
+
+def test_duplicate_keys_are_errors_at_any_depth(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_text(tmp_path, "defaults: {engine: tesseract}\nrescan_s: 60\nrescan_s: 90\n")
+    assert err.value.problems == ["line 3: rescan_s: duplicate key (also on line 2)"]
+    with pytest.raises(ConfigError) as err:
+        load_text(tmp_path, "defaults:\n  engine: tesseract\n  engine: vlm\n")
+    assert "engine: duplicate key" in err.value.problems[0]
+
+
+@pytest.mark.parametrize("move", ["../x", "/tmp/x", "a/../../x", "$HOME/x", "~/x", ".", "", "a/./b/.."])
+def test_move_folder_must_be_a_plain_sub_folder(tmp_path, move):
+    with pytest.raises(ConfigError) as err:
+        load_text(tmp_path, f"defaults: {{engine: tesseract, after: {{move: '{move}'}}}}\n")
+    assert err.value.problems[0].startswith("defaults.after"), err.value.problems
+
+
+def test_move_folder_may_be_nested(tmp_path):
+    cfg = load_text(tmp_path, "defaults: {engine: tesseract, after: {move: done/2026}}\n")
+    assert cfg.defaults.after.move == "done/2026"
+
+
 def test_paths_expand_home_and_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("PHOTOS", str(tmp_path / "photos"))

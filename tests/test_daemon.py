@@ -13,42 +13,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.conftest import cli_env
+from tests.daemon_util import DaemonProc, markdowns, status, tiny_png
 from tests.fakeopenai import FakeOpenAI, free_port, wait_for
-
-
-def tiny_png(path: Path, i: int) -> Path:
-    Image.new("RGB", (48, 32), (i % 256, (i // 256) % 256, 77)).save(path)
-    return path
-
-
-class DaemonProc:
-    def __init__(self, cfg: Path, log: Path):
-        self.cfg, self.log_path = cfg, log
-        self.proc = subprocess.Popen([sys.executable, "-m", "handwatch", "-c", str(cfg), "run"],
-                                     stdout=subprocess.DEVNULL, stderr=open(log, "ab"), env=cli_env(),
-                                     stdin=subprocess.DEVNULL)
-        wait_for(lambda: "daemon.ready" in self.log() or self.proc.poll() is not None, 30, what="daemon ready")
-        assert self.proc.poll() is None, self.log()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def events(self, name: str) -> list[dict]:
-        out = []
-        for line in self.log().splitlines():
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if rec.get("event") == name:
-                out.append(rec)
-        return out
-
-    def stop(self, sig=signal.SIGTERM, timeout=60) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        return self.proc.wait(timeout=timeout)
 
 
 @pytest.fixture
@@ -75,16 +41,6 @@ def start(tmp_path, write_config):
         if p.proc.poll() is None:
             p.proc.kill()
             p.proc.wait()
-
-
-def markdowns(d: Path) -> list[Path]:
-    return sorted(p for p in d.rglob("*.md"))
-
-
-def status(cfg: Path) -> dict:
-    out = subprocess.run([sys.executable, "-m", "handwatch", "-c", str(cfg), "status", "--json"], capture_output=True,
-                         text=True, env=cli_env(), check=True)
-    return json.loads(out.stdout)
 
 
 def test_syncthing_temp_then_rename_with_old_mtime(inbox, fake_openai, start):

@@ -100,14 +100,47 @@ def test_crash_between_record_and_rename_is_not_a_conflict(tmp_path, ledger):
 
 def test_clash_rule_gives_the_second_original_stem_ext_md(tmp_path, ledger):
     jpg, heic = tmp_path / "IMG_1.jpg", tmp_path / "IMG_1.heic"
-    first = output.choose_target(jpg, "{stem}.md", ledger)
-    output.write(first, "jpg text\n", ledger, jpg, "s1")
-    second = output.choose_target(heic, "{stem}.md", ledger)
+    first = output.claim_target(jpg, "s1", "{stem}.md", ledger)
+    second = output.claim_target(heic, "s2", "{stem}.md", ledger)  # claimed before the first was even written
     assert (first.name, second.name) == ("IMG_1.md", "IMG_1.heic.md")
     output.write(second, "heic text\n", ledger, heic, "s2")
-    # Each keeps its own name on later runs.
-    assert output.choose_target(jpg, "{stem}.md", ledger) == first
-    assert output.choose_target(heic, "{stem}.md", ledger) == second
+    output.write(first, "jpg text\n", ledger, jpg, "s1")
+    # Each keeps its own name on later runs, and a third original with the stem gets one of its own.
+    assert output.claim_target(jpg, "s1", "{stem}.md", ledger) == first
+    assert output.claim_target(heic, "s2", "{stem}.md", ledger) == second
+    png = tmp_path / "IMG_1.png"
+    assert output.claim_target(png, "s3", "{stem}.md", ledger).name == "IMG_1.png.md"
+    # The same name reused after `after: move` moved the first original away: numbered names.
+    ledger.follow(png, tmp_path / "done" / "IMG_1.png")
+    assert output.claim_target(png, "s4", "{stem}.md", ledger).name == "IMG_1-2.md"
+
+
+def test_writing_a_name_another_original_holds_is_refused(tmp_path, ledger):
+    a, b = tmp_path / "a.jpg", tmp_path / "b.jpg"
+    output.write(tmp_path / "x.md", "a text\n", ledger, a, "s1")
+    with pytest.raises(OutputConflict, match="transcription of a.jpg"):
+        output.write(tmp_path / "x.md", "b text\n", ledger, b, "s2")
+    assert (tmp_path / "x.md").read_text() == "a text\n" and ledger.get(tmp_path / "x.md").source == a
+
+
+@pytest.mark.parametrize("name, template", [("...png", "{stem}/{stem}/x{stem}.md"), ("..png", "{stem}/x.md"),
+                                            ("a.png", "{name}/../x.md")])
+def test_names_that_would_climb_out_are_refused(tmp_path, name, template):
+    from handwatch.errors import InputError
+
+    with pytest.raises(InputError, match="leave the folder"):
+        output.candidate_names(tmp_path / name, template)
+
+
+def test_special_files_and_links_at_the_target_are_never_read_or_replaced(tmp_path, ledger):
+    os.mkfifo(tmp_path / "f.md")
+    with pytest.raises(OutputConflict, match="FIFO"):
+        output.write(tmp_path / "f.md", "x\n", ledger, tmp_path / "f.jpg", "s1")
+    (tmp_path / "outside.txt").write_text("keep")
+    (tmp_path / "l.md").symlink_to(tmp_path / "outside.txt")
+    with pytest.raises(OutputConflict, match="symbolic link"):
+        output.write(tmp_path / "l.md", "x\n", ledger, tmp_path / "l.jpg", "s1")
+    assert (tmp_path / "outside.txt").read_text() == "keep"
 
 
 def test_stale_temp_files_are_removed(tmp_path):

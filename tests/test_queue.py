@@ -6,7 +6,12 @@ from pathlib import Path
 import pytest
 
 from handwatch.queue import JobQueue
+from handwatch.safefs import FileSig
 from handwatch.state import StateDB
+
+
+def sig(size: int, mtime_ns: int, ino: int = 7, ctime_ns: int = 1) -> FileSig:
+    return FileSig(size, mtime_ns, ino, ctime_ns)
 
 
 class Clock:
@@ -24,33 +29,35 @@ def q(tmp_path):
 
 def test_enqueue_is_idempotent_per_path_and_content(q):
     p = Path("/w/a.jpg")
-    assert q.enqueue(p, "s1", 10, 1) is True
-    assert q.enqueue(p, "s1", 10, 1) is False
+    assert q.enqueue(p, "s1", sig(10, 1)) is True
+    assert q.enqueue(p, "s1", sig(10, 1)) is False
     assert q.counts()["pending"] == 1
-    assert q.known(p, 10, 1) and not q.known(p, 10, 2)
+    assert q.known(p, sig(10, 1)) and not q.known(p, sig(10, 2))
+    # Same size and mtime but another inode (renamed over it) or ctime (rewritten, mtime kept): not known.
+    assert not q.known(p, sig(10, 1, ino=8)) and not q.known(p, sig(10, 1, ctime_ns=2))
 
 
 def test_changed_original_is_a_new_job_even_after_done(q):
     p = Path("/w/a.jpg")
-    q.enqueue(p, "s1", 10, 1)
+    q.enqueue(p, "s1", sig(10, 1))
     job = q.claim("me", 60)
     assert q.complete(job, Path("/w/a.md"))
-    assert q.enqueue(p, "s2", 11, 2) is True
+    assert q.enqueue(p, "s2", sig(11, 2)) is True
     assert q.counts() == {"pending": 1, "running": 0, "done": 0, "failed": 0}
 
 
 def test_stale_claim_cannot_finish_a_changed_job(q):
     p = Path("/w/a.jpg")
-    q.enqueue(p, "s1", 10, 1)
+    q.enqueue(p, "s1", sig(10, 1))
     job = q.claim("me", 60)
-    q.enqueue(p, "s2", 11, 2)  # the file changed while it was being transcribed
+    q.enqueue(p, "s2", sig(11, 2))  # the file changed while it was being transcribed
     assert q.complete(job, None) is False
     assert q.state_of(p)["state"] == "pending" and q.state_of(p)["sha256"] == "s2"
 
 
 def test_defer_waits_and_refunds_the_attempt(q):
     p = Path("/w/a.jpg")
-    q.enqueue(p, "s1", 10, 1)
+    q.enqueue(p, "s1", sig(10, 1))
     job = q.claim("me", 60)
     assert job.attempts == 1
     q.defer(job, 30, "waiting for endpoint")
@@ -62,7 +69,7 @@ def test_defer_waits_and_refunds_the_attempt(q):
 
 def test_file_that_keeps_killing_the_process_is_quarantined(q):
     p = Path("/w/poison.jpg")
-    q.enqueue(p, "s1", 10, 1)
+    q.enqueue(p, "s1", sig(10, 1))
     for _ in range(3):
         assert q.claim("dead:1", 60) is not None  # counted before the work starts
         q.recover(alive=lambda owner: False)  # the process died mid-job
@@ -72,8 +79,8 @@ def test_file_that_keeps_killing_the_process_is_quarantined(q):
 
 def test_recover_requeues_only_dead_owners_or_expired_leases(q):
     a, b = Path("/w/a.jpg"), Path("/w/b.jpg")
-    q.enqueue(a, "s1", 1, 1)
-    q.enqueue(b, "s2", 1, 1)
+    q.enqueue(a, "s1", sig(1, 1))
+    q.enqueue(b, "s2", sig(1, 1))
     q.claim("alive", 60)
     q.claim("dead", 60)
     assert q.recover(alive=lambda o: o == "alive") == 1
@@ -85,15 +92,15 @@ def test_recover_requeues_only_dead_owners_or_expired_leases(q):
 def test_paths_that_are_not_utf8_or_contain_newlines_round_trip(q):
     weird = [Path(os.fsdecode(b"/w/caf\xe9.jpg")), Path("/w/two\nlines.jpg")]
     for i, p in enumerate(weird):
-        q.enqueue(p, f"s{i}", 1, 1)
+        q.enqueue(p, f"s{i}", sig(1, 1))
     claimed = {q.claim("me", 60).path for _ in weird}
     assert claimed == set(weird)
 
 
 def test_retry_puts_failed_back_and_named_paths_in_any_state(q):
     a, b = Path("/w/a.jpg"), Path("/w/b.jpg")
-    q.enqueue(a, "s1", 1, 1)
-    q.enqueue(b, "s2", 1, 1)
+    q.enqueue(a, "s1", sig(1, 1))
+    q.enqueue(b, "s2", sig(1, 1))
     q.fail(q.claim("me", 60), "corrupt")
     q.complete(q.claim("me", 60), None)
     assert q.retry() == 1 and q.counts()["pending"] == 1

@@ -33,7 +33,7 @@ def test_auto_polls_network_filesystems_only():
 def _collect(tmp_path, poll):
     seen, dirs, lock = [], [], threading.Lock()
 
-    def on_file(p):
+    def on_file(p, moved=False):
         with lock:
             seen.append(p)
 

@@ -12,7 +12,7 @@ import yaml
 from PIL import Image
 
 from handwatch import frontmatter
-from handwatch.daemon import Worker, build
+from handwatch.worker import Worker, build
 from handwatch.queue import this_owner
 from handwatch.state import Ledger, StateDB
 from tests.fakeopenai import FakeOpenAI
@@ -274,11 +274,12 @@ def test_a_heic_original_is_shown_to_the_browser_as_jpeg(world):
 
     from handwatch.output import sha256_file
     from handwatch.queue import JobQueue
+    from handwatch.safefs import file_sig
 
     pillow_heif.register_heif_opener()
     heic = world.inbox / "phone.heic"
     Image.new("RGB", (640, 480), (200, 180, 160)).save(heic, format="HEIF")
-    JobQueue(StateDB(world.cfg.state_dir)).record(heic, sha256_file(heic), "failed", reason="test")
+    JobQueue(StateDB(world.cfg.state_dir)).record(heic, sha256_file(heic), file_sig(heic), "failed", reason="test")
     world.files["heic"] = heic
     with world.client() as c:
         r = c.get(f"/file/{world.job_id('heic')}/page/1.jpg")

@@ -11,8 +11,9 @@ import httpx
 import yaml
 
 from handwatch import config as config_mod
-from handwatch.daemon import Worker, build
+from handwatch.worker import Worker, build
 from handwatch.queue import this_owner
+from handwatch.safefs import file_sig
 from handwatch.web.server import WebServer
 from tests.conftest import draw_page
 from tests.fakeopenai import FakeOpenAI, free_port
@@ -83,8 +84,7 @@ def make_world(tmp_path: Path, fake: FakeOpenAI, web: dict | None = None, extra:
 
     for name in ("recipe", "note", "letter", "broken", "later"):
         p = w.files[name]
-        st = p.stat()
-        queue.enqueue(p, sha256_file(p), st.st_size, st.st_mtime_ns)
+        queue.enqueue(p, sha256_file(p), file_sig(p))
         job = queue.claim(this_owner(), 600)
         assert job is not None and job.path == p
         worker.handle(job)

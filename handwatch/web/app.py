@@ -192,7 +192,7 @@ class ReviewApp:
             urls = [i.url for i in self.store.review_items(self.store.folder(folder))]
             after = urls[urls.index(rec.url) + 1 :] if rec.url in urls else urls
             next_url = next((u for u in after if u != rec.url), None)
-        output.save_edit(rec.output, new, self.store.ledger, form.get("sha", ""))
+        output.save_edit(rec.output, new, self.store.ledger, form.get("sha", ""), root=self.store.root_of(md))
         self.index.update(rec.output, new, rec.source or rec.output)
         if accept:
             return f"{next_url}?m=accepted{suffix}" if next_url else f"/?m=accepted{suffix}"

@@ -138,6 +138,10 @@ class Store:
             rec.edited = bool(led and led.edited)
         return rec
 
+    def root_of(self, path: Path) -> Path | None:
+        """The watched folder a path really lies in."""
+        return next((f for f in self.folders if inside(path, f)), None)
+
     def servable(self, path: Path | None) -> Path | None:
         """The path, if it may be served: its real location inside a watched folder, and a regular file.
         Paths come from the state database only, but that database may be older than the config."""

@@ -1,0 +1,167 @@
+"""Workers: run one claimed job through the pipeline and file the outcome in the queue; the gate that stops
+them publishing once the daemon has handed their jobs back; a page pool that never holds up an exit."""
+
+from __future__ import annotations
+
+import os
+import queue as stdqueue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
+
+from handwatch import log, output, safefs
+from handwatch.candidates import Candidates
+from handwatch.config import Config
+from handwatch.errors import ConfigError, EngineUnavailable, HandwatchError, InputError, NotReady
+from handwatch.pipeline import Engines, Pipeline
+from handwatch.queue import Job, JobQueue
+from handwatch.safefs import file_sig
+from handwatch.state import Health, StateDB
+
+
+class Abandoned(Exception):
+    """The daemon is stopping and has handed this job back to the queue: publish nothing."""
+
+
+class Gate:
+    """Publishing (writing the Markdown, moving the original, marking the job done) happens inside the
+    gate. At shutdown the daemon closes it and waits for those inside to finish; a worker still busy
+    with its request after that finds the gate closed and writes nothing, so the job it leaves behind
+    is done exactly once, by the next start."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._inside = 0
+        self._closed = False
+
+    @contextmanager
+    def passage(self) -> Iterator[None]:
+        with self._cond:
+            if self._closed:
+                raise Abandoned
+            self._inside += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._inside -= 1
+                self._cond.notify_all()
+
+    def close(self, timeout: float) -> bool:
+        """Refuse new passages; True once nobody is inside (False if `timeout` ran out first)."""
+        with self._cond:
+            self._closed = True
+            return self._cond.wait_for(lambda: self._inside == 0, timeout)
+
+
+class DaemonPool:
+    """Page jobs on a fixed set of daemon threads. ThreadPoolExecutor's threads are joined when the
+    interpreter exits, so one page still waiting for its reply would hold a stopping daemon up for
+    the whole request timeout — and let its worker publish after the job was handed back."""
+
+    def __init__(self, n: int, name: str = "page"):
+        self._jobs: stdqueue.SimpleQueue = stdqueue.SimpleQueue()
+        for i in range(n):
+            threading.Thread(target=self._loop, name=f"{name}-{i}", daemon=True).start()
+
+    def _loop(self) -> None:
+        while True:
+            fn, arg, fut = self._jobs.get()
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(fn(arg))
+            except BaseException as e:  # handed to the caller, who decides what it means
+                fut.set_exception(e)
+
+    def map(self, fn: Callable, items: Iterable) -> list:
+        futures = []
+        for item in items:
+            fut: Future = Future()
+            self._jobs.put((fn, item, fut))
+            futures.append(fut)
+        return [f.result() for f in futures]
+
+
+class Worker:
+    """Runs one claimed job through the pipeline and files the outcome in the queue."""
+
+    def __init__(self, queue: JobQueue, pipeline: Pipeline, candidates: Candidates, gate: Gate | None = None):
+        self.queue, self.pipeline, self.candidates = queue, pipeline, candidates
+        self.gate = gate or Gate()
+        self.log = log.get("worker")
+        self.unavailable = threading.Event()  # set when a job had to wait for an endpoint
+
+    def handle(self, job: Job) -> str:
+        path = job.path
+        sig = file_sig(path)
+        if sig is None:
+            self.queue.drop(job)
+            return "gone"
+        resolved, why = self.candidates.resolve(path)
+        if resolved is None:
+            self.queue.drop(job)
+            self.log.info("job.dropped", path=str(path), reason=why)
+            return "gone"
+        rule = resolved.rule
+        started = time.monotonic()
+        try:
+            sha = output.sha256_file(path)
+            if sha != job.sha256:  # changed since it was queued: the newer content is the job now
+                self.queue.enqueue(path, sha, sig)
+                return "changed"
+            transcript = self.pipeline.transcribe(path, sha, sig, job.override)
+            with self.gate.passage():
+                outcome = self.pipeline.publish(transcript)
+                if outcome.source != path:
+                    self.queue.drop(job)  # moved by `after: move`: the moved file is not a new input
+                else:
+                    self.queue.complete(job, outcome.output)
+        except Abandoned:
+            self.log.info("job.abandoned", path=str(path), reason="the daemon is stopping; the job stays queued")
+            return "abandoned"
+        except NotReady as e:
+            self.queue.defer(job, max(1.0, rule.settle_s), str(e))
+            return "waiting"
+        except EngineUnavailable as e:
+            engine = self.pipeline.engines.get(rule.engine)
+            delay = engine.retry_after() if hasattr(engine, "retry_after") else 30.0
+            self.queue.defer(job, delay, f"waiting for endpoint: {e}")
+            self.unavailable.set()
+            return "waiting"
+        except ConfigError as e:
+            self.queue.fail(job, "; ".join(e.lines()))
+        except HandwatchError as e:
+            self.queue.fail(job, str(e))
+        except safefs.Unsafe as e:
+            self.queue.fail(job, str(e.strerror))
+        except OSError as e:
+            self.queue.fail(job, f"cannot read: {e.strerror or e}")
+        except Exception as e:
+            self.log.exception("job.crashed", path=str(path))
+            self.queue.fail(job, f"internal error: {type(e).__name__}: {e}")
+        else:
+            self.log.info("job.done", path=str(path), output=str(outcome.output),
+                          duration_ms=int((time.monotonic() - started) * 1000))
+            return "done"
+        state = self.queue.state_of(path) or {}
+        self.log.warning("job.failed", path=str(path), reason=state.get("reason"))
+        return "failed"
+
+
+def worker_count(cfg: Config) -> int:
+    uses_tesseract = cfg.base_rule().engine == "tesseract" or any(cfg.folder_rule(f).engine == "tesseract" for f in cfg.folders)
+    n = sum(ep.max_concurrency for ep in cfg.endpoints)
+    if uses_tesseract:
+        n += os.cpu_count() or 1
+    return max(1, min(64, n))
+
+
+def build(cfg: Config) -> tuple[StateDB, JobQueue, Pipeline, Candidates, int]:
+    db = StateDB(cfg.state_dir)
+    n = worker_count(cfg)
+    slots = threading.BoundedSemaphore(n + 1)
+    pipeline = Pipeline(cfg, db, Engines(cfg, Health(db)), page_pool=DaemonPool(n), image_slots=slots)
+    return db, JobQueue(db), pipeline, Candidates(cfg, pipeline.rules), n

@@ -1,0 +1,133 @@
+"""Helpers for tests that run the daemon or the CLI as real subprocesses against real files.
+
+Images that carry an identity: `id_png` paints a solid colour that survives resizing and JPEG
+encoding, and `text_for` (a reply function for the fake server) reads it back, so a test can check
+that each Markdown holds the text of its own original and not another's."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+from tests.conftest import cli_env
+from tests.fakeopenai import Recorded, wait_for
+
+
+class DaemonProc:
+    def __init__(self, cfg: Path, log: Path, env: dict | None = None):
+        self.cfg, self.log_path = cfg, log
+        self.proc = subprocess.Popen([sys.executable, "-m", "handwatch", "-c", str(cfg), "run"],
+                                     stdout=subprocess.DEVNULL, stderr=open(log, "ab"), env=cli_env(env),
+                                     stdin=subprocess.DEVNULL)
+        start = len(self.events("daemon.ready"))
+        wait_for(lambda: len(self.events("daemon.ready")) > start or self.proc.poll() is not None, 60,
+                 what="daemon ready")
+        assert self.proc.poll() is None, self.log()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def events(self, name: str) -> list[dict]:
+        out = []
+        for line in self.log().splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if rec.get("event") == name:
+                out.append(rec)
+        return out
+
+    def stop(self, sig=signal.SIGTERM, timeout=60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+def markdowns(d: Path) -> list[Path]:
+    return sorted(p for p in d.rglob("*.md"))
+
+
+def status(cfg: Path) -> dict:
+    out = subprocess.run([sys.executable, "-m", "handwatch", "-c", str(cfg), "status", "--json"], capture_output=True,
+                         text=True, env=cli_env(), check=True)
+    return json.loads(out.stdout)
+
+
+def tiny_png(path: Path, i: int) -> Path:
+    Image.new("RGB", (48, 32), (i % 256, (i // 256) % 256, 77)).save(path)
+    return path
+
+
+# --- images that carry an identity -------------------------------------------------------------
+
+STEP = 32  # 8 levels per channel: 512 identities, each far from the next after JPEG and resizing
+
+
+def id_colour(ident: int) -> tuple[int, int, int]:
+    assert 0 <= ident < 512
+    return ((ident // 64) * STEP + 16, ((ident // 8) % 8) * STEP + 16, (ident % 8) * STEP + 16)
+
+
+def id_image(ident: int, size=(64, 48)) -> Image.Image:
+    return Image.new("RGB", size, id_colour(ident))
+
+
+def id_png(path: Path, ident: int, size=(64, 48), fmt: str | None = None) -> Path:
+    """PNG uncompressed, so every identity of one size has the same byte size (tests of same-size swaps)."""
+    fmt = fmt or {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF"}[path.suffix.lower()]
+    kwargs = {"compress_level": 0} if fmt == "PNG" else {"quality": 95} if fmt == "JPEG" else {}
+    id_image(ident, size).save(path, fmt, **kwargs)
+    return path
+
+
+def ident_of(image: Image.Image) -> int:
+    r, g, b = image.convert("RGB").resize((1, 1), Image.Resampling.BOX).getpixel((0, 0))
+    return (r // STEP) * 64 + (g // STEP) * 8 + (b // STEP)
+
+
+def text_of(ident: int) -> str:
+    return f"transcription of original {ident}"
+
+
+def text_for(rec: Recorded) -> dict:
+    """A reply function for FakeOpenAI: the text names the identity painted into the image."""
+    return {"content": text_of(ident_of(rec.image))}
+
+
+# Images must reach the server as painted: no contrast stretch (it would whiten a flat colour).
+PLAIN = {"contrast": False, "deskew": False}
+
+
+def body(md: Path) -> str:
+    return md.read_text().split("---\n", 2)[2].strip()
+
+
+def front(md: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(md.read_text().split("---\n", 2)[1])
+
+
+def temps(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.name.endswith(".handwatch-tmp")]
+
+
+def tree(root: Path) -> set[str]:
+    """Every entry below `root` (links not followed), as relative paths: to prove nothing appeared."""
+    out = set()
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            out.add(os.path.relpath(os.path.join(dirpath, name), root))
+    return out
