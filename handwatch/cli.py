@@ -34,6 +34,11 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
     retry = sub.add_parser("retry", parents=[common], help="put failed files (or the named ones) back in the queue")
     retry.add_argument("paths", nargs="*", metavar="PATH")
+    web = sub.add_parser("web", parents=[common], help="serve the review page (also served by run when the config has web:)")
+    web.add_argument("--listen", metavar="HOST:PORT", help="address to listen on instead of web.listen (default 127.0.0.1:8765)")
+    web.add_argument("--hash-password", action="store_true",
+                     help="read a password (twice on a terminal, else one line of standard input) and print its hash for web.password_hash")
+    sub.add_parser("reindex", parents=[common], help="rebuild the search index from the Markdown handwatch wrote")
     return p
 
 
@@ -49,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         return EX_USAGE if e.code not in (0, None) else EX_OK
     from handwatch import alloc, config
 
+    if args.command == "web" and args.hash_password:
+        return cmd_hash_password()
     alloc.keep_image_buffers()
     try:
         cfg = config.load(config.find_config(getattr(args, "config", None)))
@@ -211,4 +218,51 @@ def cmd_scan(cfg, args) -> int:
     return scan(cfg, progress=not args.no_progress and sys.stderr.isatty())
 
 
-COMMANDS = {"once": cmd_once, "check": cmd_check, "status": cmd_status, "retry": cmd_retry, "run": cmd_run, "scan": cmd_scan}
+def cmd_hash_password() -> int:
+    import getpass
+
+    from handwatch.web.security import hash_password
+
+    if sys.stdin.isatty():
+        first = getpass.getpass("password: ")
+        if first != getpass.getpass("again: "):
+            _err("the two passwords differ")
+            return EX_USAGE
+    else:
+        first = sys.stdin.readline().rstrip("\r\n")
+    if len(first) < 8:
+        _err("use a password of at least 8 characters")
+        return EX_USAGE
+    print(hash_password(first))
+    return EX_OK
+
+
+def cmd_web(cfg, args) -> int:
+    from pydantic import ValidationError
+
+    from handwatch.config import Web, problems_of
+    from handwatch.web.server import WebServer
+
+    if args.listen:
+        try:
+            web = Web.model_validate({**(cfg.web.model_dump(exclude_none=True) if cfg.web else {}), "listen": args.listen})
+        except ValidationError as e:
+            raise ConfigError("--listen", problems_of(e)) from None
+        cfg = cfg.model_copy(update={"web": web})
+    WebServer(cfg).run()
+    return EX_OK
+
+
+def cmd_reindex(cfg, args) -> int:
+    from handwatch.index import SearchIndex
+    from handwatch.state import StateDB
+    from handwatch.watch import inside
+
+    folders = [f.path for f in cfg.folders]
+    indexed, removed = SearchIndex(StateDB(cfg.state_dir)).rebuild(lambda p: any(inside(p, f) for f in folders))
+    print(f"search index: {indexed} file(s) indexed, {removed} removed")
+    return EX_OK
+
+
+COMMANDS = {"once": cmd_once, "check": cmd_check, "status": cmd_status, "retry": cmd_retry, "run": cmd_run, "scan": cmd_scan,
+            "web": cmd_web, "reindex": cmd_reindex}

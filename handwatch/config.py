@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from handwatch.errors import ConfigError
+from handwatch.webconfig import Notify, Web
 
 SEARCH_PATHS = ("~/.config/handwatch/config.yaml", "/etc/handwatch/config.yaml")
 RULE_FILE = ".handwatch.yaml"
@@ -274,6 +275,8 @@ class Config(_Frozen):
     rescan_s: Annotated[float, Field(ge=5)] = 600.0
     stop_grace_s: Annotated[float, Field(ge=0, le=3600)] = 30.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    web: Web | None = None
+    notify: Notify | None = None
     source: str = Field(default="<defaults>", exclude=True)
 
     @model_validator(mode="after")

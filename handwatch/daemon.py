@@ -22,7 +22,7 @@ import sdnotify
 
 from handwatch import crashmarks, log, output
 from handwatch.config import Config
-from handwatch.errors import EX_OK, StateBusy
+from handwatch.errors import EX_OK, HandwatchError, StateBusy
 from handwatch.intake import Intake, settle_for
 from handwatch.queue import owner_alive, this_owner
 from handwatch.scan import LEASE_S, MAX_ATTEMPTS
@@ -70,6 +70,7 @@ class Daemon:
         self.worker = Worker(self.queue, self.pipeline, self.candidates, self.gate, self.marks)
         self.intake = Intake(self.queue, self.candidates, self.stopping, self._wake_workers,
                              settle_for(self.candidates, self.cfg.base_rule().settle_s))
+        self.extras = self._start_extras()
         self.log.info("daemon.starting", workers=self.n, requeued=requeued, died_decoding=len(died),
                       folders=[str(f.path) for f in self.cfg.folders])
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -97,6 +98,8 @@ class Daemon:
         grace = self.cfg.stop_grace_s
         self.log.info("daemon.stopping", grace_s=grace)
         self.watcher.stop()
+        for extra in self.extras:
+            extra.stop()
         self._wake_workers(everyone=True)
         deadline = time.monotonic() + grace
         for t in self.workers:
@@ -110,6 +113,34 @@ class Daemon:
             self.log.error("daemon.release_failed", error=str(e))
         self.marks.close()
         self.log.info("daemon.stopped", left_queued=left)
+
+    def _start_extras(self) -> list:
+        """The review page and notifications, each on its own thread so neither can hold up the main loop.
+        A missing password is a configuration error (nothing starts); a port in use only costs the page."""
+        extras: list = []
+        if self.cfg.web is not None:
+            from handwatch.web.server import WebServer
+
+            web = WebServer(self.cfg, self.db, beat=self._beat_age)
+            try:
+                web.start()
+                extras.append(web)
+            except HandwatchError as e:
+                self.log.error("web.failed", reason=str(e))
+        if self.cfg.notify is not None:
+            from handwatch.notify import Notifier
+
+            extras.append(Notifier(self.cfg, self.db))
+            extras[-1].start()
+        return extras
+
+    def _beat_age(self) -> float | None:
+        """Seconds since the intake and the monitor last showed life, for /healthz (None while stopping)."""
+        if self.stopping.is_set() or not hasattr(self, "intake"):
+            return None
+        if not self.intake.alive():
+            return float("inf")
+        return time.monotonic() - min(self.intake.heartbeat, self.monitor_beat)
 
     # --- the main thread: systemd only ----------------------------------------------------------------
 

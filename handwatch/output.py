@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import stat
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -135,6 +136,15 @@ def sha256_file(path: Path) -> str:
         os.close(fd)
 
 
+def _hash_at(dfd: int, name: str) -> tuple[os.stat_result, str]:
+    """The regular file `name` in the folder `dfd` (never through a link): its stat and its sha256."""
+    fd = safefs.open_regular(name, follow=False, dir_fd=dfd)
+    try:
+        return os.fstat(fd), _hash_fd(fd)
+    finally:
+        os.close(fd)
+
+
 def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
     """What changes when anyone writes or replaces the file: an edit, a rename over it, a `touch`."""
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
@@ -144,14 +154,9 @@ def _check_ours(dfd: int, target: Path, ledger: Ledger, source: Path) -> tuple[s
     """Hash what is at `target` now and make sure handwatch may replace it; return (sha, identity)."""
     name = target.name
     try:
-        fd = safefs.open_regular(name, follow=False, dir_fd=dfd)
+        st, sha = _hash_at(dfd, name)
     except safefs.Unsafe as e:
         raise OutputConflict(f"{name} {e.strerror}; left untouched") from None
-    try:
-        st = os.fstat(fd)
-        sha = _hash_fd(fd)
-    finally:
-        os.close(fd)
     rec = ledger.get(target)
     if rec is None or (rec.sha256 is None and rec.pending_sha256 is None):
         raise OutputConflict(f"{name} exists and was not written by handwatch; left untouched")
@@ -188,6 +193,33 @@ def write(target: Path, text: str, ledger: Ledger, source: Path, source_sha: str
         raise OutputConflict(f"{target.name}: {e.strerror}; nothing written") from None
 
 
+def _temp_file(dfd: int, name: str, data: bytes, mode: int) -> str:
+    """`data` in a new temporary file beside `name`, with `mode`, synced to disk; its name. Nothing is left
+    behind if this fails."""
+    tmp = f".{name}.{secrets.token_hex(4)}{TMP_SUFFIX}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dfd)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fchmod(fd, mode)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        _discard(dfd, tmp)
+        raise
+    return tmp
+
+
+def _discard(dfd: int, tmp: str) -> None:
+    try:
+        os.unlink(tmp, dir_fd=dfd)
+    except FileNotFoundError:
+        pass
+
+
 def _write_at(dfd: int, target: Path, data: bytes, ledger: Ledger, source: Path, source_sha: str,
               mode: int | None) -> Path:
     name, new_sha = target.name, sha256_bytes(data)
@@ -199,18 +231,9 @@ def _write_at(dfd: int, target: Path, data: bytes, ledger: Ledger, source: Path,
             ledger.intend(target, new_sha, source, source_sha)
             ledger.commit(target, new_sha)
             return target
-    tmp = f".{name}.{secrets.token_hex(4)}{TMP_SUFFIX}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dfd)
+    tmp = _temp_file(dfd, name, data, (0o666 & ~current_umask()) if mode is None else mode & 0o666)
     intended = False
     try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fchmod(fd, (0o666 & ~current_umask()) if mode is None else mode & 0o666)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
         if not ledger.intend(target, new_sha, source, source_sha):
             raise OutputConflict(f"{name} belongs to the transcription of another original; left untouched")
         intended = True
@@ -226,10 +249,7 @@ def _write_at(dfd: int, target: Path, data: bytes, ledger: Ledger, source: Path,
             os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
         safefs.fsync_dir(dfd)
     except BaseException:
-        try:
-            os.unlink(tmp, dir_fd=dfd)
-        except FileNotFoundError:
-            pass
+        _discard(dfd, tmp)
         if intended:
             ledger.abandon(target)
         raise
@@ -253,3 +273,38 @@ def remove_stale_temps(root: Path) -> int:
                 except OSError:
                     pass
     return n
+
+
+def save_edit(target: Path, text: str, ledger: Ledger, expected_sha: str, root: Path | None = None) -> str:
+    """A person's edit from the review page: atomic like `write` (temporary file in the same folder, fsync,
+    rename, inside `root` with every link resolved), and recorded in the ledger as the person's *before* the
+    rename, so handwatch never overwrites it, not even after a crash between the two. `expected_sha` is the
+    file as the person loaded it: a file that changed since (another edit, a new transcription) is left alone."""
+    rec = ledger.get(target)
+    if rec is None or (rec.sha256 is None and rec.pending_sha256 is None and rec.edited is None):
+        raise OutputConflict(f"{target.name} was not written by handwatch; edit it with your own editor")
+    data = text.encode("utf-8")
+    new_sha, name = sha256_bytes(data), target.name
+    changed = OutputConflict(f"{name} changed since you opened it; reload to see the new text")
+    try:
+        with safefs.folder(root or target.parent, target.parent, create=False) as dfd:
+            try:
+                st, current = _hash_at(dfd, name)
+            except FileNotFoundError:
+                raise OutputConflict(f"{name} no longer exists") from None
+            if current != expected_sha:
+                raise changed
+            tmp = _temp_file(dfd, name, data, stat.S_IMODE(st.st_mode))
+            try:
+                ledger.mark_edited(target, new_sha)
+                now = safefs.lstat_at(dfd, name)  # the last look before the rename
+                if now is None or _identity(now) != _identity(st):
+                    raise changed
+                os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+                safefs.fsync_dir(dfd)
+            except BaseException:
+                _discard(dfd, tmp)
+                raise
+    except safefs.Unsafe as e:
+        raise OutputConflict(f"{name}: {e.strerror}; nothing written") from None
+    return new_sha

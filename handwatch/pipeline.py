@@ -9,14 +9,15 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from handwatch import inputs, log, output, preprocess, safefs
-from handwatch.config import Config, Rule
+from handwatch import inputs, log, metrics, output, preprocess, safefs
+from handwatch.config import Config, Rule, RuleOverride
 from handwatch.engines import Engine, PageText
 from handwatch.errors import ConfigError, InputError, NotReady
+from handwatch.index import SearchIndex
 from handwatch.rules import Resolved, RuleBook
 from handwatch.safefs import FileSig, file_sig
 from handwatch.state import Health, Ledger, StateDB, TextCache
@@ -53,21 +54,24 @@ class Engines:
         self._built: dict[str, Engine] = {}
         self._lock = threading.Lock()
 
-    def get(self, name: str) -> Engine:
+    def get(self, name: str, endpoint: str | None = None) -> Engine:
+        """`endpoint`: a VLM engine that uses only that configured endpoint (a person's retry asked for it)."""
+        key = f"{name}@{endpoint}" if name == "vlm" and endpoint else name
         with self._lock:
-            if name not in self._built:
+            if key not in self._built:
                 if name == "vlm":
                     from handwatch.engines.vlm import VLMEngine
 
                     on_health = (lambda url, up, reason: self.health.set(url, up, reason)) if self.health else None
-                    if not self.cfg.endpoints:
-                        raise ConfigError(self.cfg.source, ["endpoints: engine vlm needs at least one endpoint"])
-                    self._built[name] = VLMEngine(list(self.cfg.endpoints), on_health)
+                    endpoints = [ep for ep in self.cfg.endpoints if endpoint in (None, ep.url)]
+                    if not endpoints:
+                        raise ConfigError(self.cfg.source, [f"endpoints: engine vlm needs {endpoint or 'at least one endpoint'}"])
+                    self._built[key] = VLMEngine(endpoints, on_health)
                 else:
                     from handwatch.engines.tesseract import TesseractEngine
 
-                    self._built[name] = TesseractEngine()
-            return self._built[name]
+                    self._built[key] = TesseractEngine()
+            return self._built[key]
 
 
 class Pipeline:
@@ -78,6 +82,7 @@ class Pipeline:
         self.rules = RuleBook(cfg)
         self.ledger = Ledger(db)
         self.texts = TextCache(db)
+        self.index = SearchIndex(db)
         self.engines = engines or Engines(cfg, Health(db))
         self.now = now
         self.page_pool = page_pool
@@ -88,29 +93,33 @@ class Pipeline:
     def rule_for(self, path: Path) -> Rule:
         return self.rules.resolve(path).rule
 
-    def process(self, path: Path, sha: str | None = None, before: FileSig | None = None) -> Outcome:
-        return self.publish(self.transcribe(path, sha, before))
+    def process(self, path: Path, sha: str | None = None, before: FileSig | None = None,
+                override: dict | None = None) -> Outcome:
+        return self.publish(self.transcribe(path, sha, before, override))
 
     def transcribe(self, path: Path, sha: str | None = None, before: FileSig | None = None,
+                   override: dict | None = None,
                    decoding: Callable[[], AbstractContextManager] = nullcontext) -> Transcript:
         """The slow part: rule, pages, engine, cleaned text (or the cached text of the same bytes).
         `before` is the file version `sha` was taken from; if the file is not that version any more
         when the text is back, the text may be of other bytes, so it is thrown away (NotReady).
+        `override`: a person's retry ({fresh, profile, endpoint}, see JobQueue.retry_with) on top of the rule.
         Every decode of the file's bytes runs inside `decoding()` (the daemon marks it, so a process
         death there is counted against the file and no other death is)."""
         started = time.monotonic()
         path = Path(os.path.abspath(path))
         resolved = self.rules.resolve(path)
+        resolved, endpoint = _overridden(resolved, override or {})
         st = _stat(path)
         if st is None:
             raise InputError("file no longer exists")
         before = before or FileSig.of(st)
         sha = sha or output.sha256_file(path)
-        fingerprint = resolved.rule.fingerprint()
-        cached = self.texts.get(sha, fingerprint)
+        fingerprint = resolved.rule.fingerprint() + (f" endpoint={endpoint}" if endpoint else "")
+        cached = None if (override or {}).get("fresh") else self.texts.get(sha, fingerprint)
         reused = cached is not None
         if cached is None:
-            cached = self._transcribe(path, resolved.rule, decoding)
+            cached = self._transcribe(path, resolved.rule, endpoint, decoding)
             if file_sig(path) != before:
                 raise NotReady("file changed while it was being transcribed")
             self.texts.put(sha, fingerprint, cached)
@@ -128,14 +137,17 @@ class Pipeline:
             extra=result.get("extra", {}), appendix=result.get("appendix", ""),
         )
         target = output.claim_target(path, t.sha, rule.output, self.ledger)
-        written = output.write(target, output.render(doc), self.ledger, path, t.sha, root=root, mode=t.mode)
+        text = output.render(doc)
+        written = output.write(target, text, self.ledger, path, t.sha, root=root, mode=t.mode)
         source = self._after(path, t.resolved, root)
+        self.index.update(written, text, source)
         self.log.info("file.transcribed", path=str(path), output=str(written), pages=len(doc.pages), reused=t.reused,
                       needs_review=doc.needs_review, duration_ms=int((time.monotonic() - t.started) * 1000))
         return Outcome(source, written, t.reused, doc.needs_review)
 
-    def _transcribe(self, path: Path, rule: Rule, decoding: Callable[[], AbstractContextManager] = nullcontext) -> dict:
-        engine = self.engines.get(rule.engine)
+    def _transcribe(self, path: Path, rule: Rule, endpoint: str | None = None,
+                    decoding: Callable[[], AbstractContextManager] = nullcontext) -> dict:
+        engine = self.engines.get(rule.engine, endpoint)
         opts = preprocess.for_engine(rule.preprocess, rule.engine)
         with decoding():
             refs = inputs.open_pages(path, opts.max_side, opts.max_input_megapixels, rule.max_pages)
@@ -149,7 +161,9 @@ class Pipeline:
                     page = ref.load()
                     image = preprocess.prepare(page.image, opts, page.photo)
                 page.image = None  # the decoded original is not needed once prepared
-                return engine.transcribe_page(image, rule)
+                text = engine.transcribe_page(image, rule)
+                metrics.page_done(engine)
+                return text
             finally:
                 if self.image_slots:
                     self.image_slots.release()
@@ -211,3 +225,10 @@ def _stat(path: Path) -> os.stat_result | None:
         return os.stat(path)
     except OSError:
         return None
+
+
+def _overridden(resolved: Resolved, override: dict) -> tuple[Resolved, str | None]:
+    """The rule with a person's chosen profile; the endpoint they chose (None: any)."""
+    if override.get("profile"):
+        resolved = replace(resolved, rule=resolved.rule.merged(RuleOverride(profile=override["profile"])))
+    return resolved, override.get("endpoint")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from handwatch.safefs import FileSig
@@ -26,6 +27,7 @@ class Job:
     mtime_ns: int
     attempts: int  # times the process died while decoding this file
     owner: str | None = None
+    override: dict | None = None  # a person's retry with another profile or endpoint (see JobQueue.retry_with)
 
 
 def this_owner() -> str:
@@ -54,7 +56,8 @@ class JobQueue:
         self.clock = clock
 
     def _job(self, row) -> Job:
-        return Job(row["id"], decode(row["path"]), row["sha256"], row["size"], row["mtime_ns"], row["attempts"], row["owner"])
+        return Job(row["id"], decode(row["path"]), row["sha256"], row["size"], row["mtime_ns"], row["attempts"], row["owner"],
+                   _override(row["override"], row["sha256"]))
 
     def known(self, path: Path, sig: FileSig) -> bool:
         """True when this exact file version already has a job: rescans need not hash it again."""
@@ -127,7 +130,7 @@ class JobQueue:
         if row is None:
             return None
         job = self._job(row)
-        return Job(job.id, job.path, job.sha256, job.size, job.mtime_ns, job.attempts, owner)
+        return replace(job, owner=owner)
 
     def _finish(self, job: Job, sql: str, args: tuple) -> bool:
         """Only the claim that is still current may finish a job (the original may have changed meanwhile)."""
@@ -254,6 +257,20 @@ class JobQueue:
             n += cur.rowcount
         return n
 
+    def retry_with(self, job_id: int, profile: str | None = None, endpoint: str | None = None) -> bool:
+        """A person's retry from the review page: back to pending, transcribed afresh (the stored text is not
+        reused), with this profile and/or only on this endpoint if given. The override is stored with the job and
+        holds for this content only (its sha256): when the original changes, the folder's rule applies again.
+        False when the job is running or unknown."""
+        db = self.db.connect()
+        override = {k: v for k, v in (("profile", profile), ("endpoint", endpoint)) if v}
+        cur = db.execute(
+            """UPDATE jobs SET state=?, attempts=0, strikes=0, not_before=0, reason=NULL, updated=?,
+                   override=json_set(?, '$.sha256', sha256) WHERE id=? AND state!=?""",
+            (PENDING, self.clock(), json.dumps(override), job_id, RUNNING),
+        )
+        return cur.rowcount == 1
+
     def state_of(self, path: Path) -> dict | None:
         row = self.db.connect().execute("SELECT * FROM jobs WHERE path=?", (encode(path),)).fetchone()
         if row is None:
@@ -282,3 +299,17 @@ class JobQueue:
         row = self.db.connect().execute("SELECT MIN(not_before) AS t FROM jobs WHERE state=? AND not_before<?",
                                         (PENDING, PARKED)).fetchone()
         return row["t"] if row and row["t"] is not None else None
+
+
+def _override(text: str | None, sha: str) -> dict | None:
+    """The stored override, if it was made for this content."""
+    if not text:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or data.get("sha256") != sha:
+        return None
+    # A person asked for a new transcription: the stored text of this content is not reused.
+    return {"fresh": True, **{k: data[k] for k in ("profile", "endpoint") if data.get(k)}}

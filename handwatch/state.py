@@ -56,7 +56,60 @@ CREATE TABLE IF NOT EXISTS endpoints(
     models TEXT,
     checked REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS docs(        -- the Markdown handwatch wrote, as the review list and search see it
+    id INTEGER PRIMARY KEY,
+    output BLOB NOT NULL UNIQUE,
+    source BLOB NOT NULL,
+    needs_review INTEGER NOT NULL DEFAULT 0,
+    reasons TEXT NOT NULL DEFAULT '[]', -- JSON list, from the front matter's review_reasons
+    reviewed TEXT,                      -- the front matter's `reviewed:` stamp once a person accepted it
+    confidence REAL,
+    uncertain_words INTEGER,
+    title TEXT NOT NULL DEFAULT '',
+    meta TEXT NOT NULL DEFAULT '',      -- searchable words that are not the text: file name, profile, tags, languages
+    body TEXT NOT NULL DEFAULT '',
+    size INTEGER,                       -- of the Markdown when indexed: a refresh re-reads only files that changed
+    mtime_ns INTEGER,
+    updated REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS docs_review ON docs(needs_review, updated);
+CREATE INDEX IF NOT EXISTS jobs_output ON jobs(output);
+CREATE VIRTUAL TABLE IF NOT EXISTS docs_fts USING fts5(
+    title, meta, body, content='docs', content_rowid='id', tokenize='porter unicode61 remove_diacritics 2'
+);
+CREATE TRIGGER IF NOT EXISTS docs_ai AFTER INSERT ON docs BEGIN
+    INSERT INTO docs_fts(rowid, title, meta, body) VALUES (new.id, new.title, new.meta, new.body);
+END;
+CREATE TRIGGER IF NOT EXISTS docs_ad AFTER DELETE ON docs BEGIN
+    INSERT INTO docs_fts(docs_fts, rowid, title, meta, body) VALUES ('delete', old.id, old.title, old.meta, old.body);
+END;
+CREATE TRIGGER IF NOT EXISTS docs_au AFTER UPDATE OF title, meta, body ON docs BEGIN
+    INSERT INTO docs_fts(docs_fts, rowid, title, meta, body) VALUES ('delete', old.id, old.title, old.meta, old.body);
+    INSERT INTO docs_fts(rowid, title, meta, body) VALUES (new.id, new.title, new.meta, new.body);
+END;
 """
+
+# Columns added after a release: (table, column, declaration). `CREATE TABLE IF NOT EXISTS` leaves an
+# existing database's tables as they were, so each is added by ALTER TABLE when it is missing.
+MIGRATIONS = (
+    ("jobs", "ino", "INTEGER NOT NULL DEFAULT 0"),
+    ("jobs", "ctime_ns", "INTEGER NOT NULL DEFAULT 0"),
+    ("jobs", "strikes", "INTEGER NOT NULL DEFAULT 0"),
+    ("outputs", "edited", "REAL"),          # when a person last saved this Markdown (the review page): never overwritten
+    ("outputs", "edited_sha256", "TEXT"),   # what the person saved
+    ("jobs", "override", "TEXT"),           # JSON {sha256, profile, endpoint}: a person's retry with another profile or endpoint
+)
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    for table, column, decl in MIGRATIONS:
+        have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            try:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+            except sqlite3.OperationalError as e:  # another process added it first
+                if "duplicate column" not in str(e):
+                    raise
 
 
 def encode(path: Path | str) -> bytes:
@@ -65,13 +118,6 @@ def encode(path: Path | str) -> bytes:
 
 def decode(blob: bytes) -> Path:
     return Path(os.fsdecode(blob))
-
-
-MIGRATIONS = (  # columns added after the first release; each is skipped when already present
-    ("jobs", "ino", "INTEGER NOT NULL DEFAULT 0"),
-    ("jobs", "ctime_ns", "INTEGER NOT NULL DEFAULT 0"),
-    ("jobs", "strikes", "INTEGER NOT NULL DEFAULT 0"),
-)
 
 
 class StateDB:
@@ -96,10 +142,7 @@ class StateDB:
         self._local = threading.local()
         with self.connect() as db:
             db.executescript(SCHEMA)
-            for table, column, decl in MIGRATIONS:
-                have = {r["name"] for r in db.execute(f"PRAGMA table_info({table})")}
-                if column not in have:
-                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+            migrate(db)
 
     def connect(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -138,10 +181,11 @@ class OutputRecord:
     pending_sha256: str | None
     source: Path
     source_sha256: str
+    edited: float | None = None  # a person saved it on the review page: never handwatch's to replace again
 
     def owns(self, current_sha: str) -> bool:
         """True when the file on disk is exactly what handwatch wrote (or was about to): safe to replace."""
-        return current_sha in (self.sha256, self.pending_sha256)
+        return self.edited is None and current_sha in (self.sha256, self.pending_sha256)
 
 
 class NameTaken(Exception):
@@ -160,7 +204,8 @@ class Ledger:
 
     @staticmethod
     def _rec(row) -> OutputRecord:
-        return OutputRecord(decode(row["path"]), row["sha256"], row["pending_sha256"], decode(row["source"]), row["source_sha256"])
+        return OutputRecord(decode(row["path"]), row["sha256"], row["pending_sha256"], decode(row["source"]), row["source_sha256"],
+                            row["edited"])
 
     def get(self, path: Path) -> OutputRecord | None:
         row = self.db.connect().execute("SELECT * FROM outputs WHERE path=?", (encode(path),)).fetchone()
@@ -227,6 +272,12 @@ class Ledger:
         """The original moved (`after: move`): its Markdown names go with it, so a new file at the old
         path is a different original and gets a name of its own."""
         self.db.connect().execute("UPDATE outputs SET source=? WHERE source=?", (encode(new_source), encode(old_source)))
+
+    def mark_edited(self, path: Path, sha: str) -> None:
+        """A person's edit: from now on the file is theirs, whatever its bytes (see OutputRecord.owns)."""
+        self.db.connect().execute(
+            "UPDATE outputs SET edited=?, edited_sha256=? WHERE path=?", (time.time(), sha, encode(path))
+        )
 
 
 class TextCache:

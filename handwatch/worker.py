@@ -121,7 +121,7 @@ class Worker:
                 self.queue.enqueue(path, sha, sig)
                 return "changed"
             decoding = (lambda: self.marks.decoding(job.id)) if self.marks else nullcontext
-            transcript = self.pipeline.transcribe(path, sha, sig, decoding)
+            transcript = self.pipeline.transcribe(path, sha, sig, job.override, decoding)
             with self.gate.passage():
                 outcome = self.pipeline.publish(transcript)
                 if outcome.source != path:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import openai
 from PIL import Image
 
-from handwatch import log, profiles
+from handwatch import log, metrics, profiles
 from handwatch.config import Endpoint, Rule
 from handwatch.engines import PageText, http
 from handwatch.engines.http import ContextTooLong, FileRejected, ServerFailed
@@ -98,13 +98,17 @@ class EndpointClient:
             kwargs["response_format"] = response_format
         if not self.ep.thinking:
             kwargs["extra_body"] = {"chat_template_kwargs": {"enable_thinking": False}}
+        started = time.monotonic()
         try:
             resp = http.call(self.url, timeout_s or self.ep.timeout_s,
                              lambda: self.client.chat.completions.with_raw_response.create(**kwargs))
-        except http.ModelNotLoaded:
-            if not self.ep.model:
+        except Exception as e:
+            outcome = "unavailable" if isinstance(e, (EngineUnavailable, http.ServerFailed)) else "error"
+            metrics.request_done(self.url, outcome, time.monotonic() - started)
+            if isinstance(e, http.ModelNotLoaded) and not self.ep.model:
                 self._model = None  # detect the model again next time
             raise
+        metrics.request_done(self.url, "ok", time.monotonic() - started, getattr(resp, "usage", None))
         if not getattr(resp, "choices", None):
             raise EngineResponseError(f"{self.url}: reply without choices")
         choice = resp.choices[0]
@@ -136,7 +140,12 @@ class VLMEngine:
         self.clock = clock
         self.on_health = on_health or (lambda url, up, reason: None)
         self._cond = threading.Condition()
+        self._answered = threading.local()
         self.log = log.get("vlm")
+
+    def answered_by(self) -> str:
+        """The endpoint that answered this thread's last request (for the pages-per-endpoint metric)."""
+        return getattr(self._answered, "url", "unknown")
 
     # --- choosing an endpoint ------------------------------------------------------------------
 
@@ -213,6 +222,7 @@ class VLMEngine:
                 self._release(c, None)
                 raise
             self._release(c, None)
+            self._answered.url = c.url
             return reply
         raise last or EngineUnavailable("every endpoint is down")
 

@@ -1,0 +1,163 @@
+"""Who may use the review page: passwords (scrypt), allowed Host names, same-origin POSTs, CSRF tokens, strict headers."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import secrets
+from urllib.parse import urlsplit
+
+from handwatch.webconfig import Web, is_loopback
+from handwatch.errors import ConfigError
+
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 1 << 15, 8, 1
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+       "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+HEADERS = [
+    (b"content-security-policy", CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"same-origin"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+]
+OPEN_PATHS = ("/healthz",)  # for uptime monitors: says only whether the daemon makes progress
+
+
+def hash_password(password: str, salt: bytes | None = None) -> str:
+    salt = salt or os.urandom(16)
+    key = hashlib.scrypt(password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, maxmem=128 << 20)
+    b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
+    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${b64(salt)}${b64(key)}"
+
+
+def verify_password(password: str, stored: str) -> bool:
+    try:
+        _, n, r, p, salt, key = stored.split("$")
+        want = base64.b64decode(key)
+        got = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p),
+                             maxmem=256 << 20, dklen=len(want))
+    except (ValueError, binascii.Error):
+        return False
+    return hmac.compare_digest(got, want)
+
+
+class Password:
+    """The configured password, checked once per distinct header value (scrypt is slow on purpose)."""
+
+    def __init__(self, stored_hash: str | None = None, plain: str | None = None):
+        self.stored_hash, self.plain = stored_hash, plain
+        self._good: set[bytes] = set()
+        self._key = secrets.token_bytes(32)
+
+    def check(self, password: str) -> bool:
+        tag = hmac.new(self._key, password.encode(), "sha256").digest()
+        if tag in self._good:
+            return True
+        ok = hmac.compare_digest(password.encode(), self.plain.encode()) if self.plain is not None else \
+            verify_password(password, self.stored_hash or "")
+        if ok:
+            self._good.add(tag)
+        return ok
+
+
+def password_for(web: Web, source: str) -> Password | None:
+    """The password the server will ask for; refuses to start when one is needed and missing."""
+    if web.password_env:
+        value = os.environ.get(web.password_env, "")
+        if not value:
+            raise ConfigError(source, [f"web.password_env: the environment variable {web.password_env} is not set "
+                                       "or empty; the review page will not start without its password"])
+        return Password(plain=value)
+    if web.password_hash:
+        return Password(stored_hash=web.password_hash)
+    host, _ = web.address()
+    if not is_loopback(host):  # config.py refuses this too; a second lock on the same door
+        raise ConfigError(source, [f"web.listen: {host} is not loopback and no password is set"])
+    return None
+
+
+def allowed_hosts(web: Web) -> set[str] | None:
+    """Without a password the page trusts loopback only, so a page elsewhere that points its own name at
+    127.0.0.1 (DNS rebinding) must not be served: only these Host names are. None: any (a password guards it)."""
+    if web.password_hash or web.password_env:
+        return None
+    hosts = {"localhost", "127.0.0.1", "::1", web.address()[0].lower()}
+    if web.public_url:
+        hosts.add((urlsplit(web.public_url).hostname or "").lower())
+    return hosts
+
+
+def _hostname(host_header: str) -> str:
+    return (urlsplit("//" + host_header).hostname or "").lower()
+
+
+class Guard:
+    """ASGI middleware in front of every route: Host, password (HTTP Basic), same-origin POSTs, headers."""
+
+    def __init__(self, app, password: Password | None, hosts: set[str] | None, public_url: str | None = None):
+        self.app, self.password, self.hosts = app, password, hosts
+        self.public_origin = _origin(public_url) if public_url else None
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        host = headers.get("host", "")
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": list(message.get("headers", [])) + HEADERS}
+            await send(message)
+
+        problem = None
+        if self.hosts is not None and _hostname(host) not in self.hosts:
+            problem = (421, "this address is not served here", [])
+        elif self.password and scope["path"] not in OPEN_PATHS and not self._authorised(headers.get("authorization", "")):
+            problem = (401, "password required", [(b"www-authenticate", b'Basic realm="handwatch", charset="UTF-8"')])
+        elif scope["method"] not in ("GET", "HEAD", "OPTIONS") and not self._same_origin(headers, host):
+            problem = (403, "cross-site request refused", [])
+        if problem is None:
+            return await self.app(scope, receive, send_with_headers)
+        status, text, extra = problem
+        body = text.encode() + b"\n"
+        await send_with_headers({"type": "http.response.start", "status": status, "headers": [
+            (b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode()), *extra]})
+        await send({"type": "http.response.body", "body": body})
+
+    def _authorised(self, header: str) -> bool:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            _user, _, password = base64.b64decode(value.strip()).decode("utf-8").partition(":")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            return False
+        return self.password.check(password)
+
+    def _same_origin(self, headers: dict, host: str) -> bool:
+        """A browser names the page a POST comes from; it must be this server (by Host, or the public URL)."""
+        claimed = headers.get("origin") or (_origin(headers["referer"]) if headers.get("referer") else None)
+        if claimed is None:
+            return True  # not a browser (curl, scripts): the CSRF token still has to be right
+        if claimed == "null":
+            return False
+        return urlsplit(claimed).netloc.lower() == host.lower() or claimed == self.public_origin
+
+
+def _origin(url: str) -> str:
+    p = urlsplit(url)
+    return f"{p.scheme}://{p.netloc}".lower()
+
+
+class Csrf:
+    """One random token per server run, in every form; a POST without it is refused even from this origin."""
+
+    def __init__(self):
+        self.token = secrets.token_urlsafe(32)
+
+    def valid(self, value: str | None) -> bool:
+        return bool(value) and hmac.compare_digest(value.encode(), self.token.encode())
