@@ -11,14 +11,21 @@ import threading
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from tests.conftest import cli_env
 from tests.fakeopenai import FakeOpenAI, free_port, wait_for
 
 
+def inked(size: tuple[int, int], bg=(255, 255, 255)) -> Image.Image:
+    """A small page with a stroke of ink on it: a page without ink is blank and never sent to the model."""
+    im = Image.new("RGB", size, bg)
+    ImageDraw.Draw(im).rectangle((size[0] // 4, size[1] // 2 - 2, size[0] * 3 // 4, size[1] // 2 + 1), fill=(0, 0, 0))
+    return im
+
+
 def tiny_png(path: Path, i: int) -> Path:
-    Image.new("RGB", (48, 32), (i % 256, (i // 256) % 256, 77)).save(path)
+    inked((48, 32), (255 - i % 64, 255 - (i // 64) % 64, 200 + (i // 4096) % 56)).save(path)
     return path
 
 
@@ -90,7 +97,7 @@ def status(cfg: Path) -> dict:
 def test_syncthing_temp_then_rename_with_old_mtime(inbox, fake_openai, start):
     d = start(fake_openai.url, inbox)
     tmp = inbox / ".syncthing.IMG_7.jpg.tmp"
-    Image.new("RGB", (64, 48), "white").save(tmp, "JPEG")
+    inked((64, 48)).save(tmp, "JPEG")
     os.utime(tmp, (1_500_000_000, 1_500_000_000))
     os.rename(tmp, inbox / "IMG_7.jpg")
     wait_for(lambda: (inbox / "IMG_7.md").exists(), 30, what="IMG_7.md")
@@ -175,7 +182,7 @@ def test_endpoint_down_for_a_while_then_back(inbox, start):
 def test_name_that_is_not_utf8(inbox, fake_openai, start):
     start(fake_openai.url, inbox)
     raw = os.path.join(os.fsencode(inbox), b"caf\xe9 men\xfc.png")
-    Image.new("RGB", (40, 40), "white").save(open(raw, "wb"), "PNG")
+    inked((40, 40)).save(open(raw, "wb"), "PNG")
     md = os.path.join(os.fsencode(inbox), b"caf\xe9 men\xfc.md")
     wait_for(lambda: os.path.exists(md), 30, what="markdown for the non-UTF-8 name")
     text = open(md, encoding="utf-8").read()
