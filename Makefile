@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := tesseract-ocr tesseract-ocr-eng tesseract-ocr-deu poppler-utils fonts-humor-sans fonts-dkg-handwriting
+APT_PACKAGES := tesseract-ocr tesseract-ocr-eng tesseract-ocr-deu poppler-utils fonts-humor-sans fonts-dkg-handwriting fonts-dejavu-core
 
 .PHONY: setup system-deps test demo bench clean
 
@@ -37,6 +37,7 @@ demo: setup
 bench: setup
 	$(PY) -m bench.preprocess
 	$(PY) -m bench.legibility
+	$(PY) -m bench.doubt
 
 clean:
 	rm -rf $(VENV) demo *.egg-info .pytest_cache

@@ -214,11 +214,14 @@ class Thresholds:
     words: int  # a page with this many uncertain words (or `[illegible]` markers) or more needs review
 
 
-# Chosen with bench/doubt.py (see the README's table). Tesseract's word confidences and a VLM's token
-# probabilities are different scales, so each engine has its own.
+# Chosen with bench/doubt.py (the README has its tables): the word threshold with the best F1 of marked
+# against wrong words, the page rule with the best F2 (missing a page with errors costs more than
+# flagging one without). Tesseract's word confidences and a VLM's token probabilities are different
+# scales, so each engine has its own. The VLM's rest on a stated model of a VLM's errors, not on a
+# real model's log-probabilities: `python -m bench.doubt --endpoint URL` measures those.
 DEFAULTS = {
-    "vlm": Thresholds(word=0.6, page=0.85, words=2),
-    "tesseract": Thresholds(word=0.75, page=0.85, words=2),
+    "vlm": Thresholds(word=0.6, page=0.9, words=1),
+    "tesseract": Thresholds(word=0.8, page=0.9, words=1),
 }
 
 
@@ -257,7 +260,8 @@ def assess(pages: Sequence[str], words: Sequence[Sequence[Word] | None], t: Thre
             if conf < t.page:
                 reasons.append(f"{prefix}confidence {conf:.2f} is under {t.page:g}")
         if uncertain >= t.words:
-            reasons.append(f"{prefix}{uncertain} uncertain word{'s' if uncertain != 1 else ''} (review from {t.words})")
+            said = f"{uncertain} uncertain word{'s' if uncertain != 1 else ''}"
+            reasons.append(prefix + said + (f" (review from {t.words})" if t.words > 1 else ""))
     confidence = round(sum(all_p) / len(all_p), 2) if all_p else None
     return Assessment(reasons, confidence, total_uncertain if all_p else None, marks)
 

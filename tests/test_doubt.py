@@ -102,6 +102,8 @@ def test_assess_counts_uncertain_words_and_illegible_markers_per_page():
                          "page 2: 2 uncertain words (review from 2)"]
     calm = doubt.assess(pages[:1], words[:1], Thresholds(word=0.1, page=0.5, words=3))
     assert calm.reasons == [] and calm.uncertain_words == 0
+    strict = doubt.assess(pages[:1], words[:1], Thresholds(word=0.3, page=0.5, words=1))
+    assert strict.reasons == ["1 uncertain word"]  # from one word on, the count itself is the reason
 
 
 def test_without_confidences_there_is_no_confidence_but_illegible_still_counts():

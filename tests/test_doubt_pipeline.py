@@ -50,7 +50,7 @@ def test_uncertain_words_are_marked_counted_and_flagged(make, fake_openai):
     assert body == "Buy ==flour== and ==sugar==\n"
     assert meta["uncertain_words"] == 2 and meta["confidence"] == round((0.999 * 0.999 + 0.2 + 0.999 + 0.4) / 4, 2)
     assert meta["needs_review"] is True
-    assert meta["review_reasons"] == ["confidence 0.65 is under 0.85", "2 uncertain words (review from 2)"]
+    assert meta["review_reasons"] == ["confidence 0.65 is under 0.9", "2 uncertain words"]
     keys = list(meta)
     assert keys.index("review_reasons") + 1 == keys.index("confidence") and keys[keys.index("confidence") + 1] == "uncertain_words"
 
@@ -58,7 +58,7 @@ def test_uncertain_words_are_marked_counted_and_flagged(make, fake_openai):
 def test_a_rule_turns_marking_off_and_thresholds_change_the_verdict(make, fake_openai):
     text = "Buy flour and sugar"
     fake_openai.reply({"content": text, "logprobs": tokens(text, {"flour": 0.5})})
-    out = make(mark_uncertain=False, uncertain_below=0.4, review_uncertain_words=3).process(note(make.inbox)).output
+    out = make(mark_uncertain=False, uncertain_below=0.4, review_below=0.5, review_uncertain_words=3).process(note(make.inbox)).output
     meta, body = meta_and_body(out)
     assert body == "Buy flour and sugar\n" and meta["uncertain_words"] == 0 and meta["needs_review"] is False
 
