@@ -1,4 +1,4 @@
-"""Pure: word confidences from token log-probabilities or Tesseract, ink measures, and the reasons a page needs review."""
+"""Pure: word confidences from log-probabilities or Tesseract, ink measures, the reasons a page needs review."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import codecs
 import difflib
 import math
 import re
-import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -14,6 +13,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from handwatch import script
 from handwatch.pixels import luma, pixels, shrink_by
 
 # A word: letters and digits, joined by an apostrophe, hyphen, dot, comma, colon or slash when a letter or
@@ -37,7 +37,7 @@ class Word:
         return [self.start, self.end, round(self.p, 4)]
 
     @staticmethod
-    def from_json(item: Sequence) -> "Word":
+    def from_json(item: Sequence) -> Word:
         return Word(int(item[0]), int(item[1]), float(item[2]))
 
 
@@ -122,7 +122,11 @@ def transfer(words: Sequence[Word], old: str, new: str) -> list[Word]:
         return []
     if new == old:
         return list(words)
-    at = old.find(new) if new else -1
+    # Where `new` sits in `old`: a trailer or loop cut leaves a prefix; cleaning drops thinking and a
+    # preamble before the text (thinking may quote the same words) and a fence after it: the last one.
+    if not new:
+        return []
+    at = 0 if old.startswith(new) else old.rfind(new)
     if at >= 0:
         end = at + len(new)
         return [Word(w.start - at, w.end - at, w.p) for w in words if w.start >= at and w.end <= end]
@@ -139,27 +143,28 @@ def transfer(words: Sequence[Word], old: str, new: str) -> list[Word]:
     return out
 
 
+def _field(obj, key: str):
+    return obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)
+
+
 def parse_logprobs(logprobs) -> list[Token] | None:
     """Tokens from a chat completion's `logprobs`, in the OpenAI shape (`content: [{token, logprob, bytes}]`)
     or the legacy completions shape some servers send in chat replies (`tokens` + `token_logprobs`).
     None when there are none: the server ignored the request."""
     if logprobs is None:
         return None
-    get = (lambda o, k: o.get(k)) if isinstance(logprobs, dict) else (lambda o, k: getattr(o, k, None))
-    content = get(logprobs, "content")
+    content = _field(logprobs, "content")
     if content is not None:
         out = []
         for item in content:
-            g = (lambda k: item.get(k)) if isinstance(item, dict) else (lambda k: getattr(item, k, None))
-            raw = g("bytes")
-            lp = g("logprob")
-            out.append(Token(g("token") or "", float(lp) if lp is not None else MIN_LOGPROB,
+            raw, lp = _field(item, "bytes"), _field(item, "logprob")
+            out.append(Token(_field(item, "token") or "", float(lp) if lp is not None else MIN_LOGPROB,
                              bytes(raw) if raw is not None else None))
         return out
     extra = logprobs if isinstance(logprobs, dict) else (getattr(logprobs, "model_extra", None) or {})
     toks, lps = extra.get("tokens"), extra.get("token_logprobs")
     if toks is not None and lps is not None and len(toks) == len(lps):
-        return [Token(t, float(lp) if lp is not None else 0.0) for t, lp in zip(toks, lps)]
+        return [Token(t, float(lp) if lp is not None else 0.0) for t, lp in zip(toks, lps, strict=True)]
     return None
 
 
@@ -301,14 +306,16 @@ def measure_ink(image: Image.Image | np.ndarray) -> Ink:
     lum = luma(pixels(image) if isinstance(image, Image.Image) else image)
     if lum.size == 0:
         return Ink(0.0, 0)
-    # Tesseract's 2400-px pages are halved: the pieces of ink stay, and labelling them costs a quarter.
+    # Tesseract's 2400-px pages are halved: the pieces of ink stay, and labelling them costs a quarter
+    # (~11 ms at 1288 px on one core). Not further: at half a VLM page's size faint pencil loses its
+    # contrast and neighbouring letters merge into one piece.
     lum = shrink_by(lum, max(1, round(max(lum.shape) / 1300)))
     paper = _median(lum)
     dev = cv2.absdiff(lum, np.full_like(lum, paper))
     grain = 1.4826 * _median(dev)
     mask = (dev > max(INK_CONTRAST, 4 * grain)).astype(np.uint8)
     n, _labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    scale = (MEASURE_SIDE / max(lum.shape)) ** 2  # native pixels → pixels at MEASURE_SIDE
+    scale = (MEASURE_SIDE / max(lum.shape)) ** 2  # mask pixels → pixels at MEASURE_SIDE
     areas = stats[1:n, cv2.CC_STAT_AREA].astype(np.float64) * scale
     kept = areas[areas >= SPECK_PX]
     return Ink(float(kept.sum()), int((kept >= LETTER_PX).sum()))
@@ -338,94 +345,7 @@ def ink_reasons(ink: Ink, text: str) -> list[str]:
     return []
 
 
-# --- script and language --------------------------------------------------------------------------
-
-LATIN = frozenset({"LATIN"})
-SCRIPTS = {
-    "ru": {"CYRILLIC"}, "uk": {"CYRILLIC"}, "bg": {"CYRILLIC"}, "be": {"CYRILLIC"}, "mk": {"CYRILLIC"},
-    "sr": {"CYRILLIC", "LATIN"}, "kk": {"CYRILLIC"}, "mn": {"CYRILLIC"}, "el": {"GREEK"},
-    "ar": {"ARABIC"}, "fa": {"ARABIC"}, "ur": {"ARABIC"}, "he": {"HEBREW"}, "yi": {"HEBREW"},
-    "zh": {"CJK"}, "ja": {"CJK", "HIRAGANA", "KATAKANA"}, "ko": {"HANGUL", "CJK"}, "hi": {"DEVANAGARI"},
-    "mr": {"DEVANAGARI"}, "ne": {"DEVANAGARI"}, "bn": {"BENGALI"}, "th": {"THAI"}, "ka": {"GEORGIAN"},
-    "hy": {"ARMENIAN"}, "ta": {"TAMIL"}, "te": {"TELUGU"}, "gu": {"GUJARATI"}, "pa": {"GURMUKHI"},
-    "km": {"KHMER"}, "lo": {"LAO"}, "my": {"MYANMAR"}, "si": {"SINHALA"}, "am": {"ETHIOPIC"},
-}
-LATIN_LANGS = set(
-    "en de fr es it nl pt pl cs sk sl hr bs sv da no nb nn fi et lv lt hu ro tr ca gl eu is ga cy mt sq af sw "
-    "id ms vi tl eo la lb fo br oc rm az uz".split()
-)
-FOREIGN_SHARE = 0.2  # more than this share of a page's letters in a script its languages do not use
-FOREIGN_MIN = 5  # …and at least this many of them
-THREE_LETTER = {"eng": "en", "deu": "de", "ger": "de", "fra": "fr", "fre": "fr", "spa": "es", "ita": "it",
-                "nld": "nl", "dut": "nl", "por": "pt", "pol": "pl", "rus": "ru", "ukr": "uk", "ell": "el",
-                "gre": "el", "ces": "cs", "cze": "cs", "swe": "sv", "dan": "da", "nor": "no", "fin": "fi",
-                "tur": "tr", "hun": "hu", "ron": "ro", "rum": "ro", "jpn": "ja", "zho": "zh", "chi": "zh",
-                "kor": "ko", "ara": "ar", "heb": "he", "hin": "hi"}
-
-
-def base_language(code: str) -> str:
-    base = code.split("-")[0].split("_")[0].lower()
-    return THREE_LETTER.get(base, base)
-
-
-def script_of(ch: str) -> str | None:
-    """The Unicode script a letter belongs to, from its name (LATIN SMALL LETTER A → LATIN)."""
-    try:
-        name = unicodedata.name(ch)
-    except ValueError:
-        return None
-    first = name.split()[0]
-    return "CJK" if first == "CJK" else first
-
-
-def expected_scripts(languages: Iterable[str]) -> set[str] | None:
-    """The scripts a rule's languages are written in; None when a language is one this table does not know."""
-    out: set[str] = set()
-    for code in languages:
-        base = base_language(code)
-        if base in LATIN_LANGS:
-            out |= LATIN
-        elif base in SCRIPTS:
-            out |= SCRIPTS[base]
-        else:
-            return None
-    return out
-
-
-def script_reasons(text: str, languages: Sequence[str]) -> list[str]:
-    expected = expected_scripts(languages)
-    if expected is None:
-        return []
-    counts: dict[str, int] = {}
-    total = 0
-    for ch in text:
-        if ch.isalpha():
-            script = script_of(ch)
-            if script is None:
-                continue
-            total += 1
-            if script not in expected:
-                counts[script] = counts.get(script, 0) + 1
-    foreign = sum(counts.values())
-    if foreign >= FOREIGN_MIN and foreign > FOREIGN_SHARE * total:
-        main = max(counts, key=counts.get)  # type: ignore[arg-type]
-        return [f"script: {foreign * 100 // total}% of the letters are {main.title()}, which languages "
-                f"[{', '.join(languages)}] are not written in"]
-    return []
-
-
-def language_reasons(detected: Sequence[str] | None, languages: Sequence[str]) -> list[str]:
-    """The model's own "Languages:" trailer naming a language the rule does not list."""
-    if not detected:
-        return []
-    allowed = {base_language(c) for c in languages}
-    other = [c for c in detected if base_language(c) not in allowed]
-    if other:
-        return [f"language: the model says the text is in {', '.join(other)}, not in [{', '.join(languages)}]"]
-    return []
-
-
 def page_reasons(text: str, ink: Ink | None, languages: Sequence[str], detected: Sequence[str] | None = None) -> list[str]:
     """Everything about one transcribed page that a person should look at, besides the engine's own reasons."""
     out = ink_reasons(ink, text) if ink is not None else []
-    return out + script_reasons(text, languages) + language_reasons(detected, languages)
+    return out + script.script_reasons(text, languages) + script.language_reasons(detected, languages)

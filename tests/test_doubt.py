@@ -8,7 +8,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from bench import gen
-from handwatch import doubt, preprocess
+from handwatch import doubt, preprocess, script
 from handwatch.config import Preprocess
 from handwatch.doubt import Thresholds, Token, Word
 from tests.conftest import draw_page, font
@@ -60,6 +60,12 @@ def test_transfer_follows_cleaning_and_rendering():
     jw = [Word(s, e, 0.3 if json_reply[s:e] == "flour" else 0.95) for s, e in doubt.spans(json_reply)]
     p = prob_of(rendered, doubt.transfer(jw, json_reply, rendered))
     assert p["flour"] == 0.3 and p["Pancakes"] == 0.95 and "Ingredients" not in p  # handwatch's heading: no probability
+
+
+def test_thinking_that_quotes_the_text_does_not_lend_it_its_doubt():
+    raw = "<think>It might say Buy flour, or Buy floor.</think>\n```markdown\nBuy flour\n```"
+    words = [Word(s, e, 0.2 if s < raw.index("</think>") else 0.9) for s, e in doubt.spans(raw)]
+    assert prob_of("Buy flour", doubt.transfer(words, raw, "Buy flour")) == {"Buy": 0.9, "flour": 0.9}
 
 
 def test_parse_logprobs_reads_both_shapes_and_none_means_ignored():
@@ -167,16 +173,16 @@ def test_dot_grid_paper_holds_no_letters():
 
 
 def test_script_that_the_languages_do_not_use_needs_review():
-    (reason,) = doubt.script_reasons("Купить муку и сахар", ["de", "en"])
+    (reason,) = script.script_reasons("Купить муку и сахар", ["de", "en"])
     assert reason == "script: 100% of the letters are Cyrillic, which languages [de, en] are not written in"
-    assert doubt.script_reasons("Grüße aus Köln, ça va? Æblegrød", ["de", "en"]) == []
-    assert doubt.script_reasons("Купить муку и сахар", ["ru"]) == []
-    assert doubt.script_reasons("Bake at 180 °C, π ≈ 3.14, 5 µg", ["en"]) == []  # a stray letter is not a script
-    assert doubt.script_reasons("Купить муку", ["xx"]) == []  # a language this table does not know: no judgement
+    assert script.script_reasons("Grüße aus Köln, ça va? Æblegrød", ["de", "en"]) == []
+    assert script.script_reasons("Купить муку и сахар", ["ru"]) == []
+    assert script.script_reasons("Bake at 180 °C, π ≈ 3.14, 5 µg", ["en"]) == []  # a stray letter is not a script
+    assert script.script_reasons("Купить муку", ["xx"]) == []  # a language this table does not know: no judgement
 
 
 def test_the_models_own_language_trailer_contradicting_the_rule():
-    assert doubt.language_reasons(["de", "fr"], ["de", "fr"]) == []
-    assert doubt.language_reasons(["deu", "en-GB"], ["de", "en"]) == []
-    assert doubt.language_reasons(["ru"], ["de", "en"]) == ["language: the model says the text is in ru, not in [de, en]"]
-    assert doubt.language_reasons([], ["de"]) == []
+    assert script.language_reasons(["de", "fr"], ["de", "fr"]) == []
+    assert script.language_reasons(["deu", "en-GB"], ["de", "en"]) == []
+    assert script.language_reasons(["ru"], ["de", "en"]) == ["language: the model says the text is in ru, not in [de, en]"]
+    assert script.language_reasons([], ["de"]) == []
