@@ -1,4 +1,4 @@
-"""What made a transcription: a fingerprint of prompt, preprocessing and rule, the model and endpoint — stored per original for `redo`."""
+"""What made a transcription: a fingerprint of prompt, preprocessing and rule, model, endpoint — kept for `redo`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`handwatch redo`: find transcriptions made with another prompt, preprocessing, rule or model than the config would use now, and do them again through the queue — never over a person's edit."""
+"""`handwatch redo`: transcriptions another prompt, preprocessing, rule or model made, done again — never over an edit."""
 
 from __future__ import annotations
 

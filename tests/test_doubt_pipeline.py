@@ -52,14 +52,15 @@ def test_uncertain_words_are_marked_counted_and_flagged(make, fake_openai):
     assert meta["needs_review"] is True
     assert meta["review_reasons"] == ["confidence 0.65 is under 0.9", "2 uncertain words"]
     keys = list(meta)
-    assert keys.index("review_reasons") + 1 == keys.index("confidence") and keys[keys.index("confidence") + 1] == "uncertain_words"
+    at = keys.index("review_reasons")
+    assert keys[at + 1 : at + 3] == ["confidence", "uncertain_words"]
 
 
 def test_a_rule_turns_marking_off_and_thresholds_change_the_verdict(make, fake_openai):
     text = "Buy flour and sugar"
     fake_openai.reply({"content": text, "logprobs": tokens(text, {"flour": 0.5})})
-    out = make(mark_uncertain=False, uncertain_below=0.4, review_below=0.5, review_uncertain_words=3).process(note(make.inbox)).output
-    meta, body = meta_and_body(out)
+    pipeline = make(mark_uncertain=False, uncertain_below=0.4, review_below=0.5, review_uncertain_words=3)
+    meta, body = meta_and_body(pipeline.process(note(make.inbox)).output)
     assert body == "Buy flour and sugar\n" and meta["uncertain_words"] == 0 and meta["needs_review"] is False
 
 
@@ -126,7 +127,8 @@ def test_provenance_names_the_endpoint_not_its_key_and_fingerprints_the_rule(mak
     assert meta["endpoint"] == f"127.0.0.1:{fake_openai.server.server_port}" and "sk-very-secret" not in str(meta)
     named, _ = meta_and_body(make({"name": "gpubox"}).process(note(make.inbox, "n2.png", ["Call grandma"])).output)
     assert named["endpoint"] == "gpubox" and named["fingerprint"] == meta["fingerprint"] and len(meta["fingerprint"]) == 12
-    other, _ = meta_and_body(make(prompt="Dates are day/month/year.").process(note(make.inbox, "n3.png", ["Fix the gate"])).output)
+    pipeline = make(prompt="Dates are day/month/year.")
+    other, _ = meta_and_body(pipeline.process(note(make.inbox, "n3.png", ["Fix the gate"])).output)
     assert other["fingerprint"] != meta["fingerprint"]
 
 

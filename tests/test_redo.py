@@ -109,7 +109,8 @@ def test_needs_review_picks_the_doubtful_ones(tmp_path, fake_openai, write_confi
     changed = write_config({"endpoints": [{"url": fake_openai.url, "model": "bigger", "max_concurrency": 1}],
                             "defaults": {"settle_s": 0}, "folders": [{"path": str(inbox)}]})
     res = run_cli("redo", "--dry-run", "--needs-review", "-c", changed)
-    assert res.stdout.splitlines() == [f"would redo {inbox / 'unsure.png'}: model m → bigger", "1 to redo, 0 conflict(s), 0 skipped"]
+    assert res.stdout.splitlines() == [f"would redo {inbox / 'unsure.png'}: model m → bigger",
+                                       "1 to redo, 0 conflict(s), 0 skipped"]
 
 
 def test_threshold_change_renders_again_without_asking_the_model(setup, run_cli, fake_openai):
