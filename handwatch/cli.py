@@ -214,7 +214,8 @@ def cmd_redo(cfg, args) -> int:
         if not any(redo.inside(folder, f.path) or redo.inside(f.path, folder) for f in cfg.folders):
             _err(f"--folder {args.folder}: not a watched folder, nor inside or around one")
             return EX_USAGE
-    the_plan = redo.plan(cfg, StateDB(cfg.state_dir), folder, args.needs_review)
+    db = StateDB(cfg.state_dir)
+    the_plan = redo.plan(cfg, db, folder, args.needs_review)
     todo, conflicts, skipped = the_plan.of(redo.REDO), the_plan.of(redo.CONFLICT), the_plan.of(redo.SKIP)
     for item in todo if args.dry_run else []:
         print(f"would redo {item.source}: {item.why}")
@@ -233,6 +234,7 @@ def cmd_redo(cfg, args) -> int:
         print(f"[{k}/{n}] {said} {item.source}" + (f": {reason}" if reason else f" ({item.why})"),
               file=sys.stderr, flush=True)
 
+    redo.forget_gone(db, skipped)
     summary = redo.run(cfg, todo, progress)
     for path in summary.busy:
         print(f"skipped {path}: being transcribed by another process right now")

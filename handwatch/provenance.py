@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,6 +104,3 @@ class Provenance:
                        json.loads(r["parts"]), r["model"], r["endpoint"], bool(r["needs_review"]), r["confidence"],
                        r["uncertain_words"]) for r in rows]
 
-
-def same_file(a: Path, b: Path) -> bool:
-    return os.path.abspath(a) == os.path.abspath(b)

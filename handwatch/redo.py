@@ -14,6 +14,7 @@ from handwatch.errors import HandwatchError
 from handwatch.state import Ledger, StateDB, decode
 
 REDO, CONFLICT, SKIP = "redo", "conflict", "skip"
+GONE = "the original is gone"
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,7 @@ def plan(cfg: Config, db: StateDB, folder: Path | None = None, needs_review: boo
         if needs_review and not r.needs_review:
             continue
         if not r.source.is_file():
-            result.items.append(Item(r.source, r.output, SKIP, "the original is gone"))
+            result.items.append(Item(r.source, r.output, SKIP, GONE))
             continue
         rule, why = candidates.rule(r.source)
         if rule is None:
@@ -150,6 +151,14 @@ def _reasons(r: provenance.Record, rule: Rule, cfg: Config, models: Models, note
             reasons.append(f"model {r.model} → {', '.join(sorted(current))}")
             retranscribe = True
     return reasons, retranscribe
+
+
+def forget_gone(db: StateDB, items: list[Item]) -> None:
+    """A gone original is reported once: its record goes, so later runs do not list it again."""
+    store = provenance.Provenance(db)
+    for item in items:
+        if item.action == SKIP and item.why == GONE and not item.source.exists():
+            store.forget(item.source)
 
 
 def _done_paths(db: StateDB) -> list[Path]:

@@ -122,6 +122,16 @@ def test_threshold_change_renders_again_without_asking_the_model(setup, run_cli,
     assert not fake_openai.requests  # the stored reading was rendered again under the new thresholds
 
 
+def test_a_deleted_original_is_reported_once(setup, run_cli):
+    folders, cfg = setup
+    (folders["notes"] / "n0.png").unlink()
+    gone = f"skipped {folders['notes'] / 'n0.png'}: the original is gone"
+    assert gone in run_cli("redo", "--dry-run", "-c", cfg()).stdout
+    assert gone in run_cli("redo", "--dry-run", "-c", cfg()).stdout  # a dry run changes nothing
+    assert gone in run_cli("redo", "-c", cfg()).stdout
+    assert gone not in run_cli("redo", "--dry-run", "-c", cfg()).stdout
+
+
 def test_a_deleted_original_is_skipped_and_an_unreachable_server_leaves_models_unjudged(setup, tmp_path, fake_openai):
     folders, cfg = setup
     (folders["notes"] / "n0.png").unlink()
