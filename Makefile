@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := tesseract-ocr tesseract-ocr-eng tesseract-ocr-deu poppler-utils fonts-humor-sans fonts-dkg-handwriting chromium
+APT_PACKAGES := tesseract-ocr tesseract-ocr-eng tesseract-ocr-deu poppler-utils fonts-humor-sans fonts-dkg-handwriting fonts-dejavu-core chromium
 
 .PHONY: setup system-deps test demo bench clean
 
@@ -38,6 +38,7 @@ bench: setup
 	$(PY) -m bench.preprocess
 	$(PY) -m bench.legibility
 	$(PY) -m bench.search
+	$(PY) -m bench.doubt
 
 clean:
 	rm -rf $(VENV) demo *.egg-info .pytest_cache

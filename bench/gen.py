@@ -13,6 +13,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 FONTS = {
     "humor": "/usr/share/fonts/truetype/humor-sans/Humor-Sans.ttf",
     "dkg": "/usr/share/fonts/truetype/fifthhorseman/dkg.ttf",
+    "print": "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",  # a printed page, as a scanner drops them
 }
 
 RECIPE = ["Pancakes", "250 g flour", "2 eggs", "500 ml milk", "1 pinch salt", "Whisk and rest ten minutes"]

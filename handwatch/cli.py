@@ -39,6 +39,15 @@ def _parser() -> argparse.ArgumentParser:
     web.add_argument("--hash-password", action="store_true",
                      help="read a password (twice on a terminal, else one line of standard input) and print its hash for web.password_hash")
     sub.add_parser("reindex", parents=[common], help="rebuild the search index from the Markdown handwatch wrote")
+    redo = sub.add_parser(
+        "redo", parents=[common],
+        help="transcribe again the files whose model, prompt, preprocessing or rule changed; never over a person's edit",
+        description="Transcribe again every file whose model, prompt, preprocessing or rule (review thresholds "
+                    "included) differs from what the current config would use. An edited Markdown is never "
+                    "overwritten: it is reported as a conflict. Example: handwatch redo --dry-run --folder ~/Scans")
+    redo.add_argument("--dry-run", action="store_true", help="list what would be redone and why; change nothing")
+    redo.add_argument("--folder", metavar="DIR", help="only files in this folder (a watched folder or inside one)")
+    redo.add_argument("--needs-review", action="store_true", help="only files whose Markdown says needs_review: true")
     return p
 
 
@@ -206,6 +215,47 @@ def cmd_retry(cfg, args) -> int:
     return EX_OK
 
 
+def cmd_redo(cfg, args) -> int:
+    from handwatch import redo
+    from handwatch.state import StateDB
+
+    folder = None
+    if args.folder:
+        folder = Path(os.path.abspath(os.path.expanduser(args.folder)))
+        if not any(redo.inside(folder, f.path) or redo.inside(f.path, folder) for f in cfg.folders):
+            _err(f"--folder {args.folder}: not a watched folder, nor inside or around one")
+            return EX_USAGE
+    db = StateDB(cfg.state_dir)
+    the_plan = redo.plan(cfg, db, folder, args.needs_review)
+    todo, conflicts, skipped = the_plan.of(redo.REDO), the_plan.of(redo.CONFLICT), the_plan.of(redo.SKIP)
+    for item in todo if args.dry_run else []:
+        print(f"would redo {item.source}: {item.why}")
+    for item in conflicts:
+        print(f"conflict {item.source}: {item.why}")
+    for item in skipped:
+        print(f"skipped {item.source}: {item.why}")
+    for note in the_plan.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if args.dry_run:
+        print(f"{len(todo)} to redo, {len(conflicts)} conflict(s), {len(skipped)} skipped")
+        return EX_OK
+
+    def progress(k: int, n: int, item, outcome: str, reason: str | None) -> None:
+        said = {"done": "redone", "failed": "failed", "waiting": "waiting"}.get(outcome, outcome)
+        print(f"[{k}/{n}] {said} {item.source}" + (f": {reason}" if reason else f" ({item.why})"),
+              file=sys.stderr, flush=True)
+
+    redo.forget_gone(db, skipped)
+    summary = redo.run(cfg, todo, progress)
+    for path in summary.busy:
+        print(f"skipped {path}: being transcribed by another process right now")
+    print(f"redo: {summary.redone} transcribed again, {len(summary.failed)} failed, {len(summary.waiting)} waiting, "
+          f"{len(conflicts)} conflict(s), {len(skipped) + len(summary.busy)} skipped", file=sys.stderr)
+    if summary.failed or conflicts:
+        return EX_SOMEFAILED
+    return EX_UNAVAILABLE if summary.unavailable else EX_OK
+
+
 def cmd_run(cfg, args) -> int:
     from handwatch.daemon import Daemon
 
@@ -265,4 +315,4 @@ def cmd_reindex(cfg, args) -> int:
 
 
 COMMANDS = {"once": cmd_once, "check": cmd_check, "status": cmd_status, "retry": cmd_retry, "run": cmd_run, "scan": cmd_scan,
-            "web": cmd_web, "reindex": cmd_reindex}
+            "web": cmd_web, "reindex": cmd_reindex, "redo": cmd_redo}

@@ -100,6 +100,10 @@ class RuleOverride(_Frozen):
     preprocess: PreprocessOverride | None = None
     after: Literal["keep"] | MoveAfter | None = None
     max_pages: Annotated[int, Field(ge=1, le=10000)] | None = None
+    mark_uncertain: bool | None = None
+    uncertain_below: Annotated[float, Field(ge=0, le=1)] | None = None
+    review_below: Annotated[float, Field(ge=0, le=1)] | None = None
+    review_uncertain_words: Annotated[int, Field(ge=1, le=100000)] | None = None
 
     @field_validator("languages")
     @classmethod
@@ -162,6 +166,11 @@ class Rule(_Frozen):
     preprocess: Preprocess = Preprocess()
     after: Literal["keep"] | MoveAfter = "keep"
     max_pages: int = 50
+    # Doubt (doubt.py): None is the engine's own default, chosen with bench/doubt.py.
+    mark_uncertain: bool = True  # wrap words under uncertain_below in ==…== in the Markdown
+    uncertain_below: float | None = None  # a word less likely right than this is uncertain
+    review_below: float | None = None  # a page whose confidence is under this needs review
+    review_uncertain_words: int | None = None  # a page with this many uncertain words needs review
 
     def merged(self, override: RuleOverride) -> "Rule":
         data = self.model_dump()
@@ -188,6 +197,10 @@ class Endpoint(_Frozen):
     max_tokens: Annotated[int, Field(ge=16, le=262144)] = 4096
     thinking: bool = False
     structured_output: bool = True
+    # Ask for token log-probabilities (word confidences): auto asks, and stops asking a server that
+    # rejects or ignores it; on insists (a rejection is a configuration error); off never asks.
+    confidence: Literal["auto", "on", "off"] = "auto"
+    name: Annotated[str, Field(min_length=1, max_length=100)] | None = None  # for front matter; default host:port
 
     @field_validator("url")
     @classmethod
@@ -207,6 +220,15 @@ class Endpoint(_Frozen):
                     f"{host} {why}; images are private, so set allow_remote: true to send them there deliberately"
                 )
         return self
+
+    def label(self) -> str:
+        """How front matter names this endpoint: its `name`, else host:port (never the key, never userinfo)."""
+        if self.name:
+            return self.name
+        parts = urlsplit(self.url)
+        host = parts.hostname or ""
+        host = f"[{host}]" if ":" in host else host
+        return f"{host}:{parts.port}" if parts.port else host
 
     def api_key(self) -> str:
         # Local servers accept any key; the openai client insists on one being set.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
 import stat
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from handwatch import __version__, safefs
+from handwatch import __version__, doubt, safefs
 from handwatch.errors import InputError, OutputConflict
 from handwatch.state import Ledger, NameTaken
 
@@ -33,10 +34,22 @@ class Document:
     review_reasons: tuple[str, ...] = ()
     extra: dict = field(default_factory=dict)  # profile-specific front matter (title, tags, detected languages)
     appendix: str = ""  # text after the pages, e.g. a translation section
+    confidence: float | None = None  # None: the engine gave no word confidences (and the fields are left out)
+    uncertain_words: int | None = None
+    marks: tuple = ()  # per page, the (start, end) spans of uncertain words to highlight; () marks nothing
+    endpoint: str | None = None  # provenance: the endpoint's name (never its key)
+    fingerprint: str | None = None  # provenance: prompt + preprocessing + rule, short
+
+
+# Strings a YAML 1.2 reader (Obsidian's, Dataview's) would take for a number, though PyYAML's 1.1 rules
+# leave them bare: "0e12345", a hex fingerprint, is the number 0 there.
+YAML12_NUMBER = re.compile(r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|0x[0-9a-fA-F]+|0o[0-7]+")
 
 
 def _scalar(value) -> str:
     """One YAML value in flow style on one line, quoted only when YAML needs it."""
+    if isinstance(value, str) and YAML12_NUMBER.fullmatch(value):
+        return "'" + value + "'"
     text = yaml.safe_dump(value, default_flow_style=True, allow_unicode=True, width=1 << 20, sort_keys=False)
     text = text.strip()
     return text[: -len("...")].strip() if text.endswith("...") else text
@@ -62,15 +75,19 @@ def front_matter(doc: Document) -> str:
         ("needs_review", "true" if doc.needs_review else "false"),
         ("review_reasons", _scalar(list(doc.review_reasons))),
     ]
+    if doc.confidence is not None:
+        fields += [("confidence", _scalar(doc.confidence)), ("uncertain_words", str(doc.uncertain_words or 0))]
+    fields += [(k, _scalar(v)) for k, v in (("endpoint", doc.endpoint), ("fingerprint", doc.fingerprint)) if v]
     fields += [(k, _scalar(v)) for k, v in doc.extra.items()]
     return "---\n" + "".join(f"{k}: {v}\n" for k, v in fields) + "---\n"
 
 
 def render(doc: Document) -> str:
-    if len(doc.pages) == 1:
-        body = doc.pages[0].strip() + "\n"
+    pages = [doubt.mark(text, doc.marks[i]) if i < len(doc.marks) else text for i, text in enumerate(doc.pages)]
+    if len(pages) == 1:
+        body = pages[0].strip() + "\n"
     else:
-        body = "\n".join(f"<!-- page {i} -->\n\n{text.strip()}\n" for i, text in enumerate(doc.pages, 1))
+        body = "\n".join(f"<!-- page {i} -->\n\n{text.strip()}\n" for i, text in enumerate(pages, 1))
     if doc.appendix.strip():
         body += "\n" + doc.appendix.strip() + "\n"
     return front_matter(doc) + "\n" + body

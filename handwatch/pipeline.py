@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from handwatch import inputs, log, metrics, output, preprocess, safefs
+from handwatch import doubt, inputs, log, metrics, output, preprocess, provenance, safefs
 from handwatch.config import Config, Rule, RuleOverride
 from handwatch.engines import Engine, PageText
 from handwatch.errors import ConfigError, InputError, NotReady
@@ -83,6 +83,7 @@ class Pipeline:
         self.ledger = Ledger(db)
         self.texts = TextCache(db)
         self.index = SearchIndex(db)
+        self.provenance = provenance.Provenance(db)
         self.engines = engines or Engines(cfg, Health(db))
         self.now = now
         self.page_pool = page_pool
@@ -129,21 +130,44 @@ class Pipeline:
         """The quick part: claim the Markdown name, write it, move the original if the rule says so."""
         rule, path = t.resolved.rule, t.path
         root = t.resolved.folder.path if t.resolved.folder else path.parent
-        result = t.result
+        cached = t.result
+        parts = provenance.parts(rule, self.cfg)
+        trust = self._trust(cached, rule, parts)
         doc = output.Document(
-            source=path, source_sha256=t.sha, pages=result["pages"], profile=rule.profile,
-            languages=tuple(rule.languages), engine=rule.engine, model=result["model"], transcribed=self.now(),
-            needs_review=bool(result["review_reasons"]), review_reasons=tuple(result["review_reasons"]),
-            extra=result.get("extra", {}), appendix=result.get("appendix", ""),
+            source=path, source_sha256=t.sha, pages=cached["pages"], profile=rule.profile,
+            languages=tuple(rule.languages), engine=rule.engine, model=cached["model"], transcribed=self.now(),
+            extra=cached.get("extra", {}), appendix=cached.get("appendix", ""), **trust,
         )
         target = output.claim_target(path, t.sha, rule.output, self.ledger)
         text = output.render(doc)
         written = output.write(target, text, self.ledger, path, t.sha, root=root, mode=t.mode)
         source = self._after(path, t.resolved, root)
         self.index.update(written, text, source)
+        self._record(source, written, t.sha, doc, parts, cached)
         self.log.info("file.transcribed", path=str(path), output=str(written), pages=len(doc.pages), reused=t.reused,
                       needs_review=doc.needs_review, duration_ms=int((time.monotonic() - t.started) * 1000))
         return Outcome(source, written, t.reused, doc.needs_review)
+
+    @staticmethod
+    def _trust(cached: dict, rule: Rule, parts: dict[str, str]) -> dict:
+        """The Document fields that say how far to trust the text: review reasons (the engine's, then
+        confidence's), confidence, uncertain words and their marks, and provenance. Doubt is judged from
+        the stored word probabilities under the rule's current thresholds, so new thresholds need no model."""
+        words = [None if w is None else [doubt.Word.from_json(x) for x in w]
+                 for w in cached.get("words", [None] * len(cached["pages"]))]
+        t = doubt.thresholds(rule.engine, rule.uncertain_below, rule.review_below, rule.review_uncertain_words)
+        judged = doubt.assess(cached["pages"], words, t)
+        reasons = tuple(cached["review_reasons"]) + tuple(judged.reasons)
+        return {"needs_review": bool(reasons), "review_reasons": reasons, "confidence": judged.confidence,
+                "uncertain_words": judged.uncertain_words,
+                "marks": tuple(map(tuple, judged.marks)) if rule.mark_uncertain else (),
+                "endpoint": cached.get("endpoint") or None,
+                "fingerprint": provenance.fingerprint(parts)}
+
+    def _record(self, source: Path, written: Path, sha: str, doc: output.Document, parts: dict, cached: dict) -> None:
+        self.provenance.record(provenance.Record(
+            source, written, sha, doc.fingerprint or "", parts, cached.get("asked_model", cached["model"]),
+            doc.endpoint, doc.needs_review, doc.confidence, doc.uncertain_words))
 
     def _transcribe(self, path: Path, rule: Rule, endpoint: str | None = None,
                     decoding: Callable[[], AbstractContextManager] = nullcontext) -> dict:
@@ -161,9 +185,14 @@ class Pipeline:
                     page = ref.load()
                     image = preprocess.prepare(page.image, opts, page.photo)
                 page.image = None  # the decoded original is not needed once prepared
-                text = engine.transcribe_page(image, rule)
+                ink = doubt.measure_ink(image)
+                if ink.blank:  # nothing to read: a model asked anyway tends to invent a page
+                    return PageText("", "", ["blank page"])
+                result = engine.transcribe_page(image, rule)
                 metrics.page_done(engine)
-                return text
+                result.review_reasons += doubt.page_reasons(result.text, ink, rule.languages,
+                                                            result.extra.get("detected_languages"))
+                return result
             finally:
                 if self.image_slots:
                     self.image_slots.release()
@@ -183,12 +212,16 @@ class Pipeline:
                 else:
                     extra.setdefault(k, v)
         appendix = ""
-        if rule.translate_to:
-            joined = "\n\n".join(r.text for r in results)
+        joined = "\n\n".join(r.text for r in results)
+        if rule.translate_to and joined.strip():
             translation = engine.translate(joined, rule.translate_to)
             appendix = f"## Translation ({rule.translate_to})\n\n{translation}"
-        return {"pages": [r.text for r in results], "model": results[0].model, "review_reasons": reasons,
-                "extra": extra, "appendix": appendix}
+        sent = [r for r in results if r.model]  # blank pages were never sent
+        return {"pages": [r.text for r in results], "model": sent[0].model if sent else "", "review_reasons": reasons,
+                "extra": extra, "appendix": appendix,
+                "words": [None if r.words is None else [w.to_json() for w in r.words] for r in results],
+                "endpoint": next((r.endpoint for r in sent if r.endpoint), ""),
+                "asked_model": next((r.asked_model for r in sent if r.asked_model), sent[0].model if sent else "")}
 
     def _after(self, path: Path, resolved: Resolved, root: Path) -> Path:
         """`after: move`: into the move folder, under a name nothing holds yet (`scan-1.png`, …), never

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from tests.conftest import cli_env
 from tests.fakeopenai import Recorded, wait_for
@@ -65,8 +65,18 @@ def status(cfg: Path) -> dict:
     return json.loads(out.stdout)
 
 
+def inked(size: tuple[int, int], bg=(255, 255, 255)) -> Image.Image:
+    """A small page with a stroke of ink on it: a page without ink is blank and never sent to the model.
+    The ink is black on light paper and white on dark paper, so it always stands out."""
+    im = Image.new("RGB", size, bg)
+    light = 0.299 * bg[0] + 0.587 * bg[1] + 0.114 * bg[2] > 128
+    ImageDraw.Draw(im).rectangle((size[0] // 4, size[1] // 2 - 2, size[0] * 3 // 4, size[1] // 2 + 1),
+                                 fill=(0, 0, 0) if light else (255, 255, 255))
+    return im
+
+
 def tiny_png(path: Path, i: int) -> Path:
-    Image.new("RGB", (48, 32), (i % 256, (i // 256) % 256, 77)).save(path)
+    inked((48, 32), (255 - i % 64, 255 - (i // 64) % 64, 200 + (i // 4096) % 56)).save(path)
     return path
 
 
@@ -81,7 +91,8 @@ def id_colour(ident: int) -> tuple[int, int, int]:
 
 
 def id_image(ident: int, size=(64, 48)) -> Image.Image:
-    return Image.new("RGB", size, id_colour(ident))
+    """The identity's colour as paper, with a stroke of ink (a page without ink is never sent)."""
+    return inked(size, id_colour(ident))
 
 
 def id_png(path: Path, ident: int, size=(64, 48), fmt: str | None = None) -> Path:
@@ -93,8 +104,11 @@ def id_png(path: Path, ident: int, size=(64, 48), fmt: str | None = None) -> Pat
 
 
 def ident_of(image: Image.Image) -> int:
-    r, g, b = image.convert("RGB").resize((1, 1), Image.Resampling.BOX).getpixel((0, 0))
-    return (r // STEP) * 64 + (g // STEP) * 8 + (b // STEP)
+    """The paper's colour: the median of each channel, so the stroke of ink does not count."""
+    import numpy as np
+
+    r, g, b = np.median(np.asarray(image.convert("RGB")).reshape(-1, 3), axis=0)
+    return (int(r) // STEP) * 64 + (int(g) // STEP) * 8 + (int(b) // STEP)
 
 
 def text_of(ident: int) -> str:

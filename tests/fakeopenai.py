@@ -8,6 +8,8 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
+import re
 import threading
 import time
 from collections import deque
@@ -35,6 +37,10 @@ class FakeOpenAI:
         self.script: deque = deque()
         self.default: Any = {"content": "default transcription"}
         self.requests: list[Recorded] = []
+        # What the server does with a request for log-probabilities: "honour" (a reply's scripted
+        # `logprobs` are sent), "ignore" (never sent, like LM Studio or Ollama before 0.12.11) or
+        # "reject" (HTTP 400 naming logprobs).
+        self.logprobs_mode = "honour"
         self.lock = threading.Lock()
         self.in_flight = 0
         self.server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
@@ -54,8 +60,9 @@ class FakeOpenAI:
         self.server.server_close()
 
     def reply(self, *items) -> None:
-        """Queue replies: a str (content), a dict (content/finish_reason/status/error/hold/reasoning_content),
-        or a callable taking the Recorded request and returning one of those."""
+        """Queue replies: a str (content), a dict (content/finish_reason/status/error/hold/reasoning_content/
+        logprobs), or a callable taking the Recorded request and returning one of those. `logprobs` is a list
+        of (token, logprob) pairs or of {"token", "logprob", "bytes"} dicts, sent only when the request asks."""
         with self.lock:
             self.script.extend(items)
 
@@ -97,6 +104,9 @@ class FakeOpenAI:
                 if not self.path.rstrip("/").endswith("/chat/completions"):
                     return self._send(404, {"error": {"message": "not found"}})
                 rec = fake._record(body)
+                if body.get("logprobs") and fake.logprobs_mode == "reject":  # refused before any script is used
+                    return self._send(400, {"error": {"message": "logprobs is not supported for this model",
+                                                      "type": "invalid_request_error"}})
                 item = fake._next(rec)
                 hold = item.get("hold")
                 with fake.lock:
@@ -109,10 +119,13 @@ class FakeOpenAI:
                     message = {"role": "assistant", "content": item.get("content", "")}
                     if "reasoning_content" in item:
                         message["reasoning_content"] = item["reasoning_content"]
+                    choice = {"index": 0, "message": message, "finish_reason": item.get("finish_reason", "stop")}
+                    if body.get("logprobs") and fake.logprobs_mode == "honour" and item.get("logprobs") is not None:
+                        choice["logprobs"] = {"content": [_token_entry(t) for t in item["logprobs"]]}
                     self._send(200, {
                         "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
                         "model": body.get("model", ""),
-                        "choices": [{"index": 0, "message": message, "finish_reason": item.get("finish_reason", "stop")}],
+                        "choices": [choice],
                         "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
                     })
                 finally:
@@ -143,6 +156,36 @@ class FakeOpenAI:
         with self.lock:
             self.requests.append(rec)
         return rec
+
+
+def _token_entry(t) -> dict:
+    if isinstance(t, dict):
+        token, logprob = t["token"], t["logprob"]
+        raw = t.get("bytes", list(token.encode("utf-8")))
+    else:
+        token, logprob = t
+        raw = list(token.encode("utf-8"))
+    return {"token": token, "logprob": logprob, "bytes": raw,
+            "top_logprobs": [{"token": token, "logprob": logprob, "bytes": raw}]}
+
+
+TOKEN_PIECE = re.compile(r"\s*[^\W_]{1,4}|\s*[^\w\s]|\s+", re.S)
+
+
+def tokens(text: str, probs: dict[str, float] | None = None, default: float = 0.999) -> list[tuple[str, float]]:
+    """`text` cut into BPE-like tokens (a leading space joins the next piece; words longer than four letters
+    become several tokens; punctuation is its own), each with a log-probability: `default`, or for the
+    first token of a word named in `probs`, that word's probability (later tokens of it stay certain)."""
+    probs = probs or {}
+    out: list[tuple[str, float]] = []
+    word_at: dict[int, str] = {m.start(): m.group() for m in re.finditer(r"[^\W_]+", text)}
+    for m in TOKEN_PIECE.finditer(text):
+        piece = m.group()
+        start = m.start() + (len(piece) - len(piece.lstrip()))
+        word = word_at.get(start)
+        p = probs.get(word, default) if word is not None else default
+        out.append((piece, math.log(p)))
+    return out
 
 
 def free_port() -> int:

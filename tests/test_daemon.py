@@ -11,9 +11,9 @@ import threading
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
-from tests.daemon_util import DaemonProc, markdowns, status, tiny_png
+from tests.daemon_util import DaemonProc, inked, markdowns, status, tiny_png
 from tests.fakeopenai import FakeOpenAI, free_port, wait_for
 
 
@@ -46,7 +46,7 @@ def start(tmp_path, write_config):
 def test_syncthing_temp_then_rename_with_old_mtime(inbox, fake_openai, start):
     d = start(fake_openai.url, inbox)
     tmp = inbox / ".syncthing.IMG_7.jpg.tmp"
-    Image.new("RGB", (64, 48), "white").save(tmp, "JPEG")
+    inked((64, 48)).save(tmp, "JPEG")
     os.utime(tmp, (1_500_000_000, 1_500_000_000))
     os.rename(tmp, inbox / "IMG_7.jpg")
     wait_for(lambda: (inbox / "IMG_7.md").exists(), 30, what="IMG_7.md")
@@ -131,7 +131,7 @@ def test_endpoint_down_for_a_while_then_back(inbox, start):
 def test_name_that_is_not_utf8(inbox, fake_openai, start):
     start(fake_openai.url, inbox)
     raw = os.path.join(os.fsencode(inbox), b"caf\xe9 men\xfc.png")
-    Image.new("RGB", (40, 40), "white").save(open(raw, "wb"), "PNG")
+    inked((40, 40)).save(open(raw, "wb"), "PNG")
     md = os.path.join(os.fsencode(inbox), b"caf\xe9 men\xfc.md")
     wait_for(lambda: os.path.exists(md), 30, what="markdown for the non-UTF-8 name")
     text = open(md, encoding="utf-8").read()

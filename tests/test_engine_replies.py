@@ -13,6 +13,7 @@ from PIL import Image
 from handwatch.config import Endpoint, Rule
 from handwatch.engines.vlm import VLMEngine
 from handwatch.profiles import STRICT_SUFFIX
+from tests.conftest import draw_page
 from tests.fakeopenai import FakeOpenAI, free_port, wait_for
 
 REPLIES = Path(__file__).parent / "data" / "replies"
@@ -135,7 +136,7 @@ def test_recipe_skips_json_on_endpoints_without_structured_output(fake_openai):
 def test_multilingual_translation_and_front_matter_end_to_end(tmp_path, fake_openai, write_config, run_cli):
     inbox = tmp_path / "letters"
     inbox.mkdir()
-    Image.new("RGB", (600, 400), "white").save(inbox / "brief.jpg")
+    draw_page(["Liebe Anna,", "merci"], size=(600, 400), font_size=40).save(inbox / "brief.jpg")
     fake_openai.reply(reply("multilingual_trailer.txt"), "Dear Anna,\nthank you for the recipe. Greetings from Cologne!")
     cfg = write_config({"endpoints": [{"url": fake_openai.url}],
                         "folders": [{"path": str(inbox), "profile": "multilingual", "languages": ["de", "fr"],
@@ -153,7 +154,7 @@ def test_multilingual_translation_and_front_matter_end_to_end(tmp_path, fake_ope
 
 
 def test_recipe_front_matter_end_to_end(tmp_path, fake_openai, write_config, run_cli):
-    Image.new("RGB", (600, 400), "white").save(tmp_path / "kuchen.jpg")
+    draw_page(["Pancakes"], size=(600, 400), font_size=40).save(tmp_path / "kuchen.jpg")
     fake_openai.reply(json.dumps(RECIPE_JSON))
     cfg = write_config({"endpoints": [{"url": fake_openai.url}], "defaults": {"profile": "recipe"}})
     assert run_cli("once", "-c", cfg, tmp_path / "kuchen.jpg").returncode == 0

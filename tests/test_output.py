@@ -150,3 +150,21 @@ def test_stale_temp_files_are_removed(tmp_path):
     (tmp_path / "keep.md").write_text("x")
     assert output.remove_stale_temps(tmp_path) == 1
     assert not stale.exists() and (tmp_path / "keep.md").exists()
+
+
+def test_confidence_provenance_and_marks_extend_the_front_matter_in_the_contracts_order(tmp_path):
+    text = output.render(doc(tmp_path / "IMG_1234.jpg", pages=("Buy flour and sugar",), needs_review=True,
+                             review_reasons=("2 uncertain words (review from 2)",), confidence=0.71, uncertain_words=2,
+                             marks=(((4, 9), (14, 19)),), endpoint="gpubox", fingerprint="0e1234567890",
+                             extra={"title": "Shopping"}))
+    head, body = text.split("---\n")[1:3]
+    assert head.endswith(
+        "needs_review: true\n"
+        "review_reasons: [2 uncertain words (review from 2)]\n"
+        "confidence: 0.71\n"
+        "uncertain_words: 2\n"
+        "endpoint: gpubox\n"
+        "fingerprint: '0e1234567890'\n"  # a YAML 1.2 reader would take it bare for the number 0
+        "title: Shopping\n"
+    )
+    assert body == "\nBuy ==flour== and ==sugar==\n"

@@ -8,6 +8,7 @@ from typing import Protocol
 from PIL import Image
 
 from handwatch.config import Rule
+from handwatch.doubt import Word
 
 
 @dataclass
@@ -16,6 +17,9 @@ class PageText:
     model: str
     review_reasons: list[str] = field(default_factory=list)
     extra: dict = field(default_factory=dict)  # front-matter additions (recipe title, detected languages)
+    words: list[Word] | None = None  # each word's probability of being right; None: the engine gave none
+    endpoint: str = ""  # which server answered (its label), for provenance
+    asked_model: str = ""  # the model handwatch asked for (servers may report another name for it)
 
 
 class Engine(Protocol):

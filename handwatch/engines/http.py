@@ -143,7 +143,9 @@ def classify(url: str, e: Exception, timeout_s: float) -> Exception:
             return EngineUnavailable(f"{url}: HTTP {code} for the OpenAI API path: {URL_HINT}", url)
         if code >= 500 or code == 408:
             return ServerFailed(f"{url}: HTTP {code} {msg}")
-        return EngineResponseError(f"{url}: HTTP {code} {msg}")
+        err = EngineResponseError(f"{url}: HTTP {code} {msg}")
+        err.status = code  # type: ignore[attr-defined]  # the caller may know a remedy (logprobs refused)
+        return err
     return e
 
 

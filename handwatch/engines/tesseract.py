@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import re
 import threading
 
 from PIL import Image
 
+from handwatch import doubt
 from handwatch.config import Rule
 from handwatch.engines import PageText
 from handwatch.errors import ConfigError, EngineUnavailable
@@ -64,10 +64,14 @@ class TesseractEngine:
         self._check(langs)
         if image.mode not in ("L", "RGB"):
             image = image.convert("RGB")  # prepare's RGBX: pytesseract hands Tesseract a PNG
-        text = pytesseract.image_to_string(image, lang=langs, config="--psm 3")
-        text = re.sub(r"\n{3,}", "\n\n", text.replace("\x0c", "")).strip()
-        reasons = [] if text else ["empty: Tesseract found no text"]
-        return PageText(text or "[no text recognised]", self.version(), reasons)
+        # image_to_data is the same recognition as image_to_string, with a confidence for each word.
+        data = pytesseract.image_to_data(image, lang=langs, config="--psm 3", output_type=pytesseract.Output.DICT)
+        text, words = doubt.tesseract_page(data)
+        version = self.version()
+        if not text:
+            return PageText("[no text recognised]", version, ["empty: Tesseract found no text"], words=[],
+                            asked_model=version)
+        return PageText(text, version, [], words=words, asked_model=version)
 
     def translate(self, text: str, target: str) -> str:
         raise ConfigError("tesseract", [f"translate_to: {target}: translation needs engine: vlm"])

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import openai
 from PIL import Image
 
-from handwatch import log, metrics, profiles
+from handwatch import doubt, log, metrics, profiles
 from handwatch.config import Endpoint, Rule
 from handwatch.engines import PageText, http
 from handwatch.engines.http import ContextTooLong, FileRejected, ServerFailed
@@ -31,6 +31,15 @@ class Reply:
     content: str
     finish_reason: str | None
     model: str
+    tokens: list[doubt.Token] | None = None  # with log-probabilities, when asked for and given
+    endpoint: str = ""  # the answering endpoint's label
+    asked: str = ""  # the model that was asked for
+
+    def words(self, text: str) -> list[doubt.Word] | None:
+        """Word probabilities for `text`, a cleaned or rendered form of this reply; None without tokens."""
+        if self.tokens is None:
+            return None
+        return doubt.transfer(doubt.token_words(self.content, self.tokens), self.content, text)
 
 
 def data_url(jpeg: bytes) -> str:
@@ -72,6 +81,8 @@ class EndpointClient:
         self.down_reason: str | None = None
         self.reported: tuple[bool, str | None] | None = None  # the health last written to the database
         self.probed: tuple[float, bool] = (-1e9, False)
+        self.logprobs_ok: bool | None = None  # None: not known yet; False: rejected or ignored, stop asking
+        self.log = log.get("vlm")
 
     def models(self) -> list[str]:
         page = http.call(self.url, min(self.ep.timeout_s, 30.0), self.client.models.with_raw_response.list)
@@ -90,18 +101,45 @@ class EndpointClient:
             raise EngineUnavailable(f"{self.url}: the server lists no models (none loaded)", self.url)
         raise ConfigError(self.url, [f"model: the server lists several models ({', '.join(listed)}); set model: to one of them"])
 
+    def wants_logprobs(self, confidence: bool) -> bool:
+        if not confidence or self.ep.confidence == "off":
+            return False
+        return self.ep.confidence == "on" or self.logprobs_ok is not False
+
+    def _no_logprobs(self, why: str) -> None:
+        """`auto` stops asking a server that rejects or ignores log-probabilities (said once per process)."""
+        if self.ep.confidence == "auto" and self.logprobs_ok is not False:
+            self.logprobs_ok = False
+            self.log.info("confidence.unsupported", url=self.url, reason=why)
+        elif self.ep.confidence == "on" and self.logprobs_ok is None:
+            self.logprobs_ok = True  # keep asking, as configured, but say it only once
+            self.log.warning("confidence.missing", url=self.url, reason=why)
+
     def chat(self, messages: list[dict], max_tokens: int, temperature: float, response_format: dict | None = None,
-             timeout_s: float | None = None) -> Reply:
+             confidence: bool = False, timeout_s: float | None = None) -> Reply:
         model = self.model()
         kwargs: dict = {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": temperature}
         if response_format is not None:
             kwargs["response_format"] = response_format
         if not self.ep.thinking:
             kwargs["extra_body"] = {"chat_template_kwargs": {"enable_thinking": False}}
+        asked = self.wants_logprobs(confidence)
+        if asked:
+            # top_logprobs too: some vLLM releases refuse logprobs without it.
+            kwargs.update(logprobs=True, top_logprobs=1)
         started = time.monotonic()
         try:
             resp = http.call(self.url, timeout_s or self.ep.timeout_s,
                              lambda: self.client.chat.completions.with_raw_response.create(**kwargs))
+        except EngineResponseError as e:
+            metrics.request_done(self.url, "error", time.monotonic() - started)
+            if not (asked and getattr(e, "status", None) in (400, 422) and "logprob" in str(e).lower()):
+                raise
+            if self.ep.confidence == "on":
+                raise ConfigError(self.url, [f"confidence: on, but the server rejects log-probabilities ({e}); "
+                                             "set confidence: auto or off"]) from None
+            self._no_logprobs(f"rejected: {e}")
+            return self.chat(messages, max_tokens, temperature, response_format, False, timeout_s)
         except Exception as e:
             outcome = "unavailable" if isinstance(e, (EngineUnavailable, http.ServerFailed)) else "error"
             metrics.request_done(self.url, outcome, time.monotonic() - started)
@@ -112,8 +150,15 @@ class EndpointClient:
         if not getattr(resp, "choices", None):
             raise EngineResponseError(f"{self.url}: reply without choices")
         choice = resp.choices[0]
+        tokens = doubt.parse_logprobs(getattr(choice, "logprobs", None)) if asked else None
+        if asked and tokens is None:
+            self._no_logprobs("the reply carried no log-probabilities")
+        elif tokens is not None:
+            self.logprobs_ok = True
         # reasoning / reasoning_content fields are thinking, never transcription: only `content` is read.
-        return Reply(choice.message.content or "", choice.finish_reason, resp.model or model)
+        return Reply(choice.message.content or "", choice.finish_reason, resp.model or model, tokens,
+                     self.ep.label(), model)
+
 
     def probe(self) -> bool:
         """Does the server answer a tiny picture right now? Tells "down" from "fails on that file"."""
@@ -127,6 +172,13 @@ class EndpointClient:
             ok = False
         self.probed = (self.clock(), ok)
         return ok
+
+
+def _page(text: str, reply: Reply | None, reasons: list[str], extra: dict | None = None) -> PageText:
+    if reply is None:
+        return PageText(text, "", reasons, extra or {})
+    return PageText(text, reply.model, reasons, extra or {}, reply.words(text), reply.endpoint, reply.asked)
+
 
 
 class VLMEngine:
@@ -192,7 +244,7 @@ class VLMEngine:
             self.on_health(c.url, *health)
 
     def call(self, messages: list[dict], max_tokens: int | None = None, temperature: float = 0.0,
-             response_format: dict | None = None) -> Reply:
+             response_format: dict | None = None, confidence: bool = False) -> Reply:
         """One request, moved to another endpoint if the chosen one turns out to be down.
 
         HTTP 5xx or no answer in time is either the server's fault or this request's: the server is
@@ -205,7 +257,7 @@ class VLMEngine:
             except EngineUnavailable:
                 raise last or EngineUnavailable("every endpoint is down") from None
             try:
-                reply = c.chat(messages, max_tokens or c.ep.max_tokens, temperature, response_format)
+                reply = c.chat(messages, max_tokens or c.ep.max_tokens, temperature, response_format, confidence)
             except ServerFailed as e:
                 if c.probe():
                     self._release(c, None)
@@ -245,15 +297,17 @@ class VLMEngine:
             if fallback:
                 page.review_reasons.insert(0, fallback)
         elif rule.profile == "multilingual":
-            page.text, langs = profiles.split_languages(page.text)
-            page.extra = {"detected_languages": langs}
+            text, langs = profiles.split_languages(page.text)
+            if page.words is not None:
+                page.words = doubt.transfer(page.words, page.text, text)
+            page.text, page.extra = text, {"detected_languages": langs}
         return page
 
     def _recipe_json(self, image: Image.Image, rule: Rule) -> tuple[PageText | None, str | None]:
         prompt = profiles.prompt_for("recipe", rule.languages, rule.prompt, structured=True)
         jpeg = encode_jpeg(image, rule.preprocess.jpeg_quality)
         try:
-            reply = self.call(image_messages(prompt, jpeg), self.max_tokens(), 0.0, profiles.RECIPE_FORMAT)
+            reply = self.call(image_messages(prompt, jpeg), self.max_tokens(), 0.0, profiles.RECIPE_FORMAT, confidence=True)
         except EngineUnavailable:
             raise
         except EngineResponseError as e:
@@ -263,7 +317,8 @@ class VLMEngine:
         if recipe is None:
             self.log.info("reply.fallback", profile="recipe", reason=why)
             return None, f"recipe JSON did not validate: {why}; used the Markdown recipe prompt"
-        return PageText(profiles.render_recipe(recipe), reply.model, [], {"title": recipe.title, "tags": ["recipe"]}), None
+        text = profiles.render_recipe(recipe)
+        return _page(text, reply, [], {"title": recipe.title, "tags": ["recipe"]}), None
 
     def _markdown(self, image: Image.Image, rule: Rule) -> PageText:
         """Ask, judge the reply, and retry with a remedy fitted to what went wrong; when retries run
@@ -273,11 +328,13 @@ class VLMEngine:
         jpeg = encode_jpeg(image, quality)
         max_tokens, temperature, strict = self.max_tokens(), 0.0, False
         seen: list[str] = []
-        best, model, grown, shrunk = "", "", False, False
+        best, grown, shrunk = "", False, False
+        best_reply: Reply | None = None
+        reply: Reply | None = None
         for _attempt in range(4):
             prompt = base_prompt + (profiles.STRICT_SUFFIX if strict else "")
             try:
-                reply = self.call(image_messages(prompt, jpeg), max_tokens, temperature)
+                reply = self.call(image_messages(prompt, jpeg), max_tokens, temperature, confidence=True)
             except ContextTooLong as e:
                 if shrunk:
                     raise
@@ -287,15 +344,14 @@ class VLMEngine:
                 jpeg = encode_jpeg(image, quality)
                 self.log.info("reply.retry", problem="context", detail=str(e))
                 continue
-            model = reply.model
             text = profiles.clean(reply.content)
             verdict = profiles.judge(text, reply.finish_reason)
             if verdict.ok:
-                return PageText(text, model, [s for s in seen if s.startswith("context")])
+                return _page(text, reply, [s for s in seen if s.startswith("context")])
             seen.append(f"{verdict.problem}: {verdict.detail}")
             self.log.info("reply.retry", problem=verdict.problem, detail=verdict.detail)
             if text and verdict.problem in ("truncated", "loop"):
-                best = text  # a real attempt at the page; narration and refusals never become the text
+                best, best_reply = text, reply  # a real attempt at the page; narration and refusals never become the text
             if verdict.problem == "narration":
                 strict = True
             elif verdict.problem == "refusal" and sum(s.startswith("refusal") for s in seen) >= 2:
@@ -312,7 +368,11 @@ class VLMEngine:
         if not best.strip():
             last = seen[-1].split(":")[0] if seen else "no reply"
             best = f"[no transcription: the model's replies were not usable ({last})]"
-        return PageText(best, model, list(dict.fromkeys(seen)))
+            best_reply = None
+        page = _page(best, best_reply or reply, list(dict.fromkeys(seen)))
+        if best_reply is None:
+            page.words = None  # a placeholder is handwatch's text, not the model's reading
+        return page
 
     def translate(self, text: str, target: str) -> str:
         name = profiles.language_names([target])
