@@ -1,0 +1,52 @@
+"""The fault suite's report: each case says what it did; the run ends with a table of case and result
+(copied into the README's "Reliability" section)."""
+
+from __future__ import annotations
+
+import pytest
+
+
+class Report:
+    def __init__(self, case: str):
+        self.case = case
+        self.notes: list[str] = []
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+
+
+_RESULTS: dict[str, tuple[Report, str]] = {}
+
+
+@pytest.fixture
+def fault(request) -> Report:
+    """`fault.case = "…"` names the case in the table; `fault.note("…")` adds what it saw."""
+    report = Report(request.node.name)
+    request.node._fault_report = report
+    return report
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    report = getattr(item, "_fault_report", None)
+    if report is None or (rep.when != "call" and not rep.failed):
+        return
+    if rep.failed:
+        why = call.excinfo.exconly().splitlines()[0] if call.excinfo else "failed"
+        result = f"FAIL ({rep.when}): {why[:160]}"
+    else:
+        result = "pass" + (": " + "; ".join(report.notes) if report.notes else "")
+    if item.nodeid not in _RESULTS or rep.failed:
+        _RESULTS[item.nodeid] = (report, result)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _RESULTS:
+        return
+    terminalreporter.section("fault suite (README: Reliability)")
+    terminalreporter.write_line("| case | result |")
+    terminalreporter.write_line("| --- | --- |")
+    for report, result in _RESULTS.values():
+        terminalreporter.write_line(f"| {report.case} | {result.replace('|', '/')} |")
