@@ -41,6 +41,12 @@ class FakeOpenAI:
         # `logprobs` are sent), "ignore" (never sent, like LM Studio or Ollama before 0.12.11) or
         # "reject" (HTTP 400 naming logprobs).
         self.logprobs_mode = "honour"
+        # What the server says about itself: vLLM adds max_model_len to each /v1/models entry; Ollama,
+        # LM Studio and llama.cpp answer their native APIs ({(method, path): JSON body or a callable
+        # taking the request's JSON}); any other path is a 404 as before.
+        self.max_model_len: int | None = None
+        self.native: dict[tuple[str, str], Any] = {}
+        self.native_requests: list[tuple[str, str, Any]] = []
         self.lock = threading.Lock()
         self.in_flight = 0
         self.server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
@@ -92,15 +98,29 @@ class FakeOpenAI:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def _native(self, method: str, body) -> bool:
+                answer = fake.native.get((method, self.path))
+                if answer is None:
+                    return False
+                fake.native_requests.append((method, self.path, body))
+                self._send(200, answer(body) if callable(answer) else answer)
+                return True
+
             def do_GET(self):
+                if self._native("GET", None):
+                    return
                 if self.path.rstrip("/").endswith("/models"):
-                    self._send(200, {"object": "list", "data": [{"id": m, "object": "model", "owned_by": "fake"} for m in fake.models]})
+                    extra = {"max_model_len": fake.max_model_len} if fake.max_model_len is not None else {}
+                    self._send(200, {"object": "list", "data": [{"id": m, "object": "model", "owned_by": "fake", **extra}
+                                                                for m in fake.models]})
                 else:
                     self._send(404, {"error": {"message": "not found"}})
 
             def do_POST(self):
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
+                if self._native("POST", body):
+                    return
                 if not self.path.rstrip("/").endswith("/chat/completions"):
                     return self._send(404, {"error": {"message": "not found"}})
                 rec = fake._record(body)

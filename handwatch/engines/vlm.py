@@ -84,9 +84,13 @@ class EndpointClient:
         self.logprobs_ok: bool | None = None  # None: not known yet; False: rejected or ignored, stop asking
         self.log = log.get("vlm")
 
-    def models(self) -> list[str]:
+    def listing(self) -> list[dict]:
+        """/v1/models as the server sends it: beside `id`, servers add what they know (vLLM: max_model_len)."""
         page = http.call(self.url, min(self.ep.timeout_s, 30.0), self.client.models.with_raw_response.list)
-        return [m.id for m in getattr(page, "data", None) or []]
+        return [m.model_dump() for m in getattr(page, "data", None) or []]
+
+    def models(self) -> list[str]:
+        return [str(m.get("id")) for m in self.listing()]
 
     def model(self) -> str:
         """The configured model, or the only one the server lists — detected again after the server
