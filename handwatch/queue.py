@@ -278,6 +278,20 @@ class JobQueue:
         out = decode(row["output"]) if row["output"] else None
         return {"state": row["state"], "sha256": row["sha256"], "reason": row["reason"], "attempts": row["attempts"], "output": out}
 
+    def is_due(self, path: Path) -> bool:
+        """A pending job that may be claimed now (not waiting out a delay, not parked)."""
+        row = self.db.connect().execute("SELECT 1 FROM jobs WHERE path=? AND state=? AND not_before<=?",
+                                        (encode(path), PENDING, self.clock())).fetchone()
+        return row is not None
+
+    def source_of(self, output: Path) -> Path | None:
+        """The original whose Markdown this is, for a person who names the Markdown instead."""
+        row = self.db.connect().execute("SELECT path FROM jobs WHERE output=?", (encode(output),)).fetchone()
+        return decode(row["path"]) if row else None
+
+    def paths_and_states(self) -> list[tuple[Path, str]]:
+        return [(decode(r["path"]), r["state"]) for r in self.db.connect().execute("SELECT path, state FROM jobs")]
+
     def counts(self) -> dict[str, int]:
         rows = self.db.connect().execute("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state").fetchall()
         counts = {PENDING: 0, RUNNING: 0, DONE: 0, FAILED: 0}

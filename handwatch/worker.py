@@ -17,7 +17,7 @@ from handwatch.config import Config
 from handwatch.crashmarks import DecodeMarks
 from handwatch.engines.http import FileRejected
 from handwatch.errors import ConfigError, EngineUnavailable, HandwatchError, InputError, NotReady
-from handwatch.pipeline import Engines, Pipeline
+from handwatch.pipeline import Engines, Outcome, Pipeline
 from handwatch.queue import Job, JobQueue
 from handwatch.safefs import file_sig
 from handwatch.state import Health, StateDB
@@ -95,8 +95,9 @@ class Worker:
     """Runs one claimed job through the pipeline and files the outcome in the queue."""
 
     def __init__(self, queue: JobQueue, pipeline: Pipeline, candidates: Candidates, gate: Gate | None = None,
-                 marks: DecodeMarks | None = None):
+                 marks: DecodeMarks | None = None, on_done: Callable[[Job, Outcome], None] | None = None):
         self.queue, self.pipeline, self.candidates = queue, pipeline, candidates
+        self.on_done = on_done  # `scan` counts reused texts and names the Markdown it wrote
         self.gate = gate or Gate()
         self.marks = marks
         self.log = log.get("worker")
@@ -158,6 +159,8 @@ class Worker:
         else:
             self.log.info("job.done", path=str(path), output=str(outcome.output),
                           duration_ms=int((time.monotonic() - started) * 1000))
+            if self.on_done is not None:
+                self.on_done(job, outcome)
             return "done"
         state = self.queue.state_of(path) or {}
         self.log.warning("job.failed", path=str(path), reason=state.get("reason"))
