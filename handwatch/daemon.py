@@ -12,6 +12,7 @@ Threads and what each may block on:
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import signal
 import threading
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import sdnotify
 
-from handwatch import crashmarks, log, output
+from handwatch import __version__, crashmarks, log, output
 from handwatch.config import Config
 from handwatch.errors import EX_OK, HandwatchError, StateBusy
 from handwatch.intake import Intake, settle_for
@@ -53,11 +54,16 @@ class Daemon:
 
     def _lock(self) -> None:
         self.cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._lockfile = open(self.cfg.state_dir / "daemon.lock", "w")
+        # Opened without truncating: a second daemon must not wipe the first one's name before it fails to lock.
+        self._lockfile = os.fdopen(os.open(self.cfg.state_dir / "daemon.lock", os.O_RDWR | os.O_CREAT, 0o600), "r+")
         try:
             fcntl.flock(self._lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise StateBusy(f"another handwatch daemon is running with state_dir {self.cfg.state_dir}") from None
+        self._lockfile.truncate(0)  # who holds it, for `handwatch status`
+        self._lockfile.write(json.dumps({"pid": os.getpid(), "version": __version__, "since": time.strftime(
+            "%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started))}))
+        self._lockfile.flush()
 
     def run(self) -> int:
         self._lock()
