@@ -17,17 +17,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 from handwatch import log, output, safefs
-from handwatch.candidates import Candidates
+from handwatch.candidates import LINK_OUT, Candidates
 from handwatch.errors import ConfigError
 from handwatch.queue import JobQueue
 from handwatch.safefs import file_sig
-from handwatch.settle import Settler
+from handwatch.settle import NOT_READ, Settler
 from handwatch.watch import walk
 
 MAX_INPUT_BYTES = 2 << 30  # no photo or scan is this large; hashing one would only waste the disk's time
 HASH_THREADS = 2
 BATCH = 500  # events handled between two heartbeats
 DB_RETRY_S = 2.0
+# Why a file is not taken that its owner would want to know; the rest (temporaries, junk, excluded names) is noise.
+WORTH_SAYING = (NOT_READ, LINK_OUT)
+MAX_SAID = 100_000
 
 
 class Intake:
@@ -44,6 +47,7 @@ class Intake:
         self.heartbeat = time.monotonic()
         self.log = log.get("intake")
         self.threads: list[threading.Thread] = []
+        self.said: dict[Path, safefs.FileSig] = {}  # files not taken, and the version that was logged
 
     # --- fed by the watchers and the rescan -----------------------------------------------------
 
@@ -111,8 +115,9 @@ class Intake:
                 self.events.put(("scan", f))
             return
         path = Path(os.path.abspath(path))
-        rule, _why = self.candidates.rule(path)
+        rule, why = self.candidates.rule(path)
         if rule is None:
+            self._ignored(path, why)
             return
         sig = file_sig(path)
         if sig is None:
@@ -123,6 +128,19 @@ class Intake:
         if kind != "moved" and path not in self.settler and self.queue.known(path, sig):
             return
         self.settler.event(path, time.monotonic(), sig)
+
+    def _ignored(self, path: Path, why: str | None) -> None:
+        """A file someone may have expected handwatch to take (a .gif, a link out of the folder) is said
+        once per version at info; temporaries, junk, Markdown and excluded names go by without a word."""
+        if why not in WORTH_SAYING or path.name.endswith(".md"):
+            return
+        sig = file_sig(path)
+        if sig is None or self.said.get(path) == sig:
+            return
+        if len(self.said) >= MAX_SAID:
+            self.said.clear()  # bounded memory; at worst a file is mentioned once more
+        self.said[path] = sig
+        self.log.info("file.ignored", path=str(path), reason=why)
 
     # --- hashing -------------------------------------------------------------------------------
 
