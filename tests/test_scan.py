@@ -157,3 +157,21 @@ def test_no_bar_when_stderr_is_not_a_terminal(inbox, fake_openai, write_config, 
     assert res.returncode == 0
     assert "━" not in res.stderr and "\r" not in res.stderr and "\x1b[" not in res.stderr
     assert "scan: 2 transcribed (2 file(s) seen)" in res.stderr
+
+
+def test_the_demo_says_where_the_markdown_went_and_which_files_need_review(tmp_path, run_cli):
+    """`make demo`'s scan, as it runs it: the Tesseract engine on the generated photos, no GPU, no server."""
+    from tests.conftest import REPO
+
+    inbox = tmp_path / "demo" / "inbox"
+    subprocess.run([sys.executable, "-m", "bench.gen", "demo", str(inbox)], check=True, cwd=REPO, capture_output=True)
+    cfg = tmp_path / "demo" / "config.yaml"
+    cfg.write_text("state_dir: ./state\ndefaults:\n  engine: tesseract\n  settle_s: 1\nfolders:\n  - path: ./inbox\n")
+    res = run_cli("scan", "-c", cfg)
+    assert res.returncode == 0, res.stderr
+    assert "scan: 2 transcribed (2 file(s) seen)" in res.stderr
+    assert f"Markdown: 2 file(s) written in {inbox}" in res.stderr
+    # Tesseract misreads the handwriting font; its own word confidences say so.
+    listed = re.findall(rf"^  ({re.escape(str(inbox))}/\w+\.md): .*\d+ uncertain words?$", res.stderr, re.M)
+    assert "needs review (2 of 2):" in res.stderr and sorted(listed) == [str(inbox / "pancakes.md"), str(inbox / "todo.md")]
+    assert "needs_review: true" in (inbox / "todo.md").read_text()
