@@ -225,39 +225,9 @@ def cmd_status(cfg, args) -> int:
     from handwatch import status
 
     data = status.gather(cfg)
-    if args.json:
-        _out(json.dumps(data, indent=2))
-        return EX_OK
-    d = data["daemon"]
-    if d["running"]:
-        who = ", ".join(x for x in (f"pid {d['pid']}" if d["pid"] else "", f"since {d['since']}" if d["since"] else "",
-                                    f"handwatch {d['version']}" if d["version"] else "") if x)
-        _out("daemon: running" + (f" ({who})" if who else ""))
-    else:
-        _out("daemon: not running (start it with `handwatch run`, or `systemctl start handwatch`)")
-    c = data["counts"]
-    _out(f"pending {c['pending']}  running {c['running']}  done {c['done']}  failed {c['failed']}")
-    for f in data["folders"]:
-        n = f["counts"]
-        parts = [f"{k} {v}" for k, v in n.items() if v] or ["nothing yet"]
-        _out(f"  {f['path']}: {', '.join(parts)}")
-    for e in data["endpoints"]:
-        state = {True: "up", False: "down", None: "not contacted yet"}[e["up"]]
-        _out(f"endpoint {e['url']}: {state}" + (f" ({e['reason']})" if e["reason"] and e["up"] is False else ""))
-    _listing("needs review", [(r["path"], "; ".join(r["reasons"]) or "flagged") for r in data["needs_review"]])
-    _listing("waiting", [(w["path"], w["reason"]) for w in data["waiting"]])
-    _listing("failed", [(f["path"], f["reason"]) for f in data["failed"]])
+    for line in [json.dumps(data, indent=2)] if args.json else status.lines(data):
+        _out(line)
     return EX_OK
-
-
-def _listing(title: str, rows: list[tuple[str, str]], most: int | None = None) -> None:
-    if not rows:
-        return
-    _out(f"{title} ({len(rows)}):")
-    for path, reason in rows[:most]:
-        _out(f"  {path}: {reason}")
-    if most is not None and len(rows) > most:
-        _out(f"  … and {len(rows) - most} more (handwatch status)")
 
 
 def cmd_retry(cfg, args) -> int:
@@ -343,43 +313,15 @@ def cmd_run(cfg, args) -> int:
 
 def cmd_scan(cfg, args) -> int:
     from handwatch import progress
-    from handwatch.scan import reasons, scan
-    from handwatch.status import needs_review
+    from handwatch.scan import scan
     from handwatch.state import StateDB
+    from handwatch.status import needs_review
 
-    bar = progress.bar_for(not args.no_progress and sys.stderr.isatty(), cfg.log_level)
-    s = scan(cfg, bar)
-    parts = [f"{len(s.transcribed)} transcribed" if s.transcribed else "", f"{len(s.reused)} reused" if s.reused else "",
-             f"{len(s.failed)} failed" if s.failed else "", f"{len(s.waiting)} waiting" if s.waiting else "",
-             f"{s.done_before} already done" if s.done_before else "",
-             f"{len(s.failed_before)} failed before" if s.failed_before else "",
-             f"{sum(map(len, s.skipped.values()))} skipped" if s.skipped else ""]
-    said = ", ".join(p for p in parts if p) or "nothing to do"
-    _say(f"scan: {said} ({s.seen} file(s) seen)")
-    for line in reasons(s.skipped):
-        _say(f"  skipped: {line}")
-    for path, reason in s.failed:
-        _say(f"  failed: {path}: {reason}")
-    for path, reason in s.waiting:
-        _say(f"  waiting: {path}: {reason}")
-    if s.failed_before:
-        _say(f"  {len(s.failed_before)} failed before and are unchanged: `handwatch status` says why, "
-             "`handwatch retry` tries them again")
-    folders: dict[Path, int] = {}
-    for md in s.outputs():
-        folders[md.parent] = folders.get(md.parent, 0) + 1
-    for folder, k in sorted(folders.items()):
-        _say(f"Markdown: {k} file(s) written in {folder}")
-    review = needs_review(StateDB(cfg.state_dir), s.outputs()) if s.outputs() else []
-    if review:
-        _say(f"needs review ({len(review)} of {len(s.outputs())}):")
-        for r in review:
-            _say(f"  {r['path']}: {'; '.join(r['reasons']) or 'flagged'}")
-    return s.exit_code()
-
-
-def _say(line: str) -> None:
-    _out(line, file=sys.stderr)
+    summary = scan(cfg, progress.bar_for(not args.no_progress and sys.stderr.isatty(), cfg.log_level))
+    review = needs_review(StateDB(cfg.state_dir), summary.outputs()) if summary.outputs() else []
+    for line in summary.lines(review):
+        _out(line, file=sys.stderr)
+    return summary.exit_code()
 
 
 def cmd_hash_password() -> int:

@@ -46,6 +46,26 @@ class Summary:
     def outputs(self) -> list[Path]:
         return [md for _, md in self.transcribed + self.reused]
 
+    def lines(self, review: list[dict]) -> list[str]:
+        """The summary for a person; `review`: the outputs of this scan that need review (status.needs_review)."""
+        counts = [(len(self.transcribed), "transcribed"), (len(self.reused), "reused"), (len(self.failed), "failed"),
+                  (len(self.waiting), "waiting"), (self.done_before, "already done"),
+                  (len(self.failed_before), "failed before"), (sum(map(len, self.skipped.values())), "skipped")]
+        said = ", ".join(f"{k} {what}" for k, what in counts if k) or "nothing to do"
+        out = [f"scan: {said} ({self.seen} file(s) seen)"]
+        out += [f"  skipped: {line}" for line in reasons(self.skipped)]
+        out += [f"  failed: {path}: {reason}" for path, reason in self.failed]
+        out += [f"  waiting: {path}: {reason}" for path, reason in self.waiting]
+        if self.failed_before:
+            out.append(f"  {len(self.failed_before)} failed before and are unchanged: `handwatch status` says why, "
+                       "`handwatch retry` tries them again")
+        folders = Counter(md.parent for md in self.outputs())
+        out += [f"Markdown: {k} file(s) written in {folder}" for folder, k in sorted(folders.items())]
+        if review:
+            out.append(f"needs review ({len(review)} of {len(self.outputs())}):")
+            out += [f"  {r['path']}: {'; '.join(r['reasons']) or 'flagged'}" for r in review]
+        return out
+
     def exit_code(self) -> int:
         if self.failed:
             return EX_SOMEFAILED

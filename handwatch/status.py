@@ -84,3 +84,30 @@ def gather(cfg: Config) -> dict:
     return {"daemon": daemon(cfg.state_dir), "counts": queue.counts(), "folders": folder_counts(cfg, queue),
             "failed": queue.failed(), "waiting": queue.waiting(), "endpoints": endpoints,
             "needs_review": needs_review(db)}
+
+
+def lines(data: dict) -> list[str]:
+    """`gather`'s answer for a person."""
+    d = data["daemon"]
+    if d["running"]:
+        who = ", ".join(x for x in (f"pid {d['pid']}" if d["pid"] else "", f"since {d['since']}" if d["since"] else "",
+                                    f"handwatch {d['version']}" if d["version"] else "") if x)
+        out = ["daemon: running" + (f" ({who})" if who else "")]
+    else:
+        out = ["daemon: not running (start it with `handwatch run`, or `systemctl start handwatch`)"]
+    c = data["counts"]
+    out.append(f"pending {c['pending']}  running {c['running']}  done {c['done']}  failed {c['failed']}")
+    for f in data["folders"]:
+        parts = [f"{k} {v}" for k, v in f["counts"].items() if v] or ["nothing yet"]
+        out.append(f"  {f['path']}: {', '.join(parts)}")
+    for e in data["endpoints"]:
+        state = {True: "up", False: "down", None: "not contacted yet"}[e["up"]]
+        out.append(f"endpoint {e['url']}: {state}" + (f" ({e['reason']})" if e["reason"] and e["up"] is False else ""))
+    out += listing("needs review", [(r["path"], "; ".join(r["reasons"]) or "flagged") for r in data["needs_review"]])
+    out += listing("waiting", [(w["path"], w["reason"]) for w in data["waiting"]])
+    out += listing("failed", [(f["path"], f["reason"]) for f in data["failed"]])
+    return out
+
+
+def listing(title: str, rows: list[tuple[str, str]]) -> list[str]:
+    return [f"{title} ({len(rows)}):"] + [f"  {path}: {reason}" for path, reason in rows] if rows else []

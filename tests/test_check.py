@@ -66,7 +66,7 @@ def test_the_shipped_example_config_passes_once_its_folders_and_server_exist(tmp
     assert res.returncode == 0, res.stdout + res.stderr
     out = res.stdout
     assert "fra" not in out  # only the Printed folder uses Tesseract, in English
-    assert f"ok    tesseract: tesseract-" in out and f"language data eng (for {home}/Scans/Printed)" in out
+    assert "ok    tesseract: tesseract-" in out and f"language data eng (for {home}/Scans/Printed)" in out
     for f in data["folders"]:
         assert f"ok    folder {home}/{f['path'].removeprefix('~/')}: " in out
     assert "rule: engine vlm, profile multilingual, languages [fr, de, en], translate_to en" in out
