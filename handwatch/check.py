@@ -149,9 +149,10 @@ def _endpoints(cfg: Config, rules: list[tuple[Folder | None, Rule]]) -> Iterator
     if not cfg.endpoints:
         return
     if not vlm:
-        yield Finding(NOTE, "endpoints", "no folder uses engine: vlm; probing them anyway")
+        yield Finding(NOTE, "endpoints", "no folder uses engine: vlm; probing them anyway (problems are only warnings)")
     for ep in cfg.endpoints:
-        yield from _endpoint(cfg, ep, vlm)
+        for f in _endpoint(cfg, ep, vlm):
+            yield f if vlm or f.level != ERROR else Finding(WARN, f.subject, f.text)
 
 
 def _endpoint(cfg: Config, ep, vlm: list[Rule]) -> Iterator[Finding]:

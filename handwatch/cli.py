@@ -353,7 +353,7 @@ def cmd_web(cfg, args) -> int:
         try:
             web = Web.model_validate({**(cfg.web.model_dump(exclude_none=True) if cfg.web else {}), "listen": args.listen})
         except ValidationError as e:
-            raise ConfigError("--listen", problems_of(e)) from None
+            raise ConfigError("--listen", problems_of(e, model=Web)) from None
         cfg = cfg.model_copy(update={"web": web})
     WebServer(cfg).run()
     return EX_OK

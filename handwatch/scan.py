@@ -25,6 +25,7 @@ from handwatch.worker import Worker, build
 LEASE_S = 6 * 3600
 MAX_ATTEMPTS = 3
 SETTLE_PATIENCE_S = 60.0  # how long past its settle time a file that is still being written is waited for
+LIST_MOST = 20  # files needing review named in the summary; `status` names them all
 QUIET_NAMES = (".md", ".handwatch.yaml")  # Markdown (what handwatch writes) and rule files: not worth a mention
 
 
@@ -39,6 +40,7 @@ class Summary:
     failed_before: list[tuple[Path, str]] = field(default_factory=list)  # failed earlier, unchanged: `retry`
     skipped: dict[str, list[Path]] = field(default_factory=dict)  # reason -> paths
     unavailable: bool = False
+    missing: list[Path] = field(default_factory=list)  # watched folders that are not there
 
     def skip(self, path: Path, why: str) -> None:
         self.skipped.setdefault(why, []).append(path)
@@ -63,7 +65,10 @@ class Summary:
         out += [f"Markdown: {k} file(s) written in {folder}" for folder, k in sorted(folders.items())]
         if review:
             out.append(f"needs review ({len(review)} of {len(self.outputs())}):")
-            out += [f"  {r['path']}: {'; '.join(r['reasons']) or 'flagged'}" for r in review]
+            out += [f"  {r['path']}: {'; '.join(r['reasons']) or 'flagged'}" for r in review[:LIST_MOST]]
+            if len(review) > LIST_MOST:
+                out.append(f"  … and {len(review) - LIST_MOST} more: `handwatch status` lists them all")
+        out += [f"folder {path} does not exist (yet): nothing was scanned there" for path in self.missing]
         return out
 
     def exit_code(self) -> int:
@@ -126,6 +131,7 @@ def scan(cfg: Config, bar: NoBar | None = None, clock: Callable[[], float] = tim
 
     now = clock()
     longest = 0.0
+    summary.missing = [f.path for f in cfg.folders if not f.path.is_dir()]
     for path in candidates.walk():
         if path.name.endswith(QUIET_NAMES) or output.is_temp(path.name):
             continue

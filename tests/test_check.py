@@ -209,3 +209,13 @@ def test_page_costs_by_model_family():
     assert budget.family_of("mistral-7b") is None
     # Only a long-side limit: the worst page is a square.
     assert budget.image_tokens(budget.family_of("qwen2-vl"), Preprocess(max_side=560)) == 20 * 20
+
+
+def test_an_endpoint_no_folder_uses_is_only_a_warning(inbox, write_config):
+    cfg = write_config({"endpoints": [{"url": dead_url(), "model": "m"}],
+                        "defaults": {"engine": "tesseract"}, "folders": [{"path": str(inbox)}]})
+    found = findings(cfg)
+    assert check.exit_code(found) == 0
+    (w,) = [f for f in found if f.subject.startswith("endpoint ")]
+    assert w.level == "warn" and "unreachable" in w.text
+    assert any(f.level == "note" and "no folder uses engine: vlm" in f.text for f in found)

@@ -49,7 +49,7 @@ def test_the_summary_accounts_for_every_file_it_saw(inbox, fake_openai, write_co
     fake_openai.default = lambda req: "Buy [illegible] and sugar" if ident_of(req.image) == 1 else "Call grandma"
     cfg = write_config({"endpoints": [{"url": fake_openai.url, "max_concurrency": 1}],
                         "defaults": {"settle_s": 0, "preprocess": {"contrast": False, "deskew": False}},
-                        "folders": [{"path": str(inbox)}]})
+                        "folders": [{"path": str(inbox)}, {"path": str(inbox.parent / "not-mounted")}]})
     id_png(inbox / "done.png", 5)
     assert run_cli("scan", "-c", cfg).returncode == 0
     id_png(inbox / "a.png", 1)
@@ -67,6 +67,7 @@ def test_the_summary_accounts_for_every_file_it_saw(inbox, fake_openai, write_co
     assert f"  failed: {inbox / 'bad.png'}: " in err
     assert f"Markdown: 3 file(s) written in {inbox}" in err
     assert "needs review (2 of 3):" in err
+    assert f"folder {inbox.parent / 'not-mounted'} does not exist (yet): nothing was scanned there" in err
     for name in ("a.md", "a-copy.md"):
         assert f"  {inbox / name}: 1 uncertain word" in err
     assert len(fake_openai.requests) == 3  # done.png, then a (or its copy) and b: nothing read twice
