@@ -183,7 +183,8 @@ def scan(cfg: Config, bar: NoBar | None = None, clock: Callable[[], float] = tim
         threads = [threading.Thread(target=loop, name=f"scan-{i}", daemon=True) for i in range(n)]
         for t in threads:
             t.start()
-        _settle(settler, settling, enqueue, summary, bar, clock, now + longest + SETTLE_PATIENCE_S, wake)
+        _settle(settler, settling, enqueue, summary, bar, clock, now + longest + SETTLE_PATIENCE_S, wake,
+                worker.unavailable)
         intake_done.set()
         for t in threads:
             t.join()
@@ -200,10 +201,15 @@ def why_waiting(state: dict) -> str:
 
 
 def _settle(settler: Settler, settling: set[Path], enqueue, summary: Summary, bar: NoBar,
-            clock: Callable[[], float], deadline: float, wake: threading.Event) -> None:
+            clock: Callable[[], float], deadline: float, wake: threading.Event, down: threading.Event) -> None:
     """Queue each file once it has been quiet for its settle time with its size and mtime unchanged,
-    as the daemon does; a file still changing at `deadline` is left for the daemon or the next scan."""
+    as the daemon does; a file still changing at `deadline` is left for the daemon or the next scan,
+    and so is every file still settling once the endpoint is `down`."""
     while settling:
+        if down.is_set():
+            summary.waiting += [(p, "the endpoint is unavailable; the daemon or the next scan takes it")
+                                for p in sorted(settling)]
+            return
         now = clock()
         ready = settler.ready(now, file_sig)
         for path in ready:

@@ -176,3 +176,24 @@ def test_the_demo_says_where_the_markdown_went_and_which_files_need_review(tmp_p
     listed = re.findall(rf"^  ({re.escape(str(inbox))}/\w+\.md): .*\d+ uncertain words?$", res.stderr, re.M)
     assert "needs review (2 of 2):" in res.stderr and sorted(listed) == [str(inbox / "pancakes.md"), str(inbox / "todo.md")]
     assert "needs_review: true" in (inbox / "todo.md").read_text()
+
+
+def test_with_the_endpoint_down_everything_waits_and_scan_exits_69(tmp_path, inbox, write_config, run_cli):
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    s.close()
+    id_png(inbox / "old.png", 1)
+    id_png(inbox / "fresh.png", 2)
+    later = time.time() + 3600
+    os.utime(inbox / "fresh.png", (later, later))
+    cfg = write_config({"endpoints": [{"url": url, "model": "m"}], "defaults": {"settle_s": 20},
+                        "folders": [{"path": str(inbox)}]})
+    os.utime(inbox / "old.png", (time.time() - 60, time.time() - 60))
+    res = run_cli("scan", "-c", cfg)
+    assert res.returncode == 69, res.stderr
+    assert "scan: 2 waiting (2 file(s) seen)" in res.stderr
+    assert f"  waiting: {inbox / 'old.png'}: waiting for endpoint: " in res.stderr
+    assert f"  waiting: {inbox / 'fresh.png'}: " in res.stderr
