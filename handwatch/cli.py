@@ -18,11 +18,20 @@ from handwatch.errors import (
 EXAMPLE_CONFIG = "-c /etc/handwatch/config.yaml"
 
 
+class _Help(argparse.HelpFormatter):
+    """Descriptions wrapped to the terminal; the examples kept line by line, as typed."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("examples:"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
 def _sub(sub, common, name: str, summary: str, description: str, examples: list[str]) -> argparse.ArgumentParser:
     """A subcommand whose --help says what it does, in full, and shows how it is called."""
     epilog = "examples:\n" + "\n".join(f"  {e}" for e in examples)
     return sub.add_parser(name, parents=[common], help=summary, description=description, epilog=epilog,
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
+                          formatter_class=_Help)
 
 
 def _parser() -> argparse.ArgumentParser:
