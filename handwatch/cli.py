@@ -174,14 +174,17 @@ def cmd_check(cfg, args) -> int:
 
 def status_data(cfg) -> dict:
     from handwatch.queue import JobQueue
-    from handwatch.state import Health, StateDB
+    from handwatch.state import FolderStates, Health, StateDB
 
     db = StateDB(cfg.state_dir)
     queue = JobQueue(db)
     health = Health(db).all()
+    seen = FolderStates(db).all()
+    folders = [{"path": str(f.path), "state": seen.get(str(f.path))} for f in cfg.folders]
     endpoints = [{"url": ep.url, "up": health.get(ep.url, {}).get("up"), "reason": health.get(ep.url, {}).get("reason")}
                  for ep in cfg.endpoints]
-    return {"counts": queue.counts(), "failed": queue.failed(), "waiting": queue.waiting(), "endpoints": endpoints}
+    return {"counts": queue.counts(), "failed": queue.failed(), "waiting": queue.waiting(), "endpoints": endpoints,
+            "folders": folders}
 
 
 def cmd_status(cfg, args) -> int:
@@ -194,6 +197,8 @@ def cmd_status(cfg, args) -> int:
     for e in data["endpoints"]:
         state = {True: "up", False: "down", None: "not contacted yet"}[e["up"]]
         print(f"endpoint {e['url']}: {state}" + (f" ({e['reason']})" if e["reason"] and e["up"] is False else ""))
+    for f in data["folders"]:
+        print(f"folder {f['path']}: {f['state'] or 'not watched by a running daemon yet'}")
     if data["waiting"]:
         print("waiting:")
         for w in data["waiting"]:

@@ -41,6 +41,9 @@ class FakeOpenAI:
         # `logprobs` are sent), "ignore" (never sent, like LM Studio or Ollama before 0.12.11) or
         # "reject" (HTTP 400 naming logprobs).
         self.logprobs_mode = "honour"
+        # True: a request for a model not in `models` gets 404 model_not_found, as LM Studio answers
+        # once another model has been loaded in its place.
+        self.strict_models = False
         self.lock = threading.Lock()
         self.in_flight = 0
         self.server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
@@ -104,6 +107,9 @@ class FakeOpenAI:
                 if not self.path.rstrip("/").endswith("/chat/completions"):
                     return self._send(404, {"error": {"message": "not found"}})
                 rec = fake._record(body)
+                if fake.strict_models and body.get("model") not in fake.models:
+                    return self._send(404, {"error": {"message": f"model '{body.get('model')}' not found",
+                                                      "type": "invalid_request_error", "code": "model_not_found"}})
                 if body.get("logprobs") and fake.logprobs_mode == "reject":  # refused before any script is used
                     return self._send(400, {"error": {"message": "logprobs is not supported for this model",
                                                       "type": "invalid_request_error"}})
