@@ -27,6 +27,7 @@ from handwatch.errors import EX_OK, HandwatchError, StateBusy
 from handwatch.intake import Intake, settle_for
 from handwatch.queue import owner_alive, this_owner
 from handwatch.scan import LEASE_S, MAX_ATTEMPTS
+from handwatch.state import FolderStates
 from handwatch.watch import Watcher, walk
 from handwatch.worker import Gate, Worker, build
 
@@ -177,11 +178,16 @@ class Daemon:
 
     def _monitor_loop(self) -> None:
         status_every, last_status = 5.0, 0.0
+        folders = FolderStates(self.db)
+        shown: dict = {}
         while not self.stopping.is_set():
             self.monitor_beat = time.monotonic()
             try:
                 for path in self.watcher.ensure():
                     self.intake.put("dir", path)  # (re)watched: walk it for what arrived meanwhile
+                if self.watcher.states != shown:
+                    folders.set(self.watcher.states)
+                    shown = dict(self.watcher.states)
                 self._replace_dead_workers()
                 if self.orphans:
                     for job_id in list(self.orphans):

@@ -178,6 +178,10 @@ class JobQueue:
                                       f"{reason}", now, job.id))
         return False
 
+    def strikes(self, job: Job) -> int:
+        row = self.db.connect().execute("SELECT strikes FROM jobs WHERE id=?", (job.id,)).fetchone()
+        return row["strikes"] if row else 0
+
     def park(self, path: Path, sig: FileSig, reason: str, failed: bool) -> bool:
         """A file that cannot even be hashed (not readable yet, not a regular file, too large): recorded
         once for this version, so `status` shows it and rescans skip it until the file changes. A

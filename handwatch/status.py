@@ -10,9 +10,10 @@ from pathlib import Path
 
 from handwatch.config import Config
 from handwatch.queue import DONE, FAILED, PENDING, RUNNING, JobQueue
-from handwatch.state import Health, StateDB, decode
+from handwatch.state import FolderStates, Health, StateDB, decode
 
 LOCK_NAME = "daemon.lock"
+ELSEWHERE = "elsewhere"
 
 
 def daemon(state_dir: Path) -> dict:
@@ -39,15 +40,18 @@ def daemon(state_dir: Path) -> dict:
     return info
 
 
-def folder_counts(cfg: Config, queue: JobQueue) -> list[dict]:
-    """Jobs per watched folder (the deepest that holds each), in config order; files elsewhere (`once`) last."""
+def folders(cfg: Config, db: StateDB, queue: JobQueue) -> list[dict]:
+    """Each watched folder in config order: how the running daemon last saw it (`state`, None before one
+    has) and its jobs by state, each job under the deepest folder that holds it; files elsewhere (`once`)
+    last, under the path "elsewhere"."""
+    seen = FolderStates(db).all()
     roots = sorted((f.path for f in cfg.folders), key=lambda p: len(p.parts), reverse=True)
     counts: dict[str, dict[str, int]] = {str(f.path): _zero() for f in cfg.folders}
     for path, state in queue.paths_and_states():
-        home = next((str(r) for r in roots if path == r or r in path.parents), "elsewhere")
+        home = next((str(r) for r in roots if path == r or r in path.parents), ELSEWHERE)
         c = counts.setdefault(home, _zero())
         c[state] = c.get(state, 0) + 1
-    return [{"path": k, "counts": v} for k, v in counts.items()]
+    return [{"path": k, "state": seen.get(k), "counts": v} for k, v in counts.items()]
 
 
 def _zero() -> dict[str, int]:
@@ -81,7 +85,7 @@ def gather(cfg: Config) -> dict:
     health = Health(db).all()
     endpoints = [{"url": ep.url, "up": health.get(ep.url, {}).get("up"), "reason": health.get(ep.url, {}).get("reason")}
                  for ep in cfg.endpoints]
-    return {"daemon": daemon(cfg.state_dir), "counts": queue.counts(), "folders": folder_counts(cfg, queue),
+    return {"daemon": daemon(cfg.state_dir), "counts": queue.counts(), "folders": folders(cfg, db, queue),
             "failed": queue.failed(), "waiting": queue.waiting(), "endpoints": endpoints,
             "needs_review": needs_review(db)}
 
@@ -97,12 +101,15 @@ def lines(data: dict) -> list[str]:
         out = ["daemon: not running (start it with `handwatch run`, or `systemctl start handwatch`)"]
     c = data["counts"]
     out.append(f"pending {c['pending']}  running {c['running']}  done {c['done']}  failed {c['failed']}")
-    for f in data["folders"]:
-        parts = [f"{k} {v}" for k, v in f["counts"].items() if v] or ["nothing yet"]
-        out.append(f"  {f['path']}: {', '.join(parts)}")
     for e in data["endpoints"]:
         state = {True: "up", False: "down", None: "not contacted yet"}[e["up"]]
         out.append(f"endpoint {e['url']}: {state}" + (f" ({e['reason']})" if e["reason"] and e["up"] is False else ""))
+    for f in data["folders"]:
+        files = ", ".join(f"{k} {v}" for k, v in f["counts"].items() if v) or "no files yet"
+        if f["path"] == ELSEWHERE:
+            out.append(f"files outside the watched folders: {files}")
+        else:
+            out.append(f"folder {f['path']}: {f['state'] or 'not watched by a running daemon yet'}; {files}")
     out += listing("needs review", [(r["path"], "; ".join(r["reasons"]) or "flagged") for r in data["needs_review"]])
     out += listing("waiting", [(w["path"], w["reason"]) for w in data["waiting"]])
     out += listing("failed", [(f["path"], f["reason"]) for f in data["failed"]])

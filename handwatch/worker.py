@@ -24,7 +24,7 @@ from handwatch.state import Health, StateDB
 
 
 STRIKES = 3  # a file the server fails on (while answering others) this many times is failed
-STRIKE_DELAY_S = 30.0
+STRIKE_DELAY_S = 2.0  # before the second try; doubled for each further one (a passing hiccup is retried soon)
 
 
 class Abandoned(Exception):
@@ -136,7 +136,7 @@ class Worker:
             self.queue.defer(job, max(1.0, rule.settle_s), str(e))
             return "waiting"
         except FileRejected as e:
-            if not self.queue.strike(job, str(e), STRIKES, STRIKE_DELAY_S):
+            if not self.queue.strike(job, str(e), STRIKES, STRIKE_DELAY_S * 2 ** max(0, self.queue.strikes(job))):
                 self.log.warning("job.server_failed", path=str(path), reason=str(e))
                 return "waiting"
         except EngineUnavailable as e:

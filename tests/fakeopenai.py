@@ -47,6 +47,9 @@ class FakeOpenAI:
         self.max_model_len: int | None = None
         self.native: dict[tuple[str, str], Any] = {}
         self.native_requests: list[tuple[str, str, Any]] = []
+        # True: a request for a model not in `models` gets 404 model_not_found, as LM Studio answers
+        # once another model has been loaded in its place.
+        self.strict_models = False
         self.lock = threading.Lock()
         self.in_flight = 0
         self.server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
@@ -124,6 +127,9 @@ class FakeOpenAI:
                 if not self.path.rstrip("/").endswith("/chat/completions"):
                     return self._send(404, {"error": {"message": "not found"}})
                 rec = fake._record(body)
+                if fake.strict_models and body.get("model") not in fake.models:
+                    return self._send(404, {"error": {"message": f"model '{body.get('model')}' not found",
+                                                      "type": "invalid_request_error", "code": "model_not_found"}})
                 if body.get("logprobs") and fake.logprobs_mode == "reject":  # refused before any script is used
                     return self._send(400, {"error": {"message": "logprobs is not supported for this model",
                                                       "type": "invalid_request_error"}})

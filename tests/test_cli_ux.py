@@ -63,7 +63,8 @@ def test_status_counts_per_folder_and_lists_the_files_needing_review(tmp_path, f
     assert run_cli("scan", "-c", cfg).returncode == 1
     out = run_cli("status", "-c", cfg).stdout.splitlines()
     assert "pending 0  running 0  done 3  failed 1" in out
-    assert f"  {notes}: done 2" in out and f"  {letters}: done 1, failed 1" in out
+    assert f"folder {notes}: not watched by a running daemon yet; done 2" in out
+    assert f"folder {letters}: not watched by a running daemon yet; done 1, failed 1" in out
     review = out.index("needs review (1):")
     assert out[review + 1] == f"  {letters / 'c.md'}: 1 uncertain word"
     assert out[out.index("failed (1):") + 1].startswith(f"  {letters / 'bad.png'}: ")
