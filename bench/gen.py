@@ -19,14 +19,29 @@ RECIPE = ["Pancakes", "250 g flour", "2 eggs", "500 ml milk", "1 pinch salt", "W
 NOTE = ["Call grandma on Sunday", "Buy flour and sugar", "Return library books", "Fix the garden gate"]
 
 
-def page(lines: list[str], size=(2400, 1800), font="humor", font_size=96) -> Image.Image:
-    im = Image.new("RGB", size, (250, 248, 240))
+def page(lines: list[str], size=(2400, 1800), font="humor", font_size=96, paper=(250, 248, 240),
+         ink=(20, 20, 60), rules: str | None = None) -> Image.Image:
+    """Text on a page; `rules` draws ruled ("ruled": lines under the text and a margin) or squared
+    paper in light blue, as exercise books have."""
+    im = Image.new("RGB", size, paper)
     d = ImageDraw.Draw(im)
     f = ImageFont.truetype(FONTS[font], font_size)
-    y = size[1] // 10
+    top, pitch = size[1] // 10, int(font_size * 1.7)
+    if rules:
+        rule = (150, 180, 225)
+        step = pitch if rules == "ruled" else pitch // 3
+        first = top + int(font_size * 1.05) - (0 if rules == "ruled" else 3 * step)
+        for y in range(first % step if rules == "squared" else first, size[1], step):
+            d.line((0, y, size[0], y), fill=rule, width=max(2, font_size // 30))
+        if rules == "squared":
+            for x in range(size[0] // 12 % step, size[0], step):
+                d.line((x, 0, x, size[1]), fill=rule, width=max(2, font_size // 30))
+        else:
+            d.line((size[0] // 12 - 20, 0, size[0] // 12 - 20, size[1]), fill=(220, 120, 120), width=3)
+    y = top
     for line in lines:
-        d.text((size[0] // 12, y), line, font=f, fill=(20, 20, 60))
-        y += int(font_size * 1.7)
+        d.text((size[0] // 12, y), line, font=f, fill=ink)
+        y += pitch
     return im
 
 
@@ -72,6 +87,60 @@ def phone_photo(lines=NOTE, size=(4032, 3024), degrees=6.0, font="dkg", sigma: f
     im = page(lines, size=size, font=font, font_size=size[0] // 24)
     im = tilt(im, degrees).resize(size, Image.Resampling.BILINEAR)
     return noise(shadow(im), sigma=sigma)
+
+
+# --- damage as a camera makes it -----------------------------------------------------------------
+
+def perspective(im: Image.Image, strength: float = 0.12, table=(70, 55, 45)) -> Image.Image:
+    """The page shot at an angle: the far edge narrower than the near one, on a table."""
+    import cv2
+
+    w, h = im.size
+    margin = int(0.06 * w)
+    out_w, out_h = w + 2 * margin, h + 2 * margin
+    src = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
+    inset = strength * w
+    dst = np.float32([[margin + inset, margin], [margin + w - inset * 0.7, margin + 0.03 * h],
+                      [margin + w, margin + h], [margin, margin + h * 0.98]])
+    m = cv2.getPerspectiveTransform(src, dst)
+    return Image.fromarray(cv2.warpPerspective(np.asarray(im), m, (out_w, out_h), flags=cv2.INTER_LINEAR, borderValue=table))
+
+
+def hard_shadow(im: Image.Image, light: float = 0.45, seed: int = 1) -> Image.Image:
+    """A hard-edged shadow (the phone, a hand) across part of the page, with a narrow penumbra."""
+    import cv2
+
+    rng = _rng(seed)
+    w, h = im.size
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    slope = rng.uniform(0.3, 0.8)
+    edge = (xx * slope + yy) - w * rng.uniform(0.25, 0.35)  # across the lines of text
+    shade = 1.0 - (1.0 - light) * np.clip(edge / (0.004 * w) + 0.5, 0, 1)
+    shade = cv2.GaussianBlur(shade, (0, 0), 2)
+    return Image.fromarray(np.clip(np.asarray(im).astype(np.float32) * shade[..., None], 0, 255).astype(np.uint8))
+
+
+def curl(im: Image.Image, lift: float = 0.06, table=(70, 55, 45)) -> Image.Image:
+    """A curled page: its right part rises off the table, so lines bend and the curl is shaded."""
+    import cv2
+
+    w, h = im.size
+    xs = np.arange(w, dtype=np.float32) / w
+    bend = np.clip((xs - 0.3) / 0.7, 0, 1) ** 2  # flat on the left, curling up to the right
+    pad = int(lift * h) + 10
+    map_x = np.tile(xs * w, (h + 2 * pad, 1)).astype(np.float32)
+    map_y = (np.arange(h + 2 * pad, dtype=np.float32)[:, None] - pad + lift * h * bend[None, :]).astype(np.float32)
+    arr = cv2.remap(np.asarray(im), map_x, map_y, cv2.INTER_LINEAR, borderValue=table).astype(np.float32)
+    arr *= (1.0 - 0.35 * bend)[None, :, None]  # turned away from the light
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+
+
+def jpeg(im: Image.Image, quality: int = 60) -> Image.Image:
+    import io
+
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=quality)
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
 
 
 # --- photos that are not (only) documents -----------------------------------------------------

@@ -16,8 +16,8 @@ SMOOTH = 6.0  # grey levels of local spread (5x5, ink closed away) that paper st
 INK_LEVEL, INK_SHARE = 20, 0.2  # ink: darker than the paper around it (closed away) by this much and this share
 CLEAN_LEVEL, CLEAN = 12, 0.75  # and most of paper is clean: measured >= 0.84 on pages, <= 0.48 on a lawn
 MIN_SHARE = 0.02  # a paper region covers at least this much of the frame
-MIN_INK, MAX_INK = 0.003, 0.35  # ink on paper: some (measured >= 0.02 on pages, <= 0.004 on tiles), not texture everywhere
-MIN_LEVEL = 0.5  # paper is at least this bright against the brightest paper-like region
+MIN_INK, MAX_INK = 0.003, 0.35  # ink on paper: some (one word on a page: 0.005; tiles, walls: 0), not texture everywhere
+MIN_LEVEL = 0.4  # paper is at least this bright against the brightest paper: a hard shadow leaves ~0.45
 
 
 @dataclass(frozen=True)
