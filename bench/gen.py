@@ -28,7 +28,7 @@ def page(lines: list[str], size=(2400, 1800), font="humor", font_size=96, paper=
     f = ImageFont.truetype(FONTS[font], font_size)
     top, pitch = size[1] // 10, int(font_size * 1.7)
     if rules:
-        rule = (150, 180, 225)
+        rule = (150, 180, 225) if rules == "ruled" else (200, 214, 238)  # squared paper: fainter, denser
         step = pitch if rules == "ruled" else pitch // 3
         first = top + int(font_size * 1.05) - (0 if rules == "ruled" else 3 * step)
         for y in range(first % step if rules == "squared" else first, size[1], step):

@@ -191,7 +191,7 @@ def prepare(image: Image.Image | np.ndarray, opts: Preprocess, photo: bool) -> I
     angle = estimate_skew(luma(arr), where=sheet) if opts.deskew and sheet is not None else None
     if angle is not None and abs(angle) >= MIN_ROTATION_DEG:
         arr = rotate_fit_array(arr, -angle, opts.max_side, opts.max_pixels)
-        sheet = paper.find(luma(arr)) if sheet is not None else None  # it turned with the picture
+        sheet = sheet.turned(-angle)  # the paper turned with the picture
     else:
         arr = fit_array(arr, opts.max_side, opts.max_pixels)
     if opts.grayscale:
