@@ -71,7 +71,7 @@ def _even_light_all(lum: np.ndarray, on_paper: np.ndarray | None) -> np.ndarray:
     # White point: everything as bright as the paper's grain becomes plain white. CLAHE alone
     # spreads that grain into visible texture (on the benchmark's combined damage, Tesseract's
     # error rate was 21% with it against 2% without); pinned at 255 it has nothing left to spread.
-    white = float(np.clip(level - GRAIN_SIGMAS * grain, 0.85 * level, level))
+    white = float(np.clip(level - max(GRAIN_SIGMAS * grain, WHITE_MARGIN), 0.85 * level, level))
     flat = cv2.LUT(flat, np.clip(np.arange(256) * (255.0 / white), 0, 255).astype(np.uint8))
     # CLAHE's clip limit bounds how much it amplifies local contrast, grain included: the
     # grainier the page, the less it may (2.0 on clean paper, 1.0, i.e. hardly any, from 3 levels).
@@ -81,6 +81,7 @@ def _even_light_all(lum: np.ndarray, on_paper: np.ndarray | None) -> np.ndarray:
 
 PAPER_LEVEL = 224
 GRAIN_SIGMAS = 2.0
+WHITE_MARGIN = 4.0  # at least this far below the paper is white: flat-fielding leaves a few levels of residue (a curled page)
 
 
 def _paper_and_grain(flat: np.ndarray, on_paper: np.ndarray | None = None) -> tuple[float, float]:
