@@ -68,6 +68,7 @@ PAGES = [
 
 FONT_SIZES = (84, 64)  # each page at two sizes: 16 pages, 2854 characters
 SIZE = (2400, 1600)
+READ_TIMEOUT_S = 20  # a legible page takes 1-3 s; a page of noise took minutes and reads as nothing anyway
 
 
 def jpeg_noise(im: Image.Image) -> Image.Image:
@@ -144,7 +145,10 @@ def read(im: Image.Image | np.ndarray) -> str:
         im = Image.fromarray(im)
     if im.mode not in ("L", "RGB"):
         im = im.convert("RGB")  # prepare's RGBX
-    return pytesseract.image_to_string(im, lang="eng", config="--psm 6")
+    try:
+        return pytesseract.image_to_string(im, lang="eng", config="--psm 6", timeout=READ_TIMEOUT_S)
+    except RuntimeError:  # Tesseract's timeout: it was reading noise as pages of text
+        return ""
 
 
 def errors(truth: str, seen: str) -> int:
