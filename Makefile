@@ -39,6 +39,7 @@ demo: setup
 
 bench: setup
 	$(PY) -m bench.preprocess
+	$(PY) -m bench.spawn
 	$(PY) -m bench.legibility
 	$(PY) -m bench.search
 	$(PY) -m bench.doubt
