@@ -20,6 +20,8 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-c", "--config", metavar="FILE", default=argparse.SUPPRESS,
                         help="config file (default: $HANDWATCH_CONFIG, ~/.config/handwatch/config.yaml, /etc/handwatch/config.yaml)")
+    common.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default=argparse.SUPPRESS,
+                        help="log this much and more (default: log_level in the config, else info)")
     p = argparse.ArgumentParser(prog="handwatch", parents=[common],
                                 description="Watch folders of handwriting photos and scans; write their transcriptions as Markdown.")
     p.add_argument("--version", action="version", version=f"handwatch {__version__}")
@@ -39,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     web.add_argument("--hash-password", action="store_true",
                      help="read a password (twice on a terminal, else one line of standard input) and print its hash for web.password_hash")
     sub.add_parser("reindex", parents=[common], help="rebuild the search index from the Markdown handwatch wrote")
+    sub.add_parser("unit", parents=[common],
+                   help="print a systemd drop-in for this config: the folders writable, their groups, this program")
     redo = sub.add_parser(
         "redo", parents=[common],
         help="transcribe again the files whose model, prompt, preprocessing or rule changed; never over a person's edit",
@@ -66,9 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "web" and args.hash_password:
         return cmd_hash_password()
     alloc.keep_image_buffers()
+    streams = sys.stdout, sys.stderr
     try:
         cfg = config.load(config.find_config(getattr(args, "config", None)))
-        log.setup(cfg.log_level)
+        redactor = log.Redactor(cfg.secrets())  # no key or password reaches a terminal, a pipe or the journal
+        sys.stdout, sys.stderr = log.RedactingStream(sys.stdout, redactor), log.RedactingStream(sys.stderr, redactor)
+        log.setup(getattr(args, "log_level", None) or cfg.log_level, daemon=args.command == "run", secrets=cfg.secrets())
         return COMMANDS[args.command](cfg, args)
     except ConfigError as e:
         for line in e.lines():
@@ -82,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         return 130
+    finally:
+        sys.stdout, sys.stderr = streams
 
 
 def cmd_once(cfg, args) -> int:
@@ -259,7 +268,7 @@ def cmd_redo(cfg, args) -> int:
 def cmd_run(cfg, args) -> int:
     from handwatch.daemon import Daemon
 
-    return Daemon(cfg).run()
+    return Daemon(cfg, log_level=getattr(args, "log_level", None)).run()
 
 
 def cmd_scan(cfg, args) -> int:
@@ -314,5 +323,12 @@ def cmd_reindex(cfg, args) -> int:
     return EX_OK
 
 
+def cmd_unit(cfg, args) -> int:
+    from handwatch.unit import drop_in
+
+    print(drop_in(cfg), end="")
+    return EX_OK
+
+
 COMMANDS = {"once": cmd_once, "check": cmd_check, "status": cmd_status, "retry": cmd_retry, "run": cmd_run, "scan": cmd_scan,
-            "web": cmd_web, "reindex": cmd_reindex, "redo": cmd_redo}
+            "web": cmd_web, "reindex": cmd_reindex, "redo": cmd_redo, "unit": cmd_unit}
