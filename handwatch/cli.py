@@ -146,7 +146,8 @@ def cmd_check(cfg, args) -> int:
         from handwatch.engines.tesseract import TesseractEngine, tess_langs
 
         t = TesseractEngine()
-        langs = {tess_langs(cfg.folder_rule(f).languages) for f in cfg.folders} or {tess_langs(cfg.base_rule().languages)}
+        langs = ({tess_langs(cfg.folder_rule(f).languages) for f in cfg.folders if cfg.folder_rule(f).engine == "tesseract"}
+                 or {tess_langs(cfg.base_rule().languages)})
         try:
             for lang in sorted(langs):
                 t._check(lang)
