@@ -141,3 +141,18 @@ def test_watcher_follows_a_new_list_of_folders(tmp_path):
         assert w.dead() == 0
     finally:
         w.stop()
+
+
+def test_check_asks_tesseract_only_for_the_languages_of_its_own_folders(tmp_path, fake_openai, write_config, run_cli):
+    """The shipped example has a French letters folder on the VLM beside a Tesseract folder; check used to
+    ask Tesseract for French too and failed the whole config with 78."""
+    import pytesseract
+
+    fake_openai.default = lambda req: {"content": pytesseract.image_to_string(
+        req.image, config="--psm 7 -c tessedit_char_whitelist=0123456789")}
+    cfg = write_config({"endpoints": [{"url": fake_openai.url}],
+                        "folders": [{"path": str(tmp_path / "printed"), "engine": "tesseract"},
+                                    {"path": str(tmp_path / "letters"), "languages": ["fr", "de"]}]})
+    res = run_cli("check", "-c", cfg)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "languages eng)" in res.stdout and "reads images" in res.stdout
