@@ -227,3 +227,14 @@ def test_a_missing_tesseract_language_pack_is_a_config_error_at_start_and_on_rel
     wait_for(lambda: d.events("config.reload_failed"), 30, what="the reload refused")
     assert "no Tesseract data for fra" in d.events("config.reload_failed")[0]["problems"][0]
     assert d.proc.poll() is None and d.stop() == 0
+
+
+def test_a_state_dir_that_cannot_be_made_is_a_config_error_at_start(tmp_path, fake_openai, run_cli):
+    inbox = folder(tmp_path, "inbox")
+    (tmp_path / "file").write_text("not a folder")
+    data = service_config(tmp_path, fake_openai.url, [inbox])
+    data["state_dir"] = str(tmp_path / "file" / "state")
+    cfg = write(tmp_path / "config.yaml", data)
+    res = run_cli("-c", cfg, "run", timeout=60)
+    assert res.returncode == 78
+    assert res.stderr.strip() == f"config error: {cfg}: state_dir: cannot use {tmp_path / 'file' / 'state'}: Not a directory"
