@@ -38,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-c", "--config", metavar="FILE", default=argparse.SUPPRESS,
                         help="config file (default: $HANDWATCH_CONFIG, ~/.config/handwatch/config.yaml, /etc/handwatch/config.yaml)")
+    common.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default=argparse.SUPPRESS,
+                        help="log this much and more (default: log_level in the config, else info)")
     p = argparse.ArgumentParser(prog="handwatch", parents=[common],
                                 description="Watch folders of handwriting photos and scans; write their transcriptions as Markdown.",
                                 epilog="Start with `handwatch check`, then `handwatch scan` for what is already there, "
@@ -96,6 +98,10 @@ def _parser() -> argparse.ArgumentParser:
         "included) differs from what the current config would use. An edited Markdown is never "
         "overwritten: it is reported as a conflict.",
         ["handwatch redo --dry-run --folder ~/Scans", "handwatch redo --needs-review"])
+    _sub(sub, common, "unit", "print a systemd drop-in for this config: the folders writable, their groups, this program",
+         "Print a systemd drop-in for the system unit that makes this config's folders writable under "
+         "ProtectSystem=strict, adds their groups to SupplementaryGroups= and runs this handwatch program.",
+         ["handwatch -c /etc/handwatch/config.yaml unit > /etc/systemd/system/handwatch.service.d/folders.conf"])
     redo.add_argument("--dry-run", action="store_true", help="list what would be redone and why; change nothing")
     redo.add_argument("--folder", metavar="DIR", help="only files in this folder (a watched folder or inside one)")
     redo.add_argument("--needs-review", action="store_true", help="only files whose Markdown says needs_review: true")
@@ -144,9 +150,12 @@ def _main(argv: list[str] | None) -> int:
     if args.command == "web" and args.hash_password:
         return cmd_hash_password()
     alloc.keep_image_buffers()
+    streams = sys.stdout, sys.stderr
     try:
         cfg = config.load(config.find_config(getattr(args, "config", None)))
-        log.setup(cfg.log_level)
+        redactor = log.Redactor(cfg.secrets())  # no key or password reaches a terminal, a pipe or the journal
+        sys.stdout, sys.stderr = log.RedactingStream(sys.stdout, redactor), log.RedactingStream(sys.stderr, redactor)
+        log.setup(getattr(args, "log_level", None) or cfg.log_level, daemon=args.command == "run", secrets=cfg.secrets())
         if args.command in ("run", "scan") and not cfg.folders:
             raise ConfigError(cfg.source, [NO_FOLDERS])
         return COMMANDS[args.command](cfg, args)
@@ -162,6 +171,8 @@ def _main(argv: list[str] | None) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         return 130
+    finally:
+        sys.stdout, sys.stderr = streams
 
 
 NO_FOLDERS = ("folders: none configured, so handwatch has nothing to watch. Add one, e.g.\n"
@@ -317,7 +328,7 @@ def cmd_redo(cfg, args) -> int:
 def cmd_run(cfg, args) -> int:
     from handwatch.daemon import Daemon
 
-    return Daemon(cfg).run()
+    return Daemon(cfg, log_level=getattr(args, "log_level", None)).run()
 
 
 def cmd_scan(cfg, args) -> int:
@@ -379,5 +390,12 @@ def cmd_reindex(cfg, args) -> int:
     return EX_OK
 
 
+def cmd_unit(cfg, args) -> int:
+    from handwatch.unit import drop_in
+
+    _out(drop_in(cfg), end="")
+    return EX_OK
+
+
 COMMANDS = {"once": cmd_once, "check": cmd_check, "status": cmd_status, "retry": cmd_retry, "run": cmd_run, "scan": cmd_scan,
-            "web": cmd_web, "reindex": cmd_reindex, "redo": cmd_redo}
+            "web": cmd_web, "reindex": cmd_reindex, "redo": cmd_redo, "unit": cmd_unit}

@@ -320,6 +320,14 @@ class Config(_Frozen):
     def folder_rule(self, folder: Folder) -> Rule:
         return self.base_rule().merged(folder)
 
+    def secrets(self) -> list[str]:
+        """What must never be logged or printed: API keys, passwords in endpoint URLs, the web password."""
+        found = [ep.api_key() for ep in self.endpoints if ep.api_key_env]
+        found += [urlsplit(ep.url).password or "" for ep in self.endpoints]
+        if self.web is not None and self.web.password_env:
+            found.append(os.environ.get(self.web.password_env, ""))
+        return [s for s in found if s and s != "not-needed"]
+
 
 # Where a key of each kind belongs, for an unknown key written in the wrong place.
 KEY_HOMES: dict[str, type[BaseModel]] = {
@@ -421,12 +429,22 @@ def read_yaml(path: Path, untrusted: bool = False) -> Any:
     return {} if data is None else data
 
 
+def systemd_dir(variable: str) -> Path | None:
+    """The first directory systemd made for the unit (`$STATE_DIRECTORY`, `$CONFIGURATION_DIRECTORY`:
+    colon-separated, absolute), or None outside such a unit."""
+    first = os.environ.get(variable, "").split(":")[0]
+    return Path(first) if first.startswith("/") else None
+
+
 def find_config(explicit: str | None) -> Path:
     if explicit:
         return Path(explicit)
     env = os.environ.get("HANDWATCH_CONFIG")
     if env:
         return Path(env)
+    managed = systemd_dir("CONFIGURATION_DIRECTORY")  # ConfigurationDirectory= in the unit
+    if managed is not None and (managed / "config.yaml").exists():
+        return managed / "config.yaml"
     for candidate in SEARCH_PATHS:
         p = Path(os.path.expanduser(candidate))
         if p.exists():
@@ -444,6 +462,9 @@ def load(path: str | os.PathLike) -> Config:
     except ValidationError as e:
         raise ConfigError(str(path), problems_of(e, model=Config)) from None
     base = path.resolve().parent
+    state_dir = cfg.state_dir
+    if "state_dir" not in cfg.model_fields_set and systemd_dir("STATE_DIRECTORY") is not None:
+        state_dir = systemd_dir("STATE_DIRECTORY")  # StateDirectory= in the unit
     folders = [f.model_copy(update={"path": expand_path(f.path, base)}) for f in cfg.folders]
     problems = []
     for i, f in enumerate(folders):
@@ -452,7 +473,7 @@ def load(path: str | os.PathLike) -> Config:
                 problems.append(f"folders[{i}].path: same folder as folders[{j}]")
     if problems:
         raise ConfigError(str(path), problems)
-    return cfg.model_copy(update={"folders": folders, "state_dir": expand_path(cfg.state_dir, base), "source": str(path)})
+    return cfg.model_copy(update={"folders": folders, "state_dir": expand_path(state_dir, base), "source": str(path)})
 
 
 def load_rule_file(path: Path) -> RuleOverride:

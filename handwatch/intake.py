@@ -35,11 +35,12 @@ MAX_SAID = 100_000
 
 class Intake:
     def __init__(self, queue: JobQueue, candidates: Candidates, stopping: threading.Event,
-                 on_new_job: Callable[[], None], settle_for: Callable[[Path], float]):
+                 on_new_job: Callable[[], None]):
+        # `candidates` is replaced whole when the daemon reloads its configuration: read it afresh each time.
         self.queue, self.candidates, self.stopping = queue, candidates, stopping
         self.on_new_job = on_new_job
         self.events: stdqueue.SimpleQueue = stdqueue.SimpleQueue()
-        self.settler = Settler(settle_for)
+        self.settler = Settler(self._settle_s)
         self.wake = threading.Event()
         self.to_hash: stdqueue.Queue = stdqueue.Queue()
         self.hashing: set[Path] = set()
@@ -55,6 +56,13 @@ class Intake:
         """kind: 'event' (created/modified), 'moved' (renamed into place), 'scan' (found by a walk), 'dir'."""
         self.events.put((kind, path))
         self.wake.set()
+
+    def _settle_s(self, path: Path) -> float:
+        candidates = self.candidates
+        try:
+            return candidates.book.resolve(path).rule.settle_s
+        except ConfigError:  # a broken rule file: its files fail with its reason once they settle
+            return candidates.cfg.base_rule().settle_s
 
     def start(self) -> None:
         self.threads = [threading.Thread(target=self._guarded, args=(self._settle_loop,), name="intake", daemon=True)]
@@ -194,13 +202,3 @@ class Intake:
     def _park(self, path: Path, sig: safefs.FileSig, reason: str, failed: bool) -> None:
         if self.queue.park(path, sig, reason, failed):
             (self.log.warning if failed else self.log.info)("file.parked", path=str(path), reason=reason)
-
-
-def settle_for(candidates: Candidates, fallback: float) -> Callable[[Path], float]:
-    def settle_s(path: Path) -> float:
-        try:
-            return candidates.book.resolve(path).rule.settle_s
-        except ConfigError:
-            return fallback
-
-    return settle_s

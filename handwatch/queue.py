@@ -158,10 +158,11 @@ class JobQueue:
             (PENDING, self.clock() + delay_s, reason, self.clock()),
         )
 
-    def strike(self, job: Job, reason: str, limit: int, delay_s: float) -> bool:
-        """The server failed on this file while it answers others: count it against the file, try again
-        later, and fail the file with the server's message once it has failed `limit` times.
-        True when the file is now failed."""
+    def strike(self, job: Job, reason: str, limit: int, delay_s: float,
+               what: str = "the server failed on this file") -> bool:
+        """The server failed on this file while it answers others (or, `what` says, something else went
+        wrong that only this file causes): count it against the file, try again later, and fail the file
+        with the reason once it has failed `limit` times. True when the file is now failed."""
         now = self.clock()
         with self.db.transaction() as db:
             row = db.execute("SELECT strikes FROM jobs WHERE id=? AND sha256=? AND state=?",
@@ -174,7 +175,7 @@ class JobQueue:
                            (FAILED, n, f"{reason} ({n} tries)", now, job.id))
                 return True
             db.execute("UPDATE jobs SET state=?, strikes=?, not_before=?, reason=?, lease_until=NULL, updated=? "
-                       "WHERE id=?", (PENDING, n, now + delay_s, f"the server failed on this file ({n} of {limit}): "
+                       "WHERE id=?", (PENDING, n, now + delay_s, f"{what} ({n} of {limit}): "
                                       f"{reason}", now, job.id))
         return False
 

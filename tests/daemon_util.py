@@ -20,7 +20,8 @@ from tests.fakeopenai import Recorded, wait_for
 
 
 class DaemonProc:
-    def __init__(self, cfg: Path, log: Path, env: dict | None = None, prefix: tuple[str, ...] = ()):
+    def __init__(self, cfg: Path, log: Path, env: dict | None = None, prefix: tuple[str, ...] | list[str] = ()):
+        """`prefix`: a command that runs the daemon (tests/sandbox.py and its unit file, say)."""
         self.cfg, self.log_path = cfg, log
         self.proc = subprocess.Popen([*prefix, sys.executable, "-m", "handwatch", "-c", str(cfg), "run"],
                                      stdout=subprocess.DEVNULL, stderr=open(log, "ab"), env=cli_env(env),

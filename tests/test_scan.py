@@ -138,7 +138,7 @@ def test_on_a_terminal_log_lines_stay_above_the_bar(inbox, fake_openai, write_co
     assert term.wait() == 0, term.text()
     screen = [line for line in term.screen() if line]
     logged = [i for i, line in enumerate(screen) if "[info" in line]
-    assert sum("job.done" in screen[i] for i in logged) == 3, screen
+    assert sum("file.transcribed" in screen[i] for i in logged) == 3, screen
     for i in logged:  # each log line whole, starting with its timestamp: nothing of the bar in it
         assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", screen[i]), screen[i]
     bars = [i for i, line in enumerate(screen) if "━" in line]
