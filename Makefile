@@ -1,11 +1,13 @@
-# handwatch: `make demo` runs the daemon on a demo folder with the CPU engine; `make test` runs the tests.
+# handwatch: `make demo` transcribes sample photos with the CPU engine, says which need review, then runs the
+# daemon on the demo folder until Ctrl-C; `make test` runs the tests.
 # Both set everything up on a fresh Debian machine first (apt packages, a virtual environment).
 
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := tesseract-ocr tesseract-ocr-eng tesseract-ocr-deu poppler-utils fonts-humor-sans fonts-dkg-handwriting fonts-dejavu-core chromium
+APT_PACKAGES := tesseract-ocr tesseract-ocr-eng tesseract-ocr-deu poppler-utils fonts-humor-sans fonts-dkg-handwriting fonts-dejavu-core chromium \
+	systemd libseccomp2 procps passwd util-linux
 
 .PHONY: setup system-deps test demo bench clean
 
@@ -31,11 +33,14 @@ demo: setup
 	rm -rf demo && mkdir -p demo
 	$(PY) -m bench.gen demo demo/inbox
 	printf 'state_dir: ./state\ndefaults:\n  engine: tesseract\n  settle_s: 1\nfolders:\n  - path: ./inbox\n' > demo/config.yaml
-	@echo "Watching demo/inbox with the tesseract engine; drop images in, Markdown appears beside them. Ctrl-C stops."
-	$(VENV)/bin/handwatch -c demo/config.yaml run
+	@echo "Transcribing the sample photos with the tesseract engine (CPU, no GPU needed):"
+	$(VENV)/bin/handwatch -c demo/config.yaml scan
+	@echo "Now watching demo/inbox: drop more images in and their Markdown appears beside them. Ctrl-C stops and shows the status."
+	@trap : INT; $(VENV)/bin/handwatch -c demo/config.yaml run; echo; $(VENV)/bin/handwatch -c demo/config.yaml status
 
 bench: setup
 	$(PY) -m bench.preprocess
+	$(PY) -m bench.spawn
 	$(PY) -m bench.legibility
 	$(PY) -m bench.search
 	$(PY) -m bench.doubt

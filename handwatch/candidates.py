@@ -14,6 +14,9 @@ from handwatch.settle import ignored_reason
 from handwatch.watch import WatchSpec, walk
 
 
+LINK_OUT = "a link to a file outside the watched folder"
+
+
 class Candidates:
     def __init__(self, cfg: Config, book: rules.RuleBook):
         self.cfg, self.book = cfg, book
@@ -40,7 +43,7 @@ class Candidates:
         if not rules.matches(resolved.rule, rel):
             return None, "excluded by include/exclude"
         if not inside(path, folder.path):
-            return None, "a link to a file outside the watched folder"
+            return None, LINK_OUT
         return resolved, None
 
     def rule(self, path: Path):

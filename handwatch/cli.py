@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import sys
 from pathlib import Path
 
@@ -16,35 +15,93 @@ from handwatch.errors import (
 )
 
 
+EXAMPLE_CONFIG = "-c /etc/handwatch/config.yaml"
+
+
+class _Help(argparse.HelpFormatter):
+    """Descriptions wrapped to the terminal; the examples kept line by line, as typed."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("examples:"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
+def _sub(sub, common, name: str, summary: str, description: str, examples: list[str]) -> argparse.ArgumentParser:
+    """A subcommand whose --help says what it does, in full, and shows how it is called."""
+    epilog = "examples:\n" + "\n".join(f"  {e}" for e in examples)
+    return sub.add_parser(name, parents=[common], help=summary, description=description, epilog=epilog,
+                          formatter_class=_Help)
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-c", "--config", metavar="FILE", default=argparse.SUPPRESS,
                         help="config file (default: $HANDWATCH_CONFIG, ~/.config/handwatch/config.yaml, /etc/handwatch/config.yaml)")
+    common.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default=argparse.SUPPRESS,
+                        help="log this much and more (default: log_level in the config, else info)")
     p = argparse.ArgumentParser(prog="handwatch", parents=[common],
-                                description="Watch folders of handwriting photos and scans; write their transcriptions as Markdown.")
+                                description="Watch folders of handwriting photos and scans; write their transcriptions as Markdown.",
+                                epilog="Start with `handwatch check`, then `handwatch scan` for what is already there, "
+                                       "then `handwatch run` (or the systemd unit). `handwatch COMMAND --help` says more.")
     p.add_argument("--version", action="version", version=f"handwatch {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("run", parents=[common], help="the daemon, in the foreground (systemd runs this)")
-    once = sub.add_parser("once", parents=[common], help="transcribe these files now; print each output path")
+    _sub(sub, common, "run", "the daemon, in the foreground (systemd runs this)",
+         "Watch every configured folder and transcribe each photo or PDF once it is completely written, "
+         "until stopped (SIGTERM or Ctrl-C). Only one daemon may use a state_dir at a time.",
+         [f"handwatch {EXAMPLE_CONFIG} run", "systemctl start handwatch   # the same, as a service"])
+    once = _sub(sub, common, "once", "transcribe these files now; print each output path",
+                "Transcribe the named files now, with the rules of the folder each lies in (or the defaults), "
+                "write their Markdown beside them and print each Markdown's path. For a whole folder use "
+                "`handwatch scan`.",
+                ["handwatch once ~/Sync/Camera/IMG_1234.jpg", "handwatch once scan-1.pdf scan-2.pdf"])
     once.add_argument("paths", nargs="+", metavar="PATH")
-    scan = sub.add_parser("scan", parents=[common], help="process everything in the watched folders without a current transcription, then exit")
+    scan = _sub(sub, common, "scan", "process everything in the watched folders without a current transcription, then exit",
+                "Transcribe every file in the watched folders that has no current Markdown, waiting for files "
+                "still being written, then summarise: transcribed, reused, failed, waiting, already done, "
+                "skipped and why, where the Markdown went, which files need review. A progress bar shows on a "
+                "terminal.",
+                [f"handwatch {EXAMPLE_CONFIG} scan", "handwatch scan --no-progress 2> scan.log"])
     scan.add_argument("--no-progress", action="store_true", help="no progress bar")
-    sub.add_parser("check", parents=[common], help="validate the config and probe every endpoint")
-    status = sub.add_parser("status", parents=[common], help="queue counts, failures with reasons, endpoint health")
+    _sub(sub, common, "check", "validate the config and probe every endpoint",
+         "Check everything a first run needs and say what is wrong and how to fix it: each folder (exists, "
+         "readable, writable, filesystem and watch mode, effective rule), Tesseract's language data for the "
+         "folders that use it, and each endpoint (reachable, models listed, the configured model present, a "
+         "picture of a number read back, the tokens one page costs against the server's context). Exits "
+         "with the worst problem's code: 0 all well, 69 an endpoint, 78 the configuration.",
+         [f"handwatch {EXAMPLE_CONFIG} check", "sudo -u handwatch handwatch -c /etc/handwatch/config.yaml check"])
+    status = _sub(sub, common, "status", "daemon, queue counts per folder, failures, files needing review, endpoint health",
+                  "Say whether a daemon is running (pid, since when, version), the queue counts overall and "
+                  "per folder, endpoint health, and the files waiting, failed or needing review, with reasons. "
+                  "Reads the state database only; `check` probes the endpoints.",
+                  ["handwatch status", "handwatch status --json | jq .needs_review"])
     status.add_argument("--json", action="store_true", help="machine-readable output")
-    retry = sub.add_parser("retry", parents=[common], help="put failed files (or the named ones) back in the queue")
+    retry = _sub(sub, common, "retry", "put failed files (or the named ones) back in the queue",
+                 "Put every failed file back in the queue, or only the named ones (originals or their "
+                 "Markdown), whatever their state. A running daemon picks them up; or run `handwatch scan`. "
+                 "A path handwatch has no record of is reported and exits 65.",
+                 ["handwatch retry", "handwatch retry ~/Sync/Camera/IMG_1234.jpg"])
     retry.add_argument("paths", nargs="*", metavar="PATH")
-    web = sub.add_parser("web", parents=[common], help="serve the review page (also served by run when the config has web:)")
+    web = _sub(sub, common, "web", "serve the review page (also served by run when the config has web:)",
+               "Serve the review page (files needing a person, search, /metrics, /healthz) without the daemon.",
+               ["handwatch web", "handwatch web --listen 127.0.0.1:9000", "handwatch web --hash-password"])
     web.add_argument("--listen", metavar="HOST:PORT", help="address to listen on instead of web.listen (default 127.0.0.1:8765)")
     web.add_argument("--hash-password", action="store_true",
                      help="read a password (twice on a terminal, else one line of standard input) and print its hash for web.password_hash")
-    sub.add_parser("reindex", parents=[common], help="rebuild the search index from the Markdown handwatch wrote")
-    redo = sub.add_parser(
-        "redo", parents=[common],
-        help="transcribe again the files whose model, prompt, preprocessing or rule changed; never over a person's edit",
-        description="Transcribe again every file whose model, prompt, preprocessing or rule (review thresholds "
-                    "included) differs from what the current config would use. An edited Markdown is never "
-                    "overwritten: it is reported as a conflict. Example: handwatch redo --dry-run --folder ~/Scans")
+    _sub(sub, common, "reindex", "rebuild the search index from the Markdown handwatch wrote",
+         "Read every Markdown file handwatch wrote again and rebuild the search index (it is kept up to date "
+         "on its own; this is for a database restored from a backup).", ["handwatch reindex"])
+    redo = _sub(
+        sub, common, "redo",
+        "transcribe again the files whose model, prompt, preprocessing or rule changed; never over a person's edit",
+        "Transcribe again every file whose model, prompt, preprocessing or rule (review thresholds "
+        "included) differs from what the current config would use. An edited Markdown is never "
+        "overwritten: it is reported as a conflict.",
+        ["handwatch redo --dry-run --folder ~/Scans", "handwatch redo --needs-review"])
+    _sub(sub, common, "unit", "print a systemd drop-in for this config: the folders writable, their groups, this program",
+         "Print a systemd drop-in for the system unit that makes this config's folders writable under "
+         "ProtectSystem=strict, adds their groups to SupplementaryGroups= and runs this handwatch program.",
+         ["handwatch -c /etc/handwatch/config.yaml unit > /etc/systemd/system/handwatch.service.d/folders.conf"])
     redo.add_argument("--dry-run", action="store_true", help="list what would be redone and why; change nothing")
     redo.add_argument("--folder", metavar="DIR", help="only files in this folder (a watched folder or inside one)")
     redo.add_argument("--needs-review", action="store_true", help="only files whose Markdown says needs_review: true")
@@ -55,7 +112,34 @@ def _err(msg: str) -> None:
     print(f"handwatch: {msg}", file=sys.stderr)
 
 
+def _out(*args, **kwargs) -> None:
+    """print(), but a reader that went away (`status | head`) ends the output, not the command."""
+    try:
+        print(*args, **kwargs)
+    except BrokenPipeError:
+        _silence(kwargs.get("file") or sys.stdout)
+
+
+def _silence(stream) -> None:
+    """Point a closed pipe's descriptor at /dev/null, so later writes and the flush at exit are no error."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # stdout or stderr closed under us: nothing left to tell anyone
+        _silence(sys.stdout)
+        _silence(sys.stderr)
+        return EX_OK
+
+
+def _main(argv: list[str] | None) -> int:
     parser = _parser()
     try:
         args = parser.parse_args(argv)
@@ -66,9 +150,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "web" and args.hash_password:
         return cmd_hash_password()
     alloc.keep_image_buffers()
+    streams = sys.stdout, sys.stderr
     try:
         cfg = config.load(config.find_config(getattr(args, "config", None)))
-        log.setup(cfg.log_level)
+        redactor = log.Redactor(cfg.secrets())  # no key or password reaches a terminal, a pipe or the journal
+        sys.stdout, sys.stderr = log.RedactingStream(sys.stdout, redactor), log.RedactingStream(sys.stderr, redactor)
+        log.setup(getattr(args, "log_level", None) or cfg.log_level, daemon=args.command == "run", secrets=cfg.secrets())
+        if args.command in ("run", "scan") and not cfg.folders:
+            raise ConfigError(cfg.source, [NO_FOLDERS])
         return COMMANDS[args.command](cfg, args)
     except ConfigError as e:
         for line in e.lines():
@@ -82,6 +171,13 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         return 130
+    finally:
+        sys.stdout, sys.stderr = streams
+
+
+NO_FOLDERS = ("folders: none configured, so handwatch has nothing to watch. Add one, e.g.\n"
+              "  folders:\n    - path: ~/Sync/Camera\n"
+              "(`handwatch once FILE` transcribes single files without any)")
 
 
 def cmd_once(cfg, args) -> int:
@@ -100,13 +196,15 @@ def cmd_once(cfg, args) -> int:
         sig = file_sig(path)
         sha = None
         try:
+            if path.is_dir():
+                raise InputError("is a folder: use `handwatch scan` for the watched folders, or list the files")
             if sig is None or not path.is_file():
                 raise InputError("no such file" if not os.path.lexists(path) else "not a regular file")
             sha = sha256_file(path)
             outcome = pipeline.process(path, sha, sig)
             if outcome.source == path:  # a moved original (`after: move`) leaves no job behind
                 queue.record(path, sha, sig, "done", output=outcome.output)
-            print(outcome.output, flush=True)
+            _out(outcome.output, flush=True)
         except (InputError, NotReady, Unsafe) as e:
             _err(f"{raw}: {e.strerror if isinstance(e, Unsafe) else e}")
             if sha is not None and sig is not None:
@@ -122,97 +220,68 @@ def cmd_once(cfg, args) -> int:
     return EX_DATAERR if all(c == EX_DATAERR for c in codes) else EX_SOMEFAILED
 
 
+LEVELS = {"ok": "ok   ", "note": "note ", "warn": "WARN ", "error": "ERROR"}
+
+
 def cmd_check(cfg, args) -> int:
-    from handwatch import preprocess
-    from handwatch.engines.vlm import EndpointClient, image_messages
-    from handwatch.rules import RuleBook
+    from handwatch import check
 
-    print(f"config ok: {cfg.source}")
-    for f in cfg.folders:
-        flag = "" if f.path.is_dir() else "  (does not exist yet)"
-        print(f"folder: {f.path}{flag}")
-    engines = {RuleBook(cfg).cfg.folder_rule(f).engine for f in cfg.folders} | {cfg.base_rule().engine}
-    code = EX_OK
-    if "tesseract" in engines:
-        from handwatch.engines.tesseract import TesseractEngine, tess_langs
-
-        t = TesseractEngine()
-        langs = {tess_langs(cfg.folder_rule(f).languages) for f in cfg.folders} or {tess_langs(cfg.base_rule().languages)}
-        try:
-            for lang in sorted(langs):
-                t._check(lang)
-            print(f"tesseract: ok ({t.version()}; languages {', '.join(sorted(langs))})")
-        except EngineUnavailable as e:
-            print(f"tesseract: unavailable: {e}")
-            code = EX_UNAVAILABLE
-    for ep in cfg.endpoints:
-        client = EndpointClient(ep)
-        try:
-            models = client.models()
-            model = client.model()
-            print(f"endpoint {ep.url}: up; models: {', '.join(models) or '(none)'}; using {model}")
-            digits = "".join(random.choice("23456789") for _ in range(4))
-            image = preprocess.probe_image(digits)
-            reply = client.chat(image_messages("What number is written in this image? Answer with the digits only.",
-                                               preprocess.encode_jpeg(image)), 64, 0.0)
-            from handwatch.profiles import clean
-
-            seen = "".join(ch for ch in clean(reply.content) if ch.isdigit())
-            if digits in seen:
-                print(f"endpoint {ep.url}: reads images (drew {digits}, model read {seen})")
-            else:
-                print(f"endpoint {ep.url}: answers but does not read images (drew {digits}, model said {reply.content[:60]!r}); is {model} a vision model?")
-                code = EX_UNAVAILABLE
-        except EngineUnavailable as e:
-            print(f"endpoint {ep.url}: unavailable: {e}")
-            code = EX_UNAVAILABLE
-        except HandwatchError as e:
-            print(f"endpoint {ep.url}: error: {e}")
-            code = EX_UNAVAILABLE if code == EX_OK else code
+    _out(f"checking {cfg.source}", flush=True)
+    found: list = []
+    for f in check.run(cfg):
+        found.append(f)
+        _out(f"{LEVELS[f.level]} {f.subject}: {f.text}", flush=True)
+    code = check.exit_code(found)
+    errors = sum(f.level == "error" for f in found)
+    warnings = sum(f.level == "warn" for f in found)
+    if errors:
+        _out(f"check: {errors} error(s), {warnings} warning(s): fix the errors above (exit {code})")
+    else:
+        _out("check: config ok, everything answers" + (f" ({warnings} warning(s) above)" if warnings else ""))
     return code
 
 
-def status_data(cfg) -> dict:
-    from handwatch.queue import JobQueue
-    from handwatch.state import Health, StateDB
-
-    db = StateDB(cfg.state_dir)
-    queue = JobQueue(db)
-    health = Health(db).all()
-    endpoints = [{"url": ep.url, "up": health.get(ep.url, {}).get("up"), "reason": health.get(ep.url, {}).get("reason")}
-                 for ep in cfg.endpoints]
-    return {"counts": queue.counts(), "failed": queue.failed(), "waiting": queue.waiting(), "endpoints": endpoints}
-
-
 def cmd_status(cfg, args) -> int:
-    data = status_data(cfg)
-    if args.json:
-        print(json.dumps(data, indent=2))
-        return EX_OK
-    c = data["counts"]
-    print(f"pending {c['pending']}  running {c['running']}  done {c['done']}  failed {c['failed']}")
-    for e in data["endpoints"]:
-        state = {True: "up", False: "down", None: "not contacted yet"}[e["up"]]
-        print(f"endpoint {e['url']}: {state}" + (f" ({e['reason']})" if e["reason"] and e["up"] is False else ""))
-    if data["waiting"]:
-        print("waiting:")
-        for w in data["waiting"]:
-            print(f"  {w['path']}: {w['reason']}")
-    if data["failed"]:
-        print("failed:")
-        for f in data["failed"]:
-            print(f"  {f['path']}: {f['reason']}")
+    from handwatch import status
+
+    data = status.gather(cfg)
+    for line in [json.dumps(data, indent=2)] if args.json else status.lines(data):
+        _out(line)
     return EX_OK
 
 
 def cmd_retry(cfg, args) -> int:
-    from handwatch.queue import JobQueue
+    from handwatch.queue import RUNNING, JobQueue
+    from handwatch.rules import owning_folder
     from handwatch.state import StateDB
 
     queue = JobQueue(StateDB(cfg.state_dir))
-    n = queue.retry([Path(os.path.abspath(p)) for p in args.paths] if args.paths else None)
-    print(f"{n} file(s) back in the queue")
-    return EX_OK
+    if not args.paths:
+        _out(f"{queue.retry(None)} file(s) back in the queue")
+        return EX_OK
+    known, code = [], EX_OK
+    for raw in args.paths:
+        path = Path(os.path.abspath(os.path.expanduser(raw)))
+        state = queue.state_of(path)
+        if state is None and queue.source_of(path) is not None:
+            path = queue.source_of(path)  # the Markdown was named: retry its original
+            state = queue.state_of(path)
+        if state is None:
+            if not os.path.lexists(path):
+                why = "no such file"
+            elif owning_folder(cfg, path) is None:
+                why = f"not in a watched folder; `handwatch once {raw}` transcribes it"
+            else:
+                why = f"not seen yet; `handwatch scan` takes it, or `handwatch once {raw}` now"
+            _err(f"{raw}: handwatch has no record of this file ({why})")
+            code = EX_DATAERR
+        elif state["state"] == RUNNING:
+            _err(f"{raw}: being transcribed right now; nothing to retry")
+        else:
+            known.append(path)
+    n = queue.retry(known) if known else 0
+    _out(f"{n} file(s) back in the queue")
+    return code
 
 
 def cmd_redo(cfg, args) -> int:
@@ -229,15 +298,15 @@ def cmd_redo(cfg, args) -> int:
     the_plan = redo.plan(cfg, db, folder, args.needs_review)
     todo, conflicts, skipped = the_plan.of(redo.REDO), the_plan.of(redo.CONFLICT), the_plan.of(redo.SKIP)
     for item in todo if args.dry_run else []:
-        print(f"would redo {item.source}: {item.why}")
+        _out(f"would redo {item.source}: {item.why}")
     for item in conflicts:
-        print(f"conflict {item.source}: {item.why}")
+        _out(f"conflict {item.source}: {item.why}")
     for item in skipped:
-        print(f"skipped {item.source}: {item.why}")
+        _out(f"skipped {item.source}: {item.why}")
     for note in the_plan.notes:
         print(f"note: {note}", file=sys.stderr)
     if args.dry_run:
-        print(f"{len(todo)} to redo, {len(conflicts)} conflict(s), {len(skipped)} skipped")
+        _out(f"{len(todo)} to redo, {len(conflicts)} conflict(s), {len(skipped)} skipped")
         return EX_OK
 
     def progress(k: int, n: int, item, outcome: str, reason: str | None) -> None:
@@ -248,7 +317,7 @@ def cmd_redo(cfg, args) -> int:
     redo.forget_gone(db, skipped)
     summary = redo.run(cfg, todo, progress)
     for path in summary.busy:
-        print(f"skipped {path}: being transcribed by another process right now")
+        _out(f"skipped {path}: being transcribed by another process right now")
     print(f"redo: {summary.redone} transcribed again, {len(summary.failed)} failed, {len(summary.waiting)} waiting, "
           f"{len(conflicts)} conflict(s), {len(skipped) + len(summary.busy)} skipped", file=sys.stderr)
     if summary.failed or conflicts:
@@ -259,13 +328,20 @@ def cmd_redo(cfg, args) -> int:
 def cmd_run(cfg, args) -> int:
     from handwatch.daemon import Daemon
 
-    return Daemon(cfg).run()
+    return Daemon(cfg, log_level=getattr(args, "log_level", None)).run()
 
 
 def cmd_scan(cfg, args) -> int:
+    from handwatch import progress
     from handwatch.scan import scan
+    from handwatch.state import StateDB
+    from handwatch.status import needs_review
 
-    return scan(cfg, progress=not args.no_progress and sys.stderr.isatty())
+    summary = scan(cfg, progress.bar_for(not args.no_progress and sys.stderr.isatty(), cfg.log_level))
+    review = needs_review(StateDB(cfg.state_dir), summary.outputs()) if summary.outputs() else []
+    for line in summary.lines(review):
+        _out(line, file=sys.stderr)
+    return summary.exit_code()
 
 
 def cmd_hash_password() -> int:
@@ -283,7 +359,7 @@ def cmd_hash_password() -> int:
     if len(first) < 8:
         _err("use a password of at least 8 characters")
         return EX_USAGE
-    print(hash_password(first))
+    _out(hash_password(first))
     return EX_OK
 
 
@@ -297,7 +373,7 @@ def cmd_web(cfg, args) -> int:
         try:
             web = Web.model_validate({**(cfg.web.model_dump(exclude_none=True) if cfg.web else {}), "listen": args.listen})
         except ValidationError as e:
-            raise ConfigError("--listen", problems_of(e)) from None
+            raise ConfigError("--listen", problems_of(e, model=Web)) from None
         cfg = cfg.model_copy(update={"web": web})
     WebServer(cfg).run()
     return EX_OK
@@ -310,9 +386,16 @@ def cmd_reindex(cfg, args) -> int:
 
     folders = [f.path for f in cfg.folders]
     indexed, removed = SearchIndex(StateDB(cfg.state_dir)).rebuild(lambda p: any(inside(p, f) for f in folders))
-    print(f"search index: {indexed} file(s) indexed, {removed} removed")
+    _out(f"search index: {indexed} file(s) indexed, {removed} removed")
+    return EX_OK
+
+
+def cmd_unit(cfg, args) -> int:
+    from handwatch.unit import drop_in
+
+    _out(drop_in(cfg), end="")
     return EX_OK
 
 
 COMMANDS = {"once": cmd_once, "check": cmd_check, "status": cmd_status, "retry": cmd_retry, "run": cmd_run, "scan": cmd_scan,
-            "web": cmd_web, "reindex": cmd_reindex, "redo": cmd_redo}
+            "web": cmd_web, "reindex": cmd_reindex, "redo": cmd_redo, "unit": cmd_unit}

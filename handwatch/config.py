@@ -303,9 +303,15 @@ class Config(_Frozen):
 
     @model_validator(mode="after")
     def _needs_endpoint(self):
-        uses_vlm = (self.defaults.engine or "vlm") == "vlm" or any(f.engine == "vlm" for f in self.folders)
-        if uses_vlm and not self.endpoints and self.folders:
-            raise ValueError("endpoints: at least one endpoint is needed when any folder uses engine: vlm")
+        base = self.defaults.engine or "vlm"
+        users = [i for i, f in enumerate(self.folders) if (f.engine or base) == "vlm"]
+        if users and not self.endpoints:
+            which = f"folders[{users[0]}]" + (f" and {len(users) - 1} more" if len(users) > 1 else "")
+            how = " (the default)" if self.folders[users[0]].engine is None and self.defaults.engine is None else ""
+            raise ValueError(
+                f"endpoints: none configured, but {which} uses engine: vlm{how}. Add an endpoint "
+                "(endpoints: [{url: http://127.0.0.1:1234/v1}] for LM Studio; vLLM :8000/v1, Ollama :11434/v1, "
+                "llama.cpp :8080/v1), or set engine: tesseract to read on the CPU")
         return self
 
     def base_rule(self) -> Rule:
@@ -313,6 +319,21 @@ class Config(_Frozen):
 
     def folder_rule(self, folder: Folder) -> Rule:
         return self.base_rule().merged(folder)
+
+    def secrets(self) -> list[str]:
+        """What must never be logged or printed: API keys, passwords in endpoint URLs, the web password."""
+        found = [ep.api_key() for ep in self.endpoints if ep.api_key_env]
+        found += [urlsplit(ep.url).password or "" for ep in self.endpoints]
+        if self.web is not None and self.web.password_env:
+            found.append(os.environ.get(self.web.password_env, ""))
+        return [s for s in found if s and s != "not-needed"]
+
+
+# Where a key of each kind belongs, for an unknown key written in the wrong place.
+KEY_HOMES: dict[str, type[BaseModel]] = {
+    "`defaults:` or a folder entry": RuleOverride, "an entry of `endpoints:`": Endpoint,
+    "`preprocess:`": PreprocessOverride, "`web:`": Web, "`notify:`": Notify,
+}
 
 
 def format_loc(loc: tuple) -> str:
@@ -330,18 +351,24 @@ def format_loc(loc: tuple) -> str:
 AFTER_KEY = re.compile(r"(?:^|\.)(after)(?:\.|$)")
 
 
-def problems_of(exc: ValidationError, prefix: tuple = ()) -> list[str]:
+def problems_of(exc: ValidationError, prefix: tuple = (), model: type[BaseModel] | None = None) -> list[str]:
+    """One line per key path; an unknown key of `model` says which key was probably meant."""
+    from handwatch.didyoumean import suggestion
+
     seen: dict[str, str] = {}
     for err in exc.errors():
         path = format_loc(prefix + tuple(err["loc"]))
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg = "unknown key"
+            hint = suggestion(model, tuple(err["loc"]), KEY_HOMES) if model is not None else None
+            msg = f"unknown key ({hint})" if hint else "unknown key"
         elif AFTER_KEY.search(path) and err["type"] == "value_error":
             path = path[: AFTER_KEY.search(path).end(1)] + ".move"  # the move folder's own validator says why
             msg = msg.removeprefix("move: ")
         elif AFTER_KEY.search(path):
             path, msg = path[: AFTER_KEY.search(path).end(1)], "must be keep or a mapping {move: DIR}"
+        elif not err["loc"] and model is not None and msg.split(":")[0] in model.model_fields:
+            path, msg = msg.split(": ", 1)  # a check across keys names the key it is about
         seen.setdefault(path, msg)  # one message per key path: union branches repeat themselves
     for k in [k for k in seen if k.endswith("after.move")]:
         seen.pop(k[: -len(".move")], None)  # the `keep` branch's complaint only hides the real one
@@ -402,12 +429,22 @@ def read_yaml(path: Path, untrusted: bool = False) -> Any:
     return {} if data is None else data
 
 
+def systemd_dir(variable: str) -> Path | None:
+    """The first directory systemd made for the unit (`$STATE_DIRECTORY`, `$CONFIGURATION_DIRECTORY`:
+    colon-separated, absolute), or None outside such a unit."""
+    first = os.environ.get(variable, "").split(":")[0]
+    return Path(first) if first.startswith("/") else None
+
+
 def find_config(explicit: str | None) -> Path:
     if explicit:
         return Path(explicit)
     env = os.environ.get("HANDWATCH_CONFIG")
     if env:
         return Path(env)
+    managed = systemd_dir("CONFIGURATION_DIRECTORY")  # ConfigurationDirectory= in the unit
+    if managed is not None and (managed / "config.yaml").exists():
+        return managed / "config.yaml"
     for candidate in SEARCH_PATHS:
         p = Path(os.path.expanduser(candidate))
         if p.exists():
@@ -423,8 +460,11 @@ def load(path: str | os.PathLike) -> Config:
     try:
         cfg = Config.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(str(path), problems_of(e)) from None
+        raise ConfigError(str(path), problems_of(e, model=Config)) from None
     base = path.resolve().parent
+    state_dir = cfg.state_dir
+    if "state_dir" not in cfg.model_fields_set and systemd_dir("STATE_DIRECTORY") is not None:
+        state_dir = systemd_dir("STATE_DIRECTORY")  # StateDirectory= in the unit
     folders = [f.model_copy(update={"path": expand_path(f.path, base)}) for f in cfg.folders]
     problems = []
     for i, f in enumerate(folders):
@@ -433,7 +473,7 @@ def load(path: str | os.PathLike) -> Config:
                 problems.append(f"folders[{i}].path: same folder as folders[{j}]")
     if problems:
         raise ConfigError(str(path), problems)
-    return cfg.model_copy(update={"folders": folders, "state_dir": expand_path(cfg.state_dir, base), "source": str(path)})
+    return cfg.model_copy(update={"folders": folders, "state_dir": expand_path(state_dir, base), "source": str(path)})
 
 
 def load_rule_file(path: Path) -> RuleOverride:
@@ -443,4 +483,4 @@ def load_rule_file(path: Path) -> RuleOverride:
     try:
         return RuleFileOverride.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(str(path), problems_of(e)) from None
+        raise ConfigError(str(path), problems_of(e, model=RuleFileOverride)) from None

@@ -1,109 +1,142 @@
-"""Wiring: watchers feed the intake, the intake feeds the queue, workers drain it; signals and systemd.
+"""Wiring: watchers feed the intake, the intake feeds the queue, workers drain it; signals, reloads and systemd.
 
 Threads and what each may block on:
-- main: signals and systemd notifications only. It never touches a file or the database, so a hung share,
-  a huge file or a locked database can never stop the watchdog pings by accident — only on purpose, when
-  `_healthy()` says work cannot progress.
+- main: signals and systemd notifications only. It never touches a file, the database or the log, so
+  a hung share, a huge file, a locked database or a stuck journal can never stop the watchdog pings by
+  accident — only on purpose, when `_unhealthy()` says work cannot progress.
 - intake (+ hashers): events, settling, rule files, hashing, enqueueing (intake.py).
 - rescan: walks the folders at start, every `rescan_s`, and after an inotify overflow.
-- monitor: keeps folders watched, replaces dead workers, releases their jobs, computes the status line.
-- workers: claim a job, run it (worker.py); an error is logged and backed off, never fatal."""
+- monitor: applies a reloaded configuration to the watchers and the pool, keeps folders watched,
+  replaces dead workers (workpool.py), computes the status line.
+- reload (while one runs): reads and checks the new configuration and builds what it needs.
+- workers: claim a job, run it with the current runtime (worker.py); an error is logged and backed off."""
 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import signal
 import threading
 import time
 from pathlib import Path
 
-import sdnotify
-
-from handwatch import crashmarks, log, output
+from handwatch import __version__, config, crashmarks, log, output, preflight, systemd
 from handwatch.config import Config
-from handwatch.errors import EX_OK, HandwatchError, StateBusy
-from handwatch.intake import Intake, settle_for
-from handwatch.queue import owner_alive, this_owner
-from handwatch.scan import LEASE_S, MAX_ATTEMPTS
+from handwatch.errors import EX_OK, ConfigError, HandwatchError, StateBusy
+from handwatch.intake import Intake
+from handwatch.queue import JobQueue, owner_alive, this_owner
+from handwatch.state import FolderStates, Health, StateDB
 from handwatch.watch import Watcher, walk
-from handwatch.worker import Gate, Worker, build
+from handwatch.worker import DaemonPool, Gate, Runtime, build_runtime
+from handwatch.workpool import WorkerPool
 
 PUBLISH_GRACE_S = 10.0  # after the stop grace: time for workers already writing their Markdown to finish
 MONITOR_EVERY_S = 1.0
-WORKER_BACKOFF_CAP_S = 60.0
+STATUS_EVERY_S = 2.0
+DEAD_GRACE_S = 5.0  # a dead worker or observer is replaced within a monitor turn; longer means it is not
+APPLY_TIMEOUT_S = 60.0
 
 
 class Daemon:
-    def __init__(self, cfg: Config):
-        self.cfg = cfg
+    def __init__(self, cfg: Config, log_level: str | None = None):
+        self.rt: Runtime | None = None  # swapped whole by a reload; read afresh wherever it is used
+        self.cfg = cfg  # as started: the state directory, the review page and notifications stay with it
+        self.log_level = log_level  # --log-level: wins over the configuration's, also after a reload
         self.log = log.get("daemon")
         self.stopping = threading.Event()
+        self.tick = threading.Event()  # wakes the main loop: a signal, a finished reload
         self.rescan_now = threading.Event()
-        self.wake = threading.Condition()
-        self.notifier = sdnotify.SystemdNotifier()
+        self.reload_asked = threading.Event()
+        self.reload_done = threading.Event()
+        self.applied = threading.Condition()
+        self.applied_rt: Runtime | None = None
+        self.reloading: threading.Thread | None = None
+        self.notifier = systemd.Notifier()
         self.status_line = "starting"
         self.monitor_beat = time.monotonic()
-        self.current: dict[int, int] = {}  # worker slot -> id of the job it holds
-        self.orphans: set[int] = set()  # jobs whose worker failed before it could hand them back
-        self.workers: list[threading.Thread] = []
         self.started = time.time()
+        self.dead_since: float | None = None
+        self.health: str | None = None  # why work cannot progress, as the main thread last found
+        self.reload_failed = False
 
     # --- start and stop -----------------------------------------------------------------------------
 
     def _lock(self) -> None:
-        self.cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._lockfile = open(self.cfg.state_dir / "daemon.lock", "w")
+        try:
+            self.cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # Opened without truncating: a second daemon must not wipe the first one's name before it fails to lock.
+            self._lockfile = os.fdopen(os.open(self.cfg.state_dir / "daemon.lock", os.O_RDWR | os.O_CREAT, 0o600), "r+")
+        except OSError as e:
+            raise ConfigError(self.cfg.source, [f"state_dir: cannot use {self.cfg.state_dir}: {e.strerror or e}"]) from None
         try:
             fcntl.flock(self._lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise StateBusy(f"another handwatch daemon is running with state_dir {self.cfg.state_dir}") from None
+        self._lockfile.truncate(0)  # who holds it, for `handwatch status`
+        self._lockfile.write(json.dumps({"pid": os.getpid(), "version": __version__, "since": time.strftime(
+            "%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started))}))
+        self._lockfile.flush()
 
     def run(self) -> int:
+        preflight.check(self.cfg)  # what would fail every file later is a configuration error now
         self._lock()
-        self.db, self.queue, self.pipeline, self.candidates, self.n = build(self.cfg)
+        self.db = StateDB(self.cfg.state_dir)
+        self.queue = JobQueue(self.db)
         self.owner = this_owner()
         died = crashmarks.collect(self.cfg.state_dir, owner_alive)
         requeued = self.queue.recover(died_decoding=died)
         self.marks = crashmarks.DecodeMarks(self.cfg.state_dir, self.owner)
         self.gate = Gate()
-        self.worker = Worker(self.queue, self.pipeline, self.candidates, self.gate, self.marks)
-        self.intake = Intake(self.queue, self.candidates, self.stopping, self._wake_workers,
-                             settle_for(self.candidates, self.cfg.base_rule().settle_s))
+        self.page_pool = DaemonPool(0)
+        self.rt = build_runtime(self.cfg, self.db, self.queue, self.gate, self.marks, self.page_pool)
+        self.applied_rt = self.rt
+        self.pool = WorkerPool(self.queue, self.owner, self.stopping, lambda: self.rt)
+        self.intake = Intake(self.queue, self.rt.candidates, self.stopping, self.pool.wake_one)
         self.extras = self._start_extras()
-        self.log.info("daemon.starting", workers=self.n, requeued=requeued, died_decoding=len(died),
+        self.log.info("daemon.starting", workers=self.rt.n, requeued=requeued, died_decoding=len(died),
                       folders=[str(f.path) for f in self.cfg.folders])
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: self.stopping.set())
-        self.watcher = Watcher(self.candidates.specs(),
+            signal.signal(sig, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_hup)
+        self.watcher = Watcher(list(self.rt.specs),
                                lambda p, moved: self.intake.put("moved" if moved else "event", p),
                                lambda d: self.intake.put("dir", d), on_overflow=self._overflow)
         self.watcher.start()
         self.intake.start()
+        self.pool.keep(self.rt.n)
         for target, name in ((self._rescan_loop, "rescan"), (self._monitor_loop, "monitor")):
             threading.Thread(target=target, name=name, daemon=True).start()
-        for slot in range(self.n):
-            self.workers.append(self._start_worker(slot))
-        self.notifier.notify("READY=1")
+        self.status_line = self._status_line(self.rt)
         self.log.info("daemon.ready", modes={str(k): v for k, v in self.watcher.modes.items()})
+        # Ready: the database is open, the observers run, the start-up walk is under way on its thread.
+        self.notifier.ready(status=self.status_line)
         try:
             self._notify_loop()
         finally:
             self._stop()
         return EX_OK
 
+    def _on_stop(self, *_) -> None:
+        self.stopping.set()
+        self.tick.set()
+
+    def _on_hup(self, *_) -> None:
+        self.reload_asked.set()
+        self.tick.set()
+
     def _stop(self) -> None:
         self.stopping.set()
-        self.notifier.notify("STOPPING=1")
+        with self.applied:
+            self.applied.notify_all()  # a reload waiting for the monitor gives up
+        self.notifier.stopping(status="stopping: finishing the requests in flight")
         grace = self.cfg.stop_grace_s
         self.log.info("daemon.stopping", grace_s=grace)
         self.watcher.stop()
         for extra in self.extras:
             extra.stop()
-        self._wake_workers(everyone=True)
-        deadline = time.monotonic() + grace
-        for t in self.workers:
-            t.join(timeout=max(0.0, deadline - time.monotonic()))
+        self.pool.wake_one(everyone=True)
+        self.pool.join(time.monotonic() + grace)
         # Workers still waiting for a reply publish nothing from here on; those already writing finish.
         self.gate.close(PUBLISH_GRACE_S)
         left = 0
@@ -145,63 +178,158 @@ class Daemon:
     # --- the main thread: systemd only ----------------------------------------------------------------
 
     def _notify_loop(self) -> None:
-        every = int(os.environ.get("WATCHDOG_USEC", "0")) / 2e6
+        every = systemd.watchdog_interval_s()
         stale_after = max(30.0, 2 * every)
-        last_ping = 0.0
+        last_ping, sent = 0.0, self.status_line
         while not self.stopping.is_set():
             now = time.monotonic()
+            if self.reload_asked.is_set() and self.reloading is None:
+                self.reload_asked.clear()
+                self.reload_done.clear()
+                self.notifier.reloading(status="reloading the configuration")
+                sent = "reloading the configuration"
+                self.reloading = threading.Thread(target=self._reload, name="reload", daemon=True)
+                self.reloading.start()
+            if self.reloading is not None and self.reload_done.is_set():
+                self.reloading = None
+                self.notifier.ready(status=self.status_line)
+                sent = self.status_line
+            why = self.health = self._unhealthy(now, stale_after)
+            status = self.status_line if why is None else f"unhealthy: {why}"
+            if status != sent and self.reloading is None:
+                self.notifier.status(status)
+                sent = status
             if every and now - last_ping >= every:
-                why = self._unhealthy(now, stale_after)
                 if why is None:
-                    self.notifier.notify(f"WATCHDOG=1\nSTATUS={self.status_line}")
-                    last_ping = now
-                else:
-                    self.log.error("daemon.unhealthy", reason=why)
-            self.stopping.wait(min(every / 2, 1.0) if every else 1.0)
+                    self.notifier.watchdog()
+                else:  # said again at every missed ping, so it is on screen whenever systemd acts
+                    self.notifier.status(status)
+                last_ping = now
+            self.tick.wait(min(every / 2, 1.0) if every else 1.0)
+            self.tick.clear()
 
     def _unhealthy(self, now: float, stale_after: float) -> str | None:
-        """Why work cannot progress (then systemd should restart us), or None."""
+        """Why work cannot progress (then systemd should restart us), or None. No I/O: threads and clocks."""
         if not self.intake.alive() or now - self.intake.heartbeat > stale_after:
             return "the intake thread stopped"
         if now - self.monitor_beat > stale_after:
             return "the monitor thread stopped"
+        if self.pool.trouble:
+            return self.pool.trouble
+        dead_workers, dead_observers = self.pool.dead(self.rt.n), self.watcher.dead()
+        if not (dead_workers or dead_observers):
+            self.dead_since = None
+            return None
+        self.dead_since = self.dead_since or now
+        if now - self.dead_since > DEAD_GRACE_S:
+            return (f"{dead_workers} worker thread(s) and {dead_observers} folder observer(s) dead "
+                    f"for {now - self.dead_since:.0f} s")
         return None
 
-    # --- monitor: folders, workers, status --------------------------------------------------------------
+    # --- reload: SIGHUP -----------------------------------------------------------------------------
+
+    def _reload(self) -> None:
+        """Read and check the configuration again and build what it needs; then let the monitor apply it.
+        A bad configuration is logged and the running one stays; the queue is never touched."""
+        old = self.rt
+        try:
+            cfg = config.load(old.cfg.source)
+            preflight.check(cfg)
+            cfg = self._keep_started(cfg)
+            log.setup(self.log_level or cfg.log_level, daemon=True, secrets=cfg.secrets())
+            rt = build_runtime(cfg, self.db, self.queue, self.gate, self.marks, self.page_pool, previous=old)
+        except ConfigError as e:
+            self.reload_failed = True
+            self.log.error("config.reload_failed", problems=e.lines(), action="kept the running configuration")
+        except Exception as e:
+            self.reload_failed = True
+            self.log.exception("config.reload_failed", error=f"{type(e).__name__}: {e}",
+                               action="kept the running configuration")
+        else:
+            self.reload_failed = False
+            self.rt = rt
+            self.intake.candidates = rt.candidates
+            self.pool.wake_one(everyone=True)  # slots above a smaller pool end; the rest claim with the new runtime
+            with self.applied:
+                applied = self.applied.wait_for(lambda: self.applied_rt is rt or self.stopping.is_set(), APPLY_TIMEOUT_S)
+            before, after = {f.path for f in old.cfg.folders}, {f.path for f in cfg.folders}
+            self.log.info("config.reloaded", applied=applied, workers=rt.n,
+                          folders_added=sorted(map(str, after - before)), folders_removed=sorted(map(str, before - after)),
+                          endpoints_changed=old.cfg.endpoints != cfg.endpoints)
+        finally:
+            try:
+                self.status_line = self._status_line(self.rt)
+            except Exception:  # a locked database: the monitor writes the line at its next turn
+                pass
+            self.reload_done.set()
+            self.tick.set()
+
+    def _keep_started(self, cfg: Config) -> Config:
+        """What a reload cannot change in a running process keeps its started value, with a warning."""
+        fixed = {"state_dir": "the state database stays open", "web": "the review page keeps running as started",
+                 "notify": "notifications keep running as started"}
+        changed = [k for k in fixed if getattr(cfg, k) != getattr(self.cfg, k)]
+        if changed:
+            self.log.warning("config.needs_restart", keys=changed, reason="; ".join(fixed[k] for k in changed),
+                             action="restart the service for these")
+        return cfg.model_copy(update={k: getattr(self.cfg, k) for k in changed})
+
+    # --- monitor: reloads, folders, workers, status --------------------------------------------------------
 
     def _monitor_loop(self) -> None:
-        status_every, last_status = 5.0, 0.0
+        last_status, said = 0.0, None
+        folders = FolderStates(self.db)
+        shown: dict = {}
         while not self.stopping.is_set():
             self.monitor_beat = time.monotonic()
             try:
+                rt = self.rt
+                if rt is not self.applied_rt:
+                    self._apply(rt)
                 for path in self.watcher.ensure():
                     self.intake.put("dir", path)  # (re)watched: walk it for what arrived meanwhile
-                self._replace_dead_workers()
-                if self.orphans:
-                    for job_id in list(self.orphans):
-                        self.queue.release_job(job_id, self.owner)
-                        self.orphans.discard(job_id)
-                if time.monotonic() - last_status >= status_every:
-                    self.status_line = self._status_line()
+                if self.watcher.states != shown:
+                    folders.set(self.watcher.states)
+                    shown = dict(self.watcher.states)
+                self.pool.keep(rt.n)
+                self.pool.settle_orphans()
+                if time.monotonic() - last_status >= STATUS_EVERY_S:
+                    self.status_line = self._status_line(rt)
                     last_status = time.monotonic()
+                    self.tick.set()
+                why = self.health
+                if why != said:  # the main thread decides and never logs: say it here, once per change
+                    if why:
+                        self.log.error("daemon.unhealthy", reason=why, action="no watchdog pings: systemd restarts us")
+                    elif said:
+                        self.log.info("daemon.healthy")
+                    said = why
             except Exception as e:
                 self.log.error("monitor.error", error=f"{type(e).__name__}: {e}")
             self.stopping.wait(MONITOR_EVERY_S)
 
-    def _status_line(self) -> str:
+    def _apply(self, rt: Runtime) -> None:
+        """A reloaded runtime: watch what it names (new folders are walked once watched), stop the rest."""
+        self.watcher.set_specs(list(rt.specs))
+        with self.applied:
+            self.applied_rt = rt
+            self.applied.notify_all()
+
+    def _status_line(self, rt: Runtime) -> str:
         c = self.queue.counts()
         folders = sum(1 for s in self.watcher.states.values() if s.startswith("watching"))
-        return (f"watching {folders}/{len(self.cfg.folders)} folders; pending {c['pending']}, running {c['running']}, "
-                f"done {c['done']}, failed {c['failed']}")
-
-    def _replace_dead_workers(self) -> None:
-        for slot, t in enumerate(self.workers):
-            if not t.is_alive() and not self.stopping.is_set():
-                job_id = self.current.pop(slot, None)
-                if job_id is not None:
-                    self.orphans.add(job_id)
-                self.log.error("worker.died", slot=slot, job=job_id)
-                self.workers[slot] = self._start_worker(slot)
+        line = (f"watching {folders}/{len(rt.cfg.folders)} folders; queued {c['pending']}, running {c['running']}, "
+                f"failed {c['failed']}, done {c['done']}")
+        if rt.cfg.endpoints:
+            health = Health(self.db).all()
+            up = sum(1 for ep in rt.cfg.endpoints if health.get(ep.url, {}).get("up"))
+            line += f"; endpoints up {up}/{len(rt.cfg.endpoints)}"
+        if self.pool.last:
+            name, outcome = self.pool.last
+            line += f"; last: {name} ({outcome})"
+        if self.reload_failed:
+            line += "; reload failed: running the previous configuration (see the log)"
+        return line
 
     # --- rescans --------------------------------------------------------------------------------------
 
@@ -215,8 +343,9 @@ class Daemon:
         first = True
         while not self.stopping.is_set():
             n = removed = 0
-            for f in self.cfg.folders:
-                r = self.cfg.folder_rule(f)
+            cfg = self.rt.cfg
+            for f in cfg.folders:
+                r = cfg.folder_rule(f)
                 for path in walk(f.path, r.recursive):
                     if self.stopping.is_set():
                         return
@@ -227,46 +356,8 @@ class Daemon:
                     n += 1
             self.log.info("rescan.done", files=n, stale_temps_removed=removed)
             first = False
-            self.rescan_now.wait(self.cfg.rescan_s)
+            self.rescan_now.wait(self.rt.cfg.rescan_s)
             self.rescan_now.clear()
-
-    # --- workers --------------------------------------------------------------------------------------
-
-    def _start_worker(self, slot: int) -> threading.Thread:
-        t = threading.Thread(target=self._work_loop, args=(slot,), name=f"worker-{slot}", daemon=True)
-        t.start()
-        return t
-
-    def _wake_workers(self, everyone: bool = False) -> None:
-        with self.wake:
-            self.wake.notify_all() if everyone else self.wake.notify()
-
-    def _work_loop(self, slot: int) -> None:
-        """Claim, work, repeat. Any error (a database locked by another process for longer than its busy
-        timeout, say) is logged and backed off; the job in hand goes back to the queue."""
-        failures = 0
-        while not self.stopping.is_set():
-            job = None
-            try:
-                job = self.queue.claim(self.owner, LEASE_S, MAX_ATTEMPTS)
-                if job is None:
-                    due = self.queue.next_due()
-                    wait = 1.0 if due is None else min(1.0, max(0.05, due - time.time()))
-                    with self.wake:
-                        self.wake.wait(timeout=wait)
-                    continue
-                self.current[slot] = job.id
-                self.worker.handle(job)
-                failures = 0
-            except Exception as e:
-                failures += 1
-                delay = min(WORKER_BACKOFF_CAP_S, 2.0 ** min(failures, 6))
-                self.log.error("worker.error", slot=slot, error=f"{type(e).__name__}: {e}", retry_in_s=delay)
-                if job is not None:
-                    self.orphans.add(job.id)
-                self.stopping.wait(delay)
-            finally:
-                self.current.pop(slot, None)
 
 
 def _remove_stale(path: Path, started: float) -> int:

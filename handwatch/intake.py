@@ -17,26 +17,30 @@ from collections.abc import Callable
 from pathlib import Path
 
 from handwatch import log, output, safefs
-from handwatch.candidates import Candidates
+from handwatch.candidates import LINK_OUT, Candidates
 from handwatch.errors import ConfigError
 from handwatch.queue import JobQueue
 from handwatch.safefs import file_sig
-from handwatch.settle import Settler
+from handwatch.settle import NOT_READ, Settler
 from handwatch.watch import walk
 
 MAX_INPUT_BYTES = 2 << 30  # no photo or scan is this large; hashing one would only waste the disk's time
 HASH_THREADS = 2
 BATCH = 500  # events handled between two heartbeats
 DB_RETRY_S = 2.0
+# Why a file is not taken that its owner would want to know; the rest (temporaries, junk, excluded names) is noise.
+WORTH_SAYING = (NOT_READ, LINK_OUT)
+MAX_SAID = 100_000
 
 
 class Intake:
     def __init__(self, queue: JobQueue, candidates: Candidates, stopping: threading.Event,
-                 on_new_job: Callable[[], None], settle_for: Callable[[Path], float]):
+                 on_new_job: Callable[[], None]):
+        # `candidates` is replaced whole when the daemon reloads its configuration: read it afresh each time.
         self.queue, self.candidates, self.stopping = queue, candidates, stopping
         self.on_new_job = on_new_job
         self.events: stdqueue.SimpleQueue = stdqueue.SimpleQueue()
-        self.settler = Settler(settle_for)
+        self.settler = Settler(self._settle_s)
         self.wake = threading.Event()
         self.to_hash: stdqueue.Queue = stdqueue.Queue()
         self.hashing: set[Path] = set()
@@ -44,6 +48,7 @@ class Intake:
         self.heartbeat = time.monotonic()
         self.log = log.get("intake")
         self.threads: list[threading.Thread] = []
+        self.said: dict[Path, safefs.FileSig] = {}  # files not taken, and the version that was logged
 
     # --- fed by the watchers and the rescan -----------------------------------------------------
 
@@ -51,6 +56,13 @@ class Intake:
         """kind: 'event' (created/modified), 'moved' (renamed into place), 'scan' (found by a walk), 'dir'."""
         self.events.put((kind, path))
         self.wake.set()
+
+    def _settle_s(self, path: Path) -> float:
+        candidates = self.candidates
+        try:
+            return candidates.book.resolve(path).rule.settle_s
+        except ConfigError:  # a broken rule file: its files fail with its reason once they settle
+            return candidates.cfg.base_rule().settle_s
 
     def start(self) -> None:
         self.threads = [threading.Thread(target=self._guarded, args=(self._settle_loop,), name="intake", daemon=True)]
@@ -111,8 +123,9 @@ class Intake:
                 self.events.put(("scan", f))
             return
         path = Path(os.path.abspath(path))
-        rule, _why = self.candidates.rule(path)
+        rule, why = self.candidates.rule(path)
         if rule is None:
+            self._ignored(path, why)
             return
         sig = file_sig(path)
         if sig is None:
@@ -123,6 +136,19 @@ class Intake:
         if kind != "moved" and path not in self.settler and self.queue.known(path, sig):
             return
         self.settler.event(path, time.monotonic(), sig)
+
+    def _ignored(self, path: Path, why: str | None) -> None:
+        """A file someone may have expected handwatch to take (a .gif, a link out of the folder) is said
+        once per version at info; temporaries, junk, Markdown and excluded names go by without a word."""
+        if why not in WORTH_SAYING or path.name.endswith(".md"):
+            return
+        sig = file_sig(path)
+        if sig is None or self.said.get(path) == sig:
+            return
+        if len(self.said) >= MAX_SAID:
+            self.said.clear()  # bounded memory; at worst a file is mentioned once more
+        self.said[path] = sig
+        self.log.info("file.ignored", path=str(path), reason=why)
 
     # --- hashing -------------------------------------------------------------------------------
 
@@ -176,13 +202,3 @@ class Intake:
     def _park(self, path: Path, sig: safefs.FileSig, reason: str, failed: bool) -> None:
         if self.queue.park(path, sig, reason, failed):
             (self.log.warning if failed else self.log.info)("file.parked", path=str(path), reason=reason)
-
-
-def settle_for(candidates: Candidates, fallback: float) -> Callable[[Path], float]:
-    def settle_s(path: Path) -> float:
-        try:
-            return candidates.book.resolve(path).rule.settle_s
-        except ConfigError:
-            return fallback
-
-    return settle_s

@@ -1,33 +1,100 @@
-"""structlog setup: JSON lines when stderr is not a terminal (systemd, pipes), a readable console when it is."""
+"""structlog setup: JSON lines under systemd and in pipes, a readable console on a terminal; secrets masked.
+
+Under journald (`JOURNAL_STREAM` names our stdout) the daemon writes its JSON lines to stdout, one
+event each with `event`, `level`, `timestamp` and its fields. Other commands keep stdout for their
+results (`once` prints output paths there) and log to stderr."""
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterable
 
 import structlog
 
+from handwatch import systemd
 
-def setup(level: str = "info", json: bool | None = None, stream=None) -> None:
-    """Configure once per process; `json=None` decides from whether the stream is a TTY."""
-    stream = stream or sys.stderr
+MASK = "[redacted]"
+MIN_SECRET = 8  # shorter values ("ollama", "none") are placeholders, and masking them would garble paths
+
+
+class Redactor:
+    """Replaces every known secret (API keys, passwords) wherever it appears in a string: a server that
+    echoes the key in an error message must not put it into the journal or onto a terminal."""
+
+    def __init__(self, secrets: Iterable[str] = ()):
+        self.secrets = sorted({s for s in secrets if s and len(s) >= MIN_SECRET}, key=len, reverse=True)
+
+    def text(self, s: str) -> str:
+        for secret in self.secrets:
+            if secret in s:
+                s = s.replace(secret, MASK)
+        return s
+
+    def value(self, v):
+        if not self.secrets:
+            return v
+        if isinstance(v, str):
+            return self.text(v)
+        if isinstance(v, dict):
+            return {k: self.value(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return type(v)(self.value(x) for x in v)
+        if isinstance(v, (int, float, bool)) or v is None:
+            return v
+        return self.text(str(v))  # paths, exceptions: rendered as text anyway
+
+    def __call__(self, _logger, _name, event_dict: dict) -> dict:
+        return self.value(event_dict)
+
+
+class RedactingStream:
+    """A text stream that masks secrets in everything written to it (what `check` and the other commands
+    print). Each `write` is masked on its own: print() hands over a message whole."""
+
+    def __init__(self, stream, redactor: Redactor):
+        self._stream, self._redactor = stream, redactor
+
+    def write(self, s: str) -> int:
+        self._stream.write(self._redactor.text(s))
+        return len(s)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def setup(level: str = "info", json: bool | None = None, stream=None, daemon: bool = False,
+          secrets: Iterable[str] = ()) -> None:
+    """Configure once per process. `daemon`: the daemon under journald logs to stdout; everything
+    else logs to stderr. `json=None` decides from whether the stream is a terminal."""
+    if stream is None:
+        stream = sys.stdout if daemon and systemd.journal_stream(_fd(sys.stdout)) else sys.stderr
     if json is None:
         json = not stream.isatty()
     processors: list = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        Redactor(secrets),
     ]
     if json:
-        processors += [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+        processors += [structlog.processors.JSONRenderer()]
     else:
-        processors += [structlog.dev.ConsoleRenderer(colors=False)]
+        processors += [structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback)]
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper(), logging.INFO)),
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
+
+
+def _fd(stream) -> int:
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return -1
 
 
 def get(name: str | None = None):

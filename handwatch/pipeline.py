@@ -43,6 +43,7 @@ class Transcript:
     result: dict
     reused: bool
     started: float
+    tokens: int = 0  # spent on this transcription (0 when the text was reused)
 
 
 class Engines:
@@ -119,12 +120,14 @@ class Pipeline:
         fingerprint = resolved.rule.fingerprint() + (f" endpoint={endpoint}" if endpoint else "")
         cached = None if (override or {}).get("fresh") else self.texts.get(sha, fingerprint)
         reused = cached is not None
+        tokens = 0
         if cached is None:
             cached = self._transcribe(path, resolved.rule, endpoint, decoding)
+            tokens = cached.pop("tokens", 0)  # what this run cost, not part of the text kept for reuse
             if file_sig(path) != before:
                 raise NotReady("file changed while it was being transcribed")
             self.texts.put(sha, fingerprint, cached)
-        return Transcript(path, sha, before, stat.S_IMODE(st.st_mode), resolved, cached, reused, started)
+        return Transcript(path, sha, before, stat.S_IMODE(st.st_mode), resolved, cached, reused, started, tokens)
 
     def publish(self, t: Transcript) -> Outcome:
         """The quick part: claim the Markdown name, write it, move the original if the rule says so."""
@@ -145,7 +148,8 @@ class Pipeline:
         self.index.update(written, text, source)
         self._record(source, written, t.sha, doc, parts, cached)
         self.log.info("file.transcribed", path=str(path), output=str(written), pages=len(doc.pages), reused=t.reused,
-                      needs_review=doc.needs_review, duration_ms=int((time.monotonic() - t.started) * 1000))
+                      needs_review=doc.needs_review, duration_ms=int((time.monotonic() - t.started) * 1000),
+                      tokens=t.tokens, engine=rule.engine, endpoint=doc.endpoint)
         return Outcome(source, written, t.reused, doc.needs_review)
 
     @staticmethod
@@ -221,6 +225,7 @@ class Pipeline:
                 "extra": extra, "appendix": appendix,
                 "words": [None if r.words is None else [w.to_json() for w in r.words] for r in results],
                 "endpoint": next((r.endpoint for r in sent if r.endpoint), ""),
+                "tokens": sum(r.tokens for r in results),
                 "asked_model": next((r.asked_model for r in sent if r.asked_model), sent[0].model if sent else "")}
 
     def _after(self, path: Path, resolved: Resolved, root: Path) -> Path:

@@ -64,8 +64,14 @@ def to_array(im: Image.Image) -> np.ndarray:
     return np.asarray(im.convert("L") if im.mode != "L" else im)
 
 
+HIGH_DEPTH_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}  # 16- and 32-bit grey, 32-bit float
+
+
 def pixels(im: Image.Image) -> np.ndarray:
-    """A grey, RGB or RGBX array of a Pillow image; transparent areas become white paper, not black."""
+    """A grey, RGB or RGBX array of a Pillow image; transparent areas become white paper, not black,
+    and grey deeper than 8 bits is scaled by its range (`convert` would clip it to white)."""
+    if im.mode in HIGH_DEPTH_MODES:
+        return to_8bit(workable(np.asarray(im)))
     if im.mode not in ("RGB", "L", "RGBX"):
         if im.mode in ("RGBA", "LA", "P", "PA") or "A" in im.getbands():
             bg = Image.new("RGB", im.size, "white")
@@ -75,6 +81,39 @@ def pixels(im: Image.Image) -> np.ndarray:
         else:
             im = im.convert("RGB")
     return np.asarray(im)
+
+
+def workable(arr: np.ndarray) -> np.ndarray:
+    """Deep samples in a form OpenCV can resize: native byte order (a big-endian TIFF's 16-bit
+    samples arrive swapped), and 32-bit integers or 16-bit floats as 32-bit floats."""
+    if arr.dtype.byteorder == (">" if np.little_endian else "<"):
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    if (arr.dtype.kind in "iu" and arr.dtype.itemsize >= 4) or arr.dtype == np.float16 or arr.dtype == np.int8:
+        arr = arr.astype(np.float32)
+    return arr
+
+
+def to_8bit(arr: np.ndarray) -> np.ndarray:
+    """8-bit samples scaled by the image's actual range, darkest to 0 and brightest to 255.
+
+    Not by the type's nominal range: a 12-bit scanner's samples stored in 16 bits would come out
+    nearly black, and a float image has no nominal range at all. Non-finite floats count as the
+    darkest value; an image of one value keeps its level on the nominal scale (0..1 for floats)."""
+    if arr.dtype == np.uint8:
+        return arr
+    a = arr
+    if a.dtype.kind == "f":
+        finite = np.isfinite(a)
+        if not finite.all():
+            if not finite.any():
+                return np.zeros(a.shape, np.uint8)
+            a = np.where(finite, a, a[finite].min())
+    lo, hi = float(a.min()), float(a.max())
+    if hi <= lo:
+        top = 1.0 if a.dtype.kind == "f" else float(np.iinfo(a.dtype).max)
+        return np.full(a.shape, round(float(np.clip(lo / top, 0, 1)) * 255), np.uint8)
+    scale = 255.0 / (hi - lo)
+    return cv2.convertScaleAbs(a, alpha=scale, beta=-lo * scale)
 
 
 def luma(arr: np.ndarray) -> np.ndarray:

@@ -158,10 +158,11 @@ class JobQueue:
             (PENDING, self.clock() + delay_s, reason, self.clock()),
         )
 
-    def strike(self, job: Job, reason: str, limit: int, delay_s: float) -> bool:
-        """The server failed on this file while it answers others: count it against the file, try again
-        later, and fail the file with the server's message once it has failed `limit` times.
-        True when the file is now failed."""
+    def strike(self, job: Job, reason: str, limit: int, delay_s: float,
+               what: str = "the server failed on this file") -> bool:
+        """The server failed on this file while it answers others (or, `what` says, something else went
+        wrong that only this file causes): count it against the file, try again later, and fail the file
+        with the reason once it has failed `limit` times. True when the file is now failed."""
         now = self.clock()
         with self.db.transaction() as db:
             row = db.execute("SELECT strikes FROM jobs WHERE id=? AND sha256=? AND state=?",
@@ -174,9 +175,13 @@ class JobQueue:
                            (FAILED, n, f"{reason} ({n} tries)", now, job.id))
                 return True
             db.execute("UPDATE jobs SET state=?, strikes=?, not_before=?, reason=?, lease_until=NULL, updated=? "
-                       "WHERE id=?", (PENDING, n, now + delay_s, f"the server failed on this file ({n} of {limit}): "
+                       "WHERE id=?", (PENDING, n, now + delay_s, f"{what} ({n} of {limit}): "
                                       f"{reason}", now, job.id))
         return False
+
+    def strikes(self, job: Job) -> int:
+        row = self.db.connect().execute("SELECT strikes FROM jobs WHERE id=?", (job.id,)).fetchone()
+        return row["strikes"] if row else 0
 
     def park(self, path: Path, sig: FileSig, reason: str, failed: bool) -> bool:
         """A file that cannot even be hashed (not readable yet, not a regular file, too large): recorded
@@ -277,6 +282,20 @@ class JobQueue:
             return None
         out = decode(row["output"]) if row["output"] else None
         return {"state": row["state"], "sha256": row["sha256"], "reason": row["reason"], "attempts": row["attempts"], "output": out}
+
+    def is_due(self, path: Path) -> bool:
+        """A pending job that may be claimed now (not waiting out a delay, not parked)."""
+        row = self.db.connect().execute("SELECT 1 FROM jobs WHERE path=? AND state=? AND not_before<=?",
+                                        (encode(path), PENDING, self.clock())).fetchone()
+        return row is not None
+
+    def source_of(self, output: Path) -> Path | None:
+        """The original whose Markdown this is, for a person who names the Markdown instead."""
+        row = self.db.connect().execute("SELECT path FROM jobs WHERE output=?", (encode(output),)).fetchone()
+        return decode(row["path"]) if row else None
+
+    def paths_and_states(self) -> list[tuple[Path, str]]:
+        return [(decode(r["path"]), r["state"]) for r in self.db.connect().execute("SELECT path, state FROM jobs")]
 
     def counts(self) -> dict[str, int]:
         rows = self.db.connect().execute("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state").fetchall()

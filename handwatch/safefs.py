@@ -125,11 +125,15 @@ def folder(root: Path, target_dir: Path, create: bool = True) -> Iterator[int]:
             except FileNotFoundError:
                 if not create:
                     raise
+                made = True
                 try:
-                    os.mkdir(part, 0o777, dir_fd=fd)
+                    os.mkdir(part, 0o700, dir_fd=fd)
                 except FileExistsError:
-                    pass
+                    made = False
                 nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+                if made:  # as open as the folder it is in, whatever the umask (a service runs with 0077);
+                    # its setgid bit too, which chmod would clear: files made there keep the shared group
+                    os.fchmod(nxt, stat.S_IMODE(os.fstat(fd).st_mode) & 0o3777)
             except OSError as e:
                 if e.errno in (errno.ELOOP, errno.ENOTDIR):
                     raise Unsafe(e.errno, f"{part} in {target_dir} changed into a link or a file; nothing written") from None

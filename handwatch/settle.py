@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 
-from handwatch.inputs import readable
+from handwatch.inputs import EXTENSIONS, readable
 from handwatch.output import is_temp
 
 Signature = tuple  # safefs.FileSig (size, mtime_ns, inode, ctime_ns), or anything compared for equality
@@ -21,6 +21,7 @@ TEMP_PATTERNS = (
     "*.part", "*.partial", "*.crdownload", "*.download", "*.tmp", "*.temp", "*.swp",
     ".~*", "~$*", "._*", ".DS_Store", "Thumbs.db", "desktop.ini", ".handwatch.yaml",
 )
+NOT_READ = f"not a format handwatch reads (it reads {' '.join(sorted(EXTENSIONS))})"
 JUNK_DIRS = (".stfolder", ".stversions", "@eaDir", ".Trash*", "__MACOSX", ".git", "#recycle", "#snapshot", ".sync")
 
 
@@ -40,7 +41,7 @@ def ignored_reason(rel: PurePath) -> str | None:
         if fnmatch.fnmatchcase(name, pat):
             return f"temporary or junk name ({pat})"
     if not readable(Path(name)):
-        return "not a format handwatch reads"
+        return NOT_READ
     return None
 
 

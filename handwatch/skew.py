@@ -22,8 +22,9 @@ def _ink_mask(gray: np.ndarray) -> np.ndarray:
     return cv2.adaptiveThreshold(blur, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY_INV, block, 15)
 
 
-def estimate_skew(gray: np.ndarray, max_deg: float = MAX_SKEW_DEG, work_px: int = 480) -> float | None:
+def estimate_skew(gray: np.ndarray, max_deg: float = MAX_SKEW_DEG, work_px: int = 480, where=None) -> float | None:
     """Angle in degrees (counter-clockwise positive, as Pillow rotates) of the text lines, or None when unsure.
+    With `where` (a `paper.Paper`), only ink on the paper counts: a card's text, not the wood grain around it.
 
     Projection profile: the ink mask is rotated through candidate angles, and the angle at which
     its row sums change most sharply (lines of ink alternating with clean gaps) wins. Unlike smearing
@@ -31,7 +32,12 @@ def estimate_skew(gray: np.ndarray, max_deg: float = MAX_SKEW_DEG, work_px: int 
     rarely does. It works on a ~600 px copy: skew is a global property, and this keeps it ~30 ms."""
     gray = shrink_by(gray, round(max(gray.shape) / work_px))
     mask = _ink_mask(gray)
-    ink = float((mask > 0).mean())
+    area = mask.size
+    if where is not None:
+        on_paper = where.at(mask.shape) >= 0.5
+        mask[~on_paper] = 0
+        area = max(int(on_paper.sum()), 1)
+    ink = float(np.count_nonzero(mask)) / area
     if ink < 0.002 or ink > 0.35:
         return None  # a blank page, or a photo that is mostly dark: nothing to measure
     # Coarse search on a quarter-size mask (16x fewer pixels), then refine on the full work size.
@@ -59,8 +65,11 @@ def estimate_skew(gray: np.ndarray, max_deg: float = MAX_SKEW_DEG, work_px: int 
 
 
 def _paper(arr: np.ndarray):
-    px = arr.reshape(-1, 1 if arr.ndim == 2 else arr.shape[2])[:: 97]
-    fill = np.percentile(px, 90, axis=0)
+    """The colour for the corners a rotation uncovers: what lies along the picture's border (the
+    paper of a page that fills the frame, the table around a card), brightish rather than ink."""
+    c = 1 if arr.ndim == 2 else arr.shape[2]
+    border = np.concatenate([arr[0].reshape(-1, c), arr[-1].reshape(-1, c), arr[:, 0].reshape(-1, c), arr[:, -1].reshape(-1, c)])
+    fill = np.percentile(border, 75, axis=0)
     return float(fill[0]) if arr.ndim == 2 else tuple(float(v) for v in fill)
 
 

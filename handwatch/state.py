@@ -49,6 +49,11 @@ CREATE TABLE IF NOT EXISTS texts(
     created REAL NOT NULL,
     PRIMARY KEY(source_sha256, fingerprint)
 );
+CREATE TABLE IF NOT EXISTS folders(     -- how the running daemon sees each watched folder, for `status`
+    path BLOB PRIMARY KEY,
+    state TEXT NOT NULL,                -- "watching (inotify)", "missing: does not exist …"
+    checked REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS endpoints(
     url TEXT PRIMARY KEY,
     up INTEGER NOT NULL,
@@ -297,6 +302,22 @@ class TextCache:
             "INSERT OR REPLACE INTO texts(source_sha256, fingerprint, result, created) VALUES(?,?,?,?)",
             (sha, fingerprint, json.dumps(result), time.time()),
         )
+
+
+class FolderStates:
+    """What the daemon's watcher last said of each watched folder (written when it changes)."""
+
+    def __init__(self, db: StateDB):
+        self.db = db
+
+    def set(self, states: dict[Path, str]) -> None:
+        with self.db.transaction() as db:
+            db.execute("DELETE FROM folders")
+            db.executemany("INSERT INTO folders(path, state, checked) VALUES(?,?,?)",
+                           [(encode(p), s, time.time()) for p, s in states.items()])
+
+    def all(self) -> dict[str, str]:
+        return {os.fsdecode(r["path"]): r["state"] for r in self.db.connect().execute("SELECT * FROM folders")}
 
 
 class Health:

@@ -112,6 +112,7 @@ class _Watch:
     observer: object
     ident: tuple[int, int]
     mode: str
+    spec: WatchSpec | None = None
 
 
 class Watcher:
@@ -175,6 +176,27 @@ class Watcher:
             started.append(spec.path)
         return started
 
+    def set_specs(self, specs: list[WatchSpec]) -> list[Path]:
+        """A reloaded configuration: stop watching folders it no longer names, or names with other
+        settings (`ensure` starts those again, and the new ones). Returns the folders no longer watched.
+        Call it from the thread that calls `ensure`."""
+        wanted = {s.path: s for s in specs}
+        removed = []
+        for path, w in list(self._watches.items()):
+            if wanted.get(path) != w.spec:
+                self._stop(self._watches.pop(path))
+                if path not in wanted:
+                    removed.append(path)
+                    self.log.info("watch.stopped", path=str(path), reason="no longer in the configuration")
+        for path in [p for p in self.states if p not in wanted]:
+            del self.states[path]
+        self.specs = list(specs)
+        return removed
+
+    def dead(self) -> int:
+        """Observers whose thread has ended (`ensure` starts them again); safe from any thread."""
+        return sum(1 for w in list(self._watches.values()) if not _alive(w.observer))
+
     def _start(self, spec: WatchSpec, ident: tuple[int, int]) -> _Watch:
         if not wants_polling(spec.path, spec.poll):
             obs = Observer()
@@ -182,7 +204,7 @@ class Watcher:
                 obs.schedule(self.handler, str(spec.path), recursive=spec.recursive)
                 obs.start()
                 self.log.info("watch.started", path=str(spec.path), mode="inotify")
-                return _Watch(obs, ident, "inotify")
+                return _Watch(obs, ident, "inotify", spec)
             except OSError as e:  # inotify watch or instance limit reached: poll instead, never die
                 self.log.warning("watch.inotify_failed", path=str(spec.path), error=str(e), fallback="polling",
                                  hint="raise fs.inotify.max_user_watches to use inotify")
@@ -191,7 +213,7 @@ class Watcher:
         obs.schedule(self.handler, str(spec.path), recursive=spec.recursive)
         obs.start()
         self.log.info("watch.started", path=str(spec.path), mode="polling")
-        return _Watch(obs, ident, "polling")
+        return _Watch(obs, ident, "polling", spec)
 
     @staticmethod
     def _stop(w: _Watch) -> None:

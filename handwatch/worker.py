@@ -7,10 +7,12 @@ import errno
 import os
 import queue as stdqueue
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+
+import structlog
 
 from handwatch import log, output, safefs
 from handwatch.candidates import Candidates
@@ -18,14 +20,15 @@ from handwatch.config import Config
 from handwatch.crashmarks import DecodeMarks
 from handwatch.engines.http import FileRejected
 from handwatch.errors import ConfigError, EngineUnavailable, HandwatchError, InputError, NotReady
-from handwatch.pipeline import Engines, Pipeline
+from handwatch.pipeline import Engines, Outcome, Pipeline
 from handwatch.queue import Job, JobQueue
 from handwatch.safefs import file_sig
 from handwatch.state import Health, StateDB
+from handwatch.watch import WatchSpec
 
 
 STRIKES = 3  # a file the server fails on (while answering others) this many times is failed
-STRIKE_DELAY_S = 30.0
+STRIKE_DELAY_S = 2.0  # before the second try; doubled for each further one (a passing hiccup is retried soon)
 DISK_FULL_RETRY_S = 30.0
 
 
@@ -71,8 +74,14 @@ class DaemonPool:
 
     def __init__(self, n: int, name: str = "page"):
         self._jobs: stdqueue.SimpleQueue = stdqueue.SimpleQueue()
-        for i in range(n):
-            threading.Thread(target=self._loop, name=f"{name}-{i}", daemon=True).start()
+        self._name, self._n = name, 0
+        self.grow(n)
+
+    def grow(self, n: int) -> None:
+        """At least `n` threads (a reload that adds workers); idle extra threads cost nothing."""
+        while self._n < n:
+            threading.Thread(target=self._loop, name=f"{self._name}-{self._n}", daemon=True).start()
+            self._n += 1
 
     def _loop(self) -> None:
         while True:
@@ -97,14 +106,19 @@ class Worker:
     """Runs one claimed job through the pipeline and files the outcome in the queue."""
 
     def __init__(self, queue: JobQueue, pipeline: Pipeline, candidates: Candidates, gate: Gate | None = None,
-                 marks: DecodeMarks | None = None):
+                 marks: DecodeMarks | None = None, on_done: Callable[[Job, Outcome], None] | None = None):
         self.queue, self.pipeline, self.candidates = queue, pipeline, candidates
+        self.on_done = on_done  # `scan` counts reused texts and names the Markdown it wrote
         self.gate = gate or Gate()
         self.marks = marks
         self.log = log.get("worker")
         self.unavailable = threading.Event()  # set when a job had to wait for an endpoint
 
     def handle(self, job: Job) -> str:
+        with structlog.contextvars.bound_contextvars(job=job.id):  # every line logged for this job names it
+            return self._handle(job)
+
+    def _handle(self, job: Job) -> str:
         path = job.path
         sig = file_sig(path)
         if sig is None:
@@ -116,7 +130,6 @@ class Worker:
             self.log.info("job.dropped", path=str(path), reason=why)
             return "gone"
         rule = resolved.rule
-        started = time.monotonic()
         try:
             sha = output.sha256_file(path)
             if sha != job.sha256:  # changed since it was queued: the newer content is the job now
@@ -137,7 +150,7 @@ class Worker:
             self.queue.defer(job, max(1.0, rule.settle_s), str(e))
             return "waiting"
         except FileRejected as e:
-            if not self.queue.strike(job, str(e), STRIKES, STRIKE_DELAY_S):
+            if not self.queue.strike(job, str(e), STRIKES, STRIKE_DELAY_S * 2 ** max(0, self.queue.strikes(job))):
                 self.log.warning("job.server_failed", path=str(path), reason=str(e))
                 return "waiting"
         except EngineUnavailable as e:
@@ -162,9 +175,9 @@ class Worker:
             self.log.exception("job.crashed", path=str(path))
             self.queue.fail(job, f"internal error: {type(e).__name__}: {e}")
         else:
-            self.log.info("job.done", path=str(path), output=str(outcome.output),
-                          duration_ms=int((time.monotonic() - started) * 1000))
-            return "done"
+            if self.on_done is not None:
+                self.on_done(job, outcome)
+            return "done"  # the pipeline logged file.transcribed: one line per success
         state = self.queue.state_of(path) or {}
         self.log.warning("job.failed", path=str(path), reason=state.get("reason"))
         return "failed"
@@ -178,9 +191,39 @@ def worker_count(cfg: Config) -> int:
     return max(1, min(64, n))
 
 
+@dataclass(frozen=True)
+class Runtime:
+    """Everything one configuration builds: workers read it afresh for each job, so a reload swaps it
+    whole while jobs already running finish with the one they started with."""
+
+    cfg: Config
+    candidates: Candidates
+    pipeline: Pipeline
+    worker: Worker
+    n: int  # worker threads
+    specs: tuple[WatchSpec, ...]  # what to watch
+
+
+def build_runtime(cfg: Config, db: StateDB, queue: JobQueue, gate: Gate | None = None,
+                  marks: DecodeMarks | None = None, pool: DaemonPool | None = None,
+                  previous: Runtime | None = None) -> Runtime:
+    """`previous`: the runtime a reload replaces. Its engines are kept when the endpoints did not change
+    (their health and back-off carry on), and so is its page semaphore when the worker count did not."""
+    n = worker_count(cfg)
+    if pool is None:
+        pool = DaemonPool(n)
+    pool.grow(n)
+    same_endpoints = previous is not None and previous.cfg.endpoints == cfg.endpoints
+    engines = previous.pipeline.engines if same_endpoints else Engines(cfg, Health(db))
+    slots = previous.pipeline.image_slots if previous is not None and previous.n == n else None
+    pipeline = Pipeline(cfg, db, engines, page_pool=pool, image_slots=slots or threading.BoundedSemaphore(n + 1))
+    candidates = Candidates(cfg, pipeline.rules)
+    return Runtime(cfg, candidates, pipeline, Worker(queue, pipeline, candidates, gate, marks), n,
+                   tuple(candidates.specs()))
+
+
 def build(cfg: Config) -> tuple[StateDB, JobQueue, Pipeline, Candidates, int]:
     db = StateDB(cfg.state_dir)
-    n = worker_count(cfg)
-    slots = threading.BoundedSemaphore(n + 1)
-    pipeline = Pipeline(cfg, db, Engines(cfg, Health(db)), page_pool=DaemonPool(n), image_slots=slots)
-    return db, JobQueue(db), pipeline, Candidates(cfg, pipeline.rules), n
+    queue = JobQueue(db)
+    rt = build_runtime(cfg, db, queue)
+    return db, queue, rt.pipeline, rt.candidates, rt.n

@@ -20,8 +20,8 @@ from tests.fakeopenai import Recorded, wait_for
 
 
 class DaemonProc:
-    def __init__(self, cfg: Path, log: Path, env: dict | None = None, prefix: tuple[str, ...] = ()):
-        """`prefix`: a command the daemon runs under (`setpriv …` to drop capabilities)."""
+    def __init__(self, cfg: Path, log: Path, env: dict | None = None, prefix: tuple[str, ...] | list[str] = ()):
+        """`prefix`: a command that runs the daemon (tests/sandbox.py and its unit file, say)."""
         self.cfg, self.log_path = cfg, log
         self.proc = subprocess.Popen([*prefix, sys.executable, "-m", "handwatch", "-c", str(cfg), "run"],
                                      stdout=subprocess.DEVNULL, stderr=open(log, "ab"), env=cli_env(env),
@@ -146,3 +146,39 @@ def tree(root: Path) -> set[str]:
         for name in dirs + files:
             out.add(os.path.relpath(os.path.join(dirpath, name), root))
     return out
+
+
+# --- systemd's side of sd_notify ---------------------------------------------------------------
+
+class NotifySocket:
+    """A datagram socket in NOTIFY_SOCKET's place: what the daemon tells systemd, with arrival times."""
+
+    def __init__(self, path: Path):
+        import socket
+        import threading
+        import time
+
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.messages: list[tuple[float, str]] = []
+        self._time = time.monotonic
+
+        def recv():
+            while True:
+                try:
+                    data = self.sock.recv(65536)
+                except OSError:
+                    return
+                self.messages.append((self._time(), data.decode("utf-8", "replace")))
+
+        threading.Thread(target=recv, daemon=True).start()
+
+    def env(self, watchdog_s: float = 2.0) -> dict:
+        return {"NOTIFY_SOCKET": str(self.path), "WATCHDOG_USEC": str(int(watchdog_s * 1e6))}
+
+    def count(self, line: str) -> int:
+        return sum(1 for _, m in self.messages if line in m.split("\n"))
+
+    def close(self) -> None:
+        self.sock.close()

@@ -57,6 +57,15 @@ class FakeOpenAI:
         # Set to an item (see `reply`) to answer every request on every path with it — what a web UI or a
         # wrong path at the configured URL does — instead of speaking the OpenAI API.
         self.every_path: dict | None = None
+        # What the server says about itself: vLLM adds max_model_len to each /v1/models entry; Ollama,
+        # LM Studio and llama.cpp answer their native APIs ({(method, path): JSON body or a callable
+        # taking the request's JSON}); any other path is a 404 as before.
+        self.max_model_len: int | None = None
+        self.native: dict[tuple[str, str], Any] = {}
+        self.native_requests: list[tuple[str, str, Any]] = []
+        # True: a request for a model not in `models` gets 404 model_not_found, as LM Studio answers
+        # once another model has been loaded in its place.
+        self.strict_models = False
         self.lock = threading.Lock()
         self.in_flight = 0
         self.server = _Server(("127.0.0.1", port), self._handler())
@@ -131,11 +140,23 @@ class FakeOpenAI:
                            item.get("content_type", "text/html; charset=utf-8"))
                 return True
 
+            def _native(self, method: str, body) -> bool:
+                answer = fake.native.get((method, self.path))
+                if answer is None:
+                    return False
+                fake.native_requests.append((method, self.path, body))
+                self._send(200, answer(body) if callable(answer) else answer)
+                return True
+
             def do_GET(self):
                 if fake.every_path is not None and self._fault(fake.every_path):
                     return
+                if self._native("GET", None):
+                    return
                 if self.path.rstrip("/").endswith("/models"):
-                    self._send(200, {"object": "list", "data": [{"id": m, "object": "model", "owned_by": "fake"} for m in fake.models]})
+                    extra = {"max_model_len": fake.max_model_len} if fake.max_model_len is not None else {}
+                    self._send(200, {"object": "list", "data": [{"id": m, "object": "model", "owned_by": "fake", **extra}
+                                                                for m in fake.models]})
                 else:
                     self._send(404, {"error": {"message": "not found"}})
 
@@ -145,9 +166,14 @@ class FakeOpenAI:
                 if fake.every_path is not None and self._fault(fake.every_path):
                     return
                 body = json.loads(raw_body or b"{}")
+                if self._native("POST", body):
+                    return
                 if not self.path.rstrip("/").endswith("/chat/completions"):
                     return self._send(404, {"error": {"message": "not found"}})
                 rec = fake._record(body)
+                if fake.strict_models and body.get("model") not in fake.models:
+                    return self._send(404, {"error": {"message": f"model '{body.get('model')}' not found",
+                                                      "type": "invalid_request_error", "code": "model_not_found"}})
                 try:
                     self._answer(rec, body)
                 except OSError:

@@ -86,34 +86,6 @@ def test_once_refuses_to_overwrite_an_edited_markdown(tmp_path, photo, fake_open
     assert md.read_text().endswith("My correction.\n")
 
 
-def test_check_reads_back_the_probe_image(tmp_path, fake_openai, write_config, run_cli):
-    import pytesseract
-
-    # A "vision model" that really reads the image it is sent: Tesseract on the decoded request image.
-    fake_openai.reply(lambda req: pytesseract.image_to_string(req.image, config="--psm 7 -c tessedit_char_whitelist=0123456789"))
-    cfg = write_config({"endpoints": [{"url": fake_openai.url}]})
-    res = run_cli("check", "-c", cfg)
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert f"endpoint {fake_openai.url}: up; models: fake-vl-7b" in res.stdout
-    assert "reads images" in res.stdout
-
-
-def test_check_reports_a_model_that_does_not_see_images(tmp_path, fake_openai, write_config, run_cli):
-    fake_openai.reply("I am a text-only model and cannot see images.")
-    cfg = write_config({"endpoints": [{"url": fake_openai.url}]})
-    res = run_cli("check", "-c", cfg)
-    assert res.returncode == 69
-    assert "does not read images" in res.stdout
-
-
-def test_check_with_the_tesseract_engine(tmp_path, write_config, run_cli):
-    cfg = write_config({"defaults": {"engine": "tesseract", "languages": ["de", "en"]},
-                        "folders": [{"path": str(tmp_path / "inbox")}]})
-    res = run_cli("check", "-c", cfg)
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert f"config ok: {cfg}" in res.stdout and "tesseract: ok" in res.stdout and "deu+eng" in res.stdout
-
-
 def test_logs_are_json_lines_when_not_on_a_terminal(tmp_path, photo, fake_openai, write_config, run_cli):
     import json
 

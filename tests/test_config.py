@@ -32,7 +32,7 @@ folders:
 """)
     lines = err.value.lines()
     src = str(tmp_path / "c.yaml")
-    assert f"{src}: endpoints[0].max_concurency: unknown key" in lines
+    assert f"{src}: endpoints[0].max_concurency: unknown key (did you mean `max_concurrency`?)" in lines
     assert any(line.startswith(f"{src}: defaults.profile:") for line in lines)
     assert any(line.startswith(f"{src}: folders[1].languages: not ISO 639") for line in lines)
     assert any(line.startswith(f"{src}: folders[1].preprocess.max_side:") for line in lines)
@@ -42,7 +42,23 @@ folders:
 def test_unknown_top_level_key_is_an_error(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_text(tmp_path, "state_dirr: /tmp/x\n")
-    assert err.value.problems == ["state_dirr: unknown key"]
+    assert err.value.problems == ["state_dirr: unknown key (did you mean `state_dir`?)"]
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("endpoint: []\n", "endpoint: unknown key (did you mean `endpoints`?)"),
+    ("defaults: {engine: tesseract}\nfolders:\n  - {path: /tmp/a, langauges: [en]}\n",
+     "folders[0].langauges: unknown key (did you mean `languages`?)"),
+    ("defaults: {engine: tesseract, preprocess: {deskw: true}}\n",
+     "defaults.preprocess.deskw: unknown key (did you mean `deskew`?)"),
+    ("web: {Listen: 127.0.0.1:9}\n", "web.Listen: unknown key (did you mean `listen`?)"),
+    ("languages: [en]\n", "languages: unknown key (`languages` belongs under `defaults:` or a folder entry)"),
+    ("defaults: {engine: tesseract, fnord: 1}\n", "defaults.fnord: unknown key"),
+])
+def test_an_unknown_key_suggests_the_key_that_was_meant(tmp_path, text, problem):
+    with pytest.raises(ConfigError) as err:
+        load_text(tmp_path, text)
+    assert err.value.problems == [problem]
 
 
 def test_invalid_yaml_names_the_line(tmp_path):
@@ -113,10 +129,12 @@ def test_paths_expand_home_and_environment(tmp_path, monkeypatch):
     assert cfg.folders[1].path == tmp_path / "rel"  # relative to the config file's folder
 
 
-def test_vlm_folders_need_an_endpoint(tmp_path):
+def test_vlm_folders_need_an_endpoint_and_the_error_says_how_to_add_one(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_text(tmp_path, "folders:\n  - path: /tmp/a\n")
-    assert "endpoints" in err.value.problems[0]
+    (problem,) = err.value.problems
+    assert problem.startswith("endpoints: none configured, but folders[0] uses engine: vlm (the default). Add an endpoint")
+    assert "url: http://127.0.0.1:1234/v1" in problem and "engine: tesseract" in problem
 
 
 def test_output_template_must_be_safe(tmp_path):

@@ -80,7 +80,7 @@ def test_bad_rule_file_names_file_and_key(cfg, tmp_path):
     (sub / ".handwatch.yaml").write_text("profle: recipe\n")
     with pytest.raises(ConfigError) as err:
         rules.RuleBook(cfg).resolve(sub / "a.jpg")
-    assert err.value.source == str(sub / ".handwatch.yaml") and err.value.problems == ["profle: unknown key"]
+    assert err.value.source == str(sub / ".handwatch.yaml") and err.value.problems == ["profle: unknown key (did you mean `profile`?)"]
 
 
 def test_include_exclude_globs():

@@ -173,7 +173,7 @@ def test_listening_off_loopback_without_a_password_is_refused_at_start(tmp_path,
 
 
 def test_a_password_variable_that_is_not_set_stops_the_page_and_the_daemon(tmp_path, write_config, run_cli):
-    cfg = write_config({"endpoints": [{"url": "http://127.0.0.1:9/v1"}],
+    cfg = write_config({"endpoints": [{"url": "http://127.0.0.1:9/v1"}], "folders": [{"path": str(tmp_path / "inbox")}],
                         "web": {"listen": "0.0.0.0:8765", "password_env": "HW_UNSET_PASSWORD"}})
     for cmd in (["web"], ["run"]):
         res = run_cli("-c", cfg, *cmd, timeout=60)

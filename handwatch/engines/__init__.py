@@ -20,6 +20,7 @@ class PageText:
     words: list[Word] | None = None  # each word's probability of being right; None: the engine gave none
     endpoint: str = ""  # which server answered (its label), for provenance
     asked_model: str = ""  # the model handwatch asked for (servers may report another name for it)
+    tokens: int = 0  # tokens the server counted for the reply used (for the log)
 
 
 class Engine(Protocol):

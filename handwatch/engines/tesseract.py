@@ -28,6 +28,16 @@ def tess_langs(codes) -> str:
     return "+".join(dict.fromkeys(out))
 
 
+def installed_languages() -> set[str] | None:
+    """The traineddata Tesseract has, or None when Tesseract is not installed."""
+    import pytesseract
+
+    try:
+        return set(pytesseract.get_languages(config=""))
+    except (pytesseract.TesseractNotFoundError, OSError):
+        return None
+
+
 class TesseractEngine:
     name = "tesseract"
 
@@ -36,14 +46,11 @@ class TesseractEngine:
         self._lock = threading.Lock()
 
     def _check(self, langs: str) -> None:
-        import pytesseract
-
         with self._lock:
             if self._installed is None:
-                try:
-                    self._installed = set(pytesseract.get_languages(config=""))
-                except (pytesseract.TesseractNotFoundError, OSError):
-                    raise EngineUnavailable("tesseract is not installed (apt-get install tesseract-ocr)") from None
+                self._installed = installed_languages()
+                if self._installed is None:
+                    raise EngineUnavailable("tesseract is not installed (apt-get install tesseract-ocr)")
         missing = [x for x in langs.split("+") if x not in self._installed]
         if missing:
             pkgs = " ".join(f"tesseract-ocr-{m.replace('_', '-')}" for m in missing)

@@ -34,6 +34,7 @@ class Reply:
     tokens: list[doubt.Token] | None = None  # with log-probabilities, when asked for and given
     endpoint: str = ""  # the answering endpoint's label
     asked: str = ""  # the model that was asked for
+    usage: int = 0  # tokens the server counted for this request (prompt and completion)
 
     def words(self, text: str) -> list[doubt.Word] | None:
         """Word probabilities for `text`, a cleaned or rendered form of this reply; None without tokens."""
@@ -84,9 +85,13 @@ class EndpointClient:
         self.logprobs_ok: bool | None = None  # None: not known yet; False: rejected or ignored, stop asking
         self.log = log.get("vlm")
 
-    def models(self) -> list[str]:
+    def listing(self) -> list[dict]:
+        """/v1/models as the server sends it: beside `id`, servers add what they know (vLLM: max_model_len)."""
         page = http.call(self.url, min(self.ep.timeout_s, 30.0), self.client.models.with_raw_response.list)
-        return [m.id for m in getattr(page, "data", None) or []]
+        return [m.model_dump() for m in getattr(page, "data", None) or []]
+
+    def models(self) -> list[str]:
+        return [str(m.get("id")) for m in self.listing()]
 
     def model(self) -> str:
         """The configured model, or the only one the server lists — detected again after the server
@@ -156,8 +161,9 @@ class EndpointClient:
         elif tokens is not None:
             self.logprobs_ok = True
         # reasoning / reasoning_content fields are thinking, never transcription: only `content` is read.
+        used = getattr(getattr(resp, "usage", None), "total_tokens", None)
         return Reply(choice.message.content or "", choice.finish_reason, resp.model or model, tokens,
-                     self.ep.label(), model)
+                     self.ep.label(), model, used if isinstance(used, int) else 0)
 
 
     def probe(self) -> bool:
@@ -177,7 +183,8 @@ class EndpointClient:
 def _page(text: str, reply: Reply | None, reasons: list[str], extra: dict | None = None) -> PageText:
     if reply is None:
         return PageText(text, "", reasons, extra or {})
-    return PageText(text, reply.model, reasons, extra or {}, reply.words(text), reply.endpoint, reply.asked)
+    return PageText(text, reply.model, reasons, extra or {}, reply.words(text), reply.endpoint, reply.asked,
+                    reply.usage)
 
 
 
