@@ -1,5 +1,5 @@
 """A world for one fault case: a watched folder, the daemon as a real subprocess under a stand-in for
-systemd's notify socket, what each file should end as, and the checks every case ends with.
+systemd's notify socket (tests/sdlisten.py), what each file should end as, and the checks every case ends with.
 
 The checks are the issue's: every good file ends with exactly one Markdown holding its own text, every
 bad one is failed with its own reason, no temporary file is left, no original changed, the daemon still
@@ -10,12 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import signal
-import socket
-import struct
-import tempfile
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -28,6 +23,7 @@ import yaml
 
 from tests.daemon_util import PLAIN, DaemonProc, body, front, id_png, status, temps, text_of
 from tests.fakeopenai import wait_for
+from tests.sdlisten import NotifyListener
 
 WATCHDOG_S = 6.0  # WATCHDOG_USEC given to the daemon: it pings every half of it
 # Run as root (here and in CI), the daemon would read any file whatever its permission bits; without
@@ -44,58 +40,6 @@ def sha256(path: Path) -> str:
 def _content(path: Path) -> str:
     size = os.stat(path).st_size
     return sha256(path) if size < 64 << 20 else f"{size} bytes"
-
-
-@dataclass
-class Message:
-    t: float  # time.monotonic() on arrival
-    pid: int
-    fields: dict[str, str]
-
-
-class Notify:
-    """systemd's end of sd_notify: a datagram socket that learns each sender's pid from the kernel
-    (SO_PASSCRED), as systemd does, so pings of a killed daemon and of its successor are told apart."""
-
-    def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="hw-notify-")  # a socket path must stay under 108 bytes
-        self.path = os.path.join(self.dir, "notify")
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(self.path)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-        self.sock.settimeout(0.2)
-        self.messages: list[Message] = []
-        self.lock = threading.Lock()
-        self.closed = False
-        self.thread = threading.Thread(target=self._loop, daemon=True)
-        self.thread.start()
-
-    def _loop(self) -> None:
-        cred = struct.Struct("3i")
-        while not self.closed:
-            try:
-                data, anc, _flags, _addr = self.sock.recvmsg(65536, socket.CMSG_SPACE(cred.size))
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            pid = 0
-            for level, kind, cdata in anc:
-                if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
-                    pid = cred.unpack(cdata[: cred.size])[0]
-            fields = dict(line.split("=", 1) for line in data.decode("latin-1").splitlines() if "=" in line)
-            with self.lock:
-                self.messages.append(Message(time.monotonic(), pid, fields))
-
-    def of(self, pid: int, key: str) -> list[Message]:
-        with self.lock:
-            return [m for m in self.messages if m.pid == pid and key in m.fields]
-
-    def close(self) -> None:
-        self.closed = True
-        self.thread.join(timeout=2)
-        self.sock.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @dataclass
@@ -130,7 +74,7 @@ class World:
         self.cfg = root / "config.yaml"
         self.cfg.write_text(yaml.safe_dump(data, sort_keys=False))
         self.log = root / "daemon.log"
-        self.notify = Notify()
+        self.notify = NotifyListener()
         self.prefix = NO_DAC if no_dac and os.geteuid() == 0 else ()
         self.lives: list[Life] = []
         self.good: dict[Path, Good] = {}
@@ -141,7 +85,7 @@ class World:
     # --- the daemon ---------------------------------------------------------------------------
 
     def start(self) -> DaemonProc:
-        env = {"NOTIFY_SOCKET": self.notify.path, "WATCHDOG_USEC": str(int(WATCHDOG_S * 1e6))}
+        env = self.notify.env(watchdog_usec=int(WATCHDOG_S * 1e6))
         self.lives.append(Life(DaemonProc(self.cfg, self.log, env, self.prefix)))
         return self.daemon
 
@@ -267,7 +211,7 @@ class World:
         """The running daemon pings again (`more` new pings), and no daemon ever let WATCHDOG_USEC pass
         without a ping while it was running and not stopped by the test: systemd would have killed it."""
         pid, since = self.pid, time.monotonic()
-        wait_for(lambda: len([m for m in self.notify.of(pid, "WATCHDOG") if m.t > since]) >= more,
+        wait_for(lambda: len([m for m in self.notify.of(pid, "WATCHDOG=1") if m.t > since]) >= more,
                  WATCHDOG_S * (more + 1), interval=0.1, what="watchdog pings after the fault")
         for life in self.lives:
             longest, where = self.longest_gap(life)
@@ -275,11 +219,11 @@ class World:
 
     def longest_gap(self, life: Life) -> tuple[float, str]:
         pid = life.proc.proc.pid
-        ready = self.notify.of(pid, "READY")
+        ready = self.notify.of(pid, "READY=1")
         assert ready, f"pid {pid} never said READY=1"
         assert life.ended or life.proc.proc.poll() is None, f"pid {pid} ended without the test ending it"
         end = life.ended or time.monotonic()
-        times = [ready[0].t] + [m.t for m in self.notify.of(pid, "WATCHDOG") if m.t <= end] + [end]
+        times = [ready[0].t] + [m.t for m in self.notify.of(pid, "WATCHDOG=1") if m.t <= end] + [end]
         longest, where = 0.0, ""
         for a, b in zip(times, times[1:]):
             stopped = sum(max(0.0, min(b, t1) - max(a, t0)) for t0, t1 in life.paused)
@@ -288,7 +232,7 @@ class World:
         return longest, where
 
     def pings(self) -> int:
-        return sum(len(self.notify.of(life.proc.proc.pid, "WATCHDOG")) for life in self.lives)
+        return sum(len(self.notify.of(life.proc.proc.pid, "WATCHDOG=1")) for life in self.lives)
 
 
 class Cases:
