@@ -31,14 +31,16 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
     report = getattr(item, "_fault_report", None)
-    if report is None or (rep.when != "call" and not rep.failed):
+    if report is None or (rep.when != "call" and not (rep.failed or rep.skipped)):
         return
     if rep.failed:
         why = call.excinfo.exconly().splitlines()[0] if call.excinfo else "failed"
         result = f"FAIL ({rep.when}): {why[:160]}"
+    elif rep.skipped:
+        result = "SKIPPED: " + (rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr))
     else:
         result = "pass" + (": " + "; ".join(report.notes) if report.notes else "")
-    if item.nodeid not in _RESULTS or rep.failed:
+    if item.nodeid not in _RESULTS or rep.failed or rep.skipped:
         _RESULTS[item.nodeid] = (report, result)
 
 
