@@ -18,14 +18,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
 import yaml
 
 from tests.daemon_util import PLAIN, DaemonProc, body, front, id_png, status, temps, text_of
 from tests.fakeopenai import wait_for
 from tests.sdlisten import NotifyListener
 
-WATCHDOG_S = 6.0  # WATCHDOG_USEC given to the daemon: it pings every half of it
+WATCHDOG_S = 8.0  # WATCHDOG_USEC given to the daemon: it pings every half of it
 # Run as root (here and in CI), the daemon would read any file whatever its permission bits; without
 # these two capabilities it is held to them, as a service running as its own user is.
 NO_DAC = ("setpriv", "--bounding-set", "-dac_override,-dac_read_search",
@@ -237,30 +236,28 @@ class World:
 
 class Cases:
     """Fault cases that spend most of their time waiting for a daemon, run side by side: each registered
-    scenario gets its own folder and runs on its own thread; `fixture()` starts the selected ones."""
+    scenario gets its own folder, daemon and server, and runs on its own thread. Every module registers in
+    the one table (`CASES`); the fixture `side_by_side` (conftest.py) starts a module's selected ones at once."""
 
     def __init__(self):
         self.table: dict[str, tuple[str, Callable[[Path], list[str]]]] = {}
 
     def __call__(self, name: str, title: str):
         def register(fn):
+            assert name not in self.table, f"two fault cases named {name!r}"
             self.table[name] = (title, fn)
             return fn
 
         return register
 
-    def fixture(self):
-        @pytest.fixture(scope="module")
-        def running(request, tmp_path_factory):
-            chosen = [item.callspec.params["name"] for item in request.session.items
-                      if item.module is request.module and hasattr(item, "callspec")]
-            with ThreadPoolExecutor(max(1, len(chosen))) as pool:
-                yield {name: pool.submit(self.table[name][1], tmp_path_factory.mktemp(name)) for name in chosen}
+    def start(self, names: list[str], pool: ThreadPoolExecutor, folder: Callable[[str], Path]) -> dict:
+        return {name: pool.submit(self.table[name][1], folder(name)) for name in names}
 
-        return running
-
-    def report(self, running: dict, name: str, fault, prefix: str = "") -> None:
+    def report(self, running: dict, name: str, fault) -> None:
         """Wait for the case, re-raising its failure; its notes go into the summary table."""
-        fault.case = prefix + self.table[name][0]
-        for note in running[name].result(timeout=600):
+        fault.case = self.table[name][0]
+        for note in running[name].result(timeout=900):
             fault.note(note)
+
+
+CASES = Cases()

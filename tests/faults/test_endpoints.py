@@ -14,14 +14,14 @@ import pytest
 
 from tests.daemon_util import front, ident_of, text_for
 from tests.fakeopenai import FakeOpenAI, Recorded, free_port, wait_for
-from tests.faults.harness import Cases, World
+from tests.faults.harness import CASES, World
 
 REPLIES = Path(__file__).resolve().parent.parent / "data" / "replies"
 STALL_TIMEOUT_S = 2.5  # timeout_s of the endpoints that stall: the per-request deadline under test
 TIMEOUT_S = 10.0  # timeout_s of the others: well above a reply from 127.0.0.1 on a busy machine
 RETRY_AFTER_S = 3
-case = Cases()
 LONGEST: dict[Path, tuple[float, float]] = {}  # a case's folder: its longest request, and its timeout_s
+MATRIX: list[str] = []  # the names of this module's cases
 
 
 def matrix(name: str, title: str):
@@ -32,7 +32,8 @@ def matrix(name: str, title: str):
             longest, limit = LONGEST.pop(root)
             return [*notes, f"longest request {longest:.1f} s (timeout_s {limit:g})"]
 
-        case(name, title)(run)
+        CASES(name, "endpoint: " + title)(run)
+        MATRIX.append(name)
         return fn
 
     return register
@@ -309,11 +310,9 @@ def length(root: Path) -> list[str]:
     return ["retried with twice the max_tokens, then kept and flagged 'truncated'"]
 
 
-# --- running them all at once ---------------------------------------------------------------------
-
-matrix = case.fixture()
+# --- running them all at once (and beside test_races.py's cases) ---------------------------------
 
 
-@pytest.mark.parametrize("name", list(case.table))
-def test_endpoint_matrix(matrix, name, fault):
-    case.report(matrix, name, fault, "endpoint: ")
+@pytest.mark.parametrize("name", MATRIX)
+def test_endpoint_matrix(side_by_side, name, fault):
+    CASES.report(side_by_side, name, fault)

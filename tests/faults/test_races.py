@@ -15,10 +15,16 @@ import pytest
 
 from tests.daemon_util import ident_of, temps, text_for, text_of
 from tests.fakeopenai import FakeOpenAI, Recorded, wait_for
-from tests.faults.harness import Cases, World
+from tests.faults.harness import CASES, World
 
-case = Cases()
+RACES: list[str] = []
 LOCK_S = 35
+
+
+def race(name: str, title: str):
+    RACES.append(name)
+    return CASES(name, title)
+
 
 # Another process (a backup tool, an sqlite3 shell) holding the database's write lock.
 LOCKER = """
@@ -31,7 +37,7 @@ db.execute("ROLLBACK")
 """
 
 
-@case("in-flight", "source replaced, and another deleted, while its request is in flight")
+@race("in-flight", "source replaced, and another deleted, while its request is in flight")
 def replaced_or_deleted(root: Path) -> list[str]:
     release = threading.Event()
     server = FakeOpenAI().start()
@@ -53,7 +59,7 @@ def replaced_or_deleted(root: Path) -> list[str]:
     return ["the replaced original's Markdown holds its new text; the deleted one left no Markdown, no failure"]
 
 
-@case("locked", f"state database locked by another process for {LOCK_S} s")
+@race("locked", f"state database locked by another process for {LOCK_S} s")
 def database_locked(root: Path) -> list[str]:
     server = FakeOpenAI().start()
     server.default = text_for
@@ -82,7 +88,7 @@ def database_locked(root: Path) -> list[str]:
             f"coming; workers replaced: {died}"]
 
 
-@case("sparse", "sparse files of 40 GB and 1.9 GB named .jpg")
+@race("sparse", "sparse files of 40 GB and 1.9 GB named .jpg")
 def sparse(root: Path) -> list[str]:
     server = FakeOpenAI().start()
     server.default = text_for
@@ -107,7 +113,7 @@ def sparse(root: Path) -> list[str]:
             "photos done meanwhile; pings kept coming"]
 
 
-@case("disk-full", "disk full while writing the Markdown (a 1 MB tmpfs as the watched folder)")
+@race("disk-full", "disk full while writing the Markdown (a 1 MB tmpfs as the watched folder)")
 def disk_full(root: Path) -> list[str]:
     root.mkdir(parents=True, exist_ok=True)
     inbox = root / "inbox"
@@ -153,9 +159,6 @@ def _fill(path: Path) -> None:
                 assert e.errno == errno.ENOSPC, e
 
 
-races = case.fixture()
-
-
-@pytest.mark.parametrize("name", list(case.table))
-def test_races(races, name, fault):
-    case.report(races, name, fault)
+@pytest.mark.parametrize("name", RACES)
+def test_races(side_by_side, name, fault):
+    CASES.report(side_by_side, name, fault)
