@@ -57,7 +57,9 @@ def test_syncthing_temp_then_rename_with_old_mtime(inbox, fake_openai, start):
 def test_file_written_in_chunks_gets_one_job_after_the_last_chunk(inbox, fake_openai, start, tmp_path):
     d = start(fake_openai.url, inbox)
     src = tmp_path / "big.jpg"
-    Image.effect_noise((800, 600), 60).convert("RGB").save(src, "JPEG", quality=95)
+    page = Image.effect_noise((800, 600), 20).point(lambda v: min(255, v + 120)).convert("RGB")  # grainy paper: a big file
+    ImageDraw.Draw(page).text((40, 250), "a slow writer " * 4, fill=(0, 0, 0), font_size=40)  # and ink, or it is blank
+    page.save(src, "JPEG", quality=95)
     data = src.read_bytes()
     target = inbox / "slow.jpg"
     pause = threading.Event()
