@@ -263,8 +263,8 @@ def cmd_retry(cfg, args) -> int:
     for raw in args.paths:
         path = Path(os.path.abspath(os.path.expanduser(raw)))
         state = queue.state_of(path)
-        if state is None and queue.source_of(path) is not None:
-            path = queue.source_of(path)  # the Markdown was named: retry its original
+        if state is None and (source := queue.source_of(path)) is not None:
+            path = source  # the Markdown was named: retry its original
             state = queue.state_of(path)
         if state is None:
             if not os.path.lexists(path):
