@@ -225,7 +225,7 @@ class World:
         end = life.ended or time.monotonic()
         times = [ready[0].t] + [m.t for m in self.notify.of(pid, "WATCHDOG=1") if m.t <= end] + [end]
         longest, where = 0.0, ""
-        for a, b in zip(times, times[1:]):
+        for a, b in zip(times, times[1:], strict=False):
             stopped = sum(max(0.0, min(b, t1) - max(a, t0)) for t0, t1 in life.paused)
             if b - a - stopped > longest:
                 longest, where = b - a - stopped, f"{a - ready[0].t:.1f} s to {b - ready[0].t:.1f} s after READY"

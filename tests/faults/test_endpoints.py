@@ -50,7 +50,7 @@ class Scene:
         self.w = World(root, url or self.server.url, **kw)
         self.photos = photos
 
-    def __enter__(self) -> "Scene":
+    def __enter__(self) -> Scene:
         self.w.start()
         for i in range(self.photos):
             self.w.photo(f"p{i}.png", i)
@@ -129,7 +129,7 @@ def _retry_after(root: Path, code: int, why: str) -> list[str]:
         s.all_waiting(why)
         fixed.set()
         s.w.check()
-        gaps = [b.started - a.started for a, b in zip(refusals, refusals[1:])]
+        gaps = [b.started - a.started for a, b in zip(refusals, refusals[1:], strict=False)]
         assert min(gaps) >= RETRY_AFTER_S - 0.25, f"Retry-After {RETRY_AFTER_S} s not honoured: {gaps}"
     return [f"files waited ('{why}'), asked again no sooner than Retry-After ({len(refusals)} refusals); done after"]
 

@@ -99,10 +99,11 @@ def test_sigkill_at_random_moments_over_a_hundred_file_run(tmp_path, fault):
                 w.kill()
                 hit = _queued(w, paths) < len(paths)
             elif phase == "decode":  # the large photo claimed, its request not sent yet: hashed, decoded, prepared
-                big = paths[0]
-                wait_for(lambda: _running(w, big) and n * BATCH not in asked, 60, interval=0.001, what="a decode")
+                big, ident = paths[0], n * BATCH
+                wait_for(lambda big=big, ident=ident: _running(w, big) and ident not in asked, 60, interval=0.001,
+                         what="a decode")
                 w.kill()
-                hit = n * BATCH not in asked
+                hit = ident not in asked
             elif phase == "request":
                 request_kill.set()
                 wait_for(lambda: w.daemon.proc.poll() is not None, 60, what="a kill during a request")
