@@ -109,7 +109,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _err(msg: str) -> None:
-    print(f"handwatch: {msg}", file=sys.stderr)
+    _line(f"handwatch: {msg}")
+
+
+def _line(text: str) -> None:
+    """One line to stderr in one write, so log lines from worker threads cannot split it."""
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
 
 
 def _out(*args, **kwargs) -> None:
@@ -311,8 +317,7 @@ def cmd_redo(cfg, args) -> int:
 
     def progress(k: int, n: int, item, outcome: str, reason: str | None) -> None:
         said = {"done": "redone", "failed": "failed", "waiting": "waiting"}.get(outcome, outcome)
-        print(f"[{k}/{n}] {said} {item.source}" + (f": {reason}" if reason else f" ({item.why})"),
-              file=sys.stderr, flush=True)
+        _line(f"[{k}/{n}] {said} {item.source}" + (f": {reason}" if reason else f" ({item.why})"))
 
     redo.forget_gone(db, skipped)
     summary = redo.run(cfg, todo, progress)
