@@ -40,7 +40,7 @@ APPLY_TIMEOUT_S = 60.0
 
 class Daemon:
     def __init__(self, cfg: Config, log_level: str | None = None):
-        self.rt: Runtime | None = None  # swapped whole by a reload; read afresh wherever it is used
+        self.rt: Runtime  # built by run(), before any thread that reads it; swapped whole by a reload, read afresh where used
         self.cfg = cfg  # as started: the state directory, the review page and notifications stay with it
         self.log_level = log_level  # --log-level: wins over the configuration's, also after a reload
         self.log = log.get("daemon")
