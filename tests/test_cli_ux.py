@@ -146,7 +146,7 @@ def test_a_file_handwatch_will_not_take_is_logged_once_with_the_reason(tmp_path,
         (e,) = said()
         assert e["level"] == "info" and e["reason"].startswith("not a format handwatch reads (it reads ")
         rescans = len(d.events("rescan.done"))
-        wait_for(lambda: len(d.events("rescan.done")) >= rescans + 2, 30, what="two more rescans")
+        wait_for(lambda: len(d.events("rescan.done")) >= rescans + 2, 60, what="two more rescans")
         assert len(said()) == 1  # once per version, not at every rescan
         assert not [e for e in d.events("file.ignored") if e["path"] != str(inbox / "cat.gif")]  # no noise
         (inbox / "cat.gif").write_bytes(b"GIF89a" + b"\1" * 200)  # a new version is said again
