@@ -1,14 +1,16 @@
 """Benchmark: handwatch's image path against a naive baseline, per page, in the same run, on one core.
 
 Inputs are generated (no downloads): a 4032x3024 phone-style JPEG of handwriting-font text with
-a tilt, uneven light and noise; the same picture as HEIC; and a 3-page PDF.
+a tilt, uneven light and noise; the same picture as HEIC, once as a phone stores it and once
+carrying a 1600 px preview (which handwatch decodes instead); and a 3-page PDF.
 
 Baseline ("naive"): open at full size (PDF rendered at pdf2image's default 200 dpi), grayscale,
 ImageFilter.SHARPEN, cv2.equalizeHist, upscale to a 1024 short side if smaller, PNG, base64.
 handwatch: inputs.open_pages → PageRef.load (JPEG DCT scaling, PDF rendered to size) →
 preprocess.prepare (deskew, contrast, ...) → JPEG q90 → base64.
 
-Columns: median milliseconds over the runs, peak extra resident memory while doing one page,
+Columns: median CPU milliseconds per page (the process's own CPU time and its poppler children's,
+so other load on the machine does not count), peak extra resident memory while doing one page,
 bytes of base64 sent, and the vision tokens the image costs a Qwen2.5-VL model
 (one per 28x28 pixels after its smart_resize rule).
 
@@ -74,15 +76,31 @@ def naive(path: Path, page: int) -> tuple[str, tuple[int, int]]:
     return base64.b64encode(buf.getvalue()).decode(), im.size
 
 
-def handwatch_path(path: Path, page: int) -> tuple[str, tuple[int, int]]:
+def handwatch_path(path: Path, page: int, laps: list[float] | None = None) -> tuple[str, tuple[int, int]]:
+    """handwatch's path; `laps` gets the process's CPU time at its start and after each of STEPS."""
+    lap = laps.append if laps is not None else lambda t: None
+    lap(cpu_s())
     opts = preprocess.for_engine(Preprocess(), "vlm")
     ref = inputs.open_pages(path, opts.max_side, opts.max_input_megapixels, 50)[page - 1]
     p = ref.load()
+    lap(cpu_s())
     im = preprocess.prepare(p.image, opts, p.photo)
-    return base64.b64encode(preprocess.encode_jpeg(im, opts.jpeg_quality)).decode(), im.size
+    lap(cpu_s())
+    sent = base64.b64encode(preprocess.encode_jpeg(im, opts.jpeg_quality)).decode()
+    lap(cpu_s())
+    return sent, im.size
 
 
 PATHS = {"naive": naive, "handwatch": handwatch_path, "naive+alloc": naive}
+
+
+def cpu_s() -> float:
+    """CPU seconds of this process (all its threads) and of the children it has waited for
+    (pdftoppm): other load on the machine does not count, unlike wall time."""
+    import resource
+
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)  # os.times() counts in 10 ms ticks
+    return time.process_time() + children.ru_utime + children.ru_stime
 
 
 def _status_kb(field: str) -> int:
@@ -128,9 +146,9 @@ def _child(kind: str, path: str, page: int, runs: int, out) -> None:
     data, size = fn(Path(path), page)
     times = []
     for _ in range(runs):
-        t = time.perf_counter()
+        t = cpu_s()
         fn(Path(path), page)
-        times.append((time.perf_counter() - t) * 1000)
+        times.append((cpu_s() - t) * 1000)
     out.send((statistics.median(times), len(data), qwen_tokens(*size), size))
 
 
@@ -169,12 +187,31 @@ def make_inputs(folder: Path) -> dict[str, tuple[Path, int]]:
     inputs._ensure_heif()
     heic = folder / "phone.heic"
     photo.save(heic, quality=85, tile_size=512)  # as an iPhone stores it: a grid of 512 px HEVC tiles
+    preview = folder / "preview.heic"
+    photo.save(preview, quality=85, tile_size=512, thumbnails=[1600])
     pdf = folder / "scan.pdf"
     pages = [gen.page(gen.NOTE if i % 2 == 0 else gen.RECIPE, size=(1654, 2339), font="dkg", font_size=80) for i in range(3)]
     pages[0].save(pdf, save_all=True, append_images=pages[1:], resolution=200)
     kb = lambda p: f"{p.stat().st_size / 1e6:.1f} MB"
     return {f"JPEG 12 MP, noise σ4, {kb(jpg)}": (jpg, 1), f"JPEG 12 MP, noise σ8, {kb(grainy)}": (grainy, 1),
-            f"HEIC 12 MP, 512 px tiles, {kb(heic)}": (heic, 1), "PDF page 1 of 3": (pdf, 1), "PDF page 2 of 3": (pdf, 2)}
+            f"HEIC 12 MP, 512 px tiles, {kb(heic)}": (heic, 1),
+            f"HEIC 12 MP with a 1600 px preview, {kb(preview)}": (preview, 1),
+            "PDF page 1 of 3": (pdf, 1), "PDF page 2 of 3": (pdf, 2)}
+
+
+STEPS = ("decode", "prepare", "JPEG + base64")
+
+
+def _steps_child(path: str, runs: int, out) -> None:
+    """handwatch's path cut into its steps, CPU milliseconds each (median over the runs)."""
+    _setup("handwatch")
+    spent: dict[str, list[float]] = {step: [] for step in STEPS}
+    for _ in range(runs + 1):
+        laps: list[float] = []
+        handwatch_path(Path(path), 1, laps)
+        for step, start, end in zip(STEPS, laps, laps[1:], strict=False):
+            spent[step].append((end - start) * 1000)
+    out.send({step: statistics.median(v[1:]) for step, v in spent.items()})
 
 
 def _heic_wall(path: str, threads: int, runs: int, out) -> None:
@@ -221,7 +258,8 @@ def main() -> None:
                 rows.append((name, kind, ms, mem, sent, tokens, size))
         heic = next(name for name in cases if name.startswith("HEIC"))
         threads = heic_threads(cases[heic][0], args.runs)
-    print("| input | path | median ms | peak MB | bytes sent | Qwen2.5-VL tokens | image sent | time vs naive |")
+        steps = {name: _fork(_steps_child, str(path), args.runs) for name, (path, _) in cases.items() if "12 MP" in name}
+    print("| input | path | median CPU ms | peak MB | bytes sent | Qwen2.5-VL tokens | image sent | time vs naive |")
     print("| --- | --- | ---: | ---: | ---: | ---: | --- | ---: |")
     base_ms = {}
     for name, kind, ms, mem, sent, tokens, size in rows:
@@ -234,8 +272,12 @@ def main() -> None:
         if kind == "handwatch" and name in kept:
             print(f"\n{name}: against the baseline given the same allocator setting, handwatch takes 1/{kept[name] / ms:.1f}.", end="")
     print()
-    print(f"\n{args.runs} runs each, one core (sched_setaffinity, cv2.setNumThreads(1)); peak MB is the rise in"
-          " resident memory while processing one page.")
+    print(f"\n{args.runs} runs each, one core (sched_setaffinity, cv2.setNumThreads(1)), CPU time of the process"
+          " and its children; peak MB is the rise in resident memory while processing one page.")
+    print("\n| 12 MP input, handwatch path | " + " | ".join(f"{step}: CPU ms" for step in STEPS) + " | whole page |")
+    print("| --- |" + " ---: |" * (len(STEPS) + 1))
+    for name, took in steps.items():
+        print(f"| {name} | " + " | ".join(f"{took[step]:.0f}" for step in STEPS) + f" | {sum(took.values()):.0f} |")
     print(f"\n| {heic}, handwatch path, all {os.cpu_count()} cores | libheif decode threads | median wall ms | median CPU ms |")
     print("| --- | ---: | ---: | ---: |")
     for n, wall, cpu in threads:

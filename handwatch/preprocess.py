@@ -47,8 +47,9 @@ def _even_light(lum: np.ndarray, where: paper.Paper) -> np.ndarray:
     out = _even_light_all(lum, None if weight is None else (weight >= 0.5).astype(np.uint8))
     if weight is None:
         return out
-    # Blend back to the picture as it was, off the paper (feathered at its edge).
-    return cv2.blendLinear(out.astype(np.float32), lum.astype(np.float32), weight, 1 - weight).astype(np.uint8)
+    # Blend back to the picture as it was, off the paper (feathered at its edge). OpenCV blends
+    # 8-bit images itself (rounding): measured 2.1 ms against 11.4 ms through float32 copies.
+    return cv2.blendLinear(out, lum, weight, 1 - weight)
 
 
 def _even_light_all(lum: np.ndarray, on_paper: np.ndarray | None) -> np.ndarray:
@@ -71,8 +72,7 @@ def _even_light_all(lum: np.ndarray, on_paper: np.ndarray | None) -> np.ndarray:
     # White point: everything as bright as the paper's grain becomes plain white. CLAHE alone
     # spreads that grain into visible texture (on the benchmark's combined damage, Tesseract's
     # error rate was 21% with it against 2% without); pinned at 255 it has nothing left to spread.
-    white = float(np.clip(level - max(GRAIN_SIGMAS * grain, WHITE_MARGIN), 0.85 * level, level))
-    flat = cv2.LUT(flat, np.clip(np.arange(256) * (255.0 / white), 0, 255).astype(np.uint8))
+    flat = cv2.LUT(flat, _white_point(level, grain))
     # CLAHE's clip limit bounds how much it amplifies local contrast, grain included: the
     # grainier the page, the less it may (2.0 on clean paper, 1.0, i.e. hardly any, from 3 levels).
     clip = float(np.clip(2.0 - grain / 3, 1.0, 2.0))
@@ -82,6 +82,24 @@ def _even_light_all(lum: np.ndarray, on_paper: np.ndarray | None) -> np.ndarray:
 PAPER_LEVEL = 224
 GRAIN_SIGMAS = 2.0
 WHITE_MARGIN = 4.0  # at least this far below the paper is white: flat-fielding leaves a few levels of residue (a curled page)
+KNEE = 2.0  # the steeper ramp to white starts this many margins below the white point
+
+
+def _white_point(level: float, grain: float) -> np.ndarray:
+    """The LUT that makes everything as bright as the paper's grain plain white. Tones darker
+    than a knee (KNEE margins below the white point) are scaled as if the paper itself were the
+    white point, and only the band between knee and white point is stretched more steeply.
+    Scaling the whole range by 255/white (what this did before) brightened every tone of a soft,
+    blurred stroke as well: with the 4-level floor, blur r=2.5 read 10 characters worse than a
+    plain resize (band ±9); with the knee the strokes keep their tones and the curled page's
+    residue still turns white (bench.legibility, blur +3, curled -3, clean -4 over 16 pages)."""
+    white = float(np.clip(level - max(GRAIN_SIGMAS * grain, WHITE_MARGIN), 0.85 * level, level))
+    x = np.arange(256, dtype=np.float64)
+    knee = max(white - KNEE * (level - white), 1.0)
+    below = x * (255.0 / level)
+    at_knee = knee * 255.0 / level
+    ramp = at_knee + (x - knee) * (255.0 - at_knee) / max(white - knee, 1e-6)
+    return np.clip(np.where(x <= knee, below, ramp), 0, 255).astype(np.uint8)
 
 
 def _paper_and_grain(flat: np.ndarray, on_paper: np.ndarray | None = None) -> tuple[float, float]:
@@ -188,8 +206,9 @@ def prepare(image: Image.Image | np.ndarray, opts: Preprocess, photo: bool) -> I
     wants_contrast = opts.contrast is True or (opts.contrast == "auto" and photo)
     # No paper with ink on it (a garden, a face, a blank sheet): nothing to straighten or clean,
     # and the picture is only resized.
-    sheet = paper.find(luma(arr)) if opts.deskew or wants_contrast else None
-    angle = estimate_skew(luma(arr), where=sheet) if opts.deskew and sheet is not None else None
+    grey = luma(arr) if opts.deskew or wants_contrast else None
+    sheet = paper.find(grey) if grey is not None else None
+    angle = estimate_skew(grey, where=sheet) if grey is not None and opts.deskew and sheet is not None else None
     if angle is not None and abs(angle) >= MIN_ROTATION_DEG:
         arr = rotate_fit_array(arr, -angle, opts.max_side, opts.max_pixels)
         sheet = sheet.turned(-angle)  # the paper turned with the picture

@@ -124,6 +124,23 @@ def test_contrast_turns_paper_grain_white_instead_of_amplifying_it():
     assert np.median(out[paper]) - np.median(out[ink]) > (np.median(before[paper]) - np.median(before[ink])) * 1.5
 
 
+@pytest.mark.parametrize("level, grain", [(224, 0.0), (224, 1.0), (220, 4.0), (200, 9.0)])
+def test_white_point_pins_only_the_band_under_the_paper_and_keeps_a_soft_strokes_tones(level, grain):
+    """Blur r=2.5 read 10 characters worse prepared than plain-resized (bench.legibility, band ±9):
+    the white point scaled every tone by 255/white, so the whole soft edge of a blurred stroke
+    grew lighter. Now the paper and its grain still become white, and tones darker than a knee
+    a few margins below keep the scale they would have if the paper itself were the white point."""
+    lut = preprocess._white_point(level, grain).astype(int)
+    margin = max(preprocess.GRAIN_SIGMAS * grain, preprocess.WHITE_MARGIN)
+    white = max(level - margin, 0.85 * level)
+    knee = white - preprocess.KNEE * (level - white)
+    assert (lut[int(np.ceil(white)):] == 255).all()  # the paper's grain: plain white
+    assert (np.diff(lut) >= 0).all()  # no tone overtakes a brighter one
+    tones = np.arange(int(knee) + 1)
+    assert np.abs(lut[tones] - tones * 255 / level).max() <= 1  # ink and soft edges: paper-relative, not brightened
+    assert lut[int(knee) + 1 : int(np.ceil(white))].min() > lut[int(knee)]  # the band between: a ramp up to white
+
+
 @pytest.mark.parametrize("ink_share", [0.05, 0.3])
 def test_paper_level_and_grain_are_read_off_the_histogram_whatever_the_ink(ink_share):
     rng = np.random.default_rng(3)

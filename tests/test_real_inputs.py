@@ -306,3 +306,47 @@ def test_the_child_really_runs_under_the_memory_limit(tmp_path):
     assert pdf.render_page(p, 1, 5000, tmp_path, memory=256 << 20).shape == (5000, 3750, 3)
     with pytest.raises(InputError, match="^PDF page 1 (cannot be rendered|rendered to 1x1 px)"):
         pdf.render_page(p, 1, 5000, tmp_path, memory=48 << 20)
+
+
+# --- HEIC previews ----------------------------------------------------------------------------
+
+def heic_with_previews(p, boxes, n=1, scale=5):
+    """A HEIC of the upright page stored under orientation `n` (irot/imir and the EXIF tag, as a
+    phone writes it), `scale` times larger, carrying thumbnails of the given long sides."""
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    im = stored(n)
+    im = im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST)
+    im.save(p, exif=exif(n).tobytes(), quality=95, thumbnails=boxes, enc_params={"preset": "ultrafast"})
+    with Image.open(p) as check:  # the generator really wrote them
+        assert sorted(check.info["thumbnails"]) == sorted(boxes)
+
+
+@pytest.mark.parametrize("n", range(1, 9))
+def test_heic_preview_at_least_the_page_size_is_decoded_instead_of_all_its_pixels(tmp_path, n):
+    """HEVC has no reduced-size decode: all 12 MP of a phone photo are decoded for a 1288 px page.
+    A preview the file carries that is as large as the page is decoded instead, turned as the
+    image is; the smallest that is large enough wins."""
+    from handwatch import decode
+
+    p = tmp_path / "o.heic"
+    heic_with_previews(p, [640, 520, 128], n)  # the image is 800x480 (or 480x800 stored turned)
+    preview = decode.heif_preview(p, 500)
+    assert preview is not None and max(preview.shape[:2]) == 520  # the preview's pixels, not the image's
+    [page] = load(p, max_side=500)
+    assert max(page.image.shape[:2]) == 500
+    assert_upright(np.asarray(Image.fromarray(page.image).resize(upright_page().size, Image.Resampling.BOX)))
+
+
+def test_heic_preview_smaller_than_the_page_is_not_used(tmp_path):
+    """A phone's own thumbnail (a few hundred pixels) is far below a page: the image is decoded."""
+    from handwatch import decode
+
+    p = tmp_path / "photo.heic"
+    heic_with_previews(p, [320])
+    assert decode.heif_preview(p, 500) is None
+    assert decode.heif_preview(p, 4000) is None  # nothing to shrink: the image itself is wanted
+    [page] = load(p, max_side=500)
+    assert max(page.image.shape[:2]) == 500
+    assert_upright(np.asarray(Image.fromarray(page.image).resize(upright_page().size, Image.Resampling.BOX)))

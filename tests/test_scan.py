@@ -174,7 +174,11 @@ def test_the_demo_says_where_the_markdown_went_and_which_files_need_review(tmp_p
     assert f"Markdown: 2 file(s) written in {inbox}" in res.stderr
     # Tesseract misreads the handwriting font; its own word confidences say so.
     listed = re.findall(rf"^  ({re.escape(str(inbox))}/\w+\.md): .*\d+ uncertain words?$", res.stderr, re.M)
-    assert "needs review (2 of 2):" in res.stderr and sorted(listed) == [str(inbox / "pancakes.md"), str(inbox / "todo.md")]
+    # Which pages Tesseract is unsure of depends on what it misreads (since the contrast step's
+    # knee, it reads pancakes.jpg with one error fewer and is sure of the rest); the count said and
+    # the files listed agree, and the todo list it always misreads is among them.
+    said = re.search(r"^needs review \((\d) of 2\):$", res.stderr, re.M)
+    assert said and int(said.group(1)) == len(listed) >= 1 and str(inbox / "todo.md") in listed, res.stderr
     assert "needs_review: true" in (inbox / "todo.md").read_text()
 
 
