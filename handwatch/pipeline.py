@@ -18,6 +18,7 @@ from handwatch.config import Config, Rule, RuleOverride
 from handwatch.engines import Engine, PageText
 from handwatch.errors import ConfigError, InputError, NotReady
 from handwatch.index import SearchIndex
+from handwatch.prefetch import Flow
 from handwatch.rules import Resolved, RuleBook
 from handwatch.safefs import FileSig, file_sig
 from handwatch.state import Health, Ledger, StateDB, TextCache
@@ -78,7 +79,7 @@ class Engines:
 class Pipeline:
     def __init__(self, cfg: Config, db: StateDB, engines: Engines | None = None,
                  now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
-                 page_pool: Executor | None = None, image_slots: threading.BoundedSemaphore | None = None):
+                 page_pool: Executor | None = None, flow: Flow | None = None):
         self.cfg = cfg
         self.rules = RuleBook(cfg)
         self.ledger = Ledger(db)
@@ -88,8 +89,8 @@ class Pipeline:
         self.engines = engines or Engines(cfg, Health(db))
         self.now = now
         self.page_pool = page_pool
-        # Backpressure: at most this many decoded pages in memory across all workers.
-        self.image_slots = image_slots
+        # Backpressure: pages decoded on a few preparer threads, and a bound on pages ahead of their reply.
+        self.flow = flow or Flow(1 << 20)
         self.log = log.get("pipeline")
 
     def rule_for(self, path: Path) -> Rule:
@@ -180,26 +181,31 @@ class Pipeline:
         with decoding():
             refs = inputs.open_pages(path, opts.max_side, opts.max_input_megapixels, rule.max_pages)
 
-        def one(ref: inputs.PageRef) -> PageText:
-            # Backpressure: a slot per decoded page, held until its request is answered.
-            if self.image_slots:
-                self.image_slots.acquire()
-            try:
-                with decoding():
-                    page = ref.load()
-                    image = preprocess.prepare(page.image, opts, page.photo)
+        encode = getattr(engine, "encode", None)  # a VLM sends JPEG: pages wait for a slot encoded
+        flow = self.flow
+
+        def prepared(ref: inputs.PageRef):
+            with decoding(), flow.decoded.held():
+                page = ref.load()
+                image = preprocess.prepare(page.image, opts, page.photo)
                 page.image = None  # the decoded original is not needed once prepared
                 ink = doubt.measure_ink(image)
+                if ink.blank or encode is None:
+                    return image, ink
+                return encode(image, rule), ink
+
+        def one(ref: inputs.PageRef) -> PageText:
+            with flow.page():
+                image, ink = flow.run(lambda: prepared(ref))
                 if ink.blank:  # nothing to read: a model asked anyway tends to invent a page
                     return PageText("", "", ["blank page"])
-                result = engine.transcribe_page(image, rule)
-                metrics.page_done(engine)
-                result.review_reasons += doubt.page_reasons(result.text, ink, rule.languages,
-                                                            result.extra.get("detected_languages"))
-                return result
-            finally:
-                if self.image_slots:
-                    self.image_slots.release()
+                with flow.encoded.held() if encode else flow.decoded.held():  # Tesseract reads the pixels
+                    result = engine.transcribe_page(image, rule)
+                del image
+            metrics.page_done(engine)
+            result.review_reasons += doubt.page_reasons(result.text, ink, rule.languages,
+                                                        result.extra.get("detected_languages"))
+            return result
 
         if self.page_pool is not None and len(refs) > 1:
             results = list(self.page_pool.map(one, refs))
