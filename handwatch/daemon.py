@@ -24,7 +24,7 @@ from pathlib import Path
 from handwatch import __version__, alloc, config, crashmarks, log, output, prefetch, preflight, systemd
 from handwatch.config import Config
 from handwatch.errors import EX_OK, ConfigError, HandwatchError, StateBusy
-from handwatch.intake import Intake
+from handwatch.intake import Intake, markdown
 from handwatch.queue import JobQueue, owner_alive, this_owner
 from handwatch.state import FolderStates, Health, StateDB
 from handwatch.watch import Watcher, walk
@@ -354,7 +354,7 @@ class Daemon:
             def found(cfg=self.rt.cfg):
                 nonlocal seen, removed
                 for f in cfg.folders:
-                    for path in walk(f.path, cfg.folder_rule(f).recursive):
+                    for path in walk(f.path, cfg.folder_rule(f).recursive, skip_name=markdown):
                         if self.stopping.is_set():
                             return
                         seen += 1

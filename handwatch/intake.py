@@ -34,6 +34,11 @@ WORTH_SAYING = (NOT_READ, LINK_OUT)
 MAX_SAID = 100_000
 
 
+def markdown(name: str) -> bool:
+    """Outputs always end in .md (config.py), and no input does: a walk need not look at them."""
+    return name.endswith(".md")
+
+
 class Intake:
     def __init__(self, queue: JobQueue, candidates: Candidates, stopping: threading.Event,
                  on_new_job: Callable[[], None]):
@@ -68,7 +73,7 @@ class Intake:
 
         for path in found:
             name = path.name
-            if name.endswith(".md") or output.is_temp(name):
+            if markdown(name) or output.is_temp(name):
                 continue
             sig = file_sig(path)
             if sig is None:
@@ -149,7 +154,7 @@ class Intake:
 
     def _one(self, kind: str, path: Path) -> None:
         if kind == "dir":
-            self.offer(walk(path, True))
+            self.offer(walk(path, True, skip_name=markdown))
             return
         path = Path(os.path.abspath(path))
         rule, why = self.candidates.rule(path)

@@ -8,8 +8,6 @@ from __future__ import annotations
 import io
 import threading
 
-from PIL import Image
-
 from handwatch import config, prefetch
 from handwatch.queue import JobQueue
 from handwatch.safefs import file_sig
