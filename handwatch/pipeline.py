@@ -6,8 +6,8 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -91,6 +91,8 @@ class Pipeline:
         self.page_pool = page_pool
         # Backpressure: pages decoded on a few preparer threads, and a bound on pages ahead of their reply.
         self.flow = flow or Flow(1 << 20)
+        self._busy: dict[str, list] = {}  # content being transcribed: [lock, waiters]
+        self._busy_lock = threading.Lock()
         self.log = log.get("pipeline")
 
     def rule_for(self, path: Path) -> Rule:
@@ -119,16 +121,36 @@ class Pipeline:
         before = before or FileSig.of(st)
         sha = sha or output.sha256_file(path)
         fingerprint = resolved.rule.fingerprint() + (f" endpoint={endpoint}" if endpoint else "")
-        cached = None if (override or {}).get("fresh") else self.texts.get(sha, fingerprint)
-        reused = cached is not None
-        tokens = 0
+        fresh = (override or {}).get("fresh")
+        cached = None if fresh else self.texts.get(sha, fingerprint)
+        reused, tokens = cached is not None, 0
         if cached is None:
-            cached = self._transcribe(path, resolved.rule, endpoint, decoding)
-            tokens = cached.pop("tokens", 0)  # what this run cost, not part of the text kept for reuse
-            if file_sig(path) != before:
-                raise NotReady("file changed while it was being transcribed")
-            self.texts.put(sha, fingerprint, cached)
+            # The same bytes at two paths, taken by two workers at once: the second waits and reuses.
+            with self._same_bytes(sha + fingerprint):
+                cached = None if fresh else self.texts.get(sha, fingerprint)
+                reused = cached is not None
+                if cached is None:
+                    cached = self._transcribe(path, resolved.rule, endpoint, decoding)
+                    tokens = cached.pop("tokens", 0)  # what this run cost, not part of the text kept for reuse
+                    if file_sig(path) != before:
+                        raise NotReady("file changed while it was being transcribed")
+                    self.texts.put(sha, fingerprint, cached)
         return Transcript(path, sha, before, stat.S_IMODE(st.st_mode), resolved, cached, reused, started, tokens)
+
+    @contextmanager
+    def _same_bytes(self, key: str) -> Iterator[None]:
+        """One transcription at a time per content and rule fingerprint."""
+        with self._busy_lock:
+            entry = self._busy.setdefault(key, [threading.Lock(), 0])
+            entry[1] += 1
+        try:
+            with entry[0]:
+                yield
+        finally:
+            with self._busy_lock:
+                entry[1] -= 1
+                if not entry[1]:
+                    del self._busy[key]
 
     def publish(self, t: Transcript) -> Outcome:
         """The quick part: claim the Markdown name, write it, move the original if the rule says so."""

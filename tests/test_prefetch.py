@@ -109,3 +109,30 @@ def test_workers_prepare_pages_ahead_of_free_slots_and_no_further(tmp_path, writ
     assert server["peak"] == SLOTS
     assert flow.decoded.peak <= prefetch.preparers()
     assert flow.encoded.peak <= SLOTS + depth
+
+
+def test_the_same_bytes_taken_by_two_workers_at_once_are_sent_once(tmp_path, write_config, fake_openai):
+    """With more workers than slots, two copies of one photo are claimed together; the second waits
+    for the first's text and reuses it instead of asking the server again."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    release, server = held_replies(fake_openai)
+    rt, queue = runtime(write_config, fake_openai, folder)
+    buf = io.BytesIO()
+    inked((640, 480)).save(buf, "JPEG")
+    for name in ("a.jpg", "a-copy.jpg"):
+        (folder / name).write_bytes(buf.getvalue())
+        queue.enqueue(folder / name, sha256_file(folder / name), file_sig(folder / name))
+    stopping = threading.Event()
+    pool = WorkerPool(queue, "test-owner", stopping, lambda: rt)
+    pool.keep(rt.n)
+    try:
+        wait_for(lambda: queue.counts()["running"] == 2 and server["now"] == 1, 60, what="both claimed, one asked")
+        release.set()
+        wait_for(lambda: queue.counts()["done"] == 2, 60, what="both done")
+    finally:
+        release.set()
+        stopping.set()
+        pool.wake_one(everyone=True)
+    assert len(fake_openai.requests) == 1
+    assert (folder / "a.md").read_text().split("---")[-1] == (folder / "a-copy.md").read_text().split("---")[-1]
