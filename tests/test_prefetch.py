@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import threading
+from contextlib import contextmanager
 
 from handwatch import config, prefetch
 from handwatch.queue import JobQueue
@@ -49,6 +50,20 @@ def runtime(write_config, fake, folder, **rule):
     return build_runtime(cfg, db, queue), queue
 
 
+@contextmanager
+def workers(rt, queue, release):
+    """The daemon's worker pool over `queue`, stopped (and the server let go) however the test ends."""
+    stopping = threading.Event()
+    pool = WorkerPool(queue, "test-owner", stopping, lambda: rt)
+    pool.keep(rt.n)
+    try:
+        yield
+    finally:
+        release.set()
+        stopping.set()
+        pool.wake_one(everyone=True)
+
+
 def test_a_long_pdf_holds_only_a_few_decoded_pages(tmp_path, write_config, fake_openai):
     """A 200-page PDF while the server sits on its replies: pages are decoded by the preparer threads
     only (one per core), and no more pages get ahead of their replies than the bound."""
@@ -88,13 +103,10 @@ def test_workers_prepare_pages_ahead_of_free_slots_and_no_further(tmp_path, writ
         inked((640, 480), (255, 255 - i, 250)).save(buf, "JPEG")
         path.write_bytes(buf.getvalue())
         queue.enqueue(path, sha256_file(path), file_sig(path))
-    stopping = threading.Event()
-    pool = WorkerPool(queue, "test-owner", stopping, lambda: rt)
-    pool.keep(rt.n)
     flow = rt.pipeline.flow
     depth = prefetch.depth(SLOTS)
     assert rt.n == SLOTS + depth
-    try:
+    with workers(rt, queue, release):
         wait_for(lambda: server["now"] == SLOTS and flow.encoded.now == SLOTS + depth, 60,
                  what="every slot busy and the prefetch full")
         assert flow.decoded.now == 0
@@ -102,10 +114,6 @@ def test_workers_prepare_pages_ahead_of_free_slots_and_no_further(tmp_path, writ
         assert queue.counts()["running"] == SLOTS + depth and queue.counts()["pending"] == 30 - SLOTS - depth
         release.set()
         wait_for(lambda: queue.counts()["done"] == 30, 120, what="every photo done")
-    finally:
-        release.set()
-        stopping.set()
-        pool.wake_one(everyone=True)
     assert server["peak"] == SLOTS
     assert flow.decoded.peak <= prefetch.preparers()
     assert flow.encoded.peak <= SLOTS + depth
@@ -123,16 +131,9 @@ def test_the_same_bytes_taken_by_two_workers_at_once_are_sent_once(tmp_path, wri
     for name in ("a.jpg", "a-copy.jpg"):
         (folder / name).write_bytes(buf.getvalue())
         queue.enqueue(folder / name, sha256_file(folder / name), file_sig(folder / name))
-    stopping = threading.Event()
-    pool = WorkerPool(queue, "test-owner", stopping, lambda: rt)
-    pool.keep(rt.n)
-    try:
+    with workers(rt, queue, release):
         wait_for(lambda: queue.counts()["running"] == 2 and server["now"] == 1, 60, what="both claimed, one asked")
         release.set()
         wait_for(lambda: queue.counts()["done"] == 2, 60, what="both done")
-    finally:
-        release.set()
-        stopping.set()
-        pool.wake_one(everyone=True)
     assert len(fake_openai.requests) == 1
     assert (folder / "a.md").read_text().split("---")[-1] == (folder / "a-copy.md").read_text().split("---")[-1]
