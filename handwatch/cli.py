@@ -109,7 +109,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _err(msg: str) -> None:
-    print(f"handwatch: {msg}", file=sys.stderr)
+    _line(f"handwatch: {msg}")
+
+
+def _line(text: str) -> None:
+    """One line to stderr in one write, so log lines from worker threads cannot split it."""
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
 
 
 def _out(*args, **kwargs) -> None:
@@ -263,8 +269,8 @@ def cmd_retry(cfg, args) -> int:
     for raw in args.paths:
         path = Path(os.path.abspath(os.path.expanduser(raw)))
         state = queue.state_of(path)
-        if state is None and queue.source_of(path) is not None:
-            path = queue.source_of(path)  # the Markdown was named: retry its original
+        if state is None and (source := queue.source_of(path)) is not None:
+            path = source  # the Markdown was named: retry its original
             state = queue.state_of(path)
         if state is None:
             if not os.path.lexists(path):
@@ -311,8 +317,7 @@ def cmd_redo(cfg, args) -> int:
 
     def progress(k: int, n: int, item, outcome: str, reason: str | None) -> None:
         said = {"done": "redone", "failed": "failed", "waiting": "waiting"}.get(outcome, outcome)
-        print(f"[{k}/{n}] {said} {item.source}" + (f": {reason}" if reason else f" ({item.why})"),
-              file=sys.stderr, flush=True)
+        _line(f"[{k}/{n}] {said} {item.source}" + (f": {reason}" if reason else f" ({item.why})"))
 
     redo.forget_gone(db, skipped)
     summary = redo.run(cfg, todo, progress)

@@ -240,11 +240,11 @@ class Endpoint(_Frozen):
 LOCAL_SUFFIXES = (".local", ".lan", ".home.arpa", ".internal", ".localdomain", ".localhost")
 
 
-def _ip_is_local(ip: ipaddress._BaseAddress) -> bool:
+def _ip_is_local(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return ip.is_loopback or ip.is_private or ip.is_link_local
 
 
-def _ip_of(text: str) -> ipaddress._BaseAddress:
+def _ip_of(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     ip = ipaddress.ip_address(text.split("%")[0])
     if ip.version == 6 and ip.ipv4_mapped is not None:  # ::ffff:8.8.8.8 is 8.8.8.8
         return ip.ipv4_mapped
@@ -282,7 +282,7 @@ HOSTNAME_RE = re.compile(r"^(?=.*[a-z])[a-z0-9]([a-z0-9-]{0,62})(\.[a-z0-9]([a-z
 
 
 def _resolve(host: str) -> list[str]:
-    return [info[4][0] for info in socket.getaddrinfo(host, None)]
+    return [str(info[4][0]) for info in socket.getaddrinfo(host, None)]
 
 
 class Folder(RuleOverride):
@@ -362,11 +362,11 @@ def problems_of(exc: ValidationError, prefix: tuple = (), model: type[BaseModel]
         if err["type"] == "extra_forbidden":
             hint = suggestion(model, tuple(err["loc"]), KEY_HOMES) if model is not None else None
             msg = f"unknown key ({hint})" if hint else "unknown key"
-        elif AFTER_KEY.search(path) and err["type"] == "value_error":
-            path = path[: AFTER_KEY.search(path).end(1)] + ".move"  # the move folder's own validator says why
+        elif (after := AFTER_KEY.search(path)) and err["type"] == "value_error":
+            path = path[: after.end(1)] + ".move"  # the move folder's own validator says why
             msg = msg.removeprefix("move: ")
-        elif AFTER_KEY.search(path):
-            path, msg = path[: AFTER_KEY.search(path).end(1)], "must be keep or a mapping {move: DIR}"
+        elif after := AFTER_KEY.search(path):
+            path, msg = path[: after.end(1)], "must be keep or a mapping {move: DIR}"
         elif not err["loc"] and model is not None and msg.split(":")[0] in model.model_fields:
             path, msg = msg.split(": ", 1)  # a check across keys names the key it is about
         seen.setdefault(path, msg)  # one message per key path: union branches repeat themselves
@@ -463,8 +463,8 @@ def load(path: str | os.PathLike) -> Config:
         raise ConfigError(str(path), problems_of(e, model=Config)) from None
     base = path.resolve().parent
     state_dir = cfg.state_dir
-    if "state_dir" not in cfg.model_fields_set and systemd_dir("STATE_DIRECTORY") is not None:
-        state_dir = systemd_dir("STATE_DIRECTORY")  # StateDirectory= in the unit
+    if "state_dir" not in cfg.model_fields_set and (from_unit := systemd_dir("STATE_DIRECTORY")) is not None:
+        state_dir = from_unit  # StateDirectory= in the unit
     folders = [f.model_copy(update={"path": expand_path(f.path, base)}) for f in cfg.folders]
     problems = []
     for i, f in enumerate(folders):

@@ -69,7 +69,8 @@ class SearchIndex:
         """Index one Markdown file's text (called when handwatch writes it and when a person saves it)."""
         fm = frontmatter.fields(text)
         body = frontmatter.body(text)[:MAX_INDEXED]
-        reasons = fm.get("review_reasons") if isinstance(fm.get("review_reasons"), list) else []
+        listed = fm.get("review_reasons")
+        reasons = listed if isinstance(listed, list) else []
         title = fm.get("title") or next((ln.lstrip("# ").strip() for ln in body.splitlines() if ln.startswith("# ")), "")
         meta_parts = [Path(str(fm.get("source") or source.name)).stem, fm.get("profile")]
         for key in ("tags", "languages", "detected_languages"):

@@ -7,6 +7,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -70,7 +71,7 @@ class _reasons:
         self.said = self._collect.__enter__()
         return self.said
 
-    def __exit__(self, typ, e, tb) -> bool:
+    def __exit__(self, typ, e, tb) -> Literal[False]:
         self._collect.__exit__(None, None, None)
         if e is None:
             if self.said:

@@ -85,7 +85,9 @@ def setup(level: str = "info", json: bool | None = None, stream=None, daemon: bo
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper(), logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        # WriteLogger hands each line over in one write (PrintLogger's print() makes two), so a line from
+        # another thread — `redo`'s progress, say — can never land between an event and its newline.
+        logger_factory=structlog.WriteLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
 

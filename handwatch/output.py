@@ -128,7 +128,8 @@ def choose_target(source: Path, template: str, ledger: Ledger) -> Path:
     names = candidate_names(source, template)
     held = {n: ledger.get(n) for n in names}
     for n in names:
-        if held[n] is not None and held[n].source == source:
+        record = held[n]
+        if record is not None and record.source == source:
             return n
     return next((n for n in names if held[n] is None), names[0])
 

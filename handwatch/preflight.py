@@ -55,7 +55,9 @@ def problems(cfg: Config, installed: Callable[[], set[str] | None]) -> list[str]
 
 def check(cfg: Config, installed: Callable[[], set[str] | None] | None = None) -> None:
     if installed is None:
-        from handwatch.engines.tesseract import installed_languages as installed
+        from handwatch.engines.tesseract import installed_languages
+
+        installed = installed_languages
     found = problems(cfg, installed)
     if found:
         raise ConfigError(cfg.source, found)

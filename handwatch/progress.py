@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import sys
 import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 from handwatch import log
 
@@ -39,7 +43,7 @@ class Bar(NoBar):
         self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  _Pace(), TimeElapsedColumn(), console=self.console, redirect_stdout=False,
                                  redirect_stderr=True, transient=False)
-        self.task = None
+        self.task: TaskID | None = None
         self.settling = 0
         self.lock = threading.Lock()
 

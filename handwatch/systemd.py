@@ -1,8 +1,9 @@
 """Talking to systemd: sd_notify messages, the watchdog interval, whether stdout is the journal.
 
-Written here rather than taken from the `sdnotify` package, which encodes every message as Latin-1
-and drops the whole message silently when a character does not fit (a file named `日記.jpg` in the
-status line would cost the watchdog ping sent with it)."""
+Messages go out through the `sdnotify` package, but not as it would encode them: it encodes every
+message as Latin-1 and drops the whole message silently when a character does not fit (a file named
+`日記.jpg` in the status line would cost the watchdog ping sent with it). We hand it the message's
+UTF-8 bytes spelled as Latin-1 text, which its encoding turns back into exactly those bytes."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import os
 import socket
 import time
 import unicodedata
+
+import sdnotify
 
 STATUS_MAX = 400  # characters: `systemctl status` shows one line; systemd keeps more, nobody reads it
 
@@ -46,7 +49,7 @@ class Notifier:
         self.address = None
         if address:
             self.address = "\0" + address[1:] if address.startswith("@") else address
-        self.sock: socket.socket | None = None
+        self.link: _Link | None = None
         self.failures = 0
 
     @property
@@ -62,9 +65,9 @@ class Notifier:
         if status is not None:
             lines.append("STATUS=" + clean_status(status))
         try:
-            if self.sock is None:
-                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-            self.sock.sendto("\n".join(lines).encode("utf-8"), self.address)
+            if self.link is None:
+                self.link = _Link(self.address)
+            self.link.notify("\n".join(lines).encode("utf-8").decode("latin-1"))  # sent as these UTF-8 bytes
             return True
         except OSError:
             self.failures += 1
@@ -86,6 +89,20 @@ class Notifier:
 
     def status(self, text: str) -> bool:
         return self.send(status=text)
+
+
+class _Link(sdnotify.SystemdNotifier):
+    """sdnotify's notifier on a socket we connect: to the address given (tests pass their own), with
+    close-on-exec so a Tesseract or poppler child does not inherit it, and errors raised to be counted."""
+
+    def __init__(self, address: str):
+        self.debug = True
+        self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        try:
+            self.socket.connect(address)
+        except OSError:
+            self.socket.close()
+            raise
 
 
 def watchdog_interval_s(environ=None) -> float:

@@ -50,7 +50,8 @@ def directories(path: Path, limit: int) -> list[Directory]:
         e = "<" if head[:2] == b"II" else ">"
         big = head[2:4] in (b"+\x00", b"\x00+")
         offset = struct.unpack(e + "Q", head[8:16])[0] if big else struct.unpack(e + "L", head[4:8])[0]
-        pages, seen = [], set()
+        pages: list[Directory] = []
+        seen: set[int] = set()
         while offset and offset not in seen and len(pages) < limit:
             seen.add(offset)
             tags, offset = _read_ifd(f, e, big, offset)

@@ -8,11 +8,13 @@ import logging
 import os
 import stat
 from collections.abc import Callable, Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from handwatch import log
@@ -109,7 +111,7 @@ class _OverflowHook(logging.Handler):
 
 @dataclass
 class _Watch:
-    observer: object
+    observer: BaseObserver
     ident: tuple[int, int]
     mode: str
     spec: WatchSpec | None = None
@@ -239,7 +241,7 @@ def _alive(observer) -> bool:
     return bool(getattr(observer, "is_alive", lambda: False)())
 
 
-def walk(root: Path, recursive: bool, skip_dirs: set[Path] = frozenset(),
+def walk(root: Path, recursive: bool, skip_dirs: AbstractSet[Path] = frozenset(),
          skip_name: Callable[[str], bool] | None = None) -> Iterator[Path]:
     """Every regular file below `root` (symlinked folders are not followed), junk folders pruned, and
     files whose name `skip_name` rejects left out before any work is spent on them."""

@@ -88,7 +88,7 @@ class Notify(_Frozen):
     """Push notifications through apprise: batched, at most one message per `every`."""
 
     urls: Annotated[list[str], Field(min_length=1)]
-    on: list[Literal["needs_review", "failed", "endpoint_down"]] = list(NOTIFY_EVENTS)
+    on: list[Literal["needs_review", "failed", "endpoint_down"]] = ["needs_review", "failed", "endpoint_down"]
     every: float = 600.0
     include_text: bool = False  # the first lines of a flagged transcription in the message
 

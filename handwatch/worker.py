@@ -3,6 +3,7 @@ them publishing once the daemon has handed their jobs back; a page pool that nev
 
 from __future__ import annotations
 
+import errno
 import os
 import queue as stdqueue
 import threading
@@ -28,6 +29,7 @@ from handwatch.watch import WatchSpec
 
 STRIKES = 3  # a file the server fails on (while answering others) this many times is failed
 STRIKE_DELAY_S = 2.0  # before the second try; doubled for each further one (a passing hiccup is retried soon)
+DISK_FULL_RETRY_S = 30.0
 
 
 class Abandoned(Exception):
@@ -164,6 +166,10 @@ class Worker:
         except safefs.Unsafe as e:
             self.queue.fail(job, str(e.strerror))
         except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):  # the disk's fault, not the file's; nothing was written
+                self.queue.defer(job, DISK_FULL_RETRY_S, f"waiting for disk space to write the Markdown ({e.strerror})")
+                self.log.warning("job.disk_full", path=str(path), error=e.strerror, retry_in_s=DISK_FULL_RETRY_S)
+                return "waiting"
             self.queue.fail(job, f"cannot read: {e.strerror or e}")
         except Exception as e:
             self.log.exception("job.crashed", path=str(path))

@@ -10,6 +10,7 @@ import io
 import json
 import math
 import re
+import select
 import threading
 import time
 from collections import deque
@@ -29,6 +30,18 @@ class Recorded:
     image_format: str | None
     image_bytes: int
     image: Image.Image | None = field(repr=False, default=None)
+    started: float = 0.0  # time.monotonic() when the request arrived
+    ended: float | None = None  # when the server was done with it (reply sent, or the client gone)
+    client_gone: bool = False  # the client hung up before the whole reply was sent (a deadline, a kill)
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request, client_address) -> None:
+        """A client that hung up (a deadline, a killed daemon) is part of the script, not an error to print."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
 
 
 class FakeOpenAI:
@@ -41,6 +54,9 @@ class FakeOpenAI:
         # `logprobs` are sent), "ignore" (never sent, like LM Studio or Ollama before 0.12.11) or
         # "reject" (HTTP 400 naming logprobs).
         self.logprobs_mode = "honour"
+        # Set to an item (see `reply`) to answer every request on every path with it — what a web UI or a
+        # wrong path at the configured URL does — instead of speaking the OpenAI API.
+        self.every_path: dict | None = None
         # What the server says about itself: vLLM adds max_model_len to each /v1/models entry; Ollama,
         # LM Studio and llama.cpp answer their native APIs ({(method, path): JSON body or a callable
         # taking the request's JSON}); any other path is a 404 as before.
@@ -52,7 +68,7 @@ class FakeOpenAI:
         self.strict_models = False
         self.lock = threading.Lock()
         self.in_flight = 0
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
+        self.server = _Server(("127.0.0.1", port), self._handler())
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -71,7 +87,11 @@ class FakeOpenAI:
     def reply(self, *items) -> None:
         """Queue replies: a str (content), a dict (content/finish_reason/status/error/hold/reasoning_content/
         logprobs), or a callable taking the Recorded request and returning one of those. `logprobs` is a list
-        of (token, logprob) pairs or of {"token", "logprob", "bytes"} dicts, sent only when the request asks."""
+        of (token, logprob) pairs or of {"token", "logprob", "bytes"} dicts, sent only when the request asks.
+        Faults at the HTTP level: `headers` (extra headers, e.g. {"Retry-After": "5"}); `raw` with
+        `content_type` (that body instead of JSON, e.g. an HTML page, with `status` or 200); `hang` (seconds:
+        accept and never answer, until the client hangs up or the time is over); `trickle` (seconds: the
+        reply sent one byte at a time, this far apart, until it is complete or the client hangs up)."""
         with self.lock:
             self.script.extend(items)
 
@@ -93,13 +113,32 @@ class FakeOpenAI:
             def log_message(self, *args):  # keep test output clean
                 pass
 
-            def _send(self, status: int, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+            def _send(self, status: int, body: dict | bytes, item: dict | None = None,
+                      content_type: str = "application/json") -> None:
+                item = item or {}
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
+                head = [f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}",
+                        f"Content-Type: {content_type}", f"Content-Length: {len(data)}",
+                        *(f"{k}: {v}" for k, v in item.get("headers", {}).items())]
+                self.log_request(status)
+                message = ("\r\n".join(head) + "\r\n\r\n").encode() + data
+                if item.get("trickle"):
+                    for i in range(len(message)):
+                        if fake._client_gone(self.connection, item["trickle"]):
+                            raise ConnectionResetError("the client hung up")
+                        self.wfile.write(message[i : i + 1])
+                        self.wfile.flush()
+                else:
+                    self.wfile.write(message)
+
+            def _fault(self, item: dict) -> bool:
+                """Answer with `raw` (any status and content type) if the item says so."""
+                if "raw" not in item:
+                    return False
+                raw = item["raw"]
+                self._send(item.get("status", 200), raw.encode() if isinstance(raw, str) else raw, item,
+                           item.get("content_type", "text/html; charset=utf-8"))
+                return True
 
             def _native(self, method: str, body) -> bool:
                 answer = fake.native.get((method, self.path))
@@ -110,6 +149,8 @@ class FakeOpenAI:
                 return True
 
             def do_GET(self):
+                if fake.every_path is not None and self._fault(fake.every_path):
+                    return
                 if self._native("GET", None):
                     return
                 if self.path.rstrip("/").endswith("/models"):
@@ -121,7 +162,10 @@ class FakeOpenAI:
 
             def do_POST(self):
                 length = int(self.headers.get("Content-Length", 0))
-                body = json.loads(self.rfile.read(length) or b"{}")
+                raw_body = self.rfile.read(length)
+                if fake.every_path is not None and self._fault(fake.every_path):
+                    return
+                body = json.loads(raw_body or b"{}")
                 if self._native("POST", body):
                     return
                 if not self.path.rstrip("/").endswith("/chat/completions"):
@@ -130,6 +174,15 @@ class FakeOpenAI:
                 if fake.strict_models and body.get("model") not in fake.models:
                     return self._send(404, {"error": {"message": f"model '{body.get('model')}' not found",
                                                       "type": "invalid_request_error", "code": "model_not_found"}})
+                try:
+                    self._answer(rec, body)
+                except OSError:
+                    rec.client_gone = True
+                    raise
+                finally:
+                    rec.ended = time.monotonic()
+
+            def _answer(self, rec: Recorded, body: dict) -> None:
                 if body.get("logprobs") and fake.logprobs_mode == "reject":  # refused before any script is used
                     return self._send(400, {"error": {"message": "logprobs is not supported for this model",
                                                       "type": "invalid_request_error"}})
@@ -140,8 +193,15 @@ class FakeOpenAI:
                 try:
                     if hold is not None:
                         hold.wait(timeout=item.get("hold_timeout", 60))
+                    if item.get("hang"):
+                        rec.client_gone = fake._client_gone(self.connection, item["hang"])
+                        self.close_connection = True
+                        return
+                    if self._fault(item):
+                        return
                     if item.get("status"):
-                        return self._send(item["status"], {"error": {"message": item.get("error", "error"), "type": "error"}})
+                        return self._send(item["status"], {"error": {"message": item.get("error", "error"), "type": "error"}},
+                                          item)
                     message = {"role": "assistant", "content": item.get("content", "")}
                     if "reasoning_content" in item:
                         message["reasoning_content"] = item["reasoning_content"]
@@ -153,12 +213,27 @@ class FakeOpenAI:
                         "model": body.get("model", ""),
                         "choices": [choice],
                         "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
-                    })
+                    }, item)
                 finally:
                     with fake.lock:
                         fake.in_flight -= 1
 
         return Handler
+
+    def _client_gone(self, conn, seconds: float) -> bool:
+        """Wait up to `seconds`; True as soon as the client closes its side of the connection."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            readable, _, _ = select.select([conn], [], [], min(left, 0.5))
+            if readable:
+                try:
+                    if not conn.recv(1, 0x40):  # MSG_DONTWAIT: b"" is the client's end of stream
+                        return True
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    return True
+        return False
 
     def _record(self, body: dict) -> Recorded:
         prompt, size, fmt, nbytes, image = "", None, None, 0, None
@@ -178,7 +253,7 @@ class FakeOpenAI:
                     image.load()
                     size = image.size
         params = {k: v for k, v in body.items() if k != "messages"}
-        rec = Recorded(body.get("model", ""), prompt, params, size, fmt, nbytes, image)
+        rec = Recorded(body.get("model", ""), prompt, params, size, fmt, nbytes, image, time.monotonic())
         with self.lock:
             self.requests.append(rec)
         return rec

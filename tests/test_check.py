@@ -48,10 +48,12 @@ def lines(found, level=None) -> list[str]:
 def test_the_shipped_example_config_passes_once_its_folders_and_server_exist(tmp_path, run_cli):
     """It used to fail with 78: Tesseract language data was checked for every folder, VLM ones included
     (`fra` for Letters), after printing "config ok"; and no endpoint was probed."""
-    home = tmp_path / "home"
+    home, root = tmp_path / "home", tmp_path / "srv"
     data = yaml.safe_load((REPO / "config" / "handwatch.yaml").read_text())
-    for f in data["folders"]:
-        (home / f["path"].removeprefix("~/")).mkdir(parents=True)
+    for f in data["folders"]:  # the example names /srv/sync/...: the same tree, under tmp_path
+        assert f["path"].startswith("/srv/"), f["path"]
+        f["path"] = str(root / f["path"].removeprefix("/srv/"))
+        Path(f["path"]).mkdir(parents=True)
     server = FakeOpenAI(models=("qwen2.5-vl-7b-instruct",)).start()
     try:
         server.default = reads_digits
@@ -66,9 +68,9 @@ def test_the_shipped_example_config_passes_once_its_folders_and_server_exist(tmp
     assert res.returncode == 0, res.stdout + res.stderr
     out = res.stdout
     assert "fra" not in out  # only the Printed folder uses Tesseract, in English
-    assert "ok    tesseract: tesseract-" in out and f"language data eng (for {home}/Scans/Printed)" in out
+    assert "ok    tesseract: tesseract-" in out and f"language data eng (for {root}/sync/Scans/Printed)" in out
     for f in data["folders"]:
-        assert f"ok    folder {home}/{f['path'].removeprefix('~/')}: " in out
+        assert f"ok    folder {f['path']}: " in out
     assert "rule: engine vlm, profile multilingual, languages [fr, de, en], translate_to en" in out
     assert f"ok    endpoint {server.url}: reachable; models listed: qwen2.5-vl-7b-instruct" in out
     assert f"ok    endpoint {server.url}: model qwen2.5-vl-7b-instruct: listed" in out

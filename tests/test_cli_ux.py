@@ -117,7 +117,7 @@ def test_once_on_a_folder_says_to_scan(inbox, fake_openai, write_config, run_cli
 def test_every_command_has_a_description_and_an_example(run_cli):
     parser = _parser()
     commands = parser._subparsers._group_actions[0].choices
-    assert set(commands) == {"run", "once", "scan", "check", "status", "retry", "web", "reindex", "redo"}
+    assert set(commands) == {"run", "once", "scan", "check", "status", "retry", "web", "reindex", "redo", "unit"}
     for name, sub in commands.items():
         text = sub.format_help()
         assert sub.description and len(sub.description) > 40, name

@@ -32,7 +32,7 @@ def start(tmp_path, write_config):
         cfg = write_config({"endpoints": [{"url": url, "max_concurrency": 4, "timeout_s": 60}],
                             "defaults": {"settle_s": 0.5}, "rescan_s": 600,
                             "folders": [{"path": str(inbox), **folder}]})
-        p = DaemonProc(cfg, tmp_path / "daemon.log")
+        p = DaemonProc(cfg, tmp_path / f"daemon{len(procs)}.log")  # one log each: a restart's events are its own
         procs.append(p)
         return p
 
@@ -57,7 +57,9 @@ def test_syncthing_temp_then_rename_with_old_mtime(inbox, fake_openai, start):
 def test_file_written_in_chunks_gets_one_job_after_the_last_chunk(inbox, fake_openai, start, tmp_path):
     d = start(fake_openai.url, inbox)
     src = tmp_path / "big.jpg"
-    Image.effect_noise((800, 600), 60).convert("RGB").save(src, "JPEG", quality=95)
+    page = Image.effect_noise((800, 600), 20).point(lambda v: min(255, v + 120)).convert("RGB")  # grainy paper: a big file
+    ImageDraw.Draw(page).text((40, 250), "a slow writer " * 4, fill=(0, 0, 0), font_size=40)  # and ink, or it is blank
+    page.save(src, "JPEG", quality=95)
     data = src.read_bytes()
     target = inbox / "slow.jpg"
     pause = threading.Event()
@@ -100,9 +102,11 @@ def test_sigkill_mid_request_then_restart_finishes_exactly_once(inbox, tmp_path,
         d.proc.kill()  # SIGKILL: no cleanup at all
         d.proc.wait()
         release.set()
+        left = status(d.cfg)["counts"]
+        assert left["running"] >= 1, (left, d.log()[-4000:])  # the claim of the job in flight outlived the process
         d2 = start(server.url, inbox)
         wait_for(lambda: len(markdowns(inbox)) == 3 and status(d2.cfg)["counts"]["done"] == 3, 60, what="3 markdowns")
-        assert d2.events("daemon.starting")[-1]["requeued"] >= 1
+        assert d2.events("daemon.starting")[-1]["requeued"] == left["running"], (left, d2.log()[-4000:])
         names = sorted(p.name for p in inbox.iterdir())
         assert names == ["k0.md", "k0.png", "k1.md", "k1.png", "k2.md", "k2.png"]  # no partial or temp file
         assert d2.stop() == 0

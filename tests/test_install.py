@@ -151,8 +151,8 @@ def test_the_readme_installs_the_system_service(ns, reading_model, tmp_path):
     results = play(ns, lines, {"sudoedit /etc/handwatch/config.yaml": edit})
 
     check = results["runuser -u handwatch -- /opt/handwatch/.venv/bin/handwatch -c /etc/handwatch/config.yaml check"]
-    assert "config ok: /etc/handwatch/config.yaml" in check.stdout.decode()
-    assert "reads images" in check.stdout.decode() and "tesseract: ok" in check.stdout.decode()
+    assert "checking /etc/handwatch/config.yaml" in check.stdout.decode()
+    assert "reads images" in check.stdout.decode() and "ok    tesseract: tesseract-" in check.stdout.decode()
     verify = results["systemd-analyze verify handwatch.service"]
     assert verify.stderr == b"" and verify.stdout == b""
     ids = ns.run("id handwatch; getent passwd handwatch; stat -c '%U:%G %a' /etc/handwatch/config.yaml "
@@ -191,7 +191,7 @@ def test_the_readme_installs_the_system_service(ns, reading_model, tmp_path):
         assert "transcription" in ns.run("cat /srv/sync/Camera/IMG_1.md", user="syncthing").stdout.decode()
         ns.run("touch /srv/sync/Scans/Printed/done/written-by-syncthing", user="syncthing")  # still theirs to use
         status = ns.run("/opt/handwatch/.venv/bin/handwatch -c /etc/handwatch/config.yaml status", user="handwatch")
-        assert status.stdout.decode().startswith("pending 0  running 0  done 1  failed 0")  # a moved one leaves no job
+        assert "\npending 0  running 0  done 1  failed 0" in status.stdout.decode()  # a moved one leaves no job
         service.send_signal(signal.SIGHUP)
         wait_for(lambda: listener.index("READY=1", after=listener.index("RELOADING=1")) > 0 and
                  listener.index("RELOADING=1") >= 0, 30, what="a reload")
@@ -217,8 +217,8 @@ def test_the_readme_installs_the_user_service(ns, reading_model):
     results = play(ns, lines, {"editor ~/.config/handwatch/config.yaml": edit}, user="alice", start="/home/alice",
                    prefix=f"export HOME=/home/alice XDG_RUNTIME_DIR=/run/user/{uid}; ")
     check = results["~/handwatch/.venv/bin/handwatch check"].stdout.decode()
-    assert "config ok: /home/alice/.config/handwatch/config.yaml" in check  # found without -c
-    assert "folder: /home/alice/Sync/Camera" in check and "reads images" in check
+    assert "checking /home/alice/.config/handwatch/config.yaml" in check  # found without -c
+    assert "ok    folder /home/alice/Sync/Camera: " in check and "reads images" in check
     verify = results["systemd-analyze verify --user handwatch.service"]
     assert verify.stderr == b""
     assert ns.exists("/home/alice/.config/systemd/user/handwatch.service")

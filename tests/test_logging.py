@@ -7,7 +7,8 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
+
+import structlog
 
 from tests.conftest import cli_env
 from tests.daemon_util import inked, tiny_png
@@ -110,3 +111,42 @@ def test_no_api_key_or_password_in_any_log_line_or_in_check_output(tmp_path, fak
     everything = check.stdout + check.stderr + log.read_text() + status.stdout + status.stderr
     assert "[redacted]" in log.read_text()
     assert KEY not in everything and PASSWORD not in everything
+
+
+class Writes:
+    """A text stream that keeps each write() call apart, to see how a line is handed over."""
+
+    def __init__(self):
+        self.calls: list[str] = []
+
+    def write(self, s: str) -> int:
+        self.calls.append(s)
+        return len(s)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
+def test_each_log_line_and_each_progress_line_is_one_write(monkeypatch):
+    """Worker threads log while `redo` prints its progress on the same stderr: a line handed over in two
+    writes (text, then newline) let the other thread's line land in between — `{event}[2/4] redone …`."""
+    from handwatch import cli
+    from handwatch import log as hwlog
+
+    stream = Writes()
+    hwlog.setup(json=True, stream=stream)
+    try:
+        hwlog.get("test").info("file.transcribed", path="/inbox/a.png")
+        hwlog.get("test").warning("endpoint.down", url="http://127.0.0.1:1/v1")
+    finally:
+        structlog.reset_defaults()  # other in-process tests log where structlog logs by default
+    assert len(stream.calls) == 2 and all(c.endswith("\n") and c.count("\n") == 1 for c in stream.calls)
+    assert [json.loads(c)["event"] for c in stream.calls] == ["file.transcribed", "endpoint.down"]
+
+    err = Writes()
+    monkeypatch.setattr(sys, "stderr", err)
+    cli._err("cannot read x")
+    assert err.calls == ["handwatch: cannot read x\n"]

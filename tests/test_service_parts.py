@@ -155,4 +155,4 @@ def test_check_asks_tesseract_only_for_the_languages_of_its_own_folders(tmp_path
                                     {"path": str(tmp_path / "letters"), "languages": ["fr", "de"]}]})
     res = run_cli("check", "-c", cfg)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "languages eng)" in res.stdout and "reads images" in res.stdout
+    assert "language data eng (for" in res.stdout and "reads images" in res.stdout and "fra" not in res.stdout

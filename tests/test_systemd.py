@@ -103,7 +103,7 @@ def test_sighup_with_a_broken_config_keeps_the_old_one_running(tmp_path, fake_op
     cfg.write_text(cfg.read_text() + "folders_typo: 1\n")
     d.proc.send_signal(signal.SIGHUP)
     wait_for(lambda: d.events("config.reload_failed"), 30, what="config.reload_failed")
-    assert d.events("config.reload_failed")[0]["problems"] == [f"{cfg}: folders_typo: unknown key"]
+    assert d.events("config.reload_failed")[0]["problems"] == [f"{cfg}: folders_typo: unknown key (did you mean `folders`?)"]
     reloading = listener.index("RELOADING=1")
     wait_for(lambda: listener.index("READY=1", after=reloading) >= 0, 30, what="READY=1 after the failed reload")
     tiny_png(inbox / "still.png", 1)

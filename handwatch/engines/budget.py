@@ -150,7 +150,7 @@ def _llamacpp(root: str, model: str, fetch: Fetch) -> Context | None:
     settings = props.get("default_generation_settings") if isinstance(props, dict) else None
     if not isinstance(settings, dict) or not isinstance(settings.get("n_ctx"), int):
         return None
-    modalities = props.get("modalities")
+    modalities = props.get("modalities") if isinstance(props, dict) else None
     vision = modalities.get("vision") if isinstance(modalities, dict) else None
     return Context(settings["n_ctx"], "llama.cpp: n_ctx per slot (-c divided by -np)", vision, "llama.cpp")
 

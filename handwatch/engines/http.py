@@ -70,7 +70,7 @@ def deadline_client(timeout_s: float):
     backend = getattr(pool, "_network_backend", None)
     if backend is None:
         return client, False
-    pool._network_backend = _DeadlineBackend(backend)
+    pool._network_backend = _DeadlineBackend(backend)  # type: ignore[union-attr]  # found just above
     return client, True
 
 
@@ -134,9 +134,9 @@ def classify(url: str, e: Exception, timeout_s: float) -> Exception:
         if code in (400, 404) and "model" in low and any(s in low for s in NOT_LOADED):
             return ModelNotLoaded(f"{url}: model not loaded ({msg})", url)
         if code in (429, 503):
-            err = EngineUnavailable(f"{url}: HTTP {code} {'busy' if code == 429 else 'unavailable'} ({msg})", url)
-            err.retry_after = retry_after(getattr(e.response, "headers", None))  # type: ignore[attr-defined]
-            return err
+            busy = EngineUnavailable(f"{url}: HTTP {code} {'busy' if code == 429 else 'unavailable'} ({msg})", url)
+            busy.retry_after = retry_after(getattr(e.response, "headers", None))  # type: ignore[attr-defined]
+            return busy
         if code in (401, 403):
             return EngineUnavailable(f"{url}: HTTP {code} {msg}: check api_key_env", url)
         if code in (404, 405):

@@ -265,8 +265,8 @@ class VLMEngine:
         for _ in range(len(self.clients)):
             try:
                 c = self._acquire(structured=response_format is not None)
-            except EngineUnavailable:
-                raise last or EngineUnavailable("every endpoint is down") from None
+            except EngineUnavailable as e:  # it names each endpoint's reason: the file's waiting reason shows it
+                raise last or e from None
             try:
                 reply = c.chat(messages, max_tokens or c.ep.max_tokens, temperature, response_format, confidence)
             except ServerFailed as e:

@@ -171,7 +171,7 @@ class ReviewApp:
 
     def _save(self, request: Request, rec: Record, form: dict[str, str]) -> str:
         md = self.store.servable(rec.output)
-        if md is None:
+        if md is None or rec.output is None:
             raise OutputConflict("there is no Markdown file for this original to save")
         raw = md.read_bytes()
         try:

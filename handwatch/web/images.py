@@ -40,6 +40,8 @@ class Renderer:
         if not 1 <= number <= len(refs):
             return None
         page = refs[number - 1].load()
+        if page.image is None:  # load() always decodes; a page without pixels has nothing to show
+            return None
         im = Image.fromarray(page.image)
         if max(im.size) > max_side:
             im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)

@@ -136,7 +136,7 @@ class Guard:
             _user, _, password = base64.b64decode(value.strip()).decode("utf-8").partition(":")
         except (binascii.Error, UnicodeDecodeError, ValueError):
             return False
-        return self.password.check(password)
+        return self.password is not None and self.password.check(password)
 
     def _same_origin(self, headers: dict, host: str) -> bool:
         """A browser names the page a POST comes from; it must be this server (by Host, or the public URL)."""
@@ -160,4 +160,4 @@ class Csrf:
         self.token = secrets.token_urlsafe(32)
 
     def valid(self, value: str | None) -> bool:
-        return bool(value) and hmac.compare_digest(value.encode(), self.token.encode())
+        return value is not None and value != "" and hmac.compare_digest(value.encode(), self.token.encode())
