@@ -210,7 +210,6 @@ def garden(size=(1600, 1200), seed: int = 2) -> Image.Image:
 
 def whiteboard(size=(1600, 1200), seed: int = 3) -> Image.Image:
     """A whiteboard on a coloured wall, lit from one side, with marker writing in three colours."""
-    rng = _rng(seed)
     w, h = size
     im = Image.new("RGB", size, (180, 150, 110))  # a warm wall
     d = ImageDraw.Draw(im)

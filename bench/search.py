@@ -120,8 +120,8 @@ def main() -> None:
         size_mb = sum(f.stat().st_size for f in (root / "state").iterdir()) / 1e6
         assert index.refresh() == (0, 0)  # the page's background refresh will find nothing to do
 
-        from tests.fakeopenai import free_port  # the bench reuses the tests' free-port helper
         from handwatch.web.server import WebServer
+        from tests.fakeopenai import free_port  # the bench reuses the tests' free-port helper
 
         port = free_port()
         cfg_path = root / "config.yaml"
@@ -133,9 +133,9 @@ def main() -> None:
         try:
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
                 for q in QUERIES:
-                    fts_ms, hits = timed(lambda: index.search(q, limit=30), args.runs)
-                    like_ms, like_rows = timed(lambda: like_scan(db, q), max(3, args.runs // 5))
-                    page_ms, resp = timed(lambda: http.get("/search", params={"q": q}), args.runs)
+                    fts_ms, hits = timed(lambda q=q: index.search(q, limit=30), args.runs)
+                    like_ms, like_rows = timed(lambda q=q: like_scan(db, q), max(3, args.runs // 5))
+                    page_ms, resp = timed(lambda q=q: http.get("/search", params={"q": q}), args.runs)
                     assert resp.status_code == 200
                     rows.append((q, len(hits), len(like_rows), like_ms, fts_ms, page_ms))
         finally:

@@ -13,7 +13,6 @@ from handwatch.safefs import inside
 from handwatch.settle import ignored_reason
 from handwatch.watch import WatchSpec, walk
 
-
 LINK_OUT = "a link to a file outside the watched folder"
 
 

@@ -10,10 +10,18 @@ from pathlib import Path
 
 from handwatch import __version__, log
 from handwatch.errors import (
-    EX_CONFIG, EX_DATAERR, EX_OK, EX_SOMEFAILED, EX_UNAVAILABLE, EX_USAGE,
-    ConfigError, EngineUnavailable, HandwatchError, InputError, NotReady,
+    EX_CONFIG,
+    EX_DATAERR,
+    EX_OK,
+    EX_SOMEFAILED,
+    EX_UNAVAILABLE,
+    EX_USAGE,
+    ConfigError,
+    EngineUnavailable,
+    HandwatchError,
+    InputError,
+    NotReady,
 )
-
 
 EXAMPLE_CONFIG = "-c /etc/handwatch/config.yaml"
 

@@ -6,8 +6,8 @@ import ipaddress
 import os
 import re
 import socket
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -172,7 +172,7 @@ class Rule(_Frozen):
     review_below: float | None = None  # a page whose confidence is under this needs review
     review_uncertain_words: int | None = None  # a page with this many uncertain words needs review
 
-    def merged(self, override: RuleOverride) -> "Rule":
+    def merged(self, override: RuleOverride) -> Rule:
         data = self.model_dump()
         rule_keys = set(RuleOverride.model_fields)
         for key, value in override.model_dump(exclude_none=True, include=rule_keys).items():

@@ -8,7 +8,7 @@ import re
 import secrets
 import stat
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
@@ -61,7 +61,7 @@ def printable_name(name: str) -> str:
 
 
 def front_matter(doc: Document) -> str:
-    stamp = doc.transcribed.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = doc.transcribed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     fields: list[tuple[str, str]] = [
         ("source", _scalar(printable_name(doc.source.name))),
         ("source_sha256", doc.source_sha256),

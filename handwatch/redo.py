@@ -180,9 +180,9 @@ def run(cfg: Config, items: list[Item], progress: Callable[[int, int, Item, str,
     """Put each item back in the queue and work it off, as `scan` does; `progress(k, n, item, outcome, reason)`
     after each. A text stored for the file is forgotten first unless only the review thresholds changed,
     so the model is asked again rather than the old reading rendered anew."""
+    from handwatch.queue import RUNNING, this_owner
     from handwatch.scan import LEASE_S, MAX_ATTEMPTS
     from handwatch.worker import Worker, build
-    from handwatch.queue import RUNNING, this_owner
 
     db, queue, pipeline, candidates, n = build(cfg)
     worker = Worker(queue, pipeline, candidates)

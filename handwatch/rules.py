@@ -8,8 +8,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from handwatch.errors import ConfigError
 from handwatch.config import RULE_FILE, Config, Folder, MoveAfter, Rule, RuleOverride, load_rule_file
+from handwatch.errors import ConfigError
 
 
 @dataclass(frozen=True)

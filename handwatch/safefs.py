@@ -30,7 +30,7 @@ class FileSig(NamedTuple):
     ctime_ns: int
 
     @classmethod
-    def of(cls, st: os.stat_result) -> "FileSig":
+    def of(cls, st: os.stat_result) -> FileSig:
         return cls(st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -16,7 +16,7 @@ from handwatch.state import Ledger, StateDB
 
 def doc(source: Path, pages: list[str], **kw) -> output.Document:
     return output.Document(source=source, source_sha256="ab" * 32, pages=pages, profile=kw.pop("profile", "notes"),
-                           languages=("en",), engine="vlm", model="m", transcribed=datetime(2026, 1, 2, tzinfo=timezone.utc), **kw)
+                           languages=("en",), engine="vlm", model="m", transcribed=datetime(2026, 1, 2, tzinfo=UTC), **kw)
 
 
 def write_md(tmp_path: Path, ledger: Ledger, name: str, pages: list[str], **kw) -> tuple[Path, Path, str]:

@@ -1,7 +1,7 @@
 """Markdown rendering, atomic writes, the clash rule and edit protection."""
 
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -10,7 +10,7 @@ from handwatch import output
 from handwatch.errors import OutputConflict
 from handwatch.state import Ledger, StateDB
 
-WHEN = datetime(2026, 11, 21, 16, 20, tzinfo=timezone.utc)
+WHEN = datetime(2026, 11, 21, 16, 20, tzinfo=UTC)
 
 
 def doc(source: Path, pages=("Hello",), **kw) -> output.Document:

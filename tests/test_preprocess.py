@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageFilter
 
 from bench import gen
 from handwatch import pixels, preprocess, skew
@@ -138,7 +138,10 @@ def test_sharpen_increases_edge_energy():
     import cv2
 
     soft = text_page().filter(ImageFilter.GaussianBlur(2))
-    lap = lambda im: cv2.Laplacian(np.asarray(im.convert("L")), cv2.CV_64F).var()
+
+    def lap(im):
+        return cv2.Laplacian(np.asarray(im.convert("L")), cv2.CV_64F).var()
+
     assert lap(preprocess.sharpen(soft)) > lap(soft) * 1.3
 
 

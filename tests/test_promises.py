@@ -15,11 +15,20 @@ from pathlib import Path
 
 import pytest
 import yaml
-from PIL import Image
 
 from tests.conftest import cli_env
 from tests.daemon_util import (
-    PLAIN, DaemonProc, body, front, id_png, markdowns, status, temps, text_for, text_of, tree,
+    PLAIN,
+    DaemonProc,
+    body,
+    front,
+    id_png,
+    markdowns,
+    status,
+    temps,
+    text_for,
+    text_of,
+    tree,
 )
 from tests.fakeopenai import FakeOpenAI, wait_for
 

@@ -94,7 +94,7 @@ def test_heic_irot_and_imir_are_applied_once_and_its_exif_tag_ignored(tmp_path, 
 def test_each_page_of_a_tiff_keeps_its_own_orientation(tmp_path):
     p = tmp_path / "scan.tif"
     frames = [stored(n) for n in (1, 6, 3, 8)]
-    for im, n in zip(frames, (1, 6, 3, 8)):
+    for im, n in zip(frames, (1, 6, 3, 8), strict=True):
         im.encoderinfo = {"exif": exif(n)}
     frames[0].save(p, save_all=True, append_images=frames[1:], exif=exif(1))
     ims = load(p)
@@ -104,7 +104,7 @@ def test_each_page_of_a_tiff_keeps_its_own_orientation(tmp_path):
         for i in range(4):
             check.seek(i)
             said.append(check.tag_v2.get(0x0112, 1))
-    for page, n in zip(ims, said):
+    for page, n in zip(ims, said, strict=True):
         stored_shape = np.asarray(stored(n)).shape[:2]
         assert page.image.shape[:2] == (stored_shape if n in (1, 3) else stored_shape[::-1])
         assert_upright(page.image)

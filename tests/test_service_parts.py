@@ -4,7 +4,6 @@ the watchdog interval, the journal check, start-up checks, systemd's directories
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest

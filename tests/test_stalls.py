@@ -18,7 +18,16 @@ import yaml
 
 from tests.conftest import cli_env
 from tests.daemon_util import (
-    PLAIN, DaemonProc, NotifySocket, body, id_png, ident_of, markdowns, status, text_for, text_of,
+    PLAIN,
+    DaemonProc,
+    NotifySocket,
+    body,
+    id_png,
+    ident_of,
+    markdowns,
+    status,
+    text_for,
+    text_of,
 )
 from tests.fakeopenai import FakeOpenAI, wait_for
 
@@ -137,7 +146,7 @@ def test_kills_during_a_request_never_quarantine_the_file(inbox, config, daemon,
     id_png(inbox / "a.png", 1)
     for n in range(1, 5):  # the watchdog, or an operator, kills the daemon while the model is working
         d = daemon(cfg)
-        wait_for(lambda: len(server.requests) >= n, 30, what=f"request {n}")
+        wait_for(lambda n=n: len(server.requests) >= n, 30, what=f"request {n}")
         d.kill()
     server.default = text_for
     release.set()

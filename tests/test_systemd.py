@@ -150,7 +150,7 @@ def test_status_cannot_inject_a_message_and_names_in_any_script_survive(tmp_path
     daemons.append(d)
     for name in ("x\nSTOPPING=1.jpg", "Käse 日記 🍰.jpg"):
         inked((64, 48)).save(inbox / name, "JPEG")
-        wait_for(lambda: any(s.endswith(f"last: {clean_status(name)} (done)") for s in listener.statuses()), 30,
+        wait_for(lambda name=name: any(s.endswith(f"last: {clean_status(name)} (done)") for s in listener.statuses()), 30,
                  what=f"STATUS naming {name!r}")
     raw = os.path.join(os.fsencode(inbox), b"caf\xe9.jpg")
     inked((64, 48)).save(open(raw, "wb"), "JPEG")
@@ -187,7 +187,7 @@ def test_pings_go_on_while_a_dead_worker_is_replaced_and_stop_when_workers_keep_
 
     for i in range(2, 6):  # five deaths within ten minutes: the pool stops refilling
         tiny_png(inbox / f"die-{i}.png", i)
-        wait_for(lambda: len(d.events("worker.died")) == i, 30, what=f"worker death {i}")
+        wait_for(lambda i=i: len(d.events("worker.died")) == i, 30, what=f"worker death {i}")
     wait_for(lambda: any(s.startswith("unhealthy: worker threads keep dying") for s in listener.statuses()), 30,
              what="STATUS saying the pool is broken")
     first = next(i for i, x in enumerate(listener.lines()) if x.startswith("STATUS=unhealthy"))

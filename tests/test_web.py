@@ -12,9 +12,9 @@ import yaml
 from PIL import Image
 
 from handwatch import frontmatter
-from handwatch.worker import Worker, build
 from handwatch.queue import this_owner
 from handwatch.state import Ledger, StateDB
+from handwatch.worker import Worker, build
 from tests.fakeopenai import FakeOpenAI
 from tests.webworld import make_world, serve
 

@@ -11,10 +11,10 @@ import httpx
 import yaml
 
 from handwatch import config as config_mod
-from handwatch.worker import Worker, build
 from handwatch.queue import this_owner
 from handwatch.safefs import file_sig
 from handwatch.web.server import WebServer
+from handwatch.worker import Worker, build
 from tests.conftest import draw_page
 from tests.fakeopenai import FakeOpenAI, free_port
 

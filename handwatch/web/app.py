@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
@@ -181,7 +181,7 @@ class ReviewApp:
         accept = form.get("action") == "accept"
         new = frontmatter.with_body(text, form["body"]) if "body" in form else text
         if accept:
-            stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             new = frontmatter.with_fields(new, {"needs_review": False, "reviewed": stamp})
         folder = request.query_params.get("folder", "")
         suffix = f"&folder={folder}" if folder.isdigit() else ""
