@@ -31,7 +31,7 @@ class BatchingServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def start(self) -> "BatchingServer":
+    def start(self) -> BatchingServer:
         self._thread.start()
         self._ready.wait(10)
         return self

@@ -219,9 +219,9 @@ def latency(files: list[tuple[str, bytes]], settle_s: float, seconds: float) -> 
             (staging / name).write_bytes(data)
             t0 = time.monotonic()
             os.rename(staging / name, d.inbox / name)
-            wait(lambda: len(server.arrived) > i, 60, f"the request for {name}", every=0.005)
+            wait(lambda i=i: len(server.arrived) > i, 60, f"the request for {name}", every=0.005)
             delays.append(server.arrived[i] - t0)
-            wait(lambda: len(server.replied) > i, 60, f"the reply for {name}", every=0.01)
+            wait(lambda i=i: len(server.replied) > i, 60, f"the reply for {name}", every=0.01)
             time.sleep(0.2)  # one at a time: nothing else in flight when the next file arrives
     finally:
         d.stop()
@@ -265,7 +265,7 @@ def idle(n: int, watch_s: float) -> dict:
         done_files(root, n)
         d = Daemon(root, server.url, 4, rescan_s=rescan_s)
         try:
-            wait(lambda: d.count("rescan.done"), 300, "the start-up walk")
+            wait(lambda d=d: d.count("rescan.done"), 300, "the start-up walk")
             time.sleep(3)
             cpu0, t0, scans0 = d.cpu_s(), time.monotonic(), d.count("rescan.done")
             time.sleep(watch_s)

@@ -351,7 +351,7 @@ class Daemon:
         while not self.stopping.is_set():
             started, seen, removed = time.monotonic(), 0, 0
 
-            def found(cfg=self.rt.cfg):
+            def found(cfg=self.rt.cfg, first=first):
                 nonlocal seen, removed
                 for f in cfg.folders:
                     for path in walk(f.path, cfg.folder_rule(f).recursive, skip_name=markdown):

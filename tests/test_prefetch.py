@@ -10,9 +10,9 @@ import threading
 from contextlib import contextmanager
 
 from handwatch import config, prefetch
+from handwatch.output import sha256_file
 from handwatch.queue import JobQueue
 from handwatch.safefs import file_sig
-from handwatch.output import sha256_file
 from handwatch.state import StateDB
 from handwatch.worker import build_runtime
 from handwatch.workpool import WorkerPool
