@@ -43,6 +43,7 @@ bench: setup
 	$(PY) -m bench.spawn
 	$(PY) -m bench.legibility
 	$(PY) -m bench.search
+	$(PY) -m bench.throughput
 	$(PY) -m bench.doubt
 
 clean:

@@ -21,10 +21,10 @@ import threading
 import time
 from pathlib import Path
 
-from handwatch import __version__, config, crashmarks, log, output, preflight, systemd
+from handwatch import __version__, alloc, config, crashmarks, log, output, prefetch, preflight, systemd
 from handwatch.config import Config
 from handwatch.errors import EX_OK, ConfigError, HandwatchError, StateBusy
-from handwatch.intake import Intake
+from handwatch.intake import Intake, markdown
 from handwatch.queue import JobQueue, owner_alive, this_owner
 from handwatch.state import FolderStates, Health, StateDB
 from handwatch.watch import Watcher, walk
@@ -89,7 +89,9 @@ class Daemon:
         self.marks = crashmarks.DecodeMarks(self.cfg.state_dir, self.owner)
         self.gate = Gate()
         self.page_pool = DaemonPool(0)
-        self.rt = build_runtime(self.cfg, self.db, self.queue, self.gate, self.marks, self.page_pool)
+        self.preparers = DaemonPool(prefetch.preparers(), "prepare")
+        self.rt = build_runtime(self.cfg, self.db, self.queue, self.gate, self.marks, self.page_pool,
+                                preparers=self.preparers)
         self.applied_rt = self.rt
         self.pool = WorkerPool(self.queue, self.owner, self.stopping, lambda: self.rt)
         self.intake = Intake(self.queue, self.rt.candidates, self.stopping, self.pool.wake_one)
@@ -237,7 +239,8 @@ class Daemon:
             preflight.check(cfg)
             cfg = self._keep_started(cfg)
             log.setup(self.log_level or cfg.log_level, daemon=True, secrets=cfg.secrets())
-            rt = build_runtime(cfg, self.db, self.queue, self.gate, self.marks, self.page_pool, previous=old)
+            rt = build_runtime(cfg, self.db, self.queue, self.gate, self.marks, self.page_pool, previous=old,
+                               preparers=self.preparers)
         except ConfigError as e:
             self.reload_failed = True
             self.log.error("config.reload_failed", problems=e.lines(), action="kept the running configuration")
@@ -277,7 +280,7 @@ class Daemon:
     # --- monitor: reloads, folders, workers, status --------------------------------------------------------
 
     def _monitor_loop(self) -> None:
-        last_status, said = 0.0, None
+        last_status, said, trimmed = 0.0, None, True
         folders = FolderStates(self.db)
         shown: dict = {}
         while not self.stopping.is_set():
@@ -293,6 +296,10 @@ class Daemon:
                     shown = dict(self.watcher.states)
                 self.pool.keep(rt.n)
                 self.pool.settle_orphans()
+                idle = not self.pool.current
+                if idle and not trimmed:
+                    alloc.give_back()  # the burst is over: its page buffers need not stay resident
+                trimmed = idle
                 if time.monotonic() - last_status >= STATUS_EVERY_S:
                     self.status_line = self._status_line(rt)
                     last_status = time.monotonic()
@@ -342,19 +349,24 @@ class Daemon:
         events that were lost. The first walk also removes temporaries a killed process left behind."""
         first = True
         while not self.stopping.is_set():
-            n = removed = 0
-            cfg = self.rt.cfg
-            for f in cfg.folders:
-                r = cfg.folder_rule(f)
-                for path in walk(f.path, r.recursive):
-                    if self.stopping.is_set():
-                        return
-                    if output.is_temp(path.name):
-                        removed += first and _remove_stale(path, self.started)
-                        continue
-                    self.intake.put("scan", path)
-                    n += 1
-            self.log.info("rescan.done", files=n, stale_temps_removed=removed)
+            started, seen, removed = time.monotonic(), 0, 0
+
+            def found(cfg=self.rt.cfg, first=first):
+                nonlocal seen, removed
+                for f in cfg.folders:
+                    for path in walk(f.path, cfg.folder_rule(f).recursive, skip_name=markdown):
+                        if self.stopping.is_set():
+                            return
+                        seen += 1
+                        if first and output.is_temp(path.name):
+                            removed += _remove_stale(path, self.started)
+                        yield path
+
+            queued = self.intake.offer(found())
+            if self.stopping.is_set():
+                return
+            self.log.info("rescan.done", files=seen, queued=queued, stale_temps_removed=removed,
+                          duration_ms=int((time.monotonic() - started) * 1000))
             first = False
             self.rescan_now.wait(self.rt.cfg.rescan_s)
             self.rescan_now.clear()

@@ -13,7 +13,7 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from handwatch import log, output, safefs
@@ -27,10 +27,16 @@ from handwatch.watch import walk
 MAX_INPUT_BYTES = 2 << 30  # no photo or scan is this large; hashing one would only waste the disk's time
 HASH_THREADS = 2
 BATCH = 500  # events handled between two heartbeats
+OFFER_BATCH = 500  # paths looked up in one query by a walk
 DB_RETRY_S = 2.0
 # Why a file is not taken that its owner would want to know; the rest (temporaries, junk, excluded names) is noise.
 WORTH_SAYING = (NOT_READ, LINK_OUT)
 MAX_SAID = 100_000
+
+
+def markdown(name: str) -> bool:
+    """Outputs always end in .md (config.py), and no input does: a walk need not look at them."""
+    return name.endswith(".md")
 
 
 class Intake:
@@ -56,6 +62,35 @@ class Intake:
         """kind: 'event' (created/modified), 'moved' (renamed into place), 'scan' (found by a walk), 'dir'."""
         self.events.put((kind, path))
         self.wake.set()
+
+    def offer(self, found: Iterable[Path]) -> int:
+        """Files a walk found. A version that already has a job (same size, mtime, inode and ctime) is
+        passed over right here: a stat each and one database query per batch, no rule lookup, no
+        hashing, nothing read. Markdown and temporary names are never inputs and go by unlooked-at.
+        The rest become 'scan' events. Returns how many did."""
+        batch: list[tuple[Path, safefs.FileSig]] = []
+        n = 0
+
+        for path in found:
+            name = path.name
+            if markdown(name) or output.is_temp(name):
+                continue
+            sig = file_sig(path)
+            if sig is None:
+                continue
+            batch.append((path, sig))
+            if len(batch) >= OFFER_BATCH:
+                n += self._flush(batch)
+        return n + self._flush(batch)
+
+    def _flush(self, batch: list[tuple[Path, safefs.FileSig]]) -> int:
+        known = self.queue.known_many(batch)
+        for path, _ in batch:
+            if path not in known:
+                self.put("scan", path)
+        n = len(batch) - len(known)
+        batch.clear()
+        return n
 
     def _settle_s(self, path: Path) -> float:
         candidates = self.candidates
@@ -119,8 +154,7 @@ class Intake:
 
     def _one(self, kind: str, path: Path) -> None:
         if kind == "dir":
-            for f in walk(path, True):
-                self.events.put(("scan", f))
+            self.offer(walk(path, True, skip_name=markdown))
             return
         path = Path(os.path.abspath(path))
         rule, why = self.candidates.rule(path)

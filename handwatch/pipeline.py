@@ -6,8 +6,8 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -18,6 +18,7 @@ from handwatch.config import Config, Rule, RuleOverride
 from handwatch.engines import Engine, PageText
 from handwatch.errors import ConfigError, InputError, NotReady
 from handwatch.index import SearchIndex
+from handwatch.prefetch import Flow
 from handwatch.rules import Resolved, RuleBook
 from handwatch.safefs import FileSig, file_sig
 from handwatch.state import Health, Ledger, StateDB, TextCache
@@ -78,7 +79,7 @@ class Engines:
 class Pipeline:
     def __init__(self, cfg: Config, db: StateDB, engines: Engines | None = None,
                  now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
-                 page_pool: Executor | None = None, image_slots: threading.BoundedSemaphore | None = None):
+                 page_pool: Executor | None = None, flow: Flow | None = None):
         self.cfg = cfg
         self.rules = RuleBook(cfg)
         self.ledger = Ledger(db)
@@ -88,8 +89,10 @@ class Pipeline:
         self.engines = engines or Engines(cfg, Health(db))
         self.now = now
         self.page_pool = page_pool
-        # Backpressure: at most this many decoded pages in memory across all workers.
-        self.image_slots = image_slots
+        # Backpressure: pages decoded on a few preparer threads, and a bound on pages ahead of their reply.
+        self.flow = flow or Flow(1 << 20)
+        self._busy: dict[str, list] = {}  # content being transcribed: [lock, waiters]
+        self._busy_lock = threading.Lock()
         self.log = log.get("pipeline")
 
     def rule_for(self, path: Path) -> Rule:
@@ -118,16 +121,36 @@ class Pipeline:
         before = before or FileSig.of(st)
         sha = sha or output.sha256_file(path)
         fingerprint = resolved.rule.fingerprint() + (f" endpoint={endpoint}" if endpoint else "")
-        cached = None if (override or {}).get("fresh") else self.texts.get(sha, fingerprint)
-        reused = cached is not None
-        tokens = 0
+        fresh = (override or {}).get("fresh")
+        cached = None if fresh else self.texts.get(sha, fingerprint)
+        reused, tokens = cached is not None, 0
         if cached is None:
-            cached = self._transcribe(path, resolved.rule, endpoint, decoding)
-            tokens = cached.pop("tokens", 0)  # what this run cost, not part of the text kept for reuse
-            if file_sig(path) != before:
-                raise NotReady("file changed while it was being transcribed")
-            self.texts.put(sha, fingerprint, cached)
+            # The same bytes at two paths, taken by two workers at once: the second waits and reuses.
+            with self._same_bytes(sha + fingerprint):
+                cached = None if fresh else self.texts.get(sha, fingerprint)
+                reused = cached is not None
+                if cached is None:
+                    cached = self._transcribe(path, resolved.rule, endpoint, decoding)
+                    tokens = cached.pop("tokens", 0)  # what this run cost, not part of the text kept for reuse
+                    if file_sig(path) != before:
+                        raise NotReady("file changed while it was being transcribed")
+                    self.texts.put(sha, fingerprint, cached)
         return Transcript(path, sha, before, stat.S_IMODE(st.st_mode), resolved, cached, reused, started, tokens)
+
+    @contextmanager
+    def _same_bytes(self, key: str) -> Iterator[None]:
+        """One transcription at a time per content and rule fingerprint."""
+        with self._busy_lock:
+            entry = self._busy.setdefault(key, [threading.Lock(), 0])
+            entry[1] += 1
+        try:
+            with entry[0]:
+                yield
+        finally:
+            with self._busy_lock:
+                entry[1] -= 1
+                if not entry[1]:
+                    del self._busy[key]
 
     def publish(self, t: Transcript) -> Outcome:
         """The quick part: claim the Markdown name, write it, move the original if the rule says so."""
@@ -180,26 +203,31 @@ class Pipeline:
         with decoding():
             refs = inputs.open_pages(path, opts.max_side, opts.max_input_megapixels, rule.max_pages)
 
-        def one(ref: inputs.PageRef) -> PageText:
-            # Backpressure: a slot per decoded page, held until its request is answered.
-            if self.image_slots:
-                self.image_slots.acquire()
-            try:
-                with decoding():
-                    page = ref.load()
-                    image = preprocess.prepare(page.image, opts, page.photo)
+        encode = getattr(engine, "encode", None)  # a VLM sends JPEG: pages wait for a slot encoded
+        flow = self.flow
+
+        def prepared(ref: inputs.PageRef):
+            with decoding(), flow.decoded.held():
+                page = ref.load()
+                image = preprocess.prepare(page.image, opts, page.photo)
                 page.image = None  # the decoded original is not needed once prepared
                 ink = doubt.measure_ink(image)
+                if ink.blank or encode is None:
+                    return image, ink
+                return encode(image, rule), ink
+
+        def one(ref: inputs.PageRef) -> PageText:
+            with flow.page():
+                image, ink = flow.run(lambda: prepared(ref))
                 if ink.blank:  # nothing to read: a model asked anyway tends to invent a page
                     return PageText("", "", ["blank page"])
-                result = engine.transcribe_page(image, rule)
-                metrics.page_done(engine)
-                result.review_reasons += doubt.page_reasons(result.text, ink, rule.languages,
-                                                            result.extra.get("detected_languages"))
-                return result
-            finally:
-                if self.image_slots:
-                    self.image_slots.release()
+                with flow.encoded.held() if encode else flow.decoded.held():  # Tesseract reads the pixels
+                    result = engine.transcribe_page(image, rule)
+                del image
+            metrics.page_done(engine)
+            result.review_reasons += doubt.page_reasons(result.text, ink, rule.languages,
+                                                        result.extra.get("detected_languages"))
+            return result
 
         if self.page_pool is not None and len(refs) > 1:
             results = list(self.page_pool.map(one, refs))

@@ -67,6 +67,22 @@ class JobQueue:
         ).fetchone()
         return row is not None
 
+    def known_many(self, found: Iterable[tuple[Path, FileSig]]) -> set[Path]:
+        """Which of these exact file versions already have a job: one query for the lot (a rescan asks
+        for a few hundred paths at a time, not one round trip each)."""
+        wanted = {encode(path): (path, tuple(sig)) for path, sig in found}
+        if not wanted:
+            return set()
+        marks = ",".join("?" * len(wanted))
+        rows = self.db.connect().execute(
+            f"SELECT path, size, mtime_ns, ino, ctime_ns FROM jobs WHERE path IN ({marks})", list(wanted)).fetchall()
+        known = set()
+        for r in rows:
+            path, sig = wanted[bytes(r["path"])]
+            if sig == (r["size"], r["mtime_ns"], r["ino"], r["ctime_ns"]):
+                known.add(path)
+        return known
+
     def enqueue(self, path: Path, sha: str, sig: FileSig) -> bool:
         """Idempotent per (path, content): returns True only when this is new work."""
         now = self.clock()

@@ -241,8 +241,10 @@ def _alive(observer) -> bool:
     return bool(getattr(observer, "is_alive", lambda: False)())
 
 
-def walk(root: Path, recursive: bool, skip_dirs: AbstractSet[Path] = frozenset()) -> Iterator[Path]:
-    """Every regular file below `root` (symlinked folders are not followed), junk folders pruned."""
+def walk(root: Path, recursive: bool, skip_dirs: AbstractSet[Path] = frozenset(),
+         skip_name: Callable[[str], bool] | None = None) -> Iterator[Path]:
+    """Every regular file below `root` (symlinked folders are not followed), junk folders pruned, and
+    files whose name `skip_name` rejects left out before any work is spent on them."""
     stack = [root]
     while stack:
         d = stack.pop()
@@ -257,7 +259,7 @@ def walk(root: Path, recursive: bool, skip_dirs: AbstractSet[Path] = frozenset()
                     p = Path(entry.path)
                     if recursive and not ignored_dir(entry.name) and p not in skip_dirs:
                         stack.append(p)
-                elif entry.is_file(follow_symlinks=True):
+                elif (skip_name is None or not skip_name(entry.name)) and entry.is_file(follow_symlinks=True):
                     yield Path(entry.path)
             except OSError:
                 continue

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from handwatch import log, output, safefs
+from handwatch import log, output, prefetch, safefs
 from handwatch.candidates import Candidates
 from handwatch.config import Config
 from handwatch.crashmarks import DecodeMarks
@@ -184,11 +184,14 @@ class Worker:
 
 
 def worker_count(cfg: Config) -> int:
+    """A worker per request slot, `prefetch.depth` more to prepare pages ahead of free slots, and one
+    per core for Tesseract."""
     uses_tesseract = cfg.base_rule().engine == "tesseract" or any(cfg.folder_rule(f).engine == "tesseract" for f in cfg.folders)
-    n = sum(ep.max_concurrency for ep in cfg.endpoints)
+    requests = sum(ep.max_concurrency for ep in cfg.endpoints)
+    n = requests + prefetch.depth(requests) if requests else 0
     if uses_tesseract:
         n += os.cpu_count() or 1
-    return max(1, min(64, n))
+    return max(1, min(80, n))
 
 
 @dataclass(frozen=True)
@@ -206,17 +209,20 @@ class Runtime:
 
 def build_runtime(cfg: Config, db: StateDB, queue: JobQueue, gate: Gate | None = None,
                   marks: DecodeMarks | None = None, pool: DaemonPool | None = None,
-                  previous: Runtime | None = None) -> Runtime:
+                  previous: Runtime | None = None, preparers: DaemonPool | None = None) -> Runtime:
     """`previous`: the runtime a reload replaces. Its engines are kept when the endpoints did not change
-    (their health and back-off carry on), and so is its page semaphore when the worker count did not."""
+    (their health and back-off carry on), and so are its page bounds when the worker count did not.
+    `pool` runs a document's pages side by side; `preparers` decodes them (prefetch.py)."""
     n = worker_count(cfg)
     if pool is None:
         pool = DaemonPool(n)
     pool.grow(n)
     same_endpoints = previous is not None and previous.cfg.endpoints == cfg.endpoints
     engines = previous.pipeline.engines if same_endpoints else Engines(cfg, Health(db))
-    slots = previous.pipeline.image_slots if previous is not None and previous.n == n else None
-    pipeline = Pipeline(cfg, db, engines, page_pool=pool, image_slots=slots or threading.BoundedSemaphore(n + 1))
+    flow = previous.pipeline.flow if previous is not None and previous.n == n else None
+    if flow is None:
+        flow = prefetch.Flow(n + 1, preparers or DaemonPool(prefetch.preparers(), "prepare"))
+    pipeline = Pipeline(cfg, db, engines, page_pool=pool, flow=flow)
     candidates = Candidates(cfg, pipeline.rules)
     return Runtime(cfg, candidates, pipeline, Worker(queue, pipeline, candidates, gate, marks), n,
                    tuple(candidates.specs()))

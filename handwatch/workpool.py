@@ -23,6 +23,8 @@ from handwatch.worker import STRIKE_DELAY_S, STRIKES, Runtime
 DEATH_LIMIT = 5
 DEATH_WINDOW_S = 600.0
 BACKOFF_CAP_S = 60.0
+POLL_S = 1.0
+IDLE_S = 30.0
 
 
 class WorkerPool:
@@ -37,6 +39,7 @@ class WorkerPool:
         self.trouble: str | None = None
         self.last: tuple[str, str] | None = None  # (file name, outcome) of the latest job to finish
         self.wake = threading.Condition()
+        self.polling = False  # an idle worker is already looking for jobs every POLL_S
         self.log = log.get("worker")
 
     # --- the monitor thread --------------------------------------------------------------------------
@@ -121,11 +124,20 @@ class WorkerPool:
             try:
                 job = self.queue.claim(self.owner, LEASE_S, MAX_ATTEMPTS)
                 if job is None:
+                    # Idle: one worker looks every second for jobs another process queued (`retry`);
+                    # the others sleep until woken, so fifty idle workers cost no more than one.
                     due = self.queue.next_due()
-                    wait = 1.0 if due is None else min(1.0, max(0.05, due - time.time()))
                     with self.wake:
-                        self.wake.wait(timeout=wait)
+                        polls = not self.polling
+                        self.polling = self.polling or polls
+                        poll = POLL_S if polls else IDLE_S
+                        try:
+                            self.wake.wait(timeout=poll if due is None else min(poll, max(0.05, due - time.time())))
+                        finally:
+                            if polls:
+                                self.polling = False
                     continue
+                self.wake_one()  # there may be more: the next idle worker looks (and wakes the next)
                 self.current[slot] = job
                 outcome = self.runtime().worker.handle(job)
                 self.current.pop(slot, None)

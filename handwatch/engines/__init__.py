@@ -23,9 +23,26 @@ class PageText:
     tokens: int = 0  # tokens the server counted for the reply used (for the log)
 
 
+@dataclass(frozen=True)
+class EncodedPage:
+    """A prepared page as the server receives it: the daemon keeps pages waiting for a free request
+    slot in this form (a few hundred kB), never as decoded pixels (megabytes)."""
+
+    jpeg: bytes
+    size: tuple[int, int]
+
+    def image(self) -> Image.Image:
+        """Decoded again, for the rare retry that must send the page smaller."""
+        import io
+
+        im = Image.open(io.BytesIO(self.jpeg))
+        im.load()
+        return im
+
+
 class Engine(Protocol):
     name: str
 
-    def transcribe_page(self, image: Image.Image, rule: Rule) -> PageText: ...
+    def transcribe_page(self, image: Image.Image | EncodedPage, rule: Rule) -> PageText: ...
 
     def translate(self, text: str, target: str) -> str: ...

@@ -8,7 +8,7 @@ from PIL import Image
 
 from handwatch import doubt
 from handwatch.config import Rule
-from handwatch.engines import PageText
+from handwatch.engines import EncodedPage, PageText
 from handwatch.errors import ConfigError, EngineUnavailable
 
 # ISO 639-1 → Tesseract's traineddata names (ISO 639-2/T, with a few of Tesseract's own).
@@ -64,8 +64,11 @@ class TesseractEngine:
         except (pytesseract.TesseractNotFoundError, OSError):
             raise EngineUnavailable("tesseract is not installed (apt-get install tesseract-ocr)") from None
 
-    def transcribe_page(self, image: Image.Image, rule: Rule) -> PageText:
+    def transcribe_page(self, image: Image.Image | EncodedPage, rule: Rule) -> PageText:
         import pytesseract
+
+        if isinstance(image, EncodedPage):  # the pipeline hands Tesseract pixels; an encoded page is decoded
+            image = image.image()
 
         langs = tess_langs(rule.languages)
         self._check(langs)

@@ -14,7 +14,7 @@ from PIL import Image
 
 from handwatch import doubt, log, metrics, profiles
 from handwatch.config import Endpoint, Rule
-from handwatch.engines import PageText, http
+from handwatch.engines import EncodedPage, PageText, http
 from handwatch.engines.http import ContextTooLong, FileRejected, ServerFailed
 from handwatch.errors import ConfigError, EngineResponseError, EngineUnavailable
 from handwatch.pixels import fit
@@ -180,6 +180,10 @@ class EndpointClient:
         return ok
 
 
+def _jpeg(image: Image.Image | EncodedPage, quality: int) -> bytes:
+    return image.jpeg if isinstance(image, EncodedPage) else encode_jpeg(image, quality)
+
+
 def _page(text: str, reply: Reply | None, reasons: list[str], extra: dict | None = None) -> PageText:
     if reply is None:
         return PageText(text, "", reasons, extra or {})
@@ -290,7 +294,11 @@ class VLMEngine:
 
     # --- transcribing ----------------------------------------------------------------------------
 
-    def transcribe_page(self, image: Image.Image, rule: Rule) -> PageText:
+    def encode(self, image: Image.Image, rule: Rule) -> EncodedPage:
+        """The page as it is sent: done ahead of a free request slot, so the slot never waits for it."""
+        return EncodedPage(encode_jpeg(image, rule.preprocess.jpeg_quality), image.size)
+
+    def transcribe_page(self, image: Image.Image | EncodedPage, rule: Rule) -> PageText:
         """The profile decides the route: recipes try structured JSON first; every route ends in
         validated Markdown, flagged for review when it could not be made trustworthy."""
         fallback: str | None = None
@@ -310,9 +318,9 @@ class VLMEngine:
             page.text, page.extra = text, {"detected_languages": langs}
         return page
 
-    def _recipe_json(self, image: Image.Image, rule: Rule) -> tuple[PageText | None, str | None]:
+    def _recipe_json(self, image: Image.Image | EncodedPage, rule: Rule) -> tuple[PageText | None, str | None]:
         prompt = profiles.prompt_for("recipe", rule.languages, rule.prompt, structured=True)
-        jpeg = encode_jpeg(image, rule.preprocess.jpeg_quality)
+        jpeg = _jpeg(image, rule.preprocess.jpeg_quality)
         try:
             reply = self.call(image_messages(prompt, jpeg), self.max_tokens(), 0.0, profiles.RECIPE_FORMAT, confidence=True)
         except EngineUnavailable:
@@ -327,12 +335,12 @@ class VLMEngine:
         text = profiles.render_recipe(recipe)
         return _page(text, reply, [], {"title": recipe.title, "tags": ["recipe"]}), None
 
-    def _markdown(self, image: Image.Image, rule: Rule) -> PageText:
+    def _markdown(self, image: Image.Image | EncodedPage, rule: Rule) -> PageText:
         """Ask, judge the reply, and retry with a remedy fitted to what went wrong; when retries run
         out the best text is kept and flagged for review, never silently written as if it were fine."""
         base_prompt = profiles.prompt_for(rule.profile, rule.languages, rule.prompt)
         quality = rule.preprocess.jpeg_quality
-        jpeg = encode_jpeg(image, quality)
+        jpeg = _jpeg(image, quality)
         max_tokens, temperature, strict = self.max_tokens(), 0.0, False
         seen: list[str] = []
         best, grown, shrunk = "", False, False
@@ -347,6 +355,8 @@ class VLMEngine:
                     raise
                 shrunk = True
                 seen.append("context: image too large for the model's context; sent smaller")
+                if isinstance(image, EncodedPage):
+                    image = image.image()
                 image = fit(image, max(256, int(max(image.size) * 0.6)))
                 jpeg = encode_jpeg(image, quality)
                 self.log.info("reply.retry", problem="context", detail=str(e))

@@ -1,0 +1,77 @@
+"""Pages prepared ahead of free request slots, with the memory they may take bounded.
+
+A GPU server batching C requests frees a slot every 0.5 s / C or so; a page takes 50–200 ms of CPU to
+decode, clean up and encode. If the worker that gets a reply only then starts on its next page, the
+slot idles for that long every time. So there are more workers than request slots (`depth` more),
+and the pages they prepare wait for a slot already encoded (a JPEG of a few hundred kB), never as
+decoded pixels (a 12 MP photo is 36 MB):
+
+- decoding, cleaning up and encoding run on `preparers` threads (one per core), so at most that
+  many pages are ever decoded at once, however many workers or PDF pages wait; the image buffers
+  also stay in those threads' malloc arenas instead of one per worker;
+- `ahead` bounds every page between the start of its decoding and its reply (request slots plus
+  the prefetch depth plus one), so a 200-page PDF cannot prepare all its pages ahead either.
+
+`Flow` counts both, with their peaks, for the log and the tests."""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def depth(requests: int) -> int:
+    """Pages prepared ahead: enough to ride out a slow page (a HEIC, a PDF page) while slots free up."""
+    return max(4, min(16, math.ceil(requests / 4)))
+
+
+def preparers() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+class Gauge:
+    """How many are held now and at most so far (thread-safe)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.now = self.peak = 0
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        with self._lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.now -= 1
+
+
+class Flow:
+    """The bounds on pages in memory, shared by every worker of one daemon (kept across reloads that
+    keep the worker count). `run` is where a page is decoded: on a preparer thread."""
+
+    def __init__(self, ahead: int, pool=None):
+        self.ahead = threading.BoundedSemaphore(ahead)
+        self.limit = ahead
+        self.pool = pool  # a DaemonPool of `preparers()` threads; None: prepare on the caller's thread
+        self.decoded = Gauge()  # pages decoded and not yet encoded
+        self.encoded = Gauge()  # pages encoded and not yet answered (waiting for a slot, or in flight)
+
+    @contextmanager
+    def page(self) -> Iterator[None]:
+        """Held from the start of a page's decoding until its reply: bounds the pages ahead."""
+        with self.ahead:
+            yield
+
+    def run(self, fn: Callable[[], T]) -> T:
+        if self.pool is None:
+            return fn()
+        return self.pool.map(lambda _: fn(), [None])[0]
