@@ -192,7 +192,10 @@ def make_inputs(folder: Path) -> dict[str, tuple[Path, int]]:
     pdf = folder / "scan.pdf"
     pages = [gen.page(gen.NOTE if i % 2 == 0 else gen.RECIPE, size=(1654, 2339), font="dkg", font_size=80) for i in range(3)]
     pages[0].save(pdf, save_all=True, append_images=pages[1:], resolution=200)
-    kb = lambda p: f"{p.stat().st_size / 1e6:.1f} MB"
+
+    def kb(p: Path) -> str:
+        return f"{p.stat().st_size / 1e6:.1f} MB"
+
     return {f"JPEG 12 MP, noise σ4, {kb(jpg)}": (jpg, 1), f"JPEG 12 MP, noise σ8, {kb(grainy)}": (grainy, 1),
             f"HEIC 12 MP, 512 px tiles, {kb(heic)}": (heic, 1),
             f"HEIC 12 MP with a 1600 px preview, {kb(preview)}": (preview, 1),

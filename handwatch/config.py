@@ -382,7 +382,7 @@ class DuplicateKey(Exception):
 class _UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
     """A safe loader that refuses a key given twice in one mapping: plain YAML keeps the last silently."""
 
-    def construct_mapping(self, node, deep=False):
+    def construct_mapping(self, node, deep: bool = False) -> dict:
         seen: dict = {}
         for key_node, _value in node.value:
             key = self.construct_object(key_node, deep=deep)

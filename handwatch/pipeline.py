@@ -6,12 +6,12 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from concurrent.futures import Executor
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 from handwatch import doubt, inputs, log, metrics, output, preprocess, provenance, safefs
 from handwatch.config import Config, Rule, RuleOverride
@@ -64,7 +64,7 @@ class Engines:
                 if name == "vlm":
                     from handwatch.engines.vlm import VLMEngine
 
-                    on_health = (lambda url, up, reason: self.health.set(url, up, reason)) if self.health else None
+                    on_health = self.health.set if self.health is not None else None
                     endpoints = [ep for ep in self.cfg.endpoints if endpoint in (None, ep.url)]
                     if not endpoints:
                         raise ConfigError(self.cfg.source, [f"endpoints: engine vlm needs {endpoint or 'at least one endpoint'}"])
@@ -76,10 +76,16 @@ class Engines:
             return self._built[key]
 
 
+class PagePool(Protocol):
+    """Runs a document's pages side by side: a ThreadPoolExecutor, or the daemon's DaemonPool."""
+
+    def map(self, fn: Callable, items: Iterable) -> Iterable: ...
+
+
 class Pipeline:
     def __init__(self, cfg: Config, db: StateDB, engines: Engines | None = None,
-                 now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
-                 page_pool: Executor | None = None, flow: Flow | None = None):
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 page_pool: PagePool | None = None, flow: Flow | None = None):
         self.cfg = cfg
         self.rules = RuleBook(cfg)
         self.ledger = Ledger(db)
@@ -201,7 +207,8 @@ class Pipeline:
         engine = self.engines.get(rule.engine, endpoint)
         opts = preprocess.for_engine(rule.preprocess, rule.engine)
         with decoding():
-            refs = inputs.open_pages(path, opts.max_side, opts.max_input_megapixels, rule.max_pages)
+            refs = inputs.open_pages(path, opts.max_side or preprocess.ENGINE_SIZES["vlm"][0], opts.max_input_megapixels,
+                                     rule.max_pages)
 
         encode = getattr(engine, "encode", None)  # a VLM sends JPEG: pages wait for a slot encoded
         flow = self.flow
@@ -209,6 +216,7 @@ class Pipeline:
         def prepared(ref: inputs.PageRef):
             with decoding(), flow.decoded.held():
                 page = ref.load()
+                assert page.image is not None  # load() decodes; only prepare() lets it go
                 image = preprocess.prepare(page.image, opts, page.photo)
                 page.image = None  # the decoded original is not needed once prepared
                 ink = doubt.measure_ink(image)

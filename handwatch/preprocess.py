@@ -108,7 +108,7 @@ def _paper_and_grain(flat: np.ndarray, on_paper: np.ndarray | None = None) -> tu
     than half a page) and the spread above it is grain alone (ink only ever darkens), so dense
     writing does not make the grain look larger than it is."""
     cdf = np.cumsum(cv2.calcHist([flat], [0], on_paper, [256], [0, 256]).ravel())
-    cdf /= cdf[-1]
+    cdf = cdf / cdf[-1]
     median, upper = float(np.searchsorted(cdf, 0.5)), float(np.searchsorted(cdf, 0.75))
     return median, (upper - median) / 0.674
 
@@ -199,8 +199,9 @@ def prepare(image: Image.Image | np.ndarray, opts: Preprocess, photo: bool) -> I
     The answer is an L, RGB or RGBX image (RGBX when it was turned or had its contrast changed)."""
     if opts.max_side is None:
         opts = for_engine(opts, "vlm")
+    max_side = opts.max_side or ENGINE_SIZES["vlm"][0]  # for_engine has set it
     arr = image if isinstance(image, np.ndarray) else pixels(image)
-    arr = fit_array(arr, opts.max_side)  # decoding already got close; this makes sure
+    arr = fit_array(arr, max_side)  # decoding already got close; this makes sure
     if opts.crop:
         arr = crop_array(arr, perspective=opts.crop == "perspective")
     wants_contrast = opts.contrast is True or (opts.contrast == "auto" and photo)
@@ -209,11 +210,11 @@ def prepare(image: Image.Image | np.ndarray, opts: Preprocess, photo: bool) -> I
     grey = luma(arr) if opts.deskew or wants_contrast else None
     sheet = paper.find(grey) if grey is not None else None
     angle = estimate_skew(grey, where=sheet) if grey is not None and opts.deskew and sheet is not None else None
-    if angle is not None and abs(angle) >= MIN_ROTATION_DEG:
-        arr = rotate_fit_array(arr, -angle, opts.max_side, opts.max_pixels)
+    if angle is not None and sheet is not None and abs(angle) >= MIN_ROTATION_DEG:
+        arr = rotate_fit_array(arr, -angle, max_side, opts.max_pixels)
         sheet = sheet.turned(-angle)  # the paper turned with the picture
     else:
-        arr = fit_array(arr, opts.max_side, opts.max_pixels)
+        arr = fit_array(arr, max_side, opts.max_pixels)
     if opts.grayscale:
         arr = luma(arr)
     if wants_contrast and sheet is not None:

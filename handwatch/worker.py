@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from functools import partial
 
 import structlog
 
@@ -19,13 +20,12 @@ from handwatch.candidates import Candidates
 from handwatch.config import Config
 from handwatch.crashmarks import DecodeMarks
 from handwatch.engines.http import FileRejected
-from handwatch.errors import ConfigError, EngineUnavailable, HandwatchError, InputError, NotReady
+from handwatch.errors import ConfigError, EngineUnavailable, HandwatchError, NotReady
 from handwatch.pipeline import Engines, Outcome, Pipeline
 from handwatch.queue import Job, JobQueue
 from handwatch.safefs import file_sig
 from handwatch.state import Health, StateDB
 from handwatch.watch import WatchSpec
-
 
 STRIKES = 3  # a file the server fails on (while answering others) this many times is failed
 STRIKE_DELAY_S = 2.0  # before the second try; doubled for each further one (a passing hiccup is retried soon)
@@ -135,7 +135,7 @@ class Worker:
             if sha != job.sha256:  # changed since it was queued: the newer content is the job now
                 self.queue.enqueue(path, sha, sig)
                 return "changed"
-            decoding = (lambda: self.marks.decoding(job.id)) if self.marks else nullcontext
+            decoding = partial(self.marks.decoding, job.id) if self.marks is not None else nullcontext
             transcript = self.pipeline.transcribe(path, sha, sig, job.override, decoding)
             with self.gate.passage():
                 outcome = self.pipeline.publish(transcript)
@@ -218,7 +218,7 @@ def build_runtime(cfg: Config, db: StateDB, queue: JobQueue, gate: Gate | None =
         pool = DaemonPool(n)
     pool.grow(n)
     same_endpoints = previous is not None and previous.cfg.endpoints == cfg.endpoints
-    engines = previous.pipeline.engines if same_endpoints else Engines(cfg, Health(db))
+    engines = previous.pipeline.engines if previous is not None and same_endpoints else Engines(cfg, Health(db))
     flow = previous.pipeline.flow if previous is not None and previous.n == n else None
     if flow is None:
         flow = prefetch.Flow(n + 1, preparers or DaemonPool(prefetch.preparers(), "prepare"))

@@ -41,7 +41,7 @@ def installed_languages() -> set[str] | None:
 class TesseractEngine:
     name = "tesseract"
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._installed: set[str] | None = None
         self._lock = threading.Lock()
 
