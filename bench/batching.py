@@ -72,16 +72,23 @@ class BatchingServer:
                         self.busy_peak = max(self.busy_peak, self._busy)
                         await asyncio.sleep(self.seconds)
                         self._busy -= 1
-                    body = {"id": "sim", "object": "chat.completion", "created": int(time.time()), "model": "sim-vl",
-                            "choices": [{"index": 0, "finish_reason": "stop",
-                                         "message": {"role": "assistant", "content": self.text}}],
-                            "usage": {"prompt_tokens": 900, "completion_tokens": 40, "total_tokens": 940}}
+                    body = {
+                        "id": "sim",
+                        "object": "chat.completion",
+                        "created": int(time.time()),
+                        "model": "sim-vl",
+                        "choices": [
+                            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": self.text}}
+                        ],
+                        "usage": {"prompt_tokens": 900, "completion_tokens": 40, "total_tokens": 940},
+                    }
                 else:
                     body = {"error": {"message": "not found"}}
                 data = json.dumps(body).encode()
                 status = "404 Not Found" if "error" in body else "200 OK"
-                writer.write(f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n"
-                             "\r\n".encode() + data)
+                writer.write(
+                    f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data
+                )
                 await writer.drain()
                 if "choices" in body:
                     self.replied.append(time.monotonic())

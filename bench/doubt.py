@@ -85,8 +85,13 @@ class Score:
     def row(self) -> tuple[str, str, str, str]:
         def pct(a, b):
             return f"{a / b:.0%}" if b else "–"
-        return (pct(self.tp, self.wrong), pct(self.tp, self.marked), pct(self.flagged_err, self.err_pages),
-                pct(self.flagged_err, self.flagged))
+
+        return (
+            pct(self.tp, self.wrong),
+            pct(self.tp, self.marked),
+            pct(self.flagged_err, self.err_pages),
+            pct(self.flagged_err, self.flagged),
+        )
 
     def f(self, beta: float, pages: bool) -> float:
         tp, found, real = (self.flagged_err, self.flagged, self.err_pages) if pages else (self.tp, self.marked, self.wrong)
@@ -128,8 +133,10 @@ def table(name: str, readings: list[Reading]) -> doubt.Thresholds:
     scored = {g: score(readings, doubt.Thresholds(best_word, *g)) for g in grid}
     # Ties go to the more cautious rule (higher page threshold, fewer words): it flags more on unseen pages.
     best = max(grid, key=lambda g: (round(scored[g].f(2, True), 4), round(scored[g].f(1, True), 4), g[0], -g[1]))
-    print(f"\n| a page needs review when (words below {best_word:g} are uncertain) | pages with errors flagged |"
-          " flagged pages with errors |")
+    print(
+        f"\n| a page needs review when (words below {best_word:g} are uncertain) | pages with errors flagged |"
+        " flagged pages with errors |"
+    )
     print("| --- | ---: | ---: |")
     rows = [(f"page confidence < {p:g}", doubt.Thresholds(best_word, p, 10**6)) for p in PAGE_GRID]
     rows += [(f"≥ {n} uncertain word{'s' if n > 1 else ''}", doubt.Thresholds(best_word, 0, n)) for n in COUNT_GRID]
@@ -139,12 +146,15 @@ def table(name: str, readings: list[Reading]) -> doubt.Thresholds:
         print(f"| {label} | {found} | {right} |")
     print("| baseline: handwatch before doubt | 0% | – |")
     chosen = doubt.Thresholds(best_word, *best)
-    print(f"\nChosen: words below {best_word:g} (best F1); pages by the best F2 (recall weighted twice) over "
-          f"confidence {'/'.join(map(str, PAGE_GRID))} × count {'/'.join(map(str, COUNT_GRID))}.")
+    print(
+        f"\nChosen: words below {best_word:g} (best F1); pages by the best F2 (recall weighted twice) over "
+        f"confidence {'/'.join(map(str, PAGE_GRID))} × count {'/'.join(map(str, COUNT_GRID))}."
+    )
     return chosen
 
 
 # --- 1. Tesseract -------------------------------------------------------------------------------
+
 
 def _tesseract(spec) -> Reading:
     from handwatch.engines.tesseract import TesseractEngine
@@ -156,8 +166,28 @@ def _tesseract(spec) -> Reading:
 
 # --- 2. A VLM, simulated or real -----------------------------------------------------------------
 
-LOOKALIKE = {"a": "o", "o": "a", "e": "c", "c": "e", "n": "r", "r": "n", "u": "v", "v": "u", "i": "l", "l": "i",
-             "m": "n", "h": "b", "b": "h", "t": "f", "f": "t", "g": "q", "y": "g", "s": "e", "d": "cl", "w": "vv"}
+LOOKALIKE = {
+    "a": "o",
+    "o": "a",
+    "e": "c",
+    "c": "e",
+    "n": "r",
+    "r": "n",
+    "u": "v",
+    "v": "u",
+    "i": "l",
+    "l": "i",
+    "m": "n",
+    "h": "b",
+    "b": "h",
+    "t": "f",
+    "f": "t",
+    "g": "q",
+    "y": "g",
+    "s": "e",
+    "d": "cl",
+    "w": "vv",
+}
 ERROR_RATE = {"clean": 0.02, "blur": 0.05, "noisy, faint": 0.08}  # share of words a VLM misreads, by damage
 CONFIDENT_SHARE = (0.0, 0.3, 0.6)  # share of errors the model is sure of (hallucination-like)
 
@@ -188,7 +218,7 @@ def simulate(truth_lines: list[str], damage: str, confident: float, rng: random.
         out_words = []
         for k, word in enumerate(line.split(" ")):
             core = word.rstrip(".,;:!?")
-            tail = word[len(core):]
+            tail = word[len(core) :]
             if core and any(ch.isalpha() for ch in core) and rng.random() < ERROR_RATE[damage]:
                 core = misread(core, rng)
                 p = rng.uniform(0.9, 1.0) if rng.random() < confident else rng.uniform(0.1, 0.7)
@@ -258,8 +288,10 @@ def main() -> None:
         tess = pool.map(_tesseract, SPECS)
     import pytesseract
 
-    print(f"{len(SPECS)} pages: {len(PAGES)} texts × {len(FONTS)} font/size × {len(DAMAGE)} damage "
-          f"({', '.join(DAMAGE)}); words compared case-folded, punctuation aside.")
+    print(
+        f"{len(SPECS)} pages: {len(PAGES)} texts × {len(FONTS)} font/size × {len(DAMAGE)} damage "
+        f"({', '.join(DAMAGE)}); words compared case-folded, punctuation aside."
+    )
     chosen = table(f"Tesseract {pytesseract.get_tesseract_version()} (its own word confidences)", tess)
     print(f"\nTesseract defaults in handwatch: {doubt.DEFAULTS['tesseract']}; this run's choice: {chosen}")
     for confident in CONFIDENT_SHARE:

@@ -20,8 +20,15 @@ RECIPE = ["Pancakes", "250 g flour", "2 eggs", "500 ml milk", "1 pinch salt", "W
 NOTE = ["Call grandma on Sunday", "Buy flour and sugar", "Return library books", "Fix the garden gate"]
 
 
-def page(lines: list[str], size=(2400, 1800), font="humor", font_size=96, paper=(250, 248, 240),
-         ink=(20, 20, 60), rules: str | None = None) -> Image.Image:
+def page(
+    lines: list[str],
+    size=(2400, 1800),
+    font="humor",
+    font_size=96,
+    paper=(250, 248, 240),
+    ink=(20, 20, 60),
+    rules: str | None = None,
+) -> Image.Image:
     """Text on a page; `rules` draws ruled ("ruled": lines under the text and a margin) or squared
     paper in light blue, as exercise books have."""
     im = Image.new("RGB", size, paper)
@@ -92,6 +99,7 @@ def phone_photo(lines=NOTE, size=(4032, 3024), degrees=6.0, font="dkg", sigma: f
 
 # --- damage as a camera makes it -----------------------------------------------------------------
 
+
 def perspective(im: Image.Image, strength: float = 0.12, table=(70, 55, 45)) -> Image.Image:
     """The page shot at an angle: the far edge narrower than the near one, on a table."""
     import cv2
@@ -101,8 +109,14 @@ def perspective(im: Image.Image, strength: float = 0.12, table=(70, 55, 45)) -> 
     out_w, out_h = w + 2 * margin, h + 2 * margin
     src = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
     inset = strength * w
-    dst = np.float32([[margin + inset, margin], [margin + w - inset * 0.7, margin + 0.03 * h],
-                      [margin + w, margin + h], [margin, margin + h * 0.98]])
+    dst = np.float32(
+        [
+            [margin + inset, margin],
+            [margin + w - inset * 0.7, margin + 0.03 * h],
+            [margin + w, margin + h],
+            [margin, margin + h * 0.98],
+        ]
+    )
     m = cv2.getPerspectiveTransform(src, dst)
     return Image.fromarray(cv2.warpPerspective(np.asarray(im), m, (out_w, out_h), flags=cv2.INTER_LINEAR, borderValue=table))
 
@@ -145,6 +159,7 @@ def jpeg(im: Image.Image, quality: int = 60) -> Image.Image:
 
 
 # --- photos that are not (only) documents -----------------------------------------------------
+
 
 def _rng(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
@@ -190,20 +205,31 @@ def garden(size=(1600, 1200), seed: int = 2) -> Image.Image:
     sky = np.linspace(0, 1, h // 3, dtype=np.float32)[:, None, None]
     arr[: h // 3] = (150 + 60 * sky) * np.array([0.75, 0.85, 1.0])
     hedge = 0.5 + 0.5 * _smooth_noise(rng, (h, w), 12)
-    arr[h // 3 : h // 2] = (np.array([40, 80, 35]) * (0.6 + 0.6 * hedge[h // 3 : h // 2, :, None]))
+    arr[h // 3 : h // 2] = np.array([40, 80, 35]) * (0.6 + 0.6 * hedge[h // 3 : h // 2, :, None])
     lawn = np.full((h - h // 2, w, 3), (70, 120, 50), np.float32)
     blades = np.zeros(lawn.shape[:2], np.uint8)
     for _ in range(2500):  # grass blades leaning ~10 degrees one way: oriented texture, no lines of text
         x, y = rng.integers(0, w), rng.integers(0, lawn.shape[0])
         length = rng.integers(15, 45)
         angle = np.radians(80 + rng.normal(0, 6))
-        cv2.line(blades, (int(x), int(y)), (int(x + length * np.cos(angle)), int(y - length * np.sin(angle))),
-                 int(rng.integers(120, 255)), 2)
+        cv2.line(
+            blades,
+            (int(x), int(y)),
+            (int(x + length * np.cos(angle)), int(y - length * np.sin(angle))),
+            int(rng.integers(120, 255)),
+            2,
+        )
     lawn *= 0.7 + 0.6 * (blades[..., None] / 255.0)
     arr[h // 2 :] = lawn
     for _ in range(40):  # flowers
         cx, cy = int(rng.integers(0, w)), int(rng.integers(h // 2, h))
-        cv2.circle(arr, (cx, cy), int(rng.integers(6, 14)), tuple(float(c) for c in rng.choice([(230, 60, 80), (240, 220, 60), (250, 250, 250)])), -1)
+        cv2.circle(
+            arr,
+            (cx, cy),
+            int(rng.integers(6, 14)),
+            tuple(float(c) for c in rng.choice([(230, 60, 80), (240, 220, 60), (250, 250, 250)])),
+            -1,
+        )
     arr += rng.normal(0, 4, arr.shape)
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 
@@ -217,8 +243,14 @@ def whiteboard(size=(1600, 1200), seed: int = 3) -> Image.Image:
     d.rectangle((x0 - 12, y0 - 12, x1 + 12, y1 + 12), fill=(170, 170, 175))  # aluminium frame
     d.rectangle((x0, y0, x1, y1), fill=(238, 240, 236))
     f = ImageFont.truetype(FONTS["humor"], 64)
-    for i, (line, colour) in enumerate([("Sprint goals", (20, 40, 160)), ("- ship the importer", (20, 20, 20)),
-                                        ("- fix login bug", (20, 20, 20)), ("Demo on Friday!", (190, 30, 30))]):
+    for i, (line, colour) in enumerate(
+        [
+            ("Sprint goals", (20, 40, 160)),
+            ("- ship the importer", (20, 20, 20)),
+            ("- fix login bug", (20, 20, 20)),
+            ("Demo on Friday!", (190, 30, 30)),
+        ]
+    ):
         d.text((x0 + 60, y0 + 50 + i * 110), line, font=f, fill=colour)
     im = shadow(im, 0.35)
     return noise(im, 3, seed)

@@ -39,30 +39,62 @@ from handwatch import inputs, pixels, preprocess
 from handwatch.config import Preprocess
 
 PAGES = [
-    ["Dear Anna, thank you for the lovely", "recipe book. The apple cake was a",
-     "great success on Sunday and everyone", "asked for a second slice. We will visit",
-     "you in May when the garden is green."],
-    ["Shopping: 2 kg potatoes, 6 eggs,", "butter, flour (500 g), fresh yeast,",
-     "milk and a jar of honey. Call the", "plumber about the kitchen tap before",
-     "Friday; ask about the price first!"],
-    ["Meeting notes 14 March: budget is", "approved, the new printer arrives next",
-     "week. Tom will write the report and", "Maria checks the numbers. Next meeting",
-     "on the 28th at ten in the small room."],
-    ["Lemon biscuits: cream 200 g soft", "butter with 100 g sugar, add the zest",
-     "of two lemons and 300 g flour. Roll", "into a log, chill for an hour, slice",
-     "and bake at 180 C for 12 minutes."],
-    ["Grandma's remedy for a cold: hot", "water, a spoon of honey, half a lemon",
-     "and a slice of ginger. Drink it before", "bed and keep your feet warm. Repeat",
-     "for three days, and call the doctor."],
-    ["To do this weekend: mow the lawn,", "fix the gate, return library books,",
-     "buy stamps and birthday card for Ben,", "water the tomatoes twice, clean the",
-     "car and phone Aunt Rose at 6 pm."],
-    ["Dear Mr Wilson, I am writing about", "the invoice dated 3 June. The amount",
-     "of 245 pounds was paid twice by", "mistake. Please return one payment to",
-     "my account. Kind regards, J. Parker"],
-    ["Trip notes: train leaves at 7:45 from", "platform 2, change at York. Hotel is",
-     "near the station, room 14. Museum", "opens at nine; lunch by the river,",
-     "back home on Tuesday evening."],
+    [
+        "Dear Anna, thank you for the lovely",
+        "recipe book. The apple cake was a",
+        "great success on Sunday and everyone",
+        "asked for a second slice. We will visit",
+        "you in May when the garden is green.",
+    ],
+    [
+        "Shopping: 2 kg potatoes, 6 eggs,",
+        "butter, flour (500 g), fresh yeast,",
+        "milk and a jar of honey. Call the",
+        "plumber about the kitchen tap before",
+        "Friday; ask about the price first!",
+    ],
+    [
+        "Meeting notes 14 March: budget is",
+        "approved, the new printer arrives next",
+        "week. Tom will write the report and",
+        "Maria checks the numbers. Next meeting",
+        "on the 28th at ten in the small room.",
+    ],
+    [
+        "Lemon biscuits: cream 200 g soft",
+        "butter with 100 g sugar, add the zest",
+        "of two lemons and 300 g flour. Roll",
+        "into a log, chill for an hour, slice",
+        "and bake at 180 C for 12 minutes.",
+    ],
+    [
+        "Grandma's remedy for a cold: hot",
+        "water, a spoon of honey, half a lemon",
+        "and a slice of ginger. Drink it before",
+        "bed and keep your feet warm. Repeat",
+        "for three days, and call the doctor.",
+    ],
+    [
+        "To do this weekend: mow the lawn,",
+        "fix the gate, return library books,",
+        "buy stamps and birthday card for Ben,",
+        "water the tomatoes twice, clean the",
+        "car and phone Aunt Rose at 6 pm.",
+    ],
+    [
+        "Dear Mr Wilson, I am writing about",
+        "the invoice dated 3 June. The amount",
+        "of 245 pounds was paid twice by",
+        "mistake. Please return one payment to",
+        "my account. Kind regards, J. Parker",
+    ],
+    [
+        "Trip notes: train leaves at 7:45 from",
+        "platform 2, change at York. Hotel is",
+        "near the station, room 14. Museum",
+        "opens at nine; lunch by the river,",
+        "back home on Tuesday evening.",
+    ],
 ]
 
 
@@ -202,7 +234,9 @@ def main() -> None:
     # a case whose 16 twins happened to read alike does not get a band of zero.
     readable = [r[4] - r[2] for r in results if r[2] < 0.5 * r[5]]
     pooled = statistics.pstdev(readable) if len(readable) > 1 else 0.0
-    print("| damage | CER raw | CER plain resize (baseline) | CER prepared | prepared − resize | noise band | pages better / worse | verdict |")
+    print(
+        "| damage | CER raw | CER plain resize (baseline) | CER prepared | prepared − resize | noise band | pages better / worse | verdict |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     worse = 0
     for name in CASES:
@@ -216,17 +250,24 @@ def main() -> None:
         worse += verdict == "worse"
         better_pages = sum(r[3] < r[2] for r in rows)
         worse_pages = sum(r[3] > r[2] for r in rows)
-        print(f"| {name} | {raw / chars:.1%} | {resize / chars:.1%} | {prepared / chars:.1%} | {delta:+d} chars |"
-              f" ±{band:.0f} | {better_pages} / {worse_pages} | {verdict} |")
+        print(
+            f"| {name} | {raw / chars:.1%} | {resize / chars:.1%} | {prepared / chars:.1%} | {delta:+d} chars |"
+            f" ±{band:.0f} | {better_pages} / {worse_pages} | {verdict} |"
+        )
     chars = sum(len(normalise(" ".join(p))) for p in PAGES) * len(FONT_SIZES)
-    print(f"\nTesseract {pytesseract.get_tesseract_version()} (--psm 6, eng) on {len(_PAGES)} pages per case"
-          f" ({len(PAGES)} texts in Humor Sans at {' and '.join(map(str, FONT_SIZES))} px, {chars} characters);"
-          " CER = edit distance / characters, case and spacing folded.")
+    print(
+        f"\nTesseract {pytesseract.get_tesseract_version()} (--psm 6, eng) on {len(_PAGES)} pages per case"
+        f" ({len(PAGES)} texts in Humor Sans at {' and '.join(map(str, FONT_SIZES))} px, {chars} characters);"
+        " CER = edit distance / characters, case and spacing folded."
+    )
     moved = sum(r[4] != r[2] for r in results)
-    print(f"Noise band: 2 sigma sqrt(pages), sigma = the spread of (twin - resize) errors per page in that case,"
-          f" at least {pooled:.1f} characters (pooled over the {len(readable)} pages the baseline reads;"
-          f" {moved} of {len(results)} twins read differently at all). Cases worse than a plain resize: {worse}."
-          f" {time.monotonic() - started:.0f} s on {os.cpu_count()} cores, {sum(r[6] for r in results):.0f} s of CPU.")
+    print(
+        f"Noise band: 2 sigma sqrt(pages), sigma = the spread of (twin - resize) errors per page in that case,"
+        f" at least {pooled:.1f} characters (pooled over the {len(readable)} pages the baseline reads;"
+        f" {moved} of {len(results)} twins read differently at all). Cases worse than a plain resize: {worse}."
+        f" {time.monotonic() - started:.0f} s on {os.cpu_count()} cores, {sum(r[6] for r in results):.0f} s of CPU."
+    )
+
 
 if __name__ == "__main__":
     main()

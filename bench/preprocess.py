@@ -135,8 +135,12 @@ def memory(kind: str, path: Path, page: int) -> float:
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "bench.preprocess", "--memory", kind, str(path), str(page)],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.preprocess", "--memory", kind, str(path), str(page)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return float(out.stdout.strip())
 
 
@@ -196,10 +200,14 @@ def make_inputs(folder: Path) -> dict[str, tuple[Path, int]]:
     def kb(p: Path) -> str:
         return f"{p.stat().st_size / 1e6:.1f} MB"
 
-    return {f"JPEG 12 MP, noise σ4, {kb(jpg)}": (jpg, 1), f"JPEG 12 MP, noise σ8, {kb(grainy)}": (grainy, 1),
-            f"HEIC 12 MP, 512 px tiles, {kb(heic)}": (heic, 1),
-            f"HEIC 12 MP with a 1600 px preview, {kb(preview)}": (preview, 1),
-            "PDF page 1 of 3": (pdf, 1), "PDF page 2 of 3": (pdf, 2)}
+    return {
+        f"JPEG 12 MP, noise σ4, {kb(jpg)}": (jpg, 1),
+        f"JPEG 12 MP, noise σ8, {kb(grainy)}": (grainy, 1),
+        f"HEIC 12 MP, 512 px tiles, {kb(heic)}": (heic, 1),
+        f"HEIC 12 MP with a 1600 px preview, {kb(preview)}": (preview, 1),
+        "PDF page 1 of 3": (pdf, 1),
+        "PDF page 2 of 3": (pdf, 2),
+    }
 
 
 STEPS = ("decode", "prepare", "JPEG + base64")
@@ -273,10 +281,15 @@ def main() -> None:
     kept = {name: ms for name, kind, ms, *_ in rows if kind == "naive+alloc"}
     for name, kind, ms, *_ in rows:
         if kind == "handwatch" and name in kept:
-            print(f"\n{name}: against the baseline given the same allocator setting, handwatch takes 1/{kept[name] / ms:.1f}.", end="")
+            print(
+                f"\n{name}: against the baseline given the same allocator setting, handwatch takes 1/{kept[name] / ms:.1f}.",
+                end="",
+            )
     print()
-    print(f"\n{args.runs} runs each, one core (sched_setaffinity, cv2.setNumThreads(1)), CPU time of the process"
-          " and its children; peak MB is the rise in resident memory while processing one page.")
+    print(
+        f"\n{args.runs} runs each, one core (sched_setaffinity, cv2.setNumThreads(1)), CPU time of the process"
+        " and its children; peak MB is the rise in resident memory while processing one page."
+    )
     print("\n| 12 MP input, handwatch path | " + " | ".join(f"{step}: CPU ms" for step in STEPS) + " | whole page |")
     print("| --- |" + " ---: |" * (len(STEPS) + 1))
     for name, took in steps.items():

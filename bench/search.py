@@ -30,13 +30,15 @@ from handwatch.index import SearchIndex, terms
 from handwatch.output import sha256_bytes
 from handwatch.state import Ledger, StateDB
 
-WORDS = ("milk eggs bread butter call mum dentist tuesday garden tomatoes water plants pay rent invoice meeting "
-         "project notes ideas book library return friday train ticket berlin hamburg holiday weather sunny rain "
-         "remember birthday present anna ben grandma letter dear love thank you recipe family dinner lunch soup "
-         "onion garlic pepper salt olive oil lemon chicken rice beans carrots potatoes bake oven minutes stir "
-         "simmer boil chop slice cream yeast dough knead rest hour overnight jar label shelf cupboard kitchen "
-         "bathroom paint blue white window door key neighbour parcel post office bank account number phone "
-         "doctor appointment medicine twice daily evening morning school homework maths reading piano lesson").split()
+WORDS = (
+    "milk eggs bread butter call mum dentist tuesday garden tomatoes water plants pay rent invoice meeting "
+    "project notes ideas book library return friday train ticket berlin hamburg holiday weather sunny rain "
+    "remember birthday present anna ben grandma letter dear love thank you recipe family dinner lunch soup "
+    "onion garlic pepper salt olive oil lemon chicken rice beans carrots potatoes bake oven minutes stir "
+    "simmer boil chop slice cream yeast dough knead rest hour overnight jar label shelf cupboard kitchen "
+    "bathroom paint blue white window door key neighbour parcel post office bank account number phone "
+    "doctor appointment medicine twice daily evening morning school homework maths reading piano lesson"
+).split()
 RECIPE = "flour sugar cinnamon apples nutmeg vanilla ginger cloves honey almonds raisins walnuts yoghurt".split()
 QUERIES = ("the recipe with cardamom", "grandma letter", "sugar flour", '"olive oil" garlic', "xylophone")
 
@@ -64,10 +66,13 @@ def document(rng: random.Random, i: int, vocab: tuple[list[str], list[float]]) -
         words.insert(rng.randrange(len(words)), "cardamom")
     lines = [" ".join(words[k : k + 10]) for k in range(0, len(words), 10)]
     title = f"{words[0].capitalize()} {words[1]}"
-    fm = (f"---\nsource: IMG_{i:05d}.jpg\nsource_sha256: {i:064x}\npages: 1\nprofile: {'recipe' if recipe else 'notes'}\n"
-          f"languages: [en]\nengine: vlm\nmodel: bench\ntranscribed: 2026-01-01T00:00:00Z\nhandwatch: 0.1.0\n"
-          f"needs_review: {'true' if i % 50 == 0 else 'false'}\nreview_reasons: []\n"
-          + (f"title: {title}\ntags: [recipe]\n" if recipe else "") + "---\n\n")
+    fm = (
+        f"---\nsource: IMG_{i:05d}.jpg\nsource_sha256: {i:064x}\npages: 1\nprofile: {'recipe' if recipe else 'notes'}\n"
+        f"languages: [en]\nengine: vlm\nmodel: bench\ntranscribed: 2026-01-01T00:00:00Z\nhandwatch: 0.1.0\n"
+        f"needs_review: {'true' if i % 50 == 0 else 'false'}\nreview_reasons: []\n"
+        + (f"title: {title}\ntags: [recipe]\n" if recipe else "")
+        + "---\n\n"
+    )
     body = (f"# {title}\n\n" if recipe else "") + "\n".join(f"- {ln}" if recipe else ln for ln in lines) + "\n"
     return fm + body, recipe
 
@@ -125,8 +130,10 @@ def main() -> None:
 
         port = free_port()
         cfg_path = root / "config.yaml"
-        cfg_path.write_text(f"state_dir: {root / 'state'}\ndefaults: {{engine: tesseract}}\nfolders:\n  - path: {inbox}\n"
-                            f"web: {{listen: '127.0.0.1:{port}'}}\n")
+        cfg_path.write_text(
+            f"state_dir: {root / 'state'}\ndefaults: {{engine: tesseract}}\nfolders:\n  - path: {inbox}\n"
+            f"web: {{listen: '127.0.0.1:{port}'}}\n"
+        )
         server = WebServer(config_mod.load(cfg_path))
         server.start()
         rows = []
@@ -140,9 +147,13 @@ def main() -> None:
                     rows.append((q, len(hits), len(like_rows), like_ms, fts_ms, page_ms))
         finally:
             server.stop()
-    print(f"{args.files} generated transcriptions; index built in {build_s:.1f} s; state database {size_mb:.0f} MB; "
-          f"median of {args.runs} runs (LIKE: {max(3, args.runs // 5)}); one core of this 2-core machine, warm cache.\n")
-    print("| query | files matching (LIKE) | shown (FTS5, best 30) | LIKE scan ms | handwatch FTS5 ms | /search page over HTTP ms | FTS5 vs LIKE |")
+    print(
+        f"{args.files} generated transcriptions; index built in {build_s:.1f} s; state database {size_mb:.0f} MB; "
+        f"median of {args.runs} runs (LIKE: {max(3, args.runs // 5)}); one core of this 2-core machine, warm cache.\n"
+    )
+    print(
+        "| query | files matching (LIKE) | shown (FTS5, best 30) | LIKE scan ms | handwatch FTS5 ms | /search page over HTTP ms | FTS5 vs LIKE |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for q, n_fts, n_like, like_ms, fts_ms, page_ms in rows:
         print(f"| `{q}` | {n_like} | {n_fts} | {like_ms:.1f} | {fts_ms:.2f} | {page_ms:.1f} | 1/{like_ms / fts_ms:.0f} |")

@@ -62,7 +62,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=40)
     args = ap.parse_args()
     ballast = bytearray(300 << 20)  # a daemon's resident memory: fork must copy its page tables
-    ballast[:: 4096] = b"x" * len(ballast[:: 4096])
+    ballast[::4096] = b"x" * len(ballast[::4096])
     with tempfile.TemporaryDirectory() as tmp:
         p = Path(tmp) / "one.pdf"
         buf = io.BytesIO()

@@ -43,6 +43,7 @@ CACHE = Path(os.environ.get("HANDWATCH_BENCH_CACHE", Path(tempfile.gettempdir())
 
 # --- inputs -------------------------------------------------------------------------------------------
 
+
 def _stamp(im: Image.Image, i: int) -> Image.Image:
     """A number in the corner: every file has bytes of its own (the same bytes would reuse a text)."""
     im = im.copy()
@@ -62,8 +63,12 @@ def photos(size_name: str, n: int, pdfs: int = 4, pdf_pages: int = 5) -> list[tu
     if (cache / "done").exists():
         return [(p.name, p.read_bytes()) for p in sorted(cache.iterdir()) if p.name != "done"]
     cache.mkdir(parents=True, exist_ok=True)
-    notes = [gen.NOTE, ["Dentist Tuesday 3 pm", "Pick up the parcel", "Water the tomatoes"], gen.RECIPE,
-             ["Meeting notes", "Budget approved", "Next review in May", "Ask Sam about the van"]]
+    notes = [
+        gen.NOTE,
+        ["Dentist Tuesday 3 pm", "Pick up the parcel", "Water the tomatoes"],
+        gen.RECIPE,
+        ["Meeting notes", "Budget approved", "Next review in May", "Ask Sam about the van"],
+    ]
     bases = [gen.phone_photo(lines, size=size, degrees=3.0 + 2 * k) for k, lines in enumerate(notes)]
     scans = [gen.page(lines, size=(1700, 2200), font="humor", font_size=64) for lines in notes]
     out = []
@@ -93,6 +98,7 @@ def pages_of(files: list[tuple[str, bytes]], pdf_pages: int) -> int:
 
 # --- the daemon ---------------------------------------------------------------------------------------
 
+
 class Daemon:
     def __init__(self, root: Path, url: str, slots: int, settle_s: float = 1.0, rescan_s: float = 600.0):
         self.inbox = root / "inbox"
@@ -103,11 +109,16 @@ class Daemon:
             f"state_dir: {root / 'state'}\nrescan_s: {rescan_s}\nlog_level: info\n"
             f"endpoints:\n  - url: {url}\n    model: sim-vl\n    max_concurrency: {slots}\n    timeout_s: 120\n"
             f"    confidence: 'off'\n"
-            f"defaults:\n  settle_s: {settle_s}\nfolders:\n  - path: {self.inbox}\n")
+            f"defaults:\n  settle_s: {settle_s}\nfolders:\n  - path: {self.inbox}\n"
+        )
         env = {k: v for k, v in os.environ.items() if not k.startswith("HANDWATCH")}
-        self.proc = subprocess.Popen([sys.executable, "-m", "handwatch", "-c", str(cfg), "run"], env=env,
-                                     stdout=subprocess.DEVNULL, stderr=open(self.log_path, "wb"),
-                                     stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "handwatch", "-c", str(cfg), "run"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.log_path, "wb"),
+            stdin=subprocess.DEVNULL,
+        )
         wait(lambda: self.count("daemon.ready") or self.proc.poll() is not None, 60, "daemon ready")
         if self.proc.poll() is not None:
             raise SystemExit(f"the daemon did not start:\n{self.log_path.read_text()[-3000:]}")
@@ -185,6 +196,7 @@ def drop(files: list[tuple[str, bytes]], root: Path, inbox: Path) -> None:
 
 # --- the measurements ---------------------------------------------------------------------------------
 
+
 def burst(files: list[tuple[str, bytes]], pages: int, slots: int, seconds: float) -> dict:
     server = BatchingServer(slots, seconds).start()
     root = Path(tempfile.mkdtemp(prefix="hw-burst-"))
@@ -207,13 +219,24 @@ def burst(files: list[tuple[str, bytes]], pages: int, slots: int, seconds: float
         rss, peak = d.memory_mb()
         rate = len(server.replied) / span
         cpu_page = (cpu1 - cpu0) / len(server.replied)
-        return {"slots": slots, "files": len(files), "pages": len(server.replied), "seconds": span,
-                "pages_s": rate, "capacity": rate / (slots / seconds), "cpu_page_ms": 1000 * cpu_page,
-                "prep_bound": 2 / cpu_page, "of_prep": rate / (2 / cpu_page), "busy_peak": server.busy_peak,
-                "peak_rss_mb": peak, "rss_after_mb": rss, "cores": (cpu1 - cpu0) / span,
-                "others": (busy1 - busy0 - (cpu1 - cpu0)) / span,
-                # cores' worth of CPU its threads were ready to use and did not get: with `cores`, what it asked for
-                "queued": (queued1 - queued0) / span}
+        return {
+            "slots": slots,
+            "files": len(files),
+            "pages": len(server.replied),
+            "seconds": span,
+            "pages_s": rate,
+            "capacity": rate / (slots / seconds),
+            "cpu_page_ms": 1000 * cpu_page,
+            "prep_bound": 2 / cpu_page,
+            "of_prep": rate / (2 / cpu_page),
+            "busy_peak": server.busy_peak,
+            "peak_rss_mb": peak,
+            "rss_after_mb": rss,
+            "cores": (cpu1 - cpu0) / span,
+            "others": (busy1 - busy0 - (cpu1 - cpu0)) / span,
+            # cores' worth of CPU its threads were ready to use and did not get: with `cores`, what it asked for
+            "queued": (queued1 - queued0) / span,
+        }
     finally:
         d.stop()
         server.stop()
@@ -242,8 +265,14 @@ def latency(files: list[tuple[str, bytes]], settle_s: float, seconds: float) -> 
         shutil.rmtree(root, ignore_errors=True)
     delays.sort()
     p90 = delays[max(0, int(round(0.9 * len(delays))) - 1)]
-    return {"files": len(delays), "settle_s": settle_s, "p50": statistics.median(delays), "p90": p90,
-            "max": delays[-1], "p90_beyond": p90 - settle_s}
+    return {
+        "files": len(delays),
+        "settle_s": settle_s,
+        "p50": statistics.median(delays),
+        "p90": p90,
+        "max": delays[-1],
+        "p90_beyond": p90 - settle_s,
+    }
 
 
 def done_files(root: Path, n: int) -> Path:
@@ -287,10 +316,13 @@ def idle(n: int, watch_s: float) -> dict:
             if rescan_s == 600:
                 out.update(idle_share=share, rss_mb=d.memory_mb()[0])
             else:
-                out.update(rescans=scans1 - scans0, rescan_cpu_s=max(0.0, (share - out["idle_share"]) * (t1 - t0))
-                           / max(1, scans1 - scans0),
-                           walk_ms=statistics.median(e.get("duration_ms", 0) for e in d.events("rescan.done")[1:]),
-                           share_5s=share, rss_5s_mb=d.memory_mb()[0])
+                out.update(
+                    rescans=scans1 - scans0,
+                    rescan_cpu_s=max(0.0, (share - out["idle_share"]) * (t1 - t0)) / max(1, scans1 - scans0),
+                    walk_ms=statistics.median(e.get("duration_ms", 0) for e in d.events("rescan.done")[1:]),
+                    share_5s=share,
+                    rss_5s_mb=d.memory_mb()[0],
+                )
         finally:
             d.stop()
             server.stop()
@@ -309,8 +341,15 @@ def rescan(n: int) -> dict:
         ev = wait(lambda: d.events("rescan.done"), 600, "the start-up walk", every=0.2)[0]
         cpu = d.cpu_s() - cpu_start
         rss, peak = d.memory_mb()
-        return {"files": n, "walk_s": ev.get("duration_ms", 0) / 1000, "cpu_s": cpu, "rss_mb": rss, "peak_rss_mb": peak,
-                "queued": ev.get("queued"), "requests": len(server.arrived)}
+        return {
+            "files": n,
+            "walk_s": ev.get("duration_ms", 0) / 1000,
+            "cpu_s": cpu,
+            "rss_mb": rss,
+            "peak_rss_mb": peak,
+            "queued": ev.get("queued"),
+            "requests": len(server.arrived),
+        }
     finally:
         d.stop()
         server.stop()
@@ -319,9 +358,16 @@ def rescan(n: int) -> dict:
 
 # --- the report ---------------------------------------------------------------------------------------
 
+
 def machine() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), "?")
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "?",
+    )
     return f"{os.cpu_count()} cores ({model}), load average before the run {os.getloadavg()[0]:.2f}"
 
 
@@ -338,41 +384,57 @@ def main() -> None:
     print(f"# machine: {machine()}\n")
     if "burst" in only:
         n, pdfs, pdf_pages = (60, 2, 3) if q else (300, 4, 5)
-        print("| photos | C | files | pages | pages/s | of capacity | client CPU/page | 2 cores prepare | of that "
-              "| slots busy (peak) | cores used | other processes | cores it waited for | peak RSS | RSS 3 s after |")
+        print(
+            "| photos | C | files | pages | pages/s | of capacity | client CPU/page | 2 cores prepare | of that "
+            "| slots busy (peak) | cores used | other processes | cores it waited for | peak RSS | RSS 3 s after |"
+        )
         print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for size in args.sizes.split(","):
             files = photos(size, n, pdfs, pdf_pages)
             pages = pages_of(files, pdf_pages)
-            base_files = files[pdfs:pdfs + (8 if q else 20)]
+            base_files = files[pdfs : pdfs + (8 if q else 20)]
             runs = [burst(base_files, len(base_files), 1, args.seconds)]
             runs += [burst(files, pages, int(c), args.seconds) for c in args.slots.split(",")]
             for r in runs:
                 label = "baseline: one at a time" if r["slots"] == 1 else f"{r['slots']}"
-                print(f"| {size} | {label} | {r['files']} | {r['pages']} | {r['pages_s']:.2f} | {r['capacity']:.0%} "
-                      f"| {r['cpu_page_ms']:.0f} ms | {r['prep_bound']:.1f}/s | {r['of_prep']:.0%} | {r['busy_peak']} "
-                      f"| {r['cores']:.2f} | {r['others']:.2f} cores | {r['queued']:.2f} | {r['peak_rss_mb']:.0f} MB | {r['rss_after_mb']:.0f} MB |", flush=True)
+                print(
+                    f"| {size} | {label} | {r['files']} | {r['pages']} | {r['pages_s']:.2f} | {r['capacity']:.0%} "
+                    f"| {r['cpu_page_ms']:.0f} ms | {r['prep_bound']:.1f}/s | {r['of_prep']:.0%} | {r['busy_peak']} "
+                    f"| {r['cores']:.2f} | {r['others']:.2f} cores | {r['queued']:.2f} | {r['peak_rss_mb']:.0f} MB | {r['rss_after_mb']:.0f} MB |",
+                    flush=True,
+                )
         print()
     if "latency" in only:
         files = photos("1600x1200", 60, 0, 0)[: 15 if q else 50]
         r = latency(files, 1.0, args.seconds)
         print("| files, one at a time | settle_s | rename → request p50 | p90 | max | p90 beyond settle_s |")
         print("|---|---|---|---|---|---|")
-        print(f"| {r['files']} | {r['settle_s']:.1f} s | {r['p50']:.3f} s | {r['p90']:.3f} s | {r['max']:.3f} s "
-              f"| {r['p90_beyond']:.3f} s |\n", flush=True)
+        print(
+            f"| {r['files']} | {r['settle_s']:.1f} s | {r['p50']:.3f} s | {r['p90']:.3f} s | {r['max']:.3f} s "
+            f"| {r['p90_beyond']:.3f} s |\n",
+            flush=True,
+        )
     if "idle" in only:
         r = idle(2000 if q else 10_000, 20 if q else 60)
-        print("| done files | idle CPU (no walk) | CPU per rescan | walk (median) | idle CPU, rescan_s 600 (default) "
-              "| idle CPU, rescan_s 5 (minimum) | RSS |")
+        print(
+            "| done files | idle CPU (no walk) | CPU per rescan | walk (median) | idle CPU, rescan_s 600 (default) "
+            "| idle CPU, rescan_s 5 (minimum) | RSS |"
+        )
         print("|---|---|---|---|---|---|---|")
-        print(f"| {r['files']} | {r['idle_share']:.2%} of a core | {r['rescan_cpu_s']:.2f} s | {r['walk_ms']:.0f} ms "
-              f"| {r['share_default']:.2%} | {r['share_5s']:.2%} | {r['rss_mb']:.0f} MB |\n", flush=True)
+        print(
+            f"| {r['files']} | {r['idle_share']:.2%} of a core | {r['rescan_cpu_s']:.2f} s | {r['walk_ms']:.0f} ms "
+            f"| {r['share_default']:.2%} | {r['share_5s']:.2%} | {r['rss_mb']:.0f} MB |\n",
+            flush=True,
+        )
     if "rescan" in only:
         r = rescan(20_000 if q else 100_000)
         print("| done files | start-up walk | daemon CPU until it ends | RSS | peak RSS | files queued |")
         print("|---|---|---|---|---|---|")
-        print(f"| {r['files']} | {r['walk_s']:.1f} s | {r['cpu_s']:.1f} s | {r['rss_mb']:.0f} MB | {r['peak_rss_mb']:.0f} MB "
-              f"| {r['queued']} |", flush=True)
+        print(
+            f"| {r['files']} | {r['walk_s']:.1f} s | {r['cpu_s']:.1f} s | {r['rss_mb']:.0f} MB | {r['peak_rss_mb']:.0f} MB "
+            f"| {r['queued']} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -34,8 +34,11 @@ def keep_image_buffers() -> bool:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     arenas = max(2, os.cpu_count() or 1)
-    return (bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
-            and bool(mallopt(M_ARENA_MAX, arenas)))
+    return (
+        bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+        and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+        and bool(mallopt(M_ARENA_MAX, arenas))
+    )
 
 
 def give_back() -> bool:

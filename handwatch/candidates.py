@@ -35,7 +35,7 @@ class Candidates:
         except ConfigError:
             resolved = rules.resolve(self.cfg, path, {})
         out_dir = Path(resolved.rule.output).parent.parts
-        if out_dir and rel.parent.parts[-len(out_dir):] == out_dir:
+        if out_dir and rel.parent.parts[-len(out_dir) :] == out_dir:
             return None, "inside a folder handwatch writes Markdown to"
         if resolved.in_managed(path):
             return None, "inside a folder handwatch moves originals to"

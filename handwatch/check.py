@@ -17,8 +17,10 @@ from handwatch.rules import RuleBook
 
 OK, NOTE, WARN, ERROR = "ok", "note", "warn", "error"
 FOLDER_EXAMPLE = "folders:\n    - path: ~/Sync/Camera"
-SERVER_HINT = ("is the server running and listening there? (LM Studio: `lms server start`, port 1234; vLLM 8000; "
-               "Ollama 11434; llama.cpp 8080)")
+SERVER_HINT = (
+    "is the server running and listening there? (LM Studio: `lms server start`, port 1234; vLLM 8000; "
+    "Ollama 11434; llama.cpp 8080)"
+)
 
 
 @dataclass(frozen=True)
@@ -41,12 +43,18 @@ def run(cfg: Config) -> Iterator[Finding]:
 
 # --- folders ------------------------------------------------------------------------------------
 
+
 def _folders(cfg: Config):
     """Each folder's state and effective rule; returns [(folder, rule)] (the defaults when there is none)."""
     yield from _state_dir(cfg)
     if not cfg.folders:
-        yield Finding(ERROR, "folders", "none configured: handwatch has nothing to watch (`once FILE` still works). "
-                      f"Add one to {cfg.source}:\n  {FOLDER_EXAMPLE}", EX_CONFIG)
+        yield Finding(
+            ERROR,
+            "folders",
+            "none configured: handwatch has nothing to watch (`once FILE` still works). "
+            f"Add one to {cfg.source}:\n  {FOLDER_EXAMPLE}",
+            EX_CONFIG,
+        )
         return [(None, cfg.base_rule())]
     book = RuleBook(cfg)
     out: list[tuple[Folder | None, Rule]] = []
@@ -69,25 +77,41 @@ def _folder(f: Folder, rule: Rule) -> Finding:
     try:
         st = os.stat(f.path)
     except FileNotFoundError:
-        return Finding(WARN, subject, "does not exist yet: handwatch waits for it and watches it once it appears "
-                       f"(create it, or mount the share); {desc}")
+        return Finding(
+            WARN,
+            subject,
+            f"does not exist yet: handwatch waits for it and watches it once it appears (create it, or mount the share); {desc}",
+        )
     except OSError as e:
         return Finding(ERROR, subject, f"cannot be looked at ({e.strerror}); {desc}", EX_CONFIG)
     if not os.path.isdir(f.path):
         return Finding(ERROR, subject, f"is not a folder (mode {oct(st.st_mode)}): point path: at a folder", EX_CONFIG)
     if not os.access(f.path, os.R_OK | os.X_OK):
-        return Finding(ERROR, subject, f"this user (uid {os.getuid()}) cannot read it: handwatch runs as the user "
-                       "that runs this check, so give it read access", EX_CONFIG)
+        return Finding(
+            ERROR,
+            subject,
+            f"this user (uid {os.getuid()}) cannot read it: handwatch runs as the user "
+            "that runs this check, so give it read access",
+            EX_CONFIG,
+        )
     if not os.access(f.path, os.W_OK):
-        return Finding(ERROR, subject, f"this user (uid {os.getuid()}) cannot write here, and the Markdown is "
-                       "written beside the originals: give it write access", EX_CONFIG)
+        return Finding(
+            ERROR,
+            subject,
+            f"this user (uid {os.getuid()}) cannot write here, and the Markdown is "
+            "written beside the originals: give it write access",
+            EX_CONFIG,
+        )
     fstype = mount_type(f.path) or "filesystem unknown"
     if wants_polling(f.path, rule.poll):
         why = "poll: true" if rule.poll is True else "a network filesystem: inotify sees only this machine's changes"
         mode = f"polled every {max(1.0, min(5.0, rule.settle_s)):g} s ({why})"
     else:
-        mode = "watched with inotify" + (" (poll: false on a network filesystem: changes made elsewhere are "
-                                         "missed until the rescan)" if fstype in NETWORK_FS else "")
+        mode = "watched with inotify" + (
+            " (poll: false on a network filesystem: changes made elsewhere are missed until the rescan)"
+            if fstype in NETWORK_FS
+            else ""
+        )
     return Finding(OK, subject, f"{fstype}, {mode}; {desc}")
 
 
@@ -112,11 +136,11 @@ def _state_dir(cfg: Config) -> Iterator[Finding]:
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
         what = "cannot be written" if probe == d else f"cannot be created ({probe} is not writable)"
-        yield Finding(ERROR, "state_dir", f"{d} {what} by this user (uid {os.getuid()}): choose another state_dir",
-                      EX_CONFIG)
+        yield Finding(ERROR, "state_dir", f"{d} {what} by this user (uid {os.getuid()}): choose another state_dir", EX_CONFIG)
 
 
 # --- tesseract -------------------------------------------------------------------------------------
+
 
 def _tesseract(cfg: Config, rules: list[tuple[Folder | None, Rule]]) -> Iterator[Finding]:
     from handwatch.engines.tesseract import TesseractEngine, tess_langs
@@ -143,6 +167,7 @@ def _tesseract(cfg: Config, rules: list[tuple[Folder | None, Rule]]) -> Iterator
 
 
 # --- endpoints -------------------------------------------------------------------------------------
+
 
 def _endpoints(cfg: Config, rules: list[tuple[Folder | None, Rule]]) -> Iterator[Finding]:
     vlm = [rule for _, rule in rules if rule.engine == "vlm"]
@@ -179,8 +204,12 @@ def _endpoint(cfg: Config, ep, vlm: list[Rule]) -> Iterator[Finding]:
         yield Finding(ERROR, subject, f"{_plain(e, ep.url)}: load a vision model on the server", EX_UNAVAILABLE)
         return
     if ep.model and ep.model not in names:
-        yield Finding(WARN, subject, f"model {ep.model} is not among the models the server lists; requests name it "
-                      f"and may be refused (set model: to one of {', '.join(names) or 'the loaded models'})")
+        yield Finding(
+            WARN,
+            subject,
+            f"model {ep.model} is not among the models the server lists; requests name it "
+            f"and may be refused (set model: to one of {', '.join(names) or 'the loaded models'})",
+        )
     elif not ep.model:
         yield Finding(OK, subject, f"model {model}: the only one the server lists (model: is not set)")
     else:
@@ -208,9 +237,14 @@ def _readback(client, model, context, subject, preprocess, profiles, image_messa
     hint = f"is {model} a vision model?"
     if context.vision is False:
         hint = {"llama.cpp": "llama.cpp says this model takes no images: start llama-server with --mmproj"}.get(
-            context.server, f"{context.server} says {model} takes no images: load a vision model")
-    return Finding(ERROR, subject, f"answers but does not read images (drew {digits}, {model} said "
-                   f"{reply.content[:60]!r}); {hint}", EX_UNAVAILABLE)
+            context.server, f"{context.server} says {model} takes no images: load a vision model"
+        )
+    return Finding(
+        ERROR,
+        subject,
+        f"answers but does not read images (drew {digits}, {model} said {reply.content[:60]!r}); {hint}",
+        EX_UNAVAILABLE,
+    )
 
 
 def _plain(e: Exception, url: str) -> str:
@@ -231,4 +265,3 @@ def _fetcher(ep):
         return r.json()
 
     return fetch
-

@@ -145,8 +145,9 @@ class RuleFileOverride(RuleOverride):
     @field_validator("recursive", "poll")
     @classmethod
     def _not_here(cls, v):
-        raise ValueError("can only be set in the config file (defaults or a folder entry): "
-                         "it decides how the whole watched folder is observed")
+        raise ValueError(
+            "can only be set in the config file (defaults or a folder entry): it decides how the whole watched folder is observed"
+        )
 
 
 class Rule(_Frozen):
@@ -216,9 +217,7 @@ class Endpoint(_Frozen):
             host = urlsplit(self.url).hostname or ""
             why = remote_reason(host)
             if why:
-                raise ValueError(
-                    f"{host} {why}; images are private, so set allow_remote: true to send them there deliberately"
-                )
+                raise ValueError(f"{host} {why}; images are private, so set allow_remote: true to send them there deliberately")
         return self
 
     def label(self) -> str:
@@ -311,7 +310,8 @@ class Config(_Frozen):
             raise ValueError(
                 f"endpoints: none configured, but {which} uses engine: vlm{how}. Add an endpoint "
                 "(endpoints: [{url: http://127.0.0.1:1234/v1}] for LM Studio; vLLM :8000/v1, Ollama :11434/v1, "
-                "llama.cpp :8080/v1), or set engine: tesseract to read on the CPU")
+                "llama.cpp :8080/v1), or set engine: tesseract to read on the CPU"
+            )
         return self
 
     def base_rule(self) -> Rule:
@@ -331,8 +331,11 @@ class Config(_Frozen):
 
 # Where a key of each kind belongs, for an unknown key written in the wrong place.
 KEY_HOMES: dict[str, type[BaseModel]] = {
-    "`defaults:` or a folder entry": RuleOverride, "an entry of `endpoints:`": Endpoint,
-    "`preprocess:`": PreprocessOverride, "`web:`": Web, "`notify:`": Notify,
+    "`defaults:` or a folder entry": RuleOverride,
+    "an entry of `endpoints:`": Endpoint,
+    "`preprocess:`": PreprocessOverride,
+    "`web:`": Web,
+    "`notify:`": Notify,
 }
 
 
@@ -391,8 +394,7 @@ class _UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: 
             except TypeError:
                 continue  # the base constructor reports unhashable keys itself
             if key in seen:
-                raise DuplicateKey(f"line {key_node.start_mark.line + 1}: {key}: duplicate key "
-                                   f"(also on line {seen[key] + 1})")
+                raise DuplicateKey(f"line {key_node.start_mark.line + 1}: {key}: duplicate key (also on line {seen[key] + 1})")
             seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep=deep)
 
@@ -449,7 +451,9 @@ def find_config(explicit: str | None) -> Path:
         p = Path(os.path.expanduser(candidate))
         if p.exists():
             return p
-    raise ConfigError("handwatch", [f"no configuration file: give -c FILE, set HANDWATCH_CONFIG, or create one of {', '.join(SEARCH_PATHS)}"])
+    raise ConfigError(
+        "handwatch", [f"no configuration file: give -c FILE, set HANDWATCH_CONFIG, or create one of {', '.join(SEARCH_PATHS)}"]
+    )
 
 
 def load(path: str | os.PathLike) -> Config:

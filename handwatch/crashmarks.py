@@ -53,7 +53,7 @@ def collect(state_dir: Path, alive: Callable[[str | None], bool]) -> set[int]:
     """Job ids that dead processes were decoding when they died; their mark files are removed."""
     out: set[int] = set()
     for f in state_dir.glob(PREFIX + "*"):
-        owner = f.name[len(PREFIX):]
+        owner = f.name[len(PREFIX) :]
         if alive(owner):
             continue
         try:

@@ -74,8 +74,15 @@ class Daemon:
         except BlockingIOError:
             raise StateBusy(f"another handwatch daemon is running with state_dir {self.cfg.state_dir}") from None
         self._lockfile.truncate(0)  # who holds it, for `handwatch status`
-        self._lockfile.write(json.dumps({"pid": os.getpid(), "version": __version__, "since": time.strftime(
-            "%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started))}))
+        self._lockfile.write(
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "version": __version__,
+                    "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
+                }
+            )
+        )
         self._lockfile.flush()
 
     def run(self) -> int:
@@ -90,20 +97,27 @@ class Daemon:
         self.gate = Gate()
         self.page_pool = DaemonPool(0)
         self.preparers = DaemonPool(prefetch.preparers(), "prepare")
-        self.rt = build_runtime(self.cfg, self.db, self.queue, self.gate, self.marks, self.page_pool,
-                                preparers=self.preparers)
+        self.rt = build_runtime(self.cfg, self.db, self.queue, self.gate, self.marks, self.page_pool, preparers=self.preparers)
         self.applied_rt = self.rt
         self.pool = WorkerPool(self.queue, self.owner, self.stopping, lambda: self.rt)
         self.intake = Intake(self.queue, self.rt.candidates, self.stopping, self.pool.wake_one)
         self.extras = self._start_extras()
-        self.log.info("daemon.starting", workers=self.rt.n, requeued=requeued, died_decoding=len(died),
-                      folders=[str(f.path) for f in self.cfg.folders])
+        self.log.info(
+            "daemon.starting",
+            workers=self.rt.n,
+            requeued=requeued,
+            died_decoding=len(died),
+            folders=[str(f.path) for f in self.cfg.folders],
+        )
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_hup)
-        self.watcher = Watcher(list(self.rt.specs),
-                               lambda p, moved: self.intake.put("moved" if moved else "event", p),
-                               lambda d: self.intake.put("dir", d), on_overflow=self._overflow)
+        self.watcher = Watcher(
+            list(self.rt.specs),
+            lambda p, moved: self.intake.put("moved" if moved else "event", p),
+            lambda d: self.intake.put("dir", d),
+            on_overflow=self._overflow,
+        )
         self.watcher.start()
         self.intake.start()
         self.pool.keep(self.rt.n)
@@ -224,8 +238,9 @@ class Daemon:
             return None
         self.dead_since = self.dead_since or now
         if now - self.dead_since > DEAD_GRACE_S:
-            return (f"{dead_workers} worker thread(s) and {dead_observers} folder observer(s) dead "
-                    f"for {now - self.dead_since:.0f} s")
+            return (
+                f"{dead_workers} worker thread(s) and {dead_observers} folder observer(s) dead for {now - self.dead_since:.0f} s"
+            )
         return None
 
     # --- reload: SIGHUP -----------------------------------------------------------------------------
@@ -239,15 +254,15 @@ class Daemon:
             preflight.check(cfg)
             cfg = self._keep_started(cfg)
             log.setup(self.log_level or cfg.log_level, daemon=True, secrets=cfg.secrets())
-            rt = build_runtime(cfg, self.db, self.queue, self.gate, self.marks, self.page_pool, previous=old,
-                               preparers=self.preparers)
+            rt = build_runtime(
+                cfg, self.db, self.queue, self.gate, self.marks, self.page_pool, previous=old, preparers=self.preparers
+            )
         except ConfigError as e:
             self.reload_failed = True
             self.log.error("config.reload_failed", problems=e.lines(), action="kept the running configuration")
         except Exception as e:
             self.reload_failed = True
-            self.log.exception("config.reload_failed", error=f"{type(e).__name__}: {e}",
-                               action="kept the running configuration")
+            self.log.exception("config.reload_failed", error=f"{type(e).__name__}: {e}", action="kept the running configuration")
         else:
             self.reload_failed = False
             self.rt = rt
@@ -256,9 +271,14 @@ class Daemon:
             with self.applied:
                 applied = self.applied.wait_for(lambda: self.applied_rt is rt or self.stopping.is_set(), APPLY_TIMEOUT_S)
             before, after = {f.path for f in old.cfg.folders}, {f.path for f in cfg.folders}
-            self.log.info("config.reloaded", applied=applied, workers=rt.n,
-                          folders_added=sorted(map(str, after - before)), folders_removed=sorted(map(str, before - after)),
-                          endpoints_changed=old.cfg.endpoints != cfg.endpoints)
+            self.log.info(
+                "config.reloaded",
+                applied=applied,
+                workers=rt.n,
+                folders_added=sorted(map(str, after - before)),
+                folders_removed=sorted(map(str, before - after)),
+                endpoints_changed=old.cfg.endpoints != cfg.endpoints,
+            )
         finally:
             try:
                 self.status_line = self._status_line(self.rt)
@@ -269,12 +289,19 @@ class Daemon:
 
     def _keep_started(self, cfg: Config) -> Config:
         """What a reload cannot change in a running process keeps its started value, with a warning."""
-        fixed = {"state_dir": "the state database stays open", "web": "the review page keeps running as started",
-                 "notify": "notifications keep running as started"}
+        fixed = {
+            "state_dir": "the state database stays open",
+            "web": "the review page keeps running as started",
+            "notify": "notifications keep running as started",
+        }
         changed = [k for k in fixed if getattr(cfg, k) != getattr(self.cfg, k)]
         if changed:
-            self.log.warning("config.needs_restart", keys=changed, reason="; ".join(fixed[k] for k in changed),
-                             action="restart the service for these")
+            self.log.warning(
+                "config.needs_restart",
+                keys=changed,
+                reason="; ".join(fixed[k] for k in changed),
+                action="restart the service for these",
+            )
         return cfg.model_copy(update={k: getattr(self.cfg, k) for k in changed})
 
     # --- monitor: reloads, folders, workers, status --------------------------------------------------------
@@ -325,8 +352,10 @@ class Daemon:
     def _status_line(self, rt: Runtime) -> str:
         c = self.queue.counts()
         folders = sum(1 for s in self.watcher.states.values() if s.startswith("watching"))
-        line = (f"watching {folders}/{len(rt.cfg.folders)} folders; queued {c['pending']}, running {c['running']}, "
-                f"failed {c['failed']}, done {c['done']}")
+        line = (
+            f"watching {folders}/{len(rt.cfg.folders)} folders; queued {c['pending']}, running {c['running']}, "
+            f"failed {c['failed']}, done {c['done']}"
+        )
         if rt.cfg.endpoints:
             health = Health(self.db).all()
             up = sum(1 for ep in rt.cfg.endpoints if health.get(ep.url, {}).get("up"))
@@ -365,8 +394,13 @@ class Daemon:
             queued = self.intake.offer(found())
             if self.stopping.is_set():
                 return
-            self.log.info("rescan.done", files=seen, queued=queued, stale_temps_removed=removed,
-                          duration_ms=int((time.monotonic() - started) * 1000))
+            self.log.info(
+                "rescan.done",
+                files=seen,
+                queued=queued,
+                stale_temps_removed=removed,
+                duration_ms=int((time.monotonic() - started) * 1000),
+            )
             first = False
             self.rescan_now.wait(self.rt.cfg.rescan_s)
             self.rescan_now.clear()

@@ -20,9 +20,13 @@ from handwatch.pixels import HIGH_DEPTH_MODES, fit_size, pixels, resize, to_8bit
 PILLOW_CEILING = 2_000_000_000  # the config's maximum: our own header check decides below it
 ORIENTATION = 0x0112
 UPRIGHT = {  # EXIF orientation → what makes the picture upright, on an array
-    2: lambda a: cv2.flip(a, 1), 3: lambda a: cv2.rotate(a, cv2.ROTATE_180), 4: lambda a: cv2.flip(a, 0),
-    5: lambda a: cv2.transpose(a), 6: lambda a: cv2.rotate(a, cv2.ROTATE_90_CLOCKWISE),
-    7: lambda a: cv2.rotate(cv2.transpose(a), cv2.ROTATE_180), 8: lambda a: cv2.rotate(a, cv2.ROTATE_90_COUNTERCLOCKWISE),
+    2: lambda a: cv2.flip(a, 1),
+    3: lambda a: cv2.rotate(a, cv2.ROTATE_180),
+    4: lambda a: cv2.flip(a, 0),
+    5: lambda a: cv2.transpose(a),
+    6: lambda a: cv2.rotate(a, cv2.ROTATE_90_CLOCKWISE),
+    7: lambda a: cv2.rotate(cv2.transpose(a), cv2.ROTATE_180),
+    8: lambda a: cv2.rotate(a, cv2.ROTATE_90_COUNTERCLOCKWISE),
 }
 TRANSPOSING = {5, 6, 7, 8}
 
@@ -272,10 +276,21 @@ def _decode_jpeg(frame: Image.Image, path: Path, max_side: int) -> np.ndarray | 
     return _fit(arr, max_side)
 
 
-SOF = {0xC0: "baseline", 0xC1: "extended", 0xC2: "progressive", 0xC3: "lossless", 0xC5: "differential",
-       0xC6: "differential progressive", 0xC7: "differential lossless", 0xC9: "arithmetic", 0xCA: "arithmetic progressive",
-       0xCB: "arithmetic lossless", 0xCD: "differential arithmetic", 0xCE: "differential arithmetic progressive",
-       0xCF: "differential arithmetic lossless"}
+SOF = {
+    0xC0: "baseline",
+    0xC1: "extended",
+    0xC2: "progressive",
+    0xC3: "lossless",
+    0xC5: "differential",
+    0xC6: "differential progressive",
+    0xC7: "differential lossless",
+    0xC9: "arithmetic",
+    0xCA: "arithmetic progressive",
+    0xCB: "arithmetic lossless",
+    0xCD: "differential arithmetic",
+    0xCE: "differential arithmetic progressive",
+    0xCF: "differential arithmetic lossless",
+}
 
 
 def jpeg_unsupported(path: Path) -> str | None:

@@ -132,8 +132,7 @@ def transfer(words: Sequence[Word], old: str, new: str) -> list[Word]:
         return [Word(w.start - at, w.end - at, w.p) for w in words if w.start >= at and w.end <= end]
     by_span = {(w.start, w.end): w.p for w in words}
     old_spans, new_spans = spans(old), spans(new)
-    matcher = difflib.SequenceMatcher(None, [old[a:b] for a, b in old_spans], [new[a:b] for a, b in new_spans],
-                                      autojunk=False)
+    matcher = difflib.SequenceMatcher(None, [old[a:b] for a, b in old_spans], [new[a:b] for a, b in new_spans], autojunk=False)
     out = []
     for a, b, n in matcher.get_matching_blocks():
         for k in range(n):
@@ -158,8 +157,13 @@ def parse_logprobs(logprobs) -> list[Token] | None:
         out = []
         for item in content:
             raw, lp = _field(item, "bytes"), _field(item, "logprob")
-            out.append(Token(_field(item, "token") or "", float(lp) if lp is not None else MIN_LOGPROB,
-                             bytes(raw) if raw is not None else None))
+            out.append(
+                Token(
+                    _field(item, "token") or "",
+                    float(lp) if lp is not None else MIN_LOGPROB,
+                    bytes(raw) if raw is not None else None,
+                )
+            )
         return out
     extra = logprobs if isinstance(logprobs, dict) else (getattr(logprobs, "model_extra", None) or {})
     toks, lps = extra.get("tokens"), extra.get("token_logprobs")
@@ -232,8 +236,9 @@ DEFAULTS = {
 
 def thresholds(engine: str, word: float | None = None, page: float | None = None, words: int | None = None) -> Thresholds:
     base = DEFAULTS.get(engine, DEFAULTS["vlm"])
-    return Thresholds(base.word if word is None else word, base.page if page is None else page,
-                      base.words if words is None else words)
+    return Thresholds(
+        base.word if word is None else word, base.page if page is None else page, base.words if words is None else words
+    )
 
 
 @dataclass(frozen=True)
@@ -340,8 +345,7 @@ def ink_reasons(ink: Ink, text: str) -> list[str]:
         return [f"text on a nearly blank page: {n} letters from ink for about {int(capacity)}"]
     n_words = len(spans(text)) + len(ILLEGIBLE.findall(text))
     if ink.marks >= FULL_MARKS and n_words and n_words * MARKS_PER_WORD_MAX < ink.marks:
-        return [f"suspiciously short: {n_words} word{'s' if n_words != 1 else ''} from a page with "
-                f"{ink.marks} marks of ink"]
+        return [f"suspiciously short: {n_words} word{'s' if n_words != 1 else ''} from a page with {ink.marks} marks of ink"]
     return []
 
 

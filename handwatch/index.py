@@ -93,9 +93,21 @@ class SearchIndex:
                    reasons=excluded.reasons, reviewed=excluded.reviewed, confidence=excluded.confidence,
                    uncertain_words=excluded.uncertain_words, title=excluded.title, meta=excluded.meta, body=excluded.body,
                    size=excluded.size, mtime_ns=excluded.mtime_ns, updated=excluded.updated""",
-            (encode(output), encode(source), int(fm.get("needs_review") is True), json.dumps([str(r) for r in reasons]),
-             str(reviewed) if reviewed else None, confidence, uncertain, str(title), meta, body,
-             stat.st_size if stat else None, stat.st_mtime_ns if stat else None, time.time()),
+            (
+                encode(output),
+                encode(source),
+                int(fm.get("needs_review") is True),
+                json.dumps([str(r) for r in reasons]),
+                str(reviewed) if reviewed else None,
+                confidence,
+                uncertain,
+                str(title),
+                meta,
+                body,
+                stat.st_size if stat else None,
+                stat.st_mtime_ns if stat else None,
+                time.time(),
+            ),
         )
 
     def update_file(self, output: Path, source: Path) -> bool:
@@ -166,16 +178,24 @@ class SearchIndex:
         if folder is not None:
             prefix = encode(folder) + b"/"
             where, args = " AND substr(d.output, 1, ?) = ?", [len(prefix), prefix]
-        ids = [r[0] for r in db.execute(
-            f"""SELECT docs_fts.rowid FROM docs_fts JOIN docs d ON d.id = docs_fts.rowid
-                WHERE docs_fts MATCH ?{where} ORDER BY bm25(docs_fts, 10.0, 2.0, 1.0) LIMIT ?""", (query, *args, limit))]
+        ids = [
+            r[0]
+            for r in db.execute(
+                f"""SELECT docs_fts.rowid FROM docs_fts JOIN docs d ON d.id = docs_fts.rowid
+                WHERE docs_fts MATCH ?{where} ORDER BY bm25(docs_fts, 10.0, 2.0, 1.0) LIMIT ?""",
+                (query, *args, limit),
+            )
+        ]
         if not ids:
             return []
         rows = db.execute(
             f"""SELECT d.id, d.output, d.source, d.title, d.needs_review, highlight(docs_fts, 2, ?, ?) AS marked
                 FROM docs_fts JOIN docs d ON d.id = docs_fts.rowid
                 WHERE docs_fts MATCH ? AND docs_fts.rowid IN ({",".join("?" * len(ids))})""",
-            (MARK_ON, MARK_OFF, query, *ids)).fetchall()
+            (MARK_ON, MARK_OFF, query, *ids),
+        ).fetchall()
         by_id = {r["id"]: r for r in rows}
-        return [Hit(r["id"], decode(r["output"]), decode(r["source"]), r["title"], _line(r["marked"]), bool(r["needs_review"]))
-                for r in (by_id[i] for i in ids if i in by_id)]
+        return [
+            Hit(r["id"], decode(r["output"]), decode(r["source"]), r["title"], _line(r["marked"]), bool(r["needs_review"]))
+            for r in (by_id[i] for i in ids if i in by_id)
+        ]

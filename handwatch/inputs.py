@@ -15,9 +15,16 @@ from handwatch import decode, log, notices, pdf
 from handwatch.errors import InputError, NotReady
 
 EXTENSIONS = {
-    ".jpg": "jpeg", ".jpeg": "jpeg", ".jpe": "jpeg",
-    ".png": "png", ".webp": "webp", ".tif": "tiff", ".tiff": "tiff",
-    ".heic": "heif", ".heif": "heif", ".hif": "heif",
+    ".jpg": "jpeg",
+    ".jpeg": "jpeg",
+    ".jpe": "jpeg",
+    ".png": "png",
+    ".webp": "webp",
+    ".tif": "tiff",
+    ".tiff": "tiff",
+    ".heic": "heif",
+    ".heif": "heif",
+    ".hif": "heif",
     ".pdf": "pdf",
 }
 PHOTO_FORMATS = {"jpeg", "heif", "webp"}  # camera output: uneven light, worth CLAHE by default

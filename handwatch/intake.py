@@ -40,8 +40,7 @@ def markdown(name: str) -> bool:
 
 
 class Intake:
-    def __init__(self, queue: JobQueue, candidates: Candidates, stopping: threading.Event,
-                 on_new_job: Callable[[], None]):
+    def __init__(self, queue: JobQueue, candidates: Candidates, stopping: threading.Event, on_new_job: Callable[[], None]):
         # `candidates` is replaced whole when the daemon reloads its configuration: read it afresh each time.
         self.queue, self.candidates, self.stopping = queue, candidates, stopping
         self.on_new_job = on_new_job
@@ -101,8 +100,10 @@ class Intake:
 
     def start(self) -> None:
         self.threads = [threading.Thread(target=self._guarded, args=(self._settle_loop,), name="intake", daemon=True)]
-        self.threads += [threading.Thread(target=self._guarded, args=(self._hash_loop,), name=f"hash-{i}", daemon=True)
-                         for i in range(HASH_THREADS)]
+        self.threads += [
+            threading.Thread(target=self._guarded, args=(self._hash_loop,), name=f"hash-{i}", daemon=True)
+            for i in range(HASH_THREADS)
+        ]
         for t in self.threads:
             t.start()
 
@@ -214,14 +215,17 @@ class Intake:
             self._park(path, sig, f"not a regular file ({safefs.kind_of(st.st_mode)})", failed=True)
             return
         if st.st_size > MAX_INPUT_BYTES:
-            self._park(path, sig, f"file is {st.st_size / 1e9:.1f} GB, over the {MAX_INPUT_BYTES / 1e9:.1f} GB "
-                                  "limit for a photo or scan", failed=True)
+            self._park(
+                path,
+                sig,
+                f"file is {st.st_size / 1e9:.1f} GB, over the {MAX_INPUT_BYTES / 1e9:.1f} GB limit for a photo or scan",
+                failed=True,
+            )
             return
         try:
             sha = output.sha256_file(path)
         except PermissionError as e:
-            self._park(path, sig, f"waiting for permission to read ({e.strerror}); it is picked up once readable",
-                       failed=False)
+            self._park(path, sig, f"waiting for permission to read ({e.strerror}); it is picked up once readable", failed=False)
             return
         except safefs.Unsafe as e:
             self._park(path, sig, str(e.strerror), failed=True)

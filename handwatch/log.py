@@ -63,8 +63,7 @@ class RedactingStream:
         return getattr(self._stream, name)
 
 
-def setup(level: str = "info", json: bool | None = None, stream=None, daemon: bool = False,
-          secrets: Iterable[str] = ()) -> None:
+def setup(level: str = "info", json: bool | None = None, stream=None, daemon: bool = False, secrets: Iterable[str] = ()) -> None:
     """Configure once per process. `daemon`: the daemon under journald logs to stdout; everything
     else logs to stderr. `json=None` decides from whether the stream is a terminal."""
     if stream is None:

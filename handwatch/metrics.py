@@ -4,13 +4,22 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
-REQUESTS = Counter("handwatch_requests", "Requests sent to each endpoint, by outcome (ok, unavailable, error)",
-                   ["endpoint", "outcome"])
+REQUESTS = Counter(
+    "handwatch_requests", "Requests sent to each endpoint, by outcome (ok, unavailable, error)", ["endpoint", "outcome"]
+)
 PAGES = Counter("handwatch_pages", "Pages transcribed, by the endpoint that answered (or tesseract)", ["endpoint"])
-LATENCY = Histogram("handwatch_request_seconds", "Time for one chat-completions request, by endpoint", ["endpoint"],
-                    buckets=(0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600))
-TOKENS = Histogram("handwatch_request_tokens", "Tokens per request as the endpoint reported them (prompt, completion)",
-                   ["endpoint", "kind"], buckets=(16, 64, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768))
+LATENCY = Histogram(
+    "handwatch_request_seconds",
+    "Time for one chat-completions request, by endpoint",
+    ["endpoint"],
+    buckets=(0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600),
+)
+TOKENS = Histogram(
+    "handwatch_request_tokens",
+    "Tokens per request as the endpoint reported them (prompt, completion)",
+    ["endpoint", "kind"],
+    buckets=(16, 64, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768),
+)
 
 
 def request_done(endpoint: str, outcome: str, seconds: float, usage=None) -> None:

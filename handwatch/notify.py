@@ -16,14 +16,14 @@ from handwatch.state import StateDB, decode
 
 POLL_S = 5.0
 OVERLAP_S = 30.0  # rows committed slightly out of order are still seen; `seen` drops the repeats
-MAX_LINES = 10    # per kind, then "and N more"
+MAX_LINES = 10  # per kind, then "and N more"
 MAX_PENDING = 1000
 
 
 @dataclass(frozen=True)
 class Event:
     kind: str  # needs_review | failed | endpoint_down
-    key: str   # the same event seen twice is sent once
+    key: str  # the same event seen twice is sent once
     what: str  # a file name or an endpoint URL
     detail: str = ""
     link: str | None = None
@@ -60,8 +60,11 @@ class Batch:
         self.pending = (events + self.pending)[-MAX_PENDING:]
 
 
-TITLES = {"needs_review": ("file needs review", "files need review"), "failed": ("file failed", "files failed"),
-          "endpoint_down": ("endpoint is down", "endpoints are down")}
+TITLES = {
+    "needs_review": ("file needs review", "files need review"),
+    "failed": ("file failed", "files failed"),
+    "endpoint_down": ("endpoint is down", "endpoints are down"),
+}
 
 
 def compose(events: list[Event], base_url: str | None) -> tuple[str, str]:
@@ -127,22 +130,40 @@ class Notifier:
         if "needs_review" in self.rule.on:
             rows = db.execute(
                 """SELECT j.id, j.path, j.updated, d.reasons, d.body FROM jobs j JOIN docs d ON d.output = j.output
-                   WHERE j.state = 'done' AND d.needs_review = 1 AND j.updated > ?""", (since,)).fetchall()
+                   WHERE j.state = 'done' AND d.needs_review = 1 AND j.updated > ?""",
+                (since,),
+            ).fetchall()
             for r in rows:
                 excerpt = None
                 if self.rule.include_text:
                     text = "".join(p for p, _ in frontmatter.doubt_spans(r["body"]))
                     excerpt = " ".join(text.split())[:200]
                 reasons = json.loads(r["reasons"])
-                events.append(Event("needs_review", f"review:{r['id']}:{r['updated']}", printable_name(decode(r["path"]).name),
-                                    "; ".join(reasons)[:200], self._link(r["id"]), excerpt))
+                events.append(
+                    Event(
+                        "needs_review",
+                        f"review:{r['id']}:{r['updated']}",
+                        printable_name(decode(r["path"]).name),
+                        "; ".join(reasons)[:200],
+                        self._link(r["id"]),
+                        excerpt,
+                    )
+                )
                 newest = max(newest, r["updated"])
         if "failed" in self.rule.on:
-            rows = db.execute("SELECT id, path, reason, updated FROM jobs WHERE state = 'failed' AND updated > ?",
-                              (since,)).fetchall()
+            rows = db.execute(
+                "SELECT id, path, reason, updated FROM jobs WHERE state = 'failed' AND updated > ?", (since,)
+            ).fetchall()
             for r in rows:
-                events.append(Event("failed", f"failed:{r['id']}:{r['updated']}", printable_name(decode(r["path"]).name),
-                                    (r["reason"] or "")[:200], self._link(r["id"])))
+                events.append(
+                    Event(
+                        "failed",
+                        f"failed:{r['id']}:{r['updated']}",
+                        printable_name(decode(r["path"]).name),
+                        (r["reason"] or "")[:200],
+                        self._link(r["id"]),
+                    )
+                )
                 newest = max(newest, r["updated"])
         if "endpoint_down" in self.rule.on:
             for r in db.execute("SELECT url, up, reason, checked FROM endpoints").fetchall():

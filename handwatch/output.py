@@ -105,8 +105,10 @@ def candidate_names(source: Path, template: str) -> list[Path]:
     rel = template.format(stem=stem, ext=ext, name=source.name)
     parts = rel.split("/")
     if rel.startswith("/") or any(p in ("", ".", "..") for p in parts) or not parts[-1].endswith(".md"):
-        raise InputError(f"the file name {printable_name(source.name)!r} makes the output path {printable_name(rel)!r}, "
-                         "which would leave the folder; rename the file")
+        raise InputError(
+            f"the file name {printable_name(source.name)!r} makes the output path {printable_name(rel)!r}, "
+            "which would leave the folder; rename the file"
+        )
     primary = source.parent.joinpath(*parts)
     base = primary.name[: -len(".md")]
     names = [primary, primary.with_name(base + (f".{ext}" if ext else "") + ".md")]
@@ -196,8 +198,9 @@ def current_umask() -> int:
     return 0o022
 
 
-def write(target: Path, text: str, ledger: Ledger, source: Path, source_sha: str, root: Path | None = None,
-          mode: int | None = None) -> Path:
+def write(
+    target: Path, text: str, ledger: Ledger, source: Path, source_sha: str, root: Path | None = None, mode: int | None = None
+) -> Path:
     """Atomic and edit-safe. The new text goes to a temporary file in the same folder and is synced;
     its hash is recorded in the ledger *before* the rename (a crash in between is then not an
     'edit'); and the file being replaced is checked again immediately before the rename, so an edit
@@ -220,7 +223,7 @@ def _temp_file(dfd: int, name: str, data: bytes, mode: int) -> str:
         try:
             view = memoryview(data)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             os.fchmod(fd, mode)
             os.fsync(fd)
         finally:
@@ -238,8 +241,7 @@ def _discard(dfd: int, tmp: str) -> None:
         pass
 
 
-def _write_at(dfd: int, target: Path, data: bytes, ledger: Ledger, source: Path, source_sha: str,
-              mode: int | None) -> Path:
+def _write_at(dfd: int, target: Path, data: bytes, ledger: Ledger, source: Path, source_sha: str, mode: int | None) -> Path:
     name, new_sha = target.name, sha256_bytes(data)
     existing = safefs.lstat_at(dfd, name)
     checked = None

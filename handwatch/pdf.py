@@ -48,8 +48,10 @@ def run(cmd: list[str], memory: int = MEMORY, timeout: float = TIMEOUT_S) -> sub
 
 def _said(stderr: bytes) -> list[str]:
     """poppler's messages, without its "Syntax Error: " style prefixes, each once."""
-    lines = [re.sub(r"^(Syntax |Command Line |Internal )?(Error|Warning)( \(\d+\))?: ", "", line).strip()
-             for line in stderr.decode(errors="replace").splitlines()]
+    lines = [
+        re.sub(r"^(Syntax |Command Line |Internal )?(Error|Warning)( \(\d+\))?: ", "", line).strip()
+        for line in stderr.decode(errors="replace").splitlines()
+    ]
     return list(dict.fromkeys(line for line in lines if line))
 
 
@@ -85,8 +87,9 @@ def render_page(path: Path, n: int, max_side: int, tmp: Path, memory: int = MEMO
     """Render straight to the target size (`-scale-to`), not a fixed DPI."""
     prefix = tmp / f"p{n}"
     # PPM, not PNG: uncompressed output is written and read in ~40 ms a page against ~115 ms.
-    proc = run(["pdftoppm", "-f", str(n), "-l", str(n), "-scale-to", str(max_side), "-singlefile", str(path), str(prefix)],
-               memory)
+    proc = run(
+        ["pdftoppm", "-f", str(n), "-l", str(n), "-scale-to", str(max_side), "-singlefile", str(path), str(prefix)], memory
+    )
     out = prefix.with_suffix(".ppm")
     if proc.returncode != 0 or not out.exists():
         raise InputError(f"PDF page {n} cannot be rendered: {_why(proc)}")

@@ -83,9 +83,15 @@ class PagePool(Protocol):
 
 
 class Pipeline:
-    def __init__(self, cfg: Config, db: StateDB, engines: Engines | None = None,
-                 now: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 page_pool: PagePool | None = None, flow: Flow | None = None):
+    def __init__(
+        self,
+        cfg: Config,
+        db: StateDB,
+        engines: Engines | None = None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        page_pool: PagePool | None = None,
+        flow: Flow | None = None,
+    ):
         self.cfg = cfg
         self.rules = RuleBook(cfg)
         self.ledger = Ledger(db)
@@ -104,13 +110,17 @@ class Pipeline:
     def rule_for(self, path: Path) -> Rule:
         return self.rules.resolve(path).rule
 
-    def process(self, path: Path, sha: str | None = None, before: FileSig | None = None,
-                override: dict | None = None) -> Outcome:
+    def process(self, path: Path, sha: str | None = None, before: FileSig | None = None, override: dict | None = None) -> Outcome:
         return self.publish(self.transcribe(path, sha, before, override))
 
-    def transcribe(self, path: Path, sha: str | None = None, before: FileSig | None = None,
-                   override: dict | None = None,
-                   decoding: Callable[[], AbstractContextManager] = nullcontext) -> Transcript:
+    def transcribe(
+        self,
+        path: Path,
+        sha: str | None = None,
+        before: FileSig | None = None,
+        override: dict | None = None,
+        decoding: Callable[[], AbstractContextManager] = nullcontext,
+    ) -> Transcript:
         """The slow part: rule, pages, engine, cleaned text (or the cached text of the same bytes).
         `before` is the file version `sha` was taken from; if the file is not that version any more
         when the text is back, the text may be of other bytes, so it is thrown away (NotReady).
@@ -166,9 +176,17 @@ class Pipeline:
         parts = provenance.parts(rule, self.cfg)
         trust = self._trust(cached, rule, parts)
         doc = output.Document(
-            source=path, source_sha256=t.sha, pages=cached["pages"], profile=rule.profile,
-            languages=tuple(rule.languages), engine=rule.engine, model=cached["model"], transcribed=self.now(),
-            extra=cached.get("extra", {}), appendix=cached.get("appendix", ""), **trust,
+            source=path,
+            source_sha256=t.sha,
+            pages=cached["pages"],
+            profile=rule.profile,
+            languages=tuple(rule.languages),
+            engine=rule.engine,
+            model=cached["model"],
+            transcribed=self.now(),
+            extra=cached.get("extra", {}),
+            appendix=cached.get("appendix", ""),
+            **trust,
         )
         target = output.claim_target(path, t.sha, rule.output, self.ledger)
         text = output.render(doc)
@@ -176,9 +194,18 @@ class Pipeline:
         source = self._after(path, t.resolved, root)
         self.index.update(written, text, source)
         self._record(source, written, t.sha, doc, parts, cached)
-        self.log.info("file.transcribed", path=str(path), output=str(written), pages=len(doc.pages), reused=t.reused,
-                      needs_review=doc.needs_review, duration_ms=int((time.monotonic() - t.started) * 1000),
-                      tokens=t.tokens, engine=rule.engine, endpoint=doc.endpoint)
+        self.log.info(
+            "file.transcribed",
+            path=str(path),
+            output=str(written),
+            pages=len(doc.pages),
+            reused=t.reused,
+            needs_review=doc.needs_review,
+            duration_ms=int((time.monotonic() - t.started) * 1000),
+            tokens=t.tokens,
+            engine=rule.engine,
+            endpoint=doc.endpoint,
+        )
         return Outcome(source, written, t.reused, doc.needs_review)
 
     @staticmethod
@@ -186,29 +213,48 @@ class Pipeline:
         """The Document fields that say how far to trust the text: review reasons (the engine's, then
         confidence's), confidence, uncertain words and their marks, and provenance. Doubt is judged from
         the stored word probabilities under the rule's current thresholds, so new thresholds need no model."""
-        words = [None if w is None else [doubt.Word.from_json(x) for x in w]
-                 for w in cached.get("words", [None] * len(cached["pages"]))]
+        words = [
+            None if w is None else [doubt.Word.from_json(x) for x in w]
+            for w in cached.get("words", [None] * len(cached["pages"]))
+        ]
         t = doubt.thresholds(rule.engine, rule.uncertain_below, rule.review_below, rule.review_uncertain_words)
         judged = doubt.assess(cached["pages"], words, t)
         reasons = tuple(cached["review_reasons"]) + tuple(judged.reasons)
-        return {"needs_review": bool(reasons), "review_reasons": reasons, "confidence": judged.confidence,
-                "uncertain_words": judged.uncertain_words,
-                "marks": tuple(map(tuple, judged.marks)) if rule.mark_uncertain else (),
-                "endpoint": cached.get("endpoint") or None,
-                "fingerprint": provenance.fingerprint(parts)}
+        return {
+            "needs_review": bool(reasons),
+            "review_reasons": reasons,
+            "confidence": judged.confidence,
+            "uncertain_words": judged.uncertain_words,
+            "marks": tuple(map(tuple, judged.marks)) if rule.mark_uncertain else (),
+            "endpoint": cached.get("endpoint") or None,
+            "fingerprint": provenance.fingerprint(parts),
+        }
 
     def _record(self, source: Path, written: Path, sha: str, doc: output.Document, parts: dict, cached: dict) -> None:
-        self.provenance.record(provenance.Record(
-            source, written, sha, doc.fingerprint or "", parts, cached.get("asked_model", cached["model"]),
-            doc.endpoint, doc.needs_review, doc.confidence, doc.uncertain_words))
+        self.provenance.record(
+            provenance.Record(
+                source,
+                written,
+                sha,
+                doc.fingerprint or "",
+                parts,
+                cached.get("asked_model", cached["model"]),
+                doc.endpoint,
+                doc.needs_review,
+                doc.confidence,
+                doc.uncertain_words,
+            )
+        )
 
-    def _transcribe(self, path: Path, rule: Rule, endpoint: str | None = None,
-                    decoding: Callable[[], AbstractContextManager] = nullcontext) -> dict:
+    def _transcribe(
+        self, path: Path, rule: Rule, endpoint: str | None = None, decoding: Callable[[], AbstractContextManager] = nullcontext
+    ) -> dict:
         engine = self.engines.get(rule.engine, endpoint)
         opts = preprocess.for_engine(rule.preprocess, rule.engine)
         with decoding():
-            refs = inputs.open_pages(path, opts.max_side or preprocess.ENGINE_SIZES["vlm"][0], opts.max_input_megapixels,
-                                     rule.max_pages)
+            refs = inputs.open_pages(
+                path, opts.max_side or preprocess.ENGINE_SIZES["vlm"][0], opts.max_input_megapixels, rule.max_pages
+            )
 
         encode = getattr(engine, "encode", None)  # a VLM sends JPEG: pages wait for a slot encoded
         flow = self.flow
@@ -233,8 +279,7 @@ class Pipeline:
                     result = engine.transcribe_page(image, rule)
                 del image
             metrics.page_done(engine)
-            result.review_reasons += doubt.page_reasons(result.text, ink, rule.languages,
-                                                        result.extra.get("detected_languages"))
+            result.review_reasons += doubt.page_reasons(result.text, ink, rule.languages, result.extra.get("detected_languages"))
             return result
 
         if self.page_pool is not None and len(refs) > 1:
@@ -257,12 +302,17 @@ class Pipeline:
             translation = engine.translate(joined, rule.translate_to)
             appendix = f"## Translation ({rule.translate_to})\n\n{translation}"
         sent = [r for r in results if r.model]  # blank pages were never sent
-        return {"pages": [r.text for r in results], "model": sent[0].model if sent else "", "review_reasons": reasons,
-                "extra": extra, "appendix": appendix,
-                "words": [None if r.words is None else [w.to_json() for w in r.words] for r in results],
-                "endpoint": next((r.endpoint for r in sent if r.endpoint), ""),
-                "tokens": sum(r.tokens for r in results),
-                "asked_model": next((r.asked_model for r in sent if r.asked_model), sent[0].model if sent else "")}
+        return {
+            "pages": [r.text for r in results],
+            "model": sent[0].model if sent else "",
+            "review_reasons": reasons,
+            "extra": extra,
+            "appendix": appendix,
+            "words": [None if r.words is None else [w.to_json() for w in r.words] for r in results],
+            "endpoint": next((r.endpoint for r in sent if r.endpoint), ""),
+            "tokens": sum(r.tokens for r in results),
+            "asked_model": next((r.asked_model for r in sent if r.asked_model), sent[0].model if sent else ""),
+        }
 
     def _after(self, path: Path, resolved: Resolved, root: Path) -> Path:
         """`after: move`: into the move folder, under a name nothing holds yet (`scan-1.png`, …), never

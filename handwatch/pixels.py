@@ -21,8 +21,10 @@ def fit_size(w: int, h: int, max_side: int, max_pixels: int | None = None) -> tu
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     if max_pixels:
         budget = max_pixels // (PATCH * PATCH)
-        while size[0] > PATCH and size[1] > PATCH and (
-            size[0] * size[1] > max_pixels or round(size[0] / PATCH) * round(size[1] / PATCH) > budget
+        while (
+            size[0] > PATCH
+            and size[1] > PATCH
+            and (size[0] * size[1] > max_pixels or round(size[0] / PATCH) * round(size[1] / PATCH) > budget)
         ):
             scale *= 0.99
             size = (max(1, int(w * scale)), max(1, int(h * scale)))

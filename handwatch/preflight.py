@@ -38,8 +38,10 @@ def problems(cfg: Config, installed: Callable[[], set[str] | None]) -> list[str]
         if rule.engine != "tesseract":
             continue
         if rule.translate_to:
-            out.append(f"{key(where, written, 'translate_to')}: {rule.translate_to}: translation needs engine: vlm "
-                       "(Tesseract does not translate)")
+            out.append(
+                f"{key(where, written, 'translate_to')}: {rule.translate_to}: translation needs engine: vlm "
+                "(Tesseract does not translate)"
+            )
         have = langs()
         if have is None:
             out.append(f"{key(where, written, 'engine')}: tesseract is not installed (apt-get install tesseract-ocr)")
@@ -47,8 +49,7 @@ def problems(cfg: Config, installed: Callable[[], set[str] | None]) -> list[str]
         missing = [x for x in tess_langs(rule.languages).split("+") if x not in have]
         if missing:
             pkgs = " ".join(f"tesseract-ocr-{m.replace('_', '-')}" for m in missing)
-            out.append(f"{key(where, written, 'languages')}: no Tesseract data for {', '.join(missing)} "
-                       f"(apt-get install {pkgs})")
+            out.append(f"{key(where, written, 'languages')}: no Tesseract data for {', '.join(missing)} (apt-get install {pkgs})")
     out = list(dict.fromkeys(out))  # folders inheriting one default share one message
     return out
 

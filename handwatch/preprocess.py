@@ -188,8 +188,9 @@ def encode_jpeg(im: Image.Image, quality: int = 90) -> bytes:
 def for_engine(opts: Preprocess, engine: str) -> Preprocess:
     """Fill in the sizes the rule left to the engine: a VLM's budget is tokens, Tesseract's is legibility."""
     side, pixels = ENGINE_SIZES.get(engine, ENGINE_SIZES["vlm"])
-    return opts.model_copy(update={"max_side": opts.max_side or side,
-                                   "max_pixels": opts.max_pixels if opts.max_side or opts.max_pixels else pixels})
+    return opts.model_copy(
+        update={"max_side": opts.max_side or side, "max_pixels": opts.max_pixels if opts.max_side or opts.max_pixels else pixels}
+    )
 
 
 def prepare(image: Image.Image | np.ndarray, opts: Preprocess, photo: bool) -> Image.Image:
@@ -223,5 +224,3 @@ def prepare(image: Image.Image | np.ndarray, opts: Preprocess, photo: bool) -> I
     if opts.sharpen:
         out = sharpen(out)
     return out
-
-

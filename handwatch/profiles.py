@@ -10,11 +10,33 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 LANGUAGE_NAMES = {
-    "en": "English", "de": "German", "fr": "French", "es": "Spanish", "it": "Italian", "nl": "Dutch",
-    "pt": "Portuguese", "pl": "Polish", "cs": "Czech", "sv": "Swedish", "da": "Danish", "no": "Norwegian",
-    "nb": "Norwegian", "fi": "Finnish", "el": "Greek", "ru": "Russian", "uk": "Ukrainian", "tr": "Turkish",
-    "hu": "Hungarian", "ro": "Romanian", "ja": "Japanese", "zh": "Chinese", "ko": "Korean", "ar": "Arabic",
-    "he": "Hebrew", "hi": "Hindi", "vi": "Vietnamese",
+    "en": "English",
+    "de": "German",
+    "fr": "French",
+    "es": "Spanish",
+    "it": "Italian",
+    "nl": "Dutch",
+    "pt": "Portuguese",
+    "pl": "Polish",
+    "cs": "Czech",
+    "sv": "Swedish",
+    "da": "Danish",
+    "no": "Norwegian",
+    "nb": "Norwegian",
+    "fi": "Finnish",
+    "el": "Greek",
+    "ru": "Russian",
+    "uk": "Ukrainian",
+    "tr": "Turkish",
+    "hu": "Hungarian",
+    "ro": "Romanian",
+    "ja": "Japanese",
+    "zh": "Chinese",
+    "ko": "Korean",
+    "ar": "Arabic",
+    "he": "Hebrew",
+    "hi": "Hindi",
+    "vi": "Vietnamese",
 }
 
 NOTES_PROMPT = """Transcribe the handwriting in this image exactly, as Markdown.
@@ -184,12 +206,21 @@ RECIPE_SCHEMA = {
     "properties": {
         "title": {"type": "string"},
         "servings": _OPT_STR,
-        "times": {"type": "object", "properties": {"prep": _OPT_STR, "cook": _OPT_STR, "total": _OPT_STR},
-                  "required": ["prep", "cook", "total"], "additionalProperties": False},
-        "ingredients": {"type": "array", "items": {
+        "times": {
             "type": "object",
-            "properties": {"quantity": _OPT_STR, "unit": _OPT_STR, "item": {"type": "string"}, "note": _OPT_STR},
-            "required": ["quantity", "unit", "item", "note"], "additionalProperties": False}},
+            "properties": {"prep": _OPT_STR, "cook": _OPT_STR, "total": _OPT_STR},
+            "required": ["prep", "cook", "total"],
+            "additionalProperties": False,
+        },
+        "ingredients": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"quantity": _OPT_STR, "unit": _OPT_STR, "item": {"type": "string"}, "note": _OPT_STR},
+                "required": ["quantity", "unit", "item", "note"],
+                "additionalProperties": False,
+            },
+        },
         "steps": {"type": "array", "items": {"type": "string"}},
         "notes": {"type": "array", "items": {"type": "string"}},
     },
@@ -295,7 +326,9 @@ def markdown_title(text: str) -> str | None:
 
 # --- languages ---------------------------------------------------------------------------------
 
-LANG_TRAILER = re.compile(r"\n?[ \t]*(?:\*\*)?languages?(?:\*\*)?\s*:\s*(?:\*\*)?\s*([A-Za-z]{2,3}(?:\s*[,/;]\s*[A-Za-z]{2,3})*)\s*\.?\s*$", re.I)
+LANG_TRAILER = re.compile(
+    r"\n?[ \t]*(?:\*\*)?languages?(?:\*\*)?\s*:\s*(?:\*\*)?\s*([A-Za-z]{2,3}(?:\s*[,/;]\s*[A-Za-z]{2,3})*)\s*\.?\s*$", re.I
+)
 
 
 def split_languages(text: str) -> tuple[str, list[str]]:

@@ -40,9 +40,18 @@ class Bar(NoBar):
         self.stream = stream or sys.stderr
         self.log_level = log_level
         self.console = Console(file=self.stream)
-        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 _Pace(), TimeElapsedColumn(), console=self.console, redirect_stdout=False,
-                                 redirect_stderr=True, transient=False)
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            _Pace(),
+            TimeElapsedColumn(),
+            console=self.console,
+            redirect_stdout=False,
+            redirect_stderr=True,
+            transient=False,
+        )
         self.task: TaskID | None = None
         self.settling = 0
         self.lock = threading.Lock()

@@ -91,8 +91,19 @@ class Provenance:
         self.db.connect().execute(
             """INSERT OR REPLACE INTO provenance(source, output, source_sha256, fingerprint, parts, model, endpoint,
                    needs_review, confidence, uncertain_words, written) VALUES(?,?,?,?,?,?,?,?,?,?,?)""",
-            (encode(r.source), encode(r.output), r.source_sha256, r.fingerprint, json.dumps(r.parts), r.model,
-             r.endpoint, int(r.needs_review), r.confidence, r.uncertain_words, time.time()),
+            (
+                encode(r.source),
+                encode(r.output),
+                r.source_sha256,
+                r.fingerprint,
+                json.dumps(r.parts),
+                r.model,
+                r.endpoint,
+                int(r.needs_review),
+                r.confidence,
+                r.uncertain_words,
+                time.time(),
+            ),
         )
 
     def forget(self, source: Path) -> None:
@@ -100,7 +111,18 @@ class Provenance:
 
     def all(self) -> list[Record]:
         rows = self.db.connect().execute("SELECT * FROM provenance ORDER BY source").fetchall()
-        return [Record(decode(r["source"]), decode(r["output"]), r["source_sha256"], r["fingerprint"],
-                       json.loads(r["parts"]), r["model"], r["endpoint"], bool(r["needs_review"]), r["confidence"],
-                       r["uncertain_words"]) for r in rows]
-
+        return [
+            Record(
+                decode(r["source"]),
+                decode(r["output"]),
+                r["source_sha256"],
+                r["fingerprint"],
+                json.loads(r["parts"]),
+                r["model"],
+                r["endpoint"],
+                bool(r["needs_review"]),
+                r["confidence"],
+                r["uncertain_words"],
+            )
+            for r in rows
+        ]

@@ -56,15 +56,27 @@ class JobQueue:
         self.clock = clock
 
     def _job(self, row) -> Job:
-        return Job(row["id"], decode(row["path"]), row["sha256"], row["size"], row["mtime_ns"], row["attempts"], row["owner"],
-                   _override(row["override"], row["sha256"]))
+        return Job(
+            row["id"],
+            decode(row["path"]),
+            row["sha256"],
+            row["size"],
+            row["mtime_ns"],
+            row["attempts"],
+            row["owner"],
+            _override(row["override"], row["sha256"]),
+        )
 
     def known(self, path: Path, sig: FileSig) -> bool:
         """True when this exact file version already has a job: rescans need not hash it again."""
-        row = self.db.connect().execute(
-            "SELECT 1 FROM jobs WHERE path=? AND size=? AND mtime_ns=? AND ino=? AND ctime_ns=?",
-            (encode(path), sig.size, sig.mtime_ns, sig.ino, sig.ctime_ns),
-        ).fetchone()
+        row = (
+            self.db.connect()
+            .execute(
+                "SELECT 1 FROM jobs WHERE path=? AND size=? AND mtime_ns=? AND ino=? AND ctime_ns=?",
+                (encode(path), sig.size, sig.mtime_ns, sig.ino, sig.ctime_ns),
+            )
+            .fetchone()
+        )
         return row is not None
 
     def known_many(self, found: Iterable[tuple[Path, FileSig]]) -> set[Path]:
@@ -74,8 +86,11 @@ class JobQueue:
         if not wanted:
             return set()
         marks = ",".join("?" * len(wanted))
-        rows = self.db.connect().execute(
-            f"SELECT path, size, mtime_ns, ino, ctime_ns FROM jobs WHERE path IN ({marks})", list(wanted)).fetchall()
+        rows = (
+            self.db.connect()
+            .execute(f"SELECT path, size, mtime_ns, ino, ctime_ns FROM jobs WHERE path IN ({marks})", list(wanted))
+            .fetchall()
+        )
         known = set()
         for r in rows:
             path, sig = wanted[bytes(r["path"])]
@@ -113,8 +128,9 @@ class JobQueue:
             raise
         return new
 
-    def record(self, path: Path, sha: str, sig: FileSig, state: str, output: Path | None = None,
-               reason: str | None = None) -> None:
+    def record(
+        self, path: Path, sha: str, sig: FileSig, state: str, output: Path | None = None, reason: str | None = None
+    ) -> None:
         """Note work done outside the queue (`once`), so the daemon does not do the same file again."""
         now = self.clock()
         self.db.connect().execute(
@@ -134,15 +150,16 @@ class JobQueue:
         with self.db.transaction() as db:
             db.execute(
                 """UPDATE jobs SET state=?, reason=?, updated=? WHERE state=? AND attempts>=?""",
-                (FAILED, f"quarantined: the process died {max_deaths} times while decoding this file", now,
-                 PENDING, max_deaths),
+                (FAILED, f"quarantined: the process died {max_deaths} times while decoding this file", now, PENDING, max_deaths),
             )
             row = db.execute(
                 "SELECT * FROM jobs WHERE state=? AND not_before<=? ORDER BY not_before, id LIMIT 1", (PENDING, now)
             ).fetchone()
             if row is not None:
-                db.execute("UPDATE jobs SET state=?, lease_until=?, owner=?, updated=? WHERE id=?",
-                           (RUNNING, now + lease_s, owner, now, row["id"]))
+                db.execute(
+                    "UPDATE jobs SET state=?, lease_until=?, owner=?, updated=? WHERE id=?",
+                    (RUNNING, now + lease_s, owner, now, row["id"]),
+                )
         if row is None:
             return None
         job = self._job(row)
@@ -150,9 +167,7 @@ class JobQueue:
 
     def _finish(self, job: Job, sql: str, args: tuple) -> bool:
         """Only the claim that is still current may finish a job (the original may have changed meanwhile)."""
-        cur = self.db.connect().execute(
-            sql + " WHERE id=? AND sha256=? AND state=?", args + (job.id, job.sha256, RUNNING)
-        )
+        cur = self.db.connect().execute(sql + " WHERE id=? AND sha256=? AND state=?", args + (job.id, job.sha256, RUNNING))
         return cur.rowcount == 1
 
     def complete(self, job: Job, output: Path | None) -> bool:
@@ -163,36 +178,38 @@ class JobQueue:
         )
 
     def fail(self, job: Job, reason: str) -> bool:
-        return self._finish(
-            job, "UPDATE jobs SET state=?, reason=?, lease_until=NULL, updated=?", (FAILED, reason, self.clock())
-        )
+        return self._finish(job, "UPDATE jobs SET state=?, reason=?, lease_until=NULL, updated=?", (FAILED, reason, self.clock()))
 
     def defer(self, job: Job, delay_s: float, reason: str) -> bool:
         """Not the file's fault (endpoint down, file still growing): wait, counting nothing against it."""
         return self._finish(
-            job, "UPDATE jobs SET state=?, not_before=?, reason=?, lease_until=NULL, updated=?",
+            job,
+            "UPDATE jobs SET state=?, not_before=?, reason=?, lease_until=NULL, updated=?",
             (PENDING, self.clock() + delay_s, reason, self.clock()),
         )
 
-    def strike(self, job: Job, reason: str, limit: int, delay_s: float,
-               what: str = "the server failed on this file") -> bool:
+    def strike(self, job: Job, reason: str, limit: int, delay_s: float, what: str = "the server failed on this file") -> bool:
         """The server failed on this file while it answers others (or, `what` says, something else went
         wrong that only this file causes): count it against the file, try again later, and fail the file
         with the reason once it has failed `limit` times. True when the file is now failed."""
         now = self.clock()
         with self.db.transaction() as db:
-            row = db.execute("SELECT strikes FROM jobs WHERE id=? AND sha256=? AND state=?",
-                             (job.id, job.sha256, RUNNING)).fetchone()
+            row = db.execute(
+                "SELECT strikes FROM jobs WHERE id=? AND sha256=? AND state=?", (job.id, job.sha256, RUNNING)
+            ).fetchone()
             if row is None:
                 return False
             n = row["strikes"] + 1
             if n >= limit:
-                db.execute("UPDATE jobs SET state=?, strikes=?, reason=?, lease_until=NULL, updated=? WHERE id=?",
-                           (FAILED, n, f"{reason} ({n} tries)", now, job.id))
+                db.execute(
+                    "UPDATE jobs SET state=?, strikes=?, reason=?, lease_until=NULL, updated=? WHERE id=?",
+                    (FAILED, n, f"{reason} ({n} tries)", now, job.id),
+                )
                 return True
-            db.execute("UPDATE jobs SET state=?, strikes=?, not_before=?, reason=?, lease_until=NULL, updated=? "
-                       "WHERE id=?", (PENDING, n, now + delay_s, f"{what} ({n} of {limit}): "
-                                      f"{reason}", now, job.id))
+            db.execute(
+                "UPDATE jobs SET state=?, strikes=?, not_before=?, reason=?, lease_until=NULL, updated=? WHERE id=?",
+                (PENDING, n, now + delay_s, f"{what} ({n} of {limit}): {reason}", now, job.id),
+            )
         return False
 
     def strikes(self, job: Job) -> int:
@@ -206,8 +223,7 @@ class JobQueue:
         now = self.clock()
         state, not_before = (FAILED, 0.0) if failed else (PENDING, PARKED)
         with self.db.transaction() as db:
-            row = db.execute("SELECT sha256, size, mtime_ns, ino, ctime_ns FROM jobs WHERE path=?",
-                             (encode(path),)).fetchone()
+            row = db.execute("SELECT sha256, size, mtime_ns, ino, ctime_ns FROM jobs WHERE path=?", (encode(path),)).fetchone()
             if row is not None and row["sha256"] == UNHASHED and tuple(row)[1:] == tuple(sig):
                 return False
             db.execute(
@@ -236,8 +252,11 @@ class JobQueue:
             rows = db.execute("SELECT id, owner, lease_until FROM jobs WHERE state=?", (RUNNING,)).fetchall()
             for r in rows:
                 if not alive(r["owner"]) or (r["lease_until"] or 0) < now:
-                    db.execute("UPDATE jobs SET state=?, attempts=attempts+?, lease_until=NULL, owner=NULL, updated=? "
-                               "WHERE id=? AND state=?", (PENDING, int(r["id"] in died), now, r["id"], RUNNING))
+                    db.execute(
+                        "UPDATE jobs SET state=?, attempts=attempts+?, lease_until=NULL, owner=NULL, updated=? "
+                        "WHERE id=? AND state=?",
+                        (PENDING, int(r["id"] in died), now, r["id"], RUNNING),
+                    )
                     n += 1
         return n
 
@@ -249,14 +268,17 @@ class JobQueue:
         rows = db.execute("SELECT id FROM jobs WHERE state=? AND owner=?", (RUNNING, owner)).fetchall()
         ids = [r["id"] for r in rows if r["id"] not in keep]
         for i in ids:
-            db.execute("UPDATE jobs SET state=?, owner=NULL, lease_until=NULL, updated=? WHERE id=? AND state=?",
-                       (PENDING, self.clock(), i, RUNNING))
+            db.execute(
+                "UPDATE jobs SET state=?, owner=NULL, lease_until=NULL, updated=? WHERE id=? AND state=?",
+                (PENDING, self.clock(), i, RUNNING),
+            )
         return len(ids)
 
     def release_job(self, job_id: int, owner: str) -> bool:
         cur = self.db.connect().execute(
             "UPDATE jobs SET state=?, owner=NULL, lease_until=NULL, updated=? WHERE id=? AND state=? AND owner=?",
-            (PENDING, self.clock(), job_id, RUNNING, owner))
+            (PENDING, self.clock(), job_id, RUNNING, owner),
+        )
         return cur.rowcount == 1
 
     def retry(self, paths: Iterable[Path] | None = None) -> int:
@@ -297,12 +319,21 @@ class JobQueue:
         if row is None:
             return None
         out = decode(row["output"]) if row["output"] else None
-        return {"state": row["state"], "sha256": row["sha256"], "reason": row["reason"], "attempts": row["attempts"], "output": out}
+        return {
+            "state": row["state"],
+            "sha256": row["sha256"],
+            "reason": row["reason"],
+            "attempts": row["attempts"],
+            "output": out,
+        }
 
     def is_due(self, path: Path) -> bool:
         """A pending job that may be claimed now (not waiting out a delay, not parked)."""
-        row = self.db.connect().execute("SELECT 1 FROM jobs WHERE path=? AND state=? AND not_before<=?",
-                                        (encode(path), PENDING, self.clock())).fetchone()
+        row = (
+            self.db.connect()
+            .execute("SELECT 1 FROM jobs WHERE path=? AND state=? AND not_before<=?", (encode(path), PENDING, self.clock()))
+            .fetchone()
+        )
         return row is not None
 
     def source_of(self, output: Path) -> Path | None:
@@ -325,14 +356,21 @@ class JobQueue:
 
     def waiting(self) -> list[dict]:
         """Pending jobs held back by a reason (endpoint down, file still growing), for `status`."""
-        rows = self.db.connect().execute(
-            "SELECT path, reason, not_before FROM jobs WHERE state=? AND reason IS NOT NULL ORDER BY not_before", (PENDING,)
-        ).fetchall()
+        rows = (
+            self.db.connect()
+            .execute(
+                "SELECT path, reason, not_before FROM jobs WHERE state=? AND reason IS NOT NULL ORDER BY not_before", (PENDING,)
+            )
+            .fetchall()
+        )
         return [{"path": os.fsdecode(r["path"]), "reason": r["reason"], "not_before": r["not_before"]} for r in rows]
 
     def next_due(self) -> float | None:
-        row = self.db.connect().execute("SELECT MIN(not_before) AS t FROM jobs WHERE state=? AND not_before<?",
-                                        (PENDING, PARKED)).fetchone()
+        row = (
+            self.db.connect()
+            .execute("SELECT MIN(not_before) AS t FROM jobs WHERE state=? AND not_before<?", (PENDING, PARKED))
+            .fetchone()
+        )
         return row["t"] if row and row["t"] is not None else None
 
 

@@ -99,8 +99,7 @@ def edited(out: Path, ledger: Ledger) -> str | None:
     return None
 
 
-def plan(cfg: Config, db: StateDB, folder: Path | None = None, needs_review: bool = False,
-         models: Models | None = None) -> Plan:
+def plan(cfg: Config, db: StateDB, folder: Path | None = None, needs_review: bool = False, models: Models | None = None) -> Plan:
     """What `redo` would do with every transcription handwatch recorded, and why. Pure of side effects:
     it reads the state database, the config and the files' hashes, and may list a server's models."""
     from handwatch.candidates import Candidates
@@ -134,8 +133,10 @@ def plan(cfg: Config, db: StateDB, folder: Path | None = None, needs_review: boo
             result.items.append(Item(r.source, r.output, REDO, "; ".join(reasons), retranscribe))
     older = [p for p in _done_paths(db) if p not in known and (folder is None or inside(p, folder))]
     if older and not needs_review:
-        result.notes.append(f"{len(older)} transcription(s) were written before handwatch recorded what made them; "
-                            "`handwatch retry PATH` transcribes one again")
+        result.notes.append(
+            f"{len(older)} transcription(s) were written before handwatch recorded what made them; "
+            "`handwatch retry PATH` transcribes one again"
+        )
     result.notes = list(dict.fromkeys(result.notes))
     return result
 

@@ -50,17 +50,25 @@ class Summary:
 
     def lines(self, review: list[dict]) -> list[str]:
         """The summary for a person; `review`: the outputs of this scan that need review (status.needs_review)."""
-        counts = [(len(self.transcribed), "transcribed"), (len(self.reused), "reused"), (len(self.failed), "failed"),
-                  (len(self.waiting), "waiting"), (self.done_before, "already done"),
-                  (len(self.failed_before), "failed before"), (sum(map(len, self.skipped.values())), "skipped")]
+        counts = [
+            (len(self.transcribed), "transcribed"),
+            (len(self.reused), "reused"),
+            (len(self.failed), "failed"),
+            (len(self.waiting), "waiting"),
+            (self.done_before, "already done"),
+            (len(self.failed_before), "failed before"),
+            (sum(map(len, self.skipped.values())), "skipped"),
+        ]
         said = ", ".join(f"{k} {what}" for k, what in counts if k) or "nothing to do"
         out = [f"scan: {said} ({self.seen} file(s) seen)"]
         out += [f"  skipped: {line}" for line in reasons(self.skipped)]
         out += [f"  failed: {path}: {reason}" for path, reason in self.failed]
         out += [f"  waiting: {path}: {reason}" for path, reason in self.waiting]
         if self.failed_before:
-            out.append(f"  {len(self.failed_before)} failed before and are unchanged: `handwatch status` says why, "
-                       "`handwatch retry` tries them again")
+            out.append(
+                f"  {len(self.failed_before)} failed before and are unchanged: `handwatch status` says why, "
+                "`handwatch retry` tries them again"
+            )
         folders = Counter(md.parent for md in self.outputs())
         out += [f"Markdown: {k} file(s) written in {folder}" for folder, k in sorted(folders.items())]
         if review:
@@ -183,8 +191,7 @@ def scan(cfg: Config, bar: NoBar | None = None, clock: Callable[[], float] = tim
         threads = [threading.Thread(target=loop, name=f"scan-{i}", daemon=True) for i in range(n)]
         for t in threads:
             t.start()
-        _settle(settler, settling, enqueue, summary, bar, clock, now + longest + SETTLE_PATIENCE_S, wake,
-                worker.unavailable)
+        _settle(settler, settling, enqueue, summary, bar, clock, now + longest + SETTLE_PATIENCE_S, wake, worker.unavailable)
         intake_done.set()
         for t in threads:
             t.join()
@@ -200,15 +207,25 @@ def why_waiting(state: dict) -> str:
     return state.get("reason") or "left in the queue"
 
 
-def _settle(settler: Settler, settling: set[Path], enqueue, summary: Summary, bar: NoBar,
-            clock: Callable[[], float], deadline: float, wake: threading.Event, down: threading.Event) -> None:
+def _settle(
+    settler: Settler,
+    settling: set[Path],
+    enqueue,
+    summary: Summary,
+    bar: NoBar,
+    clock: Callable[[], float],
+    deadline: float,
+    wake: threading.Event,
+    down: threading.Event,
+) -> None:
     """Queue each file once it has been quiet for its settle time with its size and mtime unchanged,
     as the daemon does; a file still changing at `deadline` is left for the daemon or the next scan,
     and so is every file still settling once the endpoint is `down`."""
     while settling:
         if down.is_set():
-            summary.waiting += [(p, "the endpoint is unavailable; the daemon or the next scan takes it")
-                                for p in sorted(settling)]
+            summary.waiting += [
+                (p, "the endpoint is unavailable; the daemon or the next scan takes it") for p in sorted(settling)
+            ]
             return
         now = clock()
         ready = settler.ready(now, file_sig)
@@ -226,8 +243,9 @@ def _settle(settler: Settler, settling: set[Path], enqueue, summary: Summary, ba
             return
         if now >= deadline:
             for path in sorted(settling):
-                summary.waiting.append((path, "still being written when the scan gave up waiting; the daemon or "
-                                              "the next scan takes it"))
+                summary.waiting.append(
+                    (path, "still being written when the scan gave up waiting; the daemon or the next scan takes it")
+                )
                 bar.grow(-1)
             bar.settled(0, 0)
             return
@@ -236,7 +254,7 @@ def _settle(settler: Settler, settling: set[Path], enqueue, summary: Summary, ba
 
 
 def reasons(skipped: dict[str, list[Path]]) -> list[str]:
-    """"2 not a format handwatch reads (…): a.gif, b.txt", the most common reasons first."""
+    """ "2 not a format handwatch reads (…): a.gif, b.txt", the most common reasons first."""
     counts = Counter({why: len(paths) for why, paths in skipped.items()})
     out = []
     for why, k in counts.most_common():

@@ -7,13 +7,39 @@ from collections.abc import Iterable, Sequence
 
 LATIN = frozenset({"LATIN"})
 SCRIPTS = {
-    "ru": {"CYRILLIC"}, "uk": {"CYRILLIC"}, "bg": {"CYRILLIC"}, "be": {"CYRILLIC"}, "mk": {"CYRILLIC"},
-    "sr": {"CYRILLIC", "LATIN"}, "kk": {"CYRILLIC"}, "mn": {"CYRILLIC"}, "el": {"GREEK"},
-    "ar": {"ARABIC"}, "fa": {"ARABIC"}, "ur": {"ARABIC"}, "he": {"HEBREW"}, "yi": {"HEBREW"},
-    "zh": {"CJK"}, "ja": {"CJK", "HIRAGANA", "KATAKANA"}, "ko": {"HANGUL", "CJK"}, "hi": {"DEVANAGARI"},
-    "mr": {"DEVANAGARI"}, "ne": {"DEVANAGARI"}, "bn": {"BENGALI"}, "th": {"THAI"}, "ka": {"GEORGIAN"},
-    "hy": {"ARMENIAN"}, "ta": {"TAMIL"}, "te": {"TELUGU"}, "gu": {"GUJARATI"}, "pa": {"GURMUKHI"},
-    "km": {"KHMER"}, "lo": {"LAO"}, "my": {"MYANMAR"}, "si": {"SINHALA"}, "am": {"ETHIOPIC"},
+    "ru": {"CYRILLIC"},
+    "uk": {"CYRILLIC"},
+    "bg": {"CYRILLIC"},
+    "be": {"CYRILLIC"},
+    "mk": {"CYRILLIC"},
+    "sr": {"CYRILLIC", "LATIN"},
+    "kk": {"CYRILLIC"},
+    "mn": {"CYRILLIC"},
+    "el": {"GREEK"},
+    "ar": {"ARABIC"},
+    "fa": {"ARABIC"},
+    "ur": {"ARABIC"},
+    "he": {"HEBREW"},
+    "yi": {"HEBREW"},
+    "zh": {"CJK"},
+    "ja": {"CJK", "HIRAGANA", "KATAKANA"},
+    "ko": {"HANGUL", "CJK"},
+    "hi": {"DEVANAGARI"},
+    "mr": {"DEVANAGARI"},
+    "ne": {"DEVANAGARI"},
+    "bn": {"BENGALI"},
+    "th": {"THAI"},
+    "ka": {"GEORGIAN"},
+    "hy": {"ARMENIAN"},
+    "ta": {"TAMIL"},
+    "te": {"TELUGU"},
+    "gu": {"GUJARATI"},
+    "pa": {"GURMUKHI"},
+    "km": {"KHMER"},
+    "lo": {"LAO"},
+    "my": {"MYANMAR"},
+    "si": {"SINHALA"},
+    "am": {"ETHIOPIC"},
 }
 LATIN_LANGS = set(
     "en de fr es it nl pt pl cs sk sl hr bs sv da no nb nn fi et lv lt hu ro tr ca gl eu is ga cy mt sq af sw "
@@ -21,11 +47,40 @@ LATIN_LANGS = set(
 )
 FOREIGN_SHARE = 0.2  # more than this share of a page's letters in a script its languages do not use
 FOREIGN_MIN = 5  # …and at least this many of them
-THREE_LETTER = {"eng": "en", "deu": "de", "ger": "de", "fra": "fr", "fre": "fr", "spa": "es", "ita": "it",
-                "nld": "nl", "dut": "nl", "por": "pt", "pol": "pl", "rus": "ru", "ukr": "uk", "ell": "el",
-                "gre": "el", "ces": "cs", "cze": "cs", "swe": "sv", "dan": "da", "nor": "no", "fin": "fi",
-                "tur": "tr", "hun": "hu", "ron": "ro", "rum": "ro", "jpn": "ja", "zho": "zh", "chi": "zh",
-                "kor": "ko", "ara": "ar", "heb": "he", "hin": "hi"}
+THREE_LETTER = {
+    "eng": "en",
+    "deu": "de",
+    "ger": "de",
+    "fra": "fr",
+    "fre": "fr",
+    "spa": "es",
+    "ita": "it",
+    "nld": "nl",
+    "dut": "nl",
+    "por": "pt",
+    "pol": "pl",
+    "rus": "ru",
+    "ukr": "uk",
+    "ell": "el",
+    "gre": "el",
+    "ces": "cs",
+    "cze": "cs",
+    "swe": "sv",
+    "dan": "da",
+    "nor": "no",
+    "fin": "fi",
+    "tur": "tr",
+    "hun": "hu",
+    "ron": "ro",
+    "rum": "ro",
+    "jpn": "ja",
+    "zho": "zh",
+    "chi": "zh",
+    "kor": "ko",
+    "ara": "ar",
+    "heb": "he",
+    "hin": "hi",
+}
 
 
 def base_language(code: str) -> str:
@@ -74,8 +129,10 @@ def script_reasons(text: str, languages: Sequence[str]) -> list[str]:
     foreign = sum(counts.values())
     if foreign >= FOREIGN_MIN and foreign > FOREIGN_SHARE * total:
         main = max(counts, key=counts.get)  # type: ignore[arg-type]
-        return [f"script: {foreign * 100 // total}% of the letters are {main.title()}, which languages "
-                f"[{', '.join(languages)}] are not written in"]
+        return [
+            f"script: {foreign * 100 // total}% of the letters are {main.title()}, which languages "
+            f"[{', '.join(languages)}] are not written in"
+        ]
     return []
 
 

@@ -16,10 +16,23 @@ Signature = tuple  # safefs.FileSig (size, mtime_ns, inode, ctime_ns), or anythi
 
 # Names sync tools, browsers and desktops write while a file is in flight, or leave lying about.
 TEMP_PATTERNS = (
-    ".syncthing.*.tmp", "~syncthing~*.tmp",  # Syncthing
+    ".syncthing.*.tmp",
+    "~syncthing~*.tmp",  # Syncthing
     ".*.~*",  # Nextcloud / ownCloud: .NAME.~hex
-    "*.part", "*.partial", "*.crdownload", "*.download", "*.tmp", "*.temp", "*.swp",
-    ".~*", "~$*", "._*", ".DS_Store", "Thumbs.db", "desktop.ini", ".handwatch.yaml",
+    "*.part",
+    "*.partial",
+    "*.crdownload",
+    "*.download",
+    "*.tmp",
+    "*.temp",
+    "*.swp",
+    ".~*",
+    "~$*",
+    "._*",
+    ".DS_Store",
+    "Thumbs.db",
+    "desktop.ini",
+    ".handwatch.yaml",
 )
 NOT_READ = f"not a format handwatch reads (it reads {' '.join(sorted(EXTENSIONS))})"
 JUNK_DIRS = (".stfolder", ".stversions", "@eaDir", ".Trash*", "__MACOSX", ".git", "#recycle", "#snapshot", ".sync")

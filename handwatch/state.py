@@ -100,9 +100,9 @@ MIGRATIONS = (
     ("jobs", "ino", "INTEGER NOT NULL DEFAULT 0"),
     ("jobs", "ctime_ns", "INTEGER NOT NULL DEFAULT 0"),
     ("jobs", "strikes", "INTEGER NOT NULL DEFAULT 0"),
-    ("outputs", "edited", "REAL"),          # when a person last saved this Markdown (the review page): never overwritten
-    ("outputs", "edited_sha256", "TEXT"),   # what the person saved
-    ("jobs", "override", "TEXT"),           # JSON {sha256, profile, endpoint}: a person's retry with another profile or endpoint
+    ("outputs", "edited", "REAL"),  # when a person last saved this Markdown (the review page): never overwritten
+    ("outputs", "edited_sha256", "TEXT"),  # what the person saved
+    ("jobs", "override", "TEXT"),  # JSON {sha256, profile, endpoint}: a person's retry with another profile or endpoint
 )
 
 
@@ -209,17 +209,20 @@ class Ledger:
 
     @staticmethod
     def _rec(row) -> OutputRecord:
-        return OutputRecord(decode(row["path"]), row["sha256"], row["pending_sha256"], decode(row["source"]), row["source_sha256"],
-                            row["edited"])
+        return OutputRecord(
+            decode(row["path"]), row["sha256"], row["pending_sha256"], decode(row["source"]), row["source_sha256"], row["edited"]
+        )
 
     def get(self, path: Path) -> OutputRecord | None:
         row = self.db.connect().execute("SELECT * FROM outputs WHERE path=?", (encode(path),)).fetchone()
         return self._rec(row) if row else None
 
     def for_source(self, source: Path) -> OutputRecord | None:
-        row = self.db.connect().execute(
-            "SELECT * FROM outputs WHERE source=? ORDER BY written DESC LIMIT 1", (encode(source),)
-        ).fetchone()
+        row = (
+            self.db.connect()
+            .execute("SELECT * FROM outputs WHERE source=? ORDER BY written DESC LIMIT 1", (encode(source),))
+            .fetchone()
+        )
         return self._rec(row) if row else None
 
     def claim(self, source: Path, source_sha: str, names: list[Path], taken: Callable[[Path], bool]) -> Path:
@@ -232,9 +235,12 @@ class Ledger:
             if name in mine:
                 return name
         with self.db.transaction() as db:
-            rows = {decode(r["path"]): decode(r["source"]) for r in db.execute(
-                f"SELECT path, source FROM outputs WHERE path IN ({','.join('?' * len(names))})",
-                [encode(n) for n in names])}
+            rows = {
+                decode(r["path"]): decode(r["source"])
+                for r in db.execute(
+                    f"SELECT path, source FROM outputs WHERE path IN ({','.join('?' * len(names))})", [encode(n) for n in names]
+                )
+            }
             for i, name in enumerate(names):
                 owner = rows.get(name)
                 if owner == source:
@@ -243,8 +249,11 @@ class Ledger:
                     continue
                 if taken(name) and i > 0:
                     continue
-                db.execute("INSERT INTO outputs(path, sha256, pending_sha256, source, source_sha256, written) "
-                           "VALUES(?, NULL, NULL, ?, ?, ?)", (encode(name), encode(source), source_sha, time.time()))
+                db.execute(
+                    "INSERT INTO outputs(path, sha256, pending_sha256, source, source_sha256, written) "
+                    "VALUES(?, NULL, NULL, ?, ?, ?)",
+                    (encode(name), encode(source), source_sha, time.time()),
+                )
                 return name
         raise NameTaken(f"every Markdown name for {source.name} is taken by other originals")
 
@@ -280,9 +289,7 @@ class Ledger:
 
     def mark_edited(self, path: Path, sha: str) -> None:
         """A person's edit: from now on the file is theirs, whatever its bytes (see OutputRecord.owns)."""
-        self.db.connect().execute(
-            "UPDATE outputs SET edited=?, edited_sha256=? WHERE path=?", (time.time(), sha, encode(path))
-        )
+        self.db.connect().execute("UPDATE outputs SET edited=?, edited_sha256=? WHERE path=?", (time.time(), sha, encode(path)))
 
 
 class TextCache:
@@ -292,9 +299,11 @@ class TextCache:
         self.db = db
 
     def get(self, sha: str, fingerprint: str) -> dict | None:
-        row = self.db.connect().execute(
-            "SELECT result FROM texts WHERE source_sha256=? AND fingerprint=?", (sha, fingerprint)
-        ).fetchone()
+        row = (
+            self.db.connect()
+            .execute("SELECT result FROM texts WHERE source_sha256=? AND fingerprint=?", (sha, fingerprint))
+            .fetchone()
+        )
         return json.loads(row["result"]) if row else None
 
     def put(self, sha: str, fingerprint: str, result: dict) -> None:
@@ -313,8 +322,10 @@ class FolderStates:
     def set(self, states: dict[Path, str]) -> None:
         with self.db.transaction() as db:
             db.execute("DELETE FROM folders")
-            db.executemany("INSERT INTO folders(path, state, checked) VALUES(?,?,?)",
-                           [(encode(p), s, time.time()) for p, s in states.items()])
+            db.executemany(
+                "INSERT INTO folders(path, state, checked) VALUES(?,?,?)",
+                [(encode(p), s, time.time()) for p, s in states.items()],
+            )
 
     def all(self) -> dict[str, str]:
         return {os.fsdecode(r["path"]): r["state"] for r in self.db.connect().execute("SELECT * FROM folders")}

@@ -61,8 +61,9 @@ def _zero() -> dict[str, int]:
 def needs_review(db: StateDB, outputs: list[Path] | None = None) -> list[dict]:
     """Transcriptions whose Markdown says needs_review: true and that nobody accepted yet, newest first
     (only those in `outputs`, when given); files deleted since are left out."""
-    rows = db.connect().execute(
-        "SELECT output, source, reasons FROM docs WHERE needs_review = 1 ORDER BY updated DESC").fetchall()
+    rows = (
+        db.connect().execute("SELECT output, source, reasons FROM docs WHERE needs_review = 1 ORDER BY updated DESC").fetchall()
+    )
     wanted = {os.fsencode(p) for p in outputs} if outputs is not None else None
     out = []
     for r in rows:
@@ -83,19 +84,34 @@ def gather(cfg: Config) -> dict:
     db = StateDB(cfg.state_dir)
     queue = JobQueue(db)
     health = Health(db).all()
-    endpoints = [{"url": ep.url, "up": health.get(ep.url, {}).get("up"), "reason": health.get(ep.url, {}).get("reason")}
-                 for ep in cfg.endpoints]
-    return {"daemon": daemon(cfg.state_dir), "counts": queue.counts(), "folders": folders(cfg, db, queue),
-            "failed": queue.failed(), "waiting": queue.waiting(), "endpoints": endpoints,
-            "needs_review": needs_review(db)}
+    endpoints = [
+        {"url": ep.url, "up": health.get(ep.url, {}).get("up"), "reason": health.get(ep.url, {}).get("reason")}
+        for ep in cfg.endpoints
+    ]
+    return {
+        "daemon": daemon(cfg.state_dir),
+        "counts": queue.counts(),
+        "folders": folders(cfg, db, queue),
+        "failed": queue.failed(),
+        "waiting": queue.waiting(),
+        "endpoints": endpoints,
+        "needs_review": needs_review(db),
+    }
 
 
 def lines(data: dict) -> list[str]:
     """`gather`'s answer for a person."""
     d = data["daemon"]
     if d["running"]:
-        who = ", ".join(x for x in (f"pid {d['pid']}" if d["pid"] else "", f"since {d['since']}" if d["since"] else "",
-                                    f"handwatch {d['version']}" if d["version"] else "") if x)
+        who = ", ".join(
+            x
+            for x in (
+                f"pid {d['pid']}" if d["pid"] else "",
+                f"since {d['since']}" if d["since"] else "",
+                f"handwatch {d['version']}" if d["version"] else "",
+            )
+            if x
+        )
         out = ["daemon: running" + (f" ({who})" if who else "")]
     else:
         out = ["daemon: not running (start it with `handwatch run`, or `systemctl start handwatch`)"]

@@ -78,8 +78,7 @@ class Notifier:
 
     def reloading(self, status: str | None = None) -> bool:
         # MONOTONIC_USEC lets systemd ≥ 253 tie this reload to the request that caused it.
-        return self.send("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}",
-                         status=status)
+        return self.send("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}", status=status)
 
     def stopping(self, status: str | None = None) -> bool:
         return self.send("STOPPING=1", status=status)

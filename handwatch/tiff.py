@@ -57,12 +57,19 @@ def directories(path: Path, limit: int) -> list[Directory]:
             tags, offset = _read_ifd(f, e, big, offset)
             if WIDTH not in tags or HEIGHT not in tags:
                 raise ValueError("a page without width or height")
-            pages.append(Directory(
-                width=int(tags[WIDTH]), height=int(tags[HEIGHT]), bits=int(tags.get(BITS, 1)),
-                samples=int(tags.get(SAMPLES, 1)), sample_format=int(tags.get(SAMPLE_FORMAT, 1)),
-                compression=int(tags.get(COMPRESSION, 1)), orientation=int(tags.get(ORIENTATION, 1)),
-                x_res=float(tags.get(X_RES, 0.0)), y_res=float(tags.get(Y_RES, 0.0)),
-            ))
+            pages.append(
+                Directory(
+                    width=int(tags[WIDTH]),
+                    height=int(tags[HEIGHT]),
+                    bits=int(tags.get(BITS, 1)),
+                    samples=int(tags.get(SAMPLES, 1)),
+                    sample_format=int(tags.get(SAMPLE_FORMAT, 1)),
+                    compression=int(tags.get(COMPRESSION, 1)),
+                    orientation=int(tags.get(ORIENTATION, 1)),
+                    x_res=float(tags.get(X_RES, 0.0)),
+                    y_res=float(tags.get(Y_RES, 0.0)),
+                )
+            )
         return pages
 
 
@@ -109,8 +116,7 @@ def _exactly(f, n: int) -> bytes:
 def decode(path: Path, number: int) -> np.ndarray | None:
     """One page through OpenCV's libtiff, at its own depth, RGB(A) order; None when it cannot."""
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # its log lines would go raw to stderr
-    ok, frames = cv2.imreadmulti(str(path), start=number - 1, count=1,
-                                 flags=cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
+    ok, frames = cv2.imreadmulti(str(path), start=number - 1, count=1, flags=cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
     if not ok or not frames:
         return None
     arr = frames[0]

@@ -38,7 +38,7 @@ def _quote(path: Path | str) -> str:
     """A path as one word of a systemd directive (spaces and quotes escaped the way systemd reads them);
     a `-` prefix goes inside the quotes."""
     text = str(path)
-    if any(c in text for c in ' "\'\\\t'):
+    if any(c in text for c in " \"'\\\t"):
         return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return text
 
@@ -58,20 +58,23 @@ def drop_in(cfg: Config) -> str:
     ]
     start = program() + ([] if source in (None, SERVICE_CONFIG) else ["-c", str(source)]) + ["run"]
     lines.append("ExecStart=" + " ".join(_quote(Path(p)) for p in start))
-    lines += ["# The watched folders, writable ('-': a folder not there yet, a share not mounted, is no error).",
-              "ReadWritePaths="]
+    lines += [
+        "# The watched folders, writable ('-': a folder not there yet, a share not mounted, is no error).",
+        "ReadWritePaths=",
+    ]
     writable = [p for p in folders if not _under(p, HOMES)]
     notes = []
     if _under(cfg.state_dir, HOMES):  # the default ~/.local/state/handwatch of whoever ran this
-        notes.append(f"# state_dir {cfg.state_dir} is in a home directory; a config without state_dir uses "
-                     f"{SERVICE_STATE} (StateDirectory=) under the unit.")
+        notes.append(
+            f"# state_dir {cfg.state_dir} is in a home directory; a config without state_dir uses "
+            f"{SERVICE_STATE} (StateDirectory=) under the unit."
+        )
     elif not _under(cfg.state_dir, [SERVICE_STATE]):
         writable.append(cfg.state_dir)  # a state_dir outside StateDirectory=: create it, owned by handwatch
     lines += [f"ReadWritePaths={_quote(f'-{p}')}" for p in writable]
     homes = [p for p in folders if _under(p, HOMES)]
     if homes:
-        lines += ["# Folders in home directories: an empty /home with only these folders mounted in.",
-                  "ProtectHome=tmpfs"]
+        lines += ["# Folders in home directories: an empty /home with only these folders mounted in.", "ProtectHome=tmpfs"]
         lines += [f"BindPaths={_quote(f'-{p}')}" for p in homes]
     groups = []
     for p in folders:
@@ -79,16 +82,18 @@ def drop_in(cfg: Config) -> str:
             gid = os.stat(p).st_gid
             name = grp.getgrgid(gid).gr_name
         except (OSError, KeyError):
-            notes.append(f"# {p} does not exist yet (or is not visible to whoever ran this): give it a group "
-                         "listed here.")
+            notes.append(f"# {p} does not exist yet (or is not visible to whoever ran this): give it a group listed here.")
             continue
         if gid == 0:
             notes.append(f"# {p} belongs to the group root: give it a group of its own (chgrp -R sync {p}).")
         elif name not in groups and name != SERVICE_GROUP:
             groups.append(name)
     if groups:
-        lines += ["# The groups that own the folders: handwatch reads and writes through them (g+rwX).",
-                  "SupplementaryGroups=", "SupplementaryGroups=" + " ".join(groups)]
+        lines += [
+            "# The groups that own the folders: handwatch reads and writes through them (g+rwX).",
+            "SupplementaryGroups=",
+            "SupplementaryGroups=" + " ".join(groups),
+        ]
     lines += notes
     remote = [ep.url for ep in cfg.endpoints if ep.allow_remote]
     if remote or cfg.notify is not None:

@@ -22,8 +22,24 @@ from handwatch.safefs import inside  # noqa: F401  (callers import it from here)
 from handwatch.settle import ignored_dir
 
 NETWORK_FS = {
-    "nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "sshfs", "9p", "afs", "ceph", "glusterfs",
-    "fuse.glusterfs", "fuse.rclone", "davfs", "fuse.davfs2", "fuse.s3fs", "fuse.smbnetfs", "lustre",
+    "nfs",
+    "nfs4",
+    "cifs",
+    "smb3",
+    "smbfs",
+    "fuse.sshfs",
+    "sshfs",
+    "9p",
+    "afs",
+    "ceph",
+    "glusterfs",
+    "fuse.glusterfs",
+    "fuse.rclone",
+    "davfs",
+    "fuse.davfs2",
+    "fuse.s3fs",
+    "fuse.smbnetfs",
+    "lustre",
 }
 
 
@@ -123,8 +139,13 @@ class Watcher:
     re-created (a remounted share, a sync client resetting it) is noticed by its new identity and
     watched again. `ensure` returns the folders it (re)started, for the caller to walk."""
 
-    def __init__(self, specs: list[WatchSpec], on_file: Callable[[Path, bool], None], on_dir: Callable[[Path], None],
-                 on_overflow: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        specs: list[WatchSpec],
+        on_file: Callable[[Path, bool], None],
+        on_dir: Callable[[Path], None],
+        on_overflow: Callable[[], None] | None = None,
+    ):
         self.specs = specs
         self.handler = _Handler(on_file, on_dir)
         self._watches: dict[Path, _Watch] = {}
@@ -208,8 +229,13 @@ class Watcher:
                 self.log.info("watch.started", path=str(spec.path), mode="inotify")
                 return _Watch(obs, ident, "inotify", spec)
             except OSError as e:  # inotify watch or instance limit reached: poll instead, never die
-                self.log.warning("watch.inotify_failed", path=str(spec.path), error=str(e), fallback="polling",
-                                 hint="raise fs.inotify.max_user_watches to use inotify")
+                self.log.warning(
+                    "watch.inotify_failed",
+                    path=str(spec.path),
+                    error=str(e),
+                    fallback="polling",
+                    hint="raise fs.inotify.max_user_watches to use inotify",
+                )
                 self._stop(_Watch(obs, ident, "inotify"))
         obs = PollingObserver(timeout=spec.poll_interval_s)
         obs.schedule(self.handler, str(spec.path), recursive=spec.recursive)
@@ -241,8 +267,9 @@ def _alive(observer) -> bool:
     return bool(getattr(observer, "is_alive", lambda: False)())
 
 
-def walk(root: Path, recursive: bool, skip_dirs: AbstractSet[Path] = frozenset(),
-         skip_name: Callable[[str], bool] | None = None) -> Iterator[Path]:
+def walk(
+    root: Path, recursive: bool, skip_dirs: AbstractSet[Path] = frozenset(), skip_name: Callable[[str], bool] | None = None
+) -> Iterator[Path]:
     """Every regular file below `root` (symlinked folders are not followed), junk folders pruned, and
     files whose name `skip_name` rejects left out before any work is spent on them."""
     stack = [root]
@@ -263,5 +290,3 @@ def walk(root: Path, recursive: bool, skip_dirs: AbstractSet[Path] = frozenset()
                     yield Path(entry.path)
             except OSError:
                 continue
-
-

@@ -41,17 +41,19 @@ class Web(_Frozen):
     """The review page. Without a password it may listen on loopback only."""
 
     password_hash: str | None = None  # from `handwatch web --hash-password`
-    password_env: str | None = None   # or the password itself, from this environment variable
-    public_url: str | None = None     # how people reach it (links in notifications, the Host header allowed)
-    listen: str = "127.0.0.1:8765"    # after the password keys: its check sees them
+    password_env: str | None = None  # or the password itself, from this environment variable
+    public_url: str | None = None  # how people reach it (links in notifications, the Host header allowed)
+    listen: str = "127.0.0.1:8765"  # after the password keys: its check sees them
 
     @field_validator("listen")
     @classmethod
     def _listen(cls, v: str, info: ValidationInfo):
         host, _ = split_listen(v)
         if not is_loopback(host) and not (info.data.get("password_hash") or info.data.get("password_env")):
-            raise ValueError(f"{host} is not a loopback address, and anyone on the network could read and change your "
-                             "transcriptions: set password_hash (from handwatch web --hash-password) or password_env")
+            raise ValueError(
+                f"{host} is not a loopback address, and anyone on the network could read and change your "
+                "transcriptions: set password_hash (from handwatch web --hash-password) or password_env"
+            )
         return v
 
     @field_validator("password_hash")

@@ -105,8 +105,15 @@ class DaemonPool:
 class Worker:
     """Runs one claimed job through the pipeline and files the outcome in the queue."""
 
-    def __init__(self, queue: JobQueue, pipeline: Pipeline, candidates: Candidates, gate: Gate | None = None,
-                 marks: DecodeMarks | None = None, on_done: Callable[[Job, Outcome], None] | None = None):
+    def __init__(
+        self,
+        queue: JobQueue,
+        pipeline: Pipeline,
+        candidates: Candidates,
+        gate: Gate | None = None,
+        marks: DecodeMarks | None = None,
+        on_done: Callable[[Job, Outcome], None] | None = None,
+    ):
         self.queue, self.pipeline, self.candidates = queue, pipeline, candidates
         self.on_done = on_done  # `scan` counts reused texts and names the Markdown it wrote
         self.gate = gate or Gate()
@@ -207,9 +214,16 @@ class Runtime:
     specs: tuple[WatchSpec, ...]  # what to watch
 
 
-def build_runtime(cfg: Config, db: StateDB, queue: JobQueue, gate: Gate | None = None,
-                  marks: DecodeMarks | None = None, pool: DaemonPool | None = None,
-                  previous: Runtime | None = None, preparers: DaemonPool | None = None) -> Runtime:
+def build_runtime(
+    cfg: Config,
+    db: StateDB,
+    queue: JobQueue,
+    gate: Gate | None = None,
+    marks: DecodeMarks | None = None,
+    pool: DaemonPool | None = None,
+    previous: Runtime | None = None,
+    preparers: DaemonPool | None = None,
+) -> Runtime:
     """`previous`: the runtime a reload replaces. Its engines are kept when the endpoints did not change
     (their health and back-off carry on), and so are its page bounds when the worker count did not.
     `pool` runs a document's pages side by side; `preparers` decodes them (prefetch.py)."""
@@ -224,8 +238,7 @@ def build_runtime(cfg: Config, db: StateDB, queue: JobQueue, gate: Gate | None =
         flow = prefetch.Flow(n + 1, preparers or DaemonPool(prefetch.preparers(), "prepare"))
     pipeline = Pipeline(cfg, db, engines, page_pool=pool, flow=flow)
     candidates = Candidates(cfg, pipeline.rules)
-    return Runtime(cfg, candidates, pipeline, Worker(queue, pipeline, candidates, gate, marks), n,
-                   tuple(candidates.specs()))
+    return Runtime(cfg, candidates, pipeline, Worker(queue, pipeline, candidates, gate, marks), n, tuple(candidates.specs()))
 
 
 def build(cfg: Config) -> tuple[StateDB, JobQueue, Pipeline, Candidates, int]:

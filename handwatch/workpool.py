@@ -28,8 +28,14 @@ IDLE_S = 30.0
 
 
 class WorkerPool:
-    def __init__(self, queue: JobQueue, owner: str, stopping: threading.Event, runtime: Callable[[], Runtime],
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        queue: JobQueue,
+        owner: str,
+        stopping: threading.Event,
+        runtime: Callable[[], Runtime],
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.queue, self.owner, self.stopping, self.runtime = queue, owner, stopping, runtime
         self.clock = clock
         self.threads: dict[int, threading.Thread] = {}  # changed by the monitor thread only
@@ -57,8 +63,10 @@ class WorkerPool:
             if t is not None and t.is_alive():
                 continue
             if len(self.deaths) >= DEATH_LIMIT:
-                trouble = (f"worker threads keep dying ({len(self.deaths)} in the last {DEATH_WINDOW_S:.0f} s); "
-                           "not replacing them, so systemd restarts the process")
+                trouble = (
+                    f"worker threads keep dying ({len(self.deaths)} in the last {DEATH_WINDOW_S:.0f} s); "
+                    "not replacing them, so systemd restarts the process"
+                )
                 break
             try:
                 self.threads[slot] = self._start(slot)
@@ -77,8 +85,13 @@ class WorkerPool:
             job, died = self.orphans.popleft()
             if died is None:
                 self.queue.release_job(job.id, self.owner)
-            elif self.queue.strike(job, f"internal error: the worker handling this file died ({died})", STRIKES,
-                                   STRIKE_DELAY_S, what="a worker died while handling this file"):
+            elif self.queue.strike(
+                job,
+                f"internal error: the worker handling this file died ({died})",
+                STRIKES,
+                STRIKE_DELAY_S,
+                what="a worker died while handling this file",
+            ):
                 self.log.warning("job.failed", path=str(job.path), reason=f"a worker died {STRIKES} times on it")
 
     # --- any thread ----------------------------------------------------------------------------------
@@ -112,8 +125,9 @@ class WorkerPool:
             job = self.current.pop(slot, None)
             if job is not None:
                 self.orphans.append((job, why))
-            self.log.error("worker.died", slot=slot, job=job.id if job else None, error=why,
-                           exception="".join(traceback.format_exception(e)))
+            self.log.error(
+                "worker.died", slot=slot, job=job.id if job else None, error=why, exception="".join(traceback.format_exception(e))
+            )
 
     def _loop(self, slot: int) -> None:
         """Claim, work, repeat, while this slot is wanted. Any error (a database locked by another process

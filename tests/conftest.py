@@ -68,7 +68,13 @@ def run_cli():
     """`python -m handwatch ...` as a real subprocess: what a user or systemd runs."""
 
     def run(*args, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "handwatch", *map(str, args)], capture_output=True, text=True,
-                              env=cli_env(env), timeout=timeout, stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            [sys.executable, "-m", "handwatch", *map(str, args)],
+            capture_output=True,
+            text=True,
+            env=cli_env(env),
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
 
     return run

@@ -23,12 +23,15 @@ class DaemonProc:
     def __init__(self, cfg: Path, log: Path, env: dict | None = None, prefix: tuple[str, ...] | list[str] = ()):
         """`prefix`: a command that runs the daemon (tests/sandbox.py and its unit file, say)."""
         self.cfg, self.log_path = cfg, log
-        self.proc = subprocess.Popen([*prefix, sys.executable, "-m", "handwatch", "-c", str(cfg), "run"],
-                                     stdout=subprocess.DEVNULL, stderr=open(log, "ab"), env=cli_env(env),
-                                     stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [*prefix, sys.executable, "-m", "handwatch", "-c", str(cfg), "run"],
+            stdout=subprocess.DEVNULL,
+            stderr=open(log, "ab"),
+            env=cli_env(env),
+            stdin=subprocess.DEVNULL,
+        )
         start = len(self.events("daemon.ready"))
-        wait_for(lambda: len(self.events("daemon.ready")) > start or self.proc.poll() is not None, 60,
-                 what="daemon ready")
+        wait_for(lambda: len(self.events("daemon.ready")) > start or self.proc.poll() is not None, 60, what="daemon ready")
         assert self.proc.poll() is None, self.log()
 
     def log(self) -> str:
@@ -61,8 +64,13 @@ def markdowns(d: Path) -> list[Path]:
 
 
 def status(cfg: Path) -> dict:
-    out = subprocess.run([sys.executable, "-m", "handwatch", "-c", str(cfg), "status", "--json"], capture_output=True,
-                         text=True, env=cli_env(), check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "handwatch", "-c", str(cfg), "status", "--json"],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        check=True,
+    )
     return json.loads(out.stdout)
 
 
@@ -71,8 +79,9 @@ def inked(size: tuple[int, int], bg=(255, 255, 255)) -> Image.Image:
     The ink is black on light paper and white on dark paper, so it always stands out."""
     im = Image.new("RGB", size, bg)
     light = 0.299 * bg[0] + 0.587 * bg[1] + 0.114 * bg[2] > 128
-    ImageDraw.Draw(im).rectangle((size[0] // 4, size[1] // 2 - 2, size[0] * 3 // 4, size[1] // 2 + 1),
-                                 fill=(0, 0, 0) if light else (255, 255, 255))
+    ImageDraw.Draw(im).rectangle(
+        (size[0] // 4, size[1] // 2 - 2, size[0] * 3 // 4, size[1] // 2 + 1), fill=(0, 0, 0) if light else (255, 255, 255)
+    )
     return im
 
 
@@ -149,6 +158,7 @@ def tree(root: Path) -> set[str]:
 
 
 # --- systemd's side of sd_notify ---------------------------------------------------------------
+
 
 class NotifySocket:
     """A datagram socket in NOTIFY_SOCKET's place: what the daemon tells systemd, with arrival times."""

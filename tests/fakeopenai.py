@@ -114,13 +114,17 @@ class FakeOpenAI:
             def log_message(self, *args):  # keep test output clean
                 pass
 
-            def _send(self, status: int, body: dict | bytes, item: dict | None = None,
-                      content_type: str = "application/json") -> None:
+            def _send(
+                self, status: int, body: dict | bytes, item: dict | None = None, content_type: str = "application/json"
+            ) -> None:
                 item = item or {}
                 data = body if isinstance(body, bytes) else json.dumps(body).encode()
-                head = [f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}",
-                        f"Content-Type: {content_type}", f"Content-Length: {len(data)}",
-                        *(f"{k}: {v}" for k, v in item.get("headers", {}).items())]
+                head = [
+                    f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}",
+                    f"Content-Type: {content_type}",
+                    f"Content-Length: {len(data)}",
+                    *(f"{k}: {v}" for k, v in item.get("headers", {}).items()),
+                ]
                 self.log_request(status)
                 message = ("\r\n".join(head) + "\r\n\r\n").encode() + data
                 if item.get("trickle"):
@@ -137,8 +141,12 @@ class FakeOpenAI:
                 if "raw" not in item:
                     return False
                 raw = item["raw"]
-                self._send(item.get("status", 200), raw.encode() if isinstance(raw, str) else raw, item,
-                           item.get("content_type", "text/html; charset=utf-8"))
+                self._send(
+                    item.get("status", 200),
+                    raw.encode() if isinstance(raw, str) else raw,
+                    item,
+                    item.get("content_type", "text/html; charset=utf-8"),
+                )
                 return True
 
             def _native(self, method: str, body) -> bool:
@@ -156,8 +164,13 @@ class FakeOpenAI:
                     return
                 if self.path.rstrip("/").endswith("/models"):
                     extra = {"max_model_len": fake.max_model_len} if fake.max_model_len is not None else {}
-                    self._send(200, {"object": "list", "data": [{"id": m, "object": "model", "owned_by": "fake", **extra}
-                                                                for m in fake.models]})
+                    self._send(
+                        200,
+                        {
+                            "object": "list",
+                            "data": [{"id": m, "object": "model", "owned_by": "fake", **extra} for m in fake.models],
+                        },
+                    )
                 else:
                     self._send(404, {"error": {"message": "not found"}})
 
@@ -173,8 +186,16 @@ class FakeOpenAI:
                     return self._send(404, {"error": {"message": "not found"}})
                 rec = fake._record(body)
                 if fake.strict_models and body.get("model") not in fake.models:
-                    return self._send(404, {"error": {"message": f"model '{body.get('model')}' not found",
-                                                      "type": "invalid_request_error", "code": "model_not_found"}})
+                    return self._send(
+                        404,
+                        {
+                            "error": {
+                                "message": f"model '{body.get('model')}' not found",
+                                "type": "invalid_request_error",
+                                "code": "model_not_found",
+                            }
+                        },
+                    )
                 try:
                     self._answer(rec, body)
                 except OSError:
@@ -185,8 +206,9 @@ class FakeOpenAI:
 
             def _answer(self, rec: Recorded, body: dict) -> None:
                 if body.get("logprobs") and fake.logprobs_mode == "reject":  # refused before any script is used
-                    return self._send(400, {"error": {"message": "logprobs is not supported for this model",
-                                                      "type": "invalid_request_error"}})
+                    return self._send(
+                        400, {"error": {"message": "logprobs is not supported for this model", "type": "invalid_request_error"}}
+                    )
                 item = fake._next(rec)
                 hold = item.get("hold")
                 with fake.lock:
@@ -201,20 +223,27 @@ class FakeOpenAI:
                     if self._fault(item):
                         return
                     if item.get("status"):
-                        return self._send(item["status"], {"error": {"message": item.get("error", "error"), "type": "error"}},
-                                          item)
+                        return self._send(
+                            item["status"], {"error": {"message": item.get("error", "error"), "type": "error"}}, item
+                        )
                     message = {"role": "assistant", "content": item.get("content", "")}
                     if "reasoning_content" in item:
                         message["reasoning_content"] = item["reasoning_content"]
                     choice = {"index": 0, "message": message, "finish_reason": item.get("finish_reason", "stop")}
                     if body.get("logprobs") and fake.logprobs_mode == "honour" and item.get("logprobs") is not None:
                         choice["logprobs"] = {"content": [_token_entry(t) for t in item["logprobs"]]}
-                    self._send(200, {
-                        "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
-                        "model": body.get("model", ""),
-                        "choices": [choice],
-                        "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
-                    }, item)
+                    self._send(
+                        200,
+                        {
+                            "id": "chatcmpl-fake",
+                            "object": "chat.completion",
+                            "created": int(time.time()),
+                            "model": body.get("model", ""),
+                            "choices": [choice],
+                            "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
+                        },
+                        item,
+                    )
                 finally:
                     with fake.lock:
                         fake.in_flight -= 1
@@ -267,8 +296,12 @@ def _token_entry(t) -> dict:
     else:
         token, logprob = t
         raw = list(token.encode("utf-8"))
-    return {"token": token, "logprob": logprob, "bytes": raw,
-            "top_logprobs": [{"token": token, "logprob": logprob, "bytes": raw}]}
+    return {
+        "token": token,
+        "logprob": logprob,
+        "bytes": raw,
+        "top_logprobs": [{"token": token, "logprob": logprob, "bytes": raw}],
+    }
 
 
 TOKEN_PIECE = re.compile(r"\s*[^\W_]{1,4}|\s*[^\w\s]|\s+", re.S)

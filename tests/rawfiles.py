@@ -11,8 +11,9 @@ import numpy as np
 SHORT, LONG, LONG8, ASCII = (3, "H"), (4, "L"), (16, "Q"), (2, "B")
 
 
-def tiff(pages: list[np.ndarray], order: str = "<", big: bool = True, orientation: int = 1,
-         extra: list[tuple[int, int, int, int]] = ()) -> bytes:
+def tiff(
+    pages: list[np.ndarray], order: str = "<", big: bool = True, orientation: int = 1, extra: list[tuple[int, int, int, int]] = ()
+) -> bytes:
     """An uncompressed TIFF of grey or RGB uint8 pages. `extra` entries are (tag, type, count,
     raw offset-or-value) written as they are, to make broken files."""
     e = order
@@ -24,9 +25,19 @@ def tiff(pages: list[np.ndarray], order: str = "<", big: bool = True, orientatio
         h, w = arr.shape[:2]
         spp = 1 if arr.ndim == 2 else arr.shape[2]
         data = np.ascontiguousarray(arr, np.uint8).tobytes()
-        entries = [(256, LONG, [w]), (257, LONG, [h]), (258, SHORT, [8] * spp), (259, SHORT, [1]),
-                   (262, SHORT, [1 if spp == 1 else 2]), (273, LONG8 if big else LONG, [0]), (274, SHORT, [orientation]),
-                   (277, SHORT, [spp]), (278, LONG, [h]), (279, LONG8 if big else LONG, [len(data)]), (284, SHORT, [1])]
+        entries = [
+            (256, LONG, [w]),
+            (257, LONG, [h]),
+            (258, SHORT, [8] * spp),
+            (259, SHORT, [1]),
+            (262, SHORT, [1 if spp == 1 else 2]),
+            (273, LONG8 if big else LONG, [0]),
+            (274, SHORT, [orientation]),
+            (277, SHORT, [spp]),
+            (278, LONG, [h]),
+            (279, LONG8 if big else LONG, [len(data)]),
+            (284, SHORT, [1]),
+        ]
         n = len(entries) + len(extra)
         ifd_size = (8 + n * 20 + 8) if big else (2 + n * 12 + 4)
         # Values too long for the entry's field go after the IFD, then the pixels.
@@ -43,8 +54,14 @@ def tiff(pages: list[np.ndarray], order: str = "<", big: bool = True, orientatio
             if len(value) > field:
                 spill += value
                 value = struct.pack(e + ("Q" if big else "L"), spill_at + len(spill) - len(value))
-            rows.append((tag, struct.pack(e + "HH", tag, typ) + struct.pack(e + ("Q" if big else "L"), len(values))
-                         + value.ljust(field, b"\0")))
+            rows.append(
+                (
+                    tag,
+                    struct.pack(e + "HH", tag, typ)
+                    + struct.pack(e + ("Q" if big else "L"), len(values))
+                    + value.ljust(field, b"\0"),
+                )
+            )
         for tag, typ, count, raw in extra:
             rows.append((tag, struct.pack(e + "HH", tag, typ) + struct.pack(e + ("QQ" if big else "LL"), count, raw)))
         ifd += b"".join(row for _, row in sorted(rows))
@@ -58,6 +75,7 @@ def jpeg_12bit(blocks_w: int = 2, blocks_h: int = 2) -> bytes:
     """A real 12-bit (SOF1, extended sequential) greyscale JPEG of flat mid-grey 8x8 blocks: each
     block's DC difference is 0 and its AC coefficients end at once, so two one-code Huffman tables
     encode it."""
+
     def segment(marker: int, body: bytes) -> bytes:
         return bytes([0xFF, marker]) + struct.pack(">H", len(body) + 2) + body
 

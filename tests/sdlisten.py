@@ -77,7 +77,7 @@ class NotifyListener:
             return [d for d in self.received if d.pid == pid and line in d.lines]
 
     def statuses(self) -> list[str]:
-        return [x[len("STATUS="):] for x in self.lines() if x.startswith("STATUS=")]
+        return [x[len("STATUS=") :] for x in self.lines() if x.startswith("STATUS=")]
 
     def close(self) -> None:
         self.closed = True

@@ -81,9 +81,12 @@ def test_the_shipped_example_config_passes_once_its_folders_and_server_exist(tmp
 
 
 def test_check_goes_on_after_an_error_and_exits_with_the_worst_code(tmp_path, inbox, write_config, run_cli):
-    cfg = write_config({"endpoints": [{"url": dead_url(), "model": "m"}],
-                        "folders": [{"path": str(inbox), "engine": "tesseract", "languages": ["tlh"]},
-                                    {"path": str(tmp_path / "later")}]})
+    cfg = write_config(
+        {
+            "endpoints": [{"url": dead_url(), "model": "m"}],
+            "folders": [{"path": str(inbox), "engine": "tesseract", "languages": ["tlh"]}, {"path": str(tmp_path / "later")}],
+        }
+    )
     res = run_cli("check", "-c", cfg)
     assert res.returncode == 78, res.stdout  # the configuration (78) is worse than the endpoint (69)
     out = res.stdout
@@ -112,8 +115,12 @@ def test_folder_problems_are_errors_and_the_watch_mode_is_named(tmp_path, inbox,
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
     (inbox / ".handwatch.yaml").write_text("profile: recipe\n")
-    cfg = write_config({"defaults": {"engine": "tesseract"},
-                        "folders": [{"path": str(inbox)}, {"path": str(a_file)}, {"path": str(locked), "poll": True}]})
+    cfg = write_config(
+        {
+            "defaults": {"engine": "tesseract"},
+            "folders": [{"path": str(inbox)}, {"path": str(a_file)}, {"path": str(locked), "poll": True}],
+        }
+    )
     found = {f.subject: f for f in findings(cfg) if f.subject.startswith("folder")}
     ok = found[f"folder {inbox}"]
     assert ok.level == "ok" and "watched with inotify" in ok.text and "profile recipe" in ok.text  # the rule file counts
@@ -129,16 +136,21 @@ def test_a_model_that_does_not_see_images_and_a_model_not_listed(tmp_path, inbox
     cfg = write_config({"endpoints": [{"url": fake_openai.url, "model": "qwen2.5-vl-7b"}], "folders": [{"path": str(inbox)}]})
     res = run_cli("check", "-c", cfg)
     assert res.returncode == 69
-    assert (f"WARN  endpoint {fake_openai.url}: model qwen2.5-vl-7b is not among the models the server lists; "
-            "requests name it and may be refused (set model: to one of fake-vl-7b)") in res.stdout
+    assert (
+        f"WARN  endpoint {fake_openai.url}: model qwen2.5-vl-7b is not among the models the server lists; "
+        "requests name it and may be refused (set model: to one of fake-vl-7b)"
+    ) in res.stdout
     assert "answers but does not read images" in res.stdout and "is qwen2.5-vl-7b a vision model?" in res.stdout
 
 
-@pytest.mark.parametrize("context, level, says", [
-    (16384, "ok", "the server's context is 16,384 (vLLM's max_model_len): fits"),
-    (4096, "warn", "replies longer than 2,306 tokens are cut off (raise the context to 5,886 or lower max_tokens)"),
-    (1024, "error", "the image alone does not fit, so pages are refused or cut (raise the context to at least 5,886"),
-])
+@pytest.mark.parametrize(
+    "context, level, says",
+    [
+        (16384, "ok", "the server's context is 16,384 (vLLM's max_model_len): fits"),
+        (4096, "warn", "replies longer than 2,306 tokens are cut off (raise the context to 5,886 or lower max_tokens)"),
+        (1024, "error", "the image alone does not fit, so pages are refused or cut (raise the context to at least 5,886"),
+    ],
+)
 def test_the_image_budget_against_vllms_max_model_len(inbox, fake_openai, write_config, context, level, says):
     fake_openai.models = ["Qwen/Qwen2.5-VL-7B-Instruct"]
     fake_openai.max_model_len = context
@@ -154,18 +166,21 @@ def test_ollama_context_from_the_loaded_model_or_its_num_ctx(inbox, fake_openai,
     fake_openai.models = ["qwen2.5vl:7b"]
     fake_openai.default = reads_digits
     cfg = write_config({"endpoints": [{"url": fake_openai.url}], "folders": [{"path": str(inbox)}]})
-    fake_openai.native[("POST", "/api/show")] = {"parameters": "num_ctx                        1024",
-                                                  "model_info": {"qwen25vl.context_length": 128000},
-                                                  "capabilities": ["completion", "vision"]}
+    fake_openai.native[("POST", "/api/show")] = {
+        "parameters": "num_ctx                        1024",
+        "model_info": {"qwen25vl.context_length": 128000},
+        "capabilities": ["completion", "vision"],
+    }
     (b,) = [f for f in findings(cfg) if "image budget" in f.text]
     assert b.level == "error" and "the server's context is 1,024 (Ollama: num_ctx in the model's parameters)" in b.text
     assert ("POST", "/api/show", {"model": "qwen2.5vl:7b"}) in fake_openai.native_requests
-    fake_openai.native[("GET", "/api/ps")] = {"models": [{"name": "qwen2.5vl:7b", "model": "qwen2.5vl:7b",
-                                                         "context_length": 32768}]}
+    fake_openai.native[("GET", "/api/ps")] = {
+        "models": [{"name": "qwen2.5vl:7b", "model": "qwen2.5vl:7b", "context_length": 32768}]
+    }
     (b,) = [f for f in findings(cfg) if "image budget" in f.text]
     assert b.level == "ok" and "32,768 (Ollama: the loaded model's context_length): fits" in b.text
     del fake_openai.native[("GET", "/api/ps")]
-    fake_openai.native[("POST", "/api/show")] = {"parameters": "stop \"<|im_end|>\"", "model_info": {}}
+    fake_openai.native[("POST", "/api/show")] = {"parameters": 'stop "<|im_end|>"', "model_info": {}}
     (b,) = [f for f in findings(cfg) if "image budget" in f.text]
     assert b.level == "warn" and "context unknown: Ollama sets it when it loads the model" in b.text
     assert "4096 by default on GPUs under 24 GiB" in b.text and "give it at least 5,886" in b.text
@@ -175,15 +190,25 @@ def test_lm_studio_and_llama_cpp_say_their_context_too(inbox, fake_openai, write
     fake_openai.models = ["gemma-3-12b-it"]
     fake_openai.default = reads_digits
     cfg = write_config({"endpoints": [{"url": fake_openai.url, "max_tokens": 2048}], "folders": [{"path": str(inbox)}]})
-    fake_openai.native[("GET", "/api/v1/models")] = {"models": [
-        {"type": "llm", "key": "gemma-3-12b-it", "max_context_length": 131072,
-         "loaded_instances": [{"id": "gemma-3-12b-it", "config": {"context_length": 4096}}]}]}
+    fake_openai.native[("GET", "/api/v1/models")] = {
+        "models": [
+            {
+                "type": "llm",
+                "key": "gemma-3-12b-it",
+                "max_context_length": 131072,
+                "loaded_instances": [{"id": "gemma-3-12b-it", "config": {"context_length": 4096}}],
+            }
+        ]
+    }
     (b,) = [f for f in findings(cfg) if "image budget" in f.text]
     assert b.level == "ok" and "256 image tokens (Gemma 3)" in b.text
     assert "4,096 (LM Studio: the loaded model's context_length)" in b.text
     del fake_openai.native[("GET", "/api/v1/models")]
-    fake_openai.native[("GET", "/props")] = {"default_generation_settings": {"n_ctx": 2048}, "total_slots": 4,
-                                             "modalities": {"vision": False}}
+    fake_openai.native[("GET", "/props")] = {
+        "default_generation_settings": {"n_ctx": 2048},
+        "total_slots": 4,
+        "modalities": {"vision": False},
+    }
     fake_openai.default = "I cannot see any image."
     found = findings(cfg)
     (b,) = [f for f in found if "image budget" in f.text]
@@ -214,8 +239,9 @@ def test_page_costs_by_model_family():
 
 
 def test_an_endpoint_no_folder_uses_is_only_a_warning(inbox, write_config):
-    cfg = write_config({"endpoints": [{"url": dead_url(), "model": "m"}],
-                        "defaults": {"engine": "tesseract"}, "folders": [{"path": str(inbox)}]})
+    cfg = write_config(
+        {"endpoints": [{"url": dead_url(), "model": "m"}], "defaults": {"engine": "tesseract"}, "folders": [{"path": str(inbox)}]}
+    )
     found = findings(cfg)
     assert check.exit_code(found) == 0
     (w,) = [f for f in found if f.subject.startswith("endpoint ")]

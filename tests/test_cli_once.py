@@ -34,8 +34,7 @@ def test_once_writes_markdown_and_prints_its_path(tmp_path, photo, fake_openai, 
 
 
 def test_once_uses_the_folder_rules(tmp_path, photo, fake_openai, write_config, run_cli):
-    cfg = write_config({"endpoints": [{"url": fake_openai.url}],
-                        "folders": [{"path": str(photo.parent), "languages": ["fr"]}]})
+    cfg = write_config({"endpoints": [{"url": fake_openai.url}], "folders": [{"path": str(photo.parent), "languages": ["fr"]}]})
     (photo.parent / ".handwatch.yaml").write_text("prompt: Dates are day/month/year.\n")
     res = run_cli("once", "-c", cfg, photo)
     assert res.returncode == 0, res.stderr

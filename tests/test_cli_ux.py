@@ -36,8 +36,11 @@ def test_status_says_whether_a_daemon_runs_and_which(tmp_path, inbox, fake_opena
     try:
         res = run_cli("status", "-c", cfg)
         first = res.stdout.splitlines()[0]
-        assert re.fullmatch(rf"daemon: running \(pid {d.proc.pid}, since \d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\dZ, "
-                            rf"handwatch {re.escape(__version__)}\)", first), first
+        assert re.fullmatch(
+            rf"daemon: running \(pid {d.proc.pid}, since \d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\dZ, "
+            rf"handwatch {re.escape(__version__)}\)",
+            first,
+        ), first
         data = json.loads(run_cli("status", "--json", "-c", cfg).stdout)
         assert data["daemon"]["running"] is True and data["daemon"]["pid"] == d.proc.pid
         # A second daemon is refused and does not wipe the first one's name from the lock file.
@@ -57,9 +60,13 @@ def test_status_counts_per_folder_and_lists_the_files_needing_review(tmp_path, f
     id_png(letters / "c.png", 3)
     (letters / "bad.png").write_bytes(b"not a picture")
     fake_openai.default = lambda req: "Dear [illegible]," if ident_of(req.image) == 3 else "Call grandma"
-    cfg = write_config({"endpoints": [{"url": fake_openai.url}],
-                        "defaults": {"settle_s": 0, "preprocess": {"contrast": False, "deskew": False}},
-                        "folders": [{"path": str(notes)}, {"path": str(letters)}]})
+    cfg = write_config(
+        {
+            "endpoints": [{"url": fake_openai.url}],
+            "defaults": {"settle_s": 0, "preprocess": {"contrast": False, "deskew": False}},
+            "folders": [{"path": str(notes)}, {"path": str(letters)}],
+        }
+    )
     assert run_cli("scan", "-c", cfg).returncode == 1
     out = run_cli("status", "-c", cfg).stdout.splitlines()
     assert "pending 0  running 0  done 3  failed 1" in out
@@ -69,8 +76,9 @@ def test_status_counts_per_folder_and_lists_the_files_needing_review(tmp_path, f
     assert out[review + 1] == f"  {letters / 'c.md'}: 1 uncertain word"
     assert out[out.index("failed (1):") + 1].startswith(f"  {letters / 'bad.png'}: ")
     data = json.loads(run_cli("status", "--json", "-c", cfg).stdout)
-    assert data["needs_review"] == [{"path": str(letters / "c.md"), "source": str(letters / "c.png"),
-                                     "reasons": ["1 uncertain word"]}]
+    assert data["needs_review"] == [
+        {"path": str(letters / "c.md"), "source": str(letters / "c.png"), "reasons": ["1 uncertain word"]}
+    ]
     assert {f["path"]: f["counts"]["done"] for f in data["folders"]} == {str(notes): 2, str(letters): 1}
 
 
@@ -80,8 +88,20 @@ def test_output_into_a_closed_pipe_is_no_traceback(tmp_path, write_config):
     db = StateDB(tmp_path / "state").connect()
     db.executemany(
         "INSERT INTO jobs(path, sha256, size, mtime_ns, state, reason, created, updated) VALUES(?,?,?,?,?,?,?,?)",
-        [(str(tmp_path / f"IMG_{i:05}.jpg").encode(), "-", 1, 1, "failed", "corrupt or truncated JPEG: " + "x" * 200,
-          time.time(), time.time()) for i in range(3000)])  # ~700 KB of output: far more than a pipe holds
+        [
+            (
+                str(tmp_path / f"IMG_{i:05}.jpg").encode(),
+                "-",
+                1,
+                1,
+                "failed",
+                "corrupt or truncated JPEG: " + "x" * 200,
+                time.time(),
+                time.time(),
+            )
+            for i in range(3000)
+        ],
+    )  # ~700 KB of output: far more than a pipe holds
     for command in ("status", "status --json", "check"):
         err = tmp_path / "stderr.txt"
         shell = f"{sys.executable} -m handwatch -c {cfg} {command} 2>{err} | head -n 1"
@@ -90,18 +110,18 @@ def test_output_into_a_closed_pipe_is_no_traceback(tmp_path, write_config):
         assert err.read_text() == "", (command, err.read_text())
 
 
-def test_retry_of_a_path_handwatch_does_not_know_says_so_and_exits_65(tmp_path, inbox, fake_openai, write_config,
-                                                                      run_cli):
-    cfg = write_config({"endpoints": [{"url": fake_openai.url}], "defaults": {"settle_s": 0},
-                        "folders": [{"path": str(inbox)}]})
+def test_retry_of_a_path_handwatch_does_not_know_says_so_and_exits_65(tmp_path, inbox, fake_openai, write_config, run_cli):
+    cfg = write_config({"endpoints": [{"url": fake_openai.url}], "defaults": {"settle_s": 0}, "folders": [{"path": str(inbox)}]})
     id_png(inbox / "seen.png", 1)
     assert run_cli("scan", "-c", cfg).returncode == 0
     id_png(inbox / "new.png", 2)
     res = run_cli("retry", "-c", cfg, tmp_path / "nowhere.jpg", inbox / "new.png", inbox / "seen.md")
     assert res.returncode == 65
     assert f"handwatch: {tmp_path / 'nowhere.jpg'}: handwatch has no record of this file (no such file)" in res.stderr
-    assert (f"handwatch: {inbox / 'new.png'}: handwatch has no record of this file (not seen yet; `handwatch scan` "
-            f"takes it, or `handwatch once {inbox / 'new.png'}` now)") in res.stderr
+    assert (
+        f"handwatch: {inbox / 'new.png'}: handwatch has no record of this file (not seen yet; `handwatch scan` "
+        f"takes it, or `handwatch once {inbox / 'new.png'}` now)"
+    ) in res.stderr
     assert res.stdout.strip() == "1 file(s) back in the queue"  # seen.md named its original, seen.png
     data = json.loads(run_cli("status", "--json", "-c", cfg).stdout)
     assert data["counts"]["pending"] == 1
@@ -131,8 +151,9 @@ def test_every_command_has_a_description_and_an_example(run_cli):
 
 def test_a_file_handwatch_will_not_take_is_logged_once_with_the_reason(tmp_path, inbox, fake_openai, write_config):
     """A .gif dropped in a watched folder used to vanish without a word."""
-    cfg = write_config({"endpoints": [{"url": fake_openai.url}], "defaults": {"settle_s": 0.2}, "rescan_s": 5,
-                        "folders": [{"path": str(inbox)}]})
+    cfg = write_config(
+        {"endpoints": [{"url": fake_openai.url}], "defaults": {"settle_s": 0.2}, "rescan_s": 5, "folders": [{"path": str(inbox)}]}
+    )
     d = DaemonProc(cfg, tmp_path / "daemon.log")
     try:
         (inbox / "cat.gif").write_bytes(b"GIF89a" + b"\0" * 100)

@@ -91,9 +91,14 @@ def test_translation_requests_do_not_ask(fake_openai):
 
 
 def test_recipe_json_probabilities_land_on_the_rendered_recipe(fake_openai):
-    recipe = {"title": "Pancakes", "servings": None, "times": {"prep": None, "cook": None, "total": None},
-              "ingredients": [{"quantity": "250", "unit": "g", "item": "flour", "note": None}],
-              "steps": ["Whisk everything."], "notes": []}
+    recipe = {
+        "title": "Pancakes",
+        "servings": None,
+        "times": {"prep": None, "cook": None, "total": None},
+        "ingredients": [{"quantity": "250", "unit": "g", "item": "flour", "note": None}],
+        "steps": ["Whisk everything."],
+        "notes": [],
+    }
     content = json.dumps(recipe)
     fake_openai.reply({"content": content, "logprobs": tokens(content, {"flour": 0.2, "Whisk": 0.4})})
     page = engine(fake_openai.url).transcribe_page(PAGE, Rule(profile="recipe"))

@@ -18,7 +18,9 @@ def load_text(tmp_path, text: str) -> config.Config:
 
 def test_every_problem_is_reported_at_once_with_key_paths(tmp_path):
     with pytest.raises(ConfigError) as err:
-        load_text(tmp_path, """
+        load_text(
+            tmp_path,
+            """
 endpoints:
   - url: http://127.0.0.1:1234/v1
     max_concurency: 4
@@ -29,7 +31,8 @@ folders:
   - path: /tmp/b
     languages: [english]
     preprocess: {max_side: 5}
-""")
+""",
+        )
     lines = err.value.lines()
     src = str(tmp_path / "c.yaml")
     assert f"{src}: endpoints[0].max_concurency: unknown key (did you mean `max_concurrency`?)" in lines
@@ -45,16 +48,23 @@ def test_unknown_top_level_key_is_an_error(tmp_path):
     assert err.value.problems == ["state_dirr: unknown key (did you mean `state_dir`?)"]
 
 
-@pytest.mark.parametrize("text, problem", [
-    ("endpoint: []\n", "endpoint: unknown key (did you mean `endpoints`?)"),
-    ("defaults: {engine: tesseract}\nfolders:\n  - {path: /tmp/a, langauges: [en]}\n",
-     "folders[0].langauges: unknown key (did you mean `languages`?)"),
-    ("defaults: {engine: tesseract, preprocess: {deskw: true}}\n",
-     "defaults.preprocess.deskw: unknown key (did you mean `deskew`?)"),
-    ("web: {Listen: 127.0.0.1:9}\n", "web.Listen: unknown key (did you mean `listen`?)"),
-    ("languages: [en]\n", "languages: unknown key (`languages` belongs under `defaults:` or a folder entry)"),
-    ("defaults: {engine: tesseract, fnord: 1}\n", "defaults.fnord: unknown key"),
-])
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("endpoint: []\n", "endpoint: unknown key (did you mean `endpoints`?)"),
+        (
+            "defaults: {engine: tesseract}\nfolders:\n  - {path: /tmp/a, langauges: [en]}\n",
+            "folders[0].langauges: unknown key (did you mean `languages`?)",
+        ),
+        (
+            "defaults: {engine: tesseract, preprocess: {deskw: true}}\n",
+            "defaults.preprocess.deskw: unknown key (did you mean `deskew`?)",
+        ),
+        ("web: {Listen: 127.0.0.1:9}\n", "web.Listen: unknown key (did you mean `listen`?)"),
+        ("languages: [en]\n", "languages: unknown key (`languages` belongs under `defaults:` or a folder entry)"),
+        ("defaults: {engine: tesseract, fnord: 1}\n", "defaults.fnord: unknown key"),
+    ],
+)
 def test_an_unknown_key_suggests_the_key_that_was_meant(tmp_path, text, problem):
     with pytest.raises(ConfigError) as err:
         load_text(tmp_path, text)
@@ -76,17 +86,26 @@ def test_public_endpoint_is_refused_without_allow_remote(tmp_path, url):
     assert cfg.endpoints[0].allow_remote
 
 
-@pytest.mark.parametrize("url", [
-    "http://127.0.0.1:1234/v1", "http://localhost:8000/v1", "http://192.168.1.20:8000/v1",
-    "http://10.0.0.5:1234/v1", "http://169.254.3.4:11434/v1", "http://[::1]:8080/v1", "http://gpubox:1234/v1",
-    "http://gpu.lan:8000/v1",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:1234/v1",
+        "http://localhost:8000/v1",
+        "http://192.168.1.20:8000/v1",
+        "http://10.0.0.5:1234/v1",
+        "http://169.254.3.4:11434/v1",
+        "http://[::1]:8080/v1",
+        "http://gpubox:1234/v1",
+        "http://gpu.lan:8000/v1",
+    ],
+)
 def test_local_endpoints_are_accepted(tmp_path, url):
     assert load_text(tmp_path, f"endpoints:\n  - url: {url}\n").endpoints[0].url == url.rstrip("/")
 
 
-@pytest.mark.parametrize("host", ["134744072", "0x08080808", "0x8.0x8.0x8.0x8", "010.010.010.010", "8.8.2056",
-                                  "[::ffff:8.8.8.8]", "[::ffff:808:808]"])
+@pytest.mark.parametrize(
+    "host", ["134744072", "0x08080808", "0x8.0x8.0x8.0x8", "010.010.010.010", "8.8.2056", "[::ffff:8.8.8.8]", "[::ffff:808:808]"]
+)
 def test_public_address_in_a_numeric_disguise_is_refused(tmp_path, host):
     """inet_aton reads 134744072, 0x8.0x8.0x8.0x8 and 8.8.2056 all as 8.8.8.8. Resolution alone: nothing connects."""
     with pytest.raises(ConfigError) as err:

@@ -26,9 +26,14 @@ def start(tmp_path, write_config):
     procs: list[DaemonProc] = []
 
     def run(url: str, inbox: Path, **folder) -> DaemonProc:
-        cfg = write_config({"endpoints": [{"url": url, "max_concurrency": 4, "timeout_s": 60}],
-                            "defaults": {"settle_s": 0.5}, "rescan_s": 600,
-                            "folders": [{"path": str(inbox), **folder}]})
+        cfg = write_config(
+            {
+                "endpoints": [{"url": url, "max_concurrency": 4, "timeout_s": 60}],
+                "defaults": {"settle_s": 0.5},
+                "rescan_s": 600,
+                "folders": [{"path": str(inbox), **folder}],
+            }
+        )
         p = DaemonProc(cfg, tmp_path / f"daemon{len(procs)}.log")  # one log each: a restart's events are its own
         procs.append(p)
         return p
@@ -80,8 +85,12 @@ def test_a_thousand_files_dropped_at_once_each_get_one_markdown(inbox, fake_open
     d = start(fake_openai.url, inbox)
     for f in staging.iterdir():
         os.rename(f, inbox / f.name)
-    wait_for(lambda: len(markdowns(inbox)) >= 1000 and status(d.cfg)["counts"]["done"] == 1000, 240,
-             interval=0.5, what="1000 markdowns")
+    wait_for(
+        lambda: len(markdowns(inbox)) >= 1000 and status(d.cfg)["counts"]["done"] == 1000,
+        240,
+        interval=0.5,
+        what="1000 markdowns",
+    )
     assert len(markdowns(inbox)) == 1000
     assert len(fake_openai.requests) == 1000  # each file exactly once
     assert d.stop() == 0
@@ -115,8 +124,11 @@ def test_endpoint_down_for_a_while_then_back(inbox, start):
     port = free_port()
     d = start(f"http://127.0.0.1:{port}/v1", inbox)
     tiny_png(inbox / "wait.png", 1)
-    wait_for(lambda: any("waiting for endpoint" in (w["reason"] or "") for w in status(d.cfg)["waiting"]), 30,
-             what="job waiting for the endpoint")
+    wait_for(
+        lambda: any("waiting for endpoint" in (w["reason"] or "") for w in status(d.cfg)["waiting"]),
+        30,
+        what="job waiting for the endpoint",
+    )
     st = status(d.cfg)
     assert st["counts"]["failed"] == 0 and st["endpoints"][0]["up"] is False
     server = FakeOpenAI(port=port).start()
@@ -160,8 +172,11 @@ def test_bad_file_fails_with_reason_and_retry_requeues_it(inbox, fake_openai, st
     assert "failed 2" in text and "empty.png: empty file (0 bytes)" in text
     res = run_cli("retry", "-c", d.cfg, inbox / "empty.png")
     assert res.returncode == 0 and "1 file(s)" in res.stdout
-    wait_for(lambda: status(d.cfg)["counts"]["failed"] == 2 and not status(d.cfg)["counts"]["pending"], 30,
-             what="retried file failing again")
+    wait_for(
+        lambda: status(d.cfg)["counts"]["failed"] == 2 and not status(d.cfg)["counts"]["pending"],
+        30,
+        what="retried file failing again",
+    )
     assert d.proc.poll() is None  # bad input never stops the daemon
 
 
@@ -169,8 +184,9 @@ def test_files_present_at_start_and_after_move(inbox, fake_openai, start):
     for i in range(3):
         tiny_png(inbox / f"old{i}.png", i)
     d = start(fake_openai.url, inbox, after={"move": "done"})
-    wait_for(lambda: len(list((inbox / "done").glob("*.png"))) == 3 if (inbox / "done").exists() else False, 30,
-             what="originals moved")
+    wait_for(
+        lambda: len(list((inbox / "done").glob("*.png"))) == 3 if (inbox / "done").exists() else False, 30, what="originals moved"
+    )
     assert sorted(p.name for p in markdowns(inbox)) == ["old0.md", "old1.md", "old2.md"]
     assert not list(inbox.glob("*.png"))
     assert len(fake_openai.requests) == 3  # the moved originals are not inputs again
@@ -200,8 +216,7 @@ def test_scan_processes_everything_without_a_transcription(inbox, fake_openai, w
     for i in range(4):
         tiny_png(inbox / f"s{i}.png", i)
     (inbox / "bad.png").write_bytes(b"nope")
-    cfg = write_config({"endpoints": [{"url": fake_openai.url}], "defaults": {"settle_s": 0},
-                        "folders": [{"path": str(inbox)}]})
+    cfg = write_config({"endpoints": [{"url": fake_openai.url}], "defaults": {"settle_s": 0}, "folders": [{"path": str(inbox)}]})
     res = run_cli("scan", "-c", cfg)
     assert res.returncode == 1  # one file failed
     assert len(markdowns(inbox)) == 4 and "4 transcribed, 1 failed" in res.stderr

@@ -32,8 +32,11 @@ def test_a_word_is_the_product_of_every_token_that_spells_part_of_it():
 def test_a_character_split_between_byte_tokens_belongs_to_both():
     content = "Äpfel"
     a_umlaut = "Ä".encode()
-    tokens = [Token("\\xc3", math.log(0.5), a_umlaut[:1]), Token("\\x84", math.log(0.9), a_umlaut[1:]),
-              Token("pfel", math.log(0.8))]
+    tokens = [
+        Token("\\xc3", math.log(0.5), a_umlaut[:1]),
+        Token("\\x84", math.log(0.9), a_umlaut[1:]),
+        Token("pfel", math.log(0.8)),
+    ]
     assert prob_of(content, doubt.token_words(content, tokens)) == {"Äpfel": round(0.5 * 0.9 * 0.8, 4)}
 
 
@@ -80,7 +83,9 @@ def test_tesseract_data_becomes_lines_paragraphs_and_word_confidences():
     data = {
         "text": ["", "Buy", "flour,", "", "Call", "", "Sunday"],
         "conf": [-1, "96.5", 40, -1, 90, -1, 20],
-        "page_num": [1] * 7, "block_num": [1, 1, 1, 1, 1, 2, 2], "par_num": [1, 1, 1, 1, 1, 1, 1],
+        "page_num": [1] * 7,
+        "block_num": [1, 1, 1, 1, 1, 2, 2],
+        "par_num": [1, 1, 1, 1, 1, 1, 1],
         "line_num": [1, 1, 1, 2, 2, 1, 1],
     }
     text, words = doubt.tesseract_page(data)
@@ -99,13 +104,15 @@ def test_marking_highlights_words_and_changes_nothing_else():
 
 def test_assess_counts_uncertain_words_and_illegible_markers_per_page():
     pages = ["Buy flour and sugar", "Call [illegible] on [illegible]"]
-    words = [[Word(0, 3, 0.99), Word(4, 9, 0.2), Word(10, 13, 0.99), Word(14, 19, 0.4)],
-             [Word(0, 4, 0.95), Word(17, 19, 0.99)]]
+    words = [[Word(0, 3, 0.99), Word(4, 9, 0.2), Word(10, 13, 0.99), Word(14, 19, 0.4)], [Word(0, 4, 0.95), Word(17, 19, 0.99)]]
     a = doubt.assess(pages, words, Thresholds(word=0.5, page=0.8, words=2))
     assert a.uncertain_words == 4 and a.marks == [[(4, 9), (14, 19)], []]
     assert a.confidence == round((0.99 + 0.2 + 0.99 + 0.4 + 0.95 + 0.99) / 6, 2)
-    assert a.reasons == ["page 1: confidence 0.64 is under 0.8", "page 1: 2 uncertain words (review from 2)",
-                         "page 2: 2 uncertain words (review from 2)"]
+    assert a.reasons == [
+        "page 1: confidence 0.64 is under 0.8",
+        "page 1: 2 uncertain words (review from 2)",
+        "page 2: 2 uncertain words (review from 2)",
+    ]
     calm = doubt.assess(pages[:1], words[:1], Thresholds(word=0.1, page=0.5, words=3))
     assert calm.reasons == [] and calm.uncertain_words == 0
     strict = doubt.assess(pages[:1], words[:1], Thresholds(word=0.3, page=0.5, words=1))
@@ -129,8 +136,12 @@ PREP = {e: preprocess.for_engine(Preprocess(), e) for e in ("vlm", "tesseract")}
 @pytest.mark.parametrize("engine", ["vlm", "tesseract"])
 def test_blank_pages_are_blank_whatever_the_camera_did(engine):
     blank_paper = gen.page([], size=(2400, 1800))
-    for im, photo in [(blank_paper, False), (gen.phone_photo(lines=[]), True), (gen.noise(blank_paper, 14), True),
-                      (gen.shadow(blank_paper), False)]:
+    for im, photo in [
+        (blank_paper, False),
+        (gen.phone_photo(lines=[]), True),
+        (gen.noise(blank_paper, 14), True),
+        (gen.shadow(blank_paper), False),
+    ]:
         assert doubt.measure_ink(preprocess.prepare(im, PREP[engine], photo)).blank
 
 

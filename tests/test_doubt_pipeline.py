@@ -28,8 +28,14 @@ def make(tmp_path, fake_openai, write_config):
     inbox.mkdir()
 
     def build(endpoint: dict | None = None, **rule) -> Pipeline:
-        cfg = config.load(write_config({"endpoints": [{"url": fake_openai.url, "max_concurrency": 1, **(endpoint or {})}],
-                                        "folders": [{"path": str(inbox), **rule}]}))
+        cfg = config.load(
+            write_config(
+                {
+                    "endpoints": [{"url": fake_openai.url, "max_concurrency": 1, **(endpoint or {})}],
+                    "folders": [{"path": str(inbox), **rule}],
+                }
+            )
+        )
         return Pipeline(cfg, StateDB(cfg.state_dir))
 
     build.inbox = inbox

@@ -89,16 +89,23 @@ def test_reasoning_fields_are_ignored(engine, fake_openai):
 
 
 def test_context_length_error_retries_once_with_a_smaller_image(engine, fake_openai):
-    fake_openai.reply({"status": 400, "error": "This model's maximum context length is 8192 tokens. However, you requested 9731 tokens"}, GOOD)
+    fake_openai.reply(
+        {"status": 400, "error": "This model's maximum context length is 8192 tokens. However, you requested 9731 tokens"}, GOOD
+    )
     page = engine.transcribe_page(Image.new("RGB", (1288, 966), "white"), Rule())
     assert page.text == GOOD
     sizes = [r.image_size for r in fake_openai.requests]
     assert sizes[0] == (1288, 966) and max(sizes[1]) < 1288 * 0.7
 
 
-RECIPE_JSON = {"title": "Pancakes", "servings": "4", "times": {"prep": "10 min", "cook": None, "total": None},
-               "ingredients": [{"quantity": "250", "unit": "g", "item": "flour", "note": None}],
-               "steps": ["Whisk everything.", "Fry."], "notes": []}
+RECIPE_JSON = {
+    "title": "Pancakes",
+    "servings": "4",
+    "times": {"prep": "10 min", "cook": None, "total": None},
+    "ingredients": [{"quantity": "250", "unit": "g", "item": "flour", "note": None}],
+    "steps": ["Whisk everything.", "Fry."],
+    "notes": [],
+}
 
 
 def test_recipe_goes_through_json_schema(engine, fake_openai):
@@ -111,7 +118,9 @@ def test_recipe_goes_through_json_schema(engine, fake_openai):
 
 
 def test_recipe_falls_back_when_the_server_rejects_structured_output(engine, fake_openai):
-    fake_openai.reply({"status": 400, "error": "response_format json_schema is not supported"}, "# Waffles\n## Ingredients\n- eggs")
+    fake_openai.reply(
+        {"status": 400, "error": "response_format json_schema is not supported"}, "# Waffles\n## Ingredients\n- eggs"
+    )
     page = engine.transcribe_page(PAGE, Rule(profile="recipe"))
     assert "response_format" not in fake_openai.requests[1].params
     assert "## Ingredients" in fake_openai.requests[1].prompt
@@ -138,9 +147,12 @@ def test_multilingual_translation_and_front_matter_end_to_end(tmp_path, fake_ope
     inbox.mkdir()
     draw_page(["Liebe Anna,", "merci"], size=(600, 400), font_size=40).save(inbox / "brief.jpg")
     fake_openai.reply(reply("multilingual_trailer.txt"), "Dear Anna,\nthank you for the recipe. Greetings from Cologne!")
-    cfg = write_config({"endpoints": [{"url": fake_openai.url}],
-                        "folders": [{"path": str(inbox), "profile": "multilingual", "languages": ["de", "fr"],
-                                     "translate_to": "en"}]})
+    cfg = write_config(
+        {
+            "endpoints": [{"url": fake_openai.url}],
+            "folders": [{"path": str(inbox), "profile": "multilingual", "languages": ["de", "fr"], "translate_to": "en"}],
+        }
+    )
     res = run_cli("once", "-c", cfg, inbox / "brief.jpg")
     assert res.returncode == 0, res.stderr
     text = (inbox / "brief.md").read_text(encoding="utf-8")
@@ -195,7 +207,10 @@ def test_two_endpoints_share_the_load():
 def test_model_not_loaded_pauses_that_endpoint_and_the_other_answers():
     a, b = FakeOpenAI().start(), FakeOpenAI().start()
     try:
-        a.default = {"status": 400, "error": "No models loaded. Please load a model in the developer page or use the `lms load` command."}
+        a.default = {
+            "status": 400,
+            "error": "No models loaded. Please load a model in the developer page or use the `lms load` command.",
+        }
         engine = VLMEngine([Endpoint(url=a.url, model="m"), Endpoint(url=b.url, model="m")])
         assert engine.transcribe_page(PAGE, Rule()).text == "default transcription"
         assert engine.transcribe_page(PAGE, Rule()).text == "default transcription"

@@ -15,8 +15,17 @@ from handwatch.state import Ledger, StateDB
 
 
 def doc(source: Path, pages: list[str], **kw) -> output.Document:
-    return output.Document(source=source, source_sha256="ab" * 32, pages=pages, profile=kw.pop("profile", "notes"),
-                           languages=("en",), engine="vlm", model="m", transcribed=datetime(2026, 1, 2, tzinfo=UTC), **kw)
+    return output.Document(
+        source=source,
+        source_sha256="ab" * 32,
+        pages=pages,
+        profile=kw.pop("profile", "notes"),
+        languages=("en",),
+        engine="vlm",
+        model="m",
+        transcribed=datetime(2026, 1, 2, tzinfo=UTC),
+        **kw,
+    )
 
 
 def write_md(tmp_path: Path, ledger: Ledger, name: str, pages: list[str], **kw) -> tuple[Path, Path, str]:
@@ -28,16 +37,24 @@ def write_md(tmp_path: Path, ledger: Ledger, name: str, pages: list[str], **kw) 
 
 
 def test_front_matter_fields_are_changed_in_place_and_new_ones_appended():
-    text = output.render(doc(Path("/x/a.jpg"), ["Line one\n==Cardamon== pods"], needs_review=True,
-                             review_reasons=("truncated: cut",), extra={"tags": ["recipe"]}))
+    text = output.render(
+        doc(
+            Path("/x/a.jpg"),
+            ["Line one\n==Cardamon== pods"],
+            needs_review=True,
+            review_reasons=("truncated: cut",),
+            extra={"tags": ["recipe"]},
+        )
+    )
     new = frontmatter.with_fields(text, {"needs_review": False, "reviewed": "2026-01-03T10:00:00Z"})
     assert "needs_review: false\n" in new and "needs_review: true" not in new
     assert new.index("reviewed: '2026-01-03T10:00:00Z'") < new.index("\n---\n", 4)  # inside the front matter
     assert frontmatter.fields(new)["tags"] == ["recipe"] and frontmatter.fields(new)["reviewed"] == "2026-01-03T10:00:00Z"
     assert frontmatter.body(new) == frontmatter.body(text) == "Line one\n==Cardamon== pods\n"
     # every line other than the changed one is byte for byte the same
-    assert [ln for ln in new.splitlines() if not ln.startswith(("needs_review", "reviewed"))] == \
-        [ln for ln in text.splitlines() if not ln.startswith("needs_review")]
+    assert [ln for ln in new.splitlines() if not ln.startswith(("needs_review", "reviewed"))] == [
+        ln for ln in text.splitlines() if not ln.startswith("needs_review")
+    ]
 
 
 def test_a_block_style_value_is_replaced_whole():
@@ -54,7 +71,12 @@ def test_body_from_a_textarea_keeps_the_front_matter_and_uses_unix_newlines():
 
 def test_doubtful_words_are_cut_out_of_the_text():
     assert frontmatter.doubt_spans("add ==cardamon== and ==two words== == not ==") == [
-        ("add ", False), ("cardamon", True), (" and ", False), ("two words", True), (" == not ==", False)]
+        ("add ", False),
+        ("cardamon", True),
+        (" and ", False),
+        ("two words", True),
+        (" == not ==", False),
+    ]
 
 
 def test_words_become_a_safe_fts_query():
@@ -69,7 +91,11 @@ def test_search_finds_the_recipe_with_cardamom_and_shows_the_line(tmp_path):
     db = StateDB(tmp_path / "state")
     ledger, index = Ledger(db), SearchIndex(db)
     for name, pages, kw in [
-        ("cake", ["# Apfelkuchen\n\n- 500 g Äpfel\n- 2 pods of cardamom, crushed\n- sugar"], {"profile": "recipe", "extra": {"title": "Apfelkuchen", "tags": ["recipe"]}}),
+        (
+            "cake",
+            ["# Apfelkuchen\n\n- 500 g Äpfel\n- 2 pods of cardamom, crushed\n- sugar"],
+            {"profile": "recipe", "extra": {"title": "Apfelkuchen", "tags": ["recipe"]}},
+        ),
         ("note", ["Buy cardamom at the market"], {}),
         ("bread", ["# Bread\n\nflour, water, salt"], {"profile": "recipe", "extra": {"tags": ["recipe"]}}),
     ]:
@@ -81,7 +107,11 @@ def test_search_finds_the_recipe_with_cardamom_and_shows_the_line(tmp_path):
     assert hits[0].line == [("- 2 pods of ", False), ("cardamom", True), (", crushed", False)]
     assert {h.output.name for h in index.search("cardamoms")} == {"cake.md", "note.md"}  # stemmed
     assert [h.output.name for h in index.search("apfel")] == ["cake.md"]  # Äpfel, typed without the umlaut
-    assert {h.output.name for h in index.search("bread cardamom")} == {"bread.md", "cake.md", "note.md"}  # any word, when none has all
+    assert {h.output.name for h in index.search("bread cardamom")} == {
+        "bread.md",
+        "cake.md",
+        "note.md",
+    }  # any word, when none has all
     assert index.search('"') == [] and index.search("NEAR(") == []  # never an FTS5 syntax error
     assert [h.output.name for h in index.search("cardamom", folder=tmp_path / "elsewhere")] == []
 

@@ -100,11 +100,14 @@ def test_pdf_pages_are_rendered_to_the_target_size_not_a_dpi(tmp_path):
     assert out[1].image.shape[1] > out[1].image.shape[0]  # landscape page stays landscape
 
 
-@pytest.mark.parametrize("setup, reason", [
-    (lambda p: p.write_bytes(b""), "empty file (0 bytes)"),
-    (lambda p: p.write_text("hello, not a picture"), "not a JPEG file"),
-    (lambda p: Image.new("RGB", (10, 10)).save(p, "PNG"), "content is PNG but the name says .jpg"),
-])
+@pytest.mark.parametrize(
+    "setup, reason",
+    [
+        (lambda p: p.write_bytes(b""), "empty file (0 bytes)"),
+        (lambda p: p.write_text("hello, not a picture"), "not a JPEG file"),
+        (lambda p: Image.new("RGB", (10, 10)).save(p, "PNG"), "content is PNG but the name says .jpg"),
+    ],
+)
 def test_bad_files_fail_with_their_own_reason(tmp_path, setup, reason):
     p = tmp_path / "x.jpg"
     setup(p)

@@ -36,7 +36,7 @@ PY = sys.executable
 def readme_block(heading: str, n: int) -> list[str]:
     """The n-th ```sh block after `heading` in the README, one command per line, comments dropped."""
     text = (REPO / "README.md").read_text()
-    section = text[text.index(heading):]
+    section = text[text.index(heading) :]
     blocks = re.findall(r"```sh\n(.*?)```", section, re.S)
     lines = []
     for raw in blocks[n].splitlines():
@@ -68,8 +68,10 @@ class Namespace:
         if closed is None:
             return
         stash.mkdir()
-        self.run(f"mount --bind {path} {stash} && mount -t tmpfs -o mode=0755 tmpfs {closed} "
-                 f"&& mkdir -p {path} && mount --move {stash} {path}")
+        self.run(
+            f"mount --bind {path} {stash} && mount -t tmpfs -o mode=0755 tmpfs {closed} "
+            f"&& mkdir -p {path} && mount --move {stash} {path}"
+        )
 
     def _ns(self) -> str | None:
         try:
@@ -87,10 +89,18 @@ class Namespace:
         inner = ["bash", "-c", command] if user is None else ["runuser", "-u", user, "--", "bash", "-c", command]
         return [*ROOT, "nsenter", "-t", str(self.pid), "-m", "--", *inner]
 
-    def run(self, command: str, user: str | None = None, cwd: str = "/", check: bool = True,
-            stdin: bytes | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
-        res = subprocess.run(self.argv(command, user, cwd), capture_output=True, input=stdin, timeout=300,
-                             env={**os.environ, **(env or {})})
+    def run(
+        self,
+        command: str,
+        user: str | None = None,
+        cwd: str = "/",
+        check: bool = True,
+        stdin: bytes | None = None,
+        env: dict | None = None,
+    ) -> subprocess.CompletedProcess:
+        res = subprocess.run(
+            self.argv(command, user, cwd), capture_output=True, input=stdin, timeout=300, env={**os.environ, **(env or {})}
+        )
         if check:
             assert res.returncode == 0, f"{command}\n{res.stdout.decode()}\n{res.stderr.decode()}"
         return res
@@ -115,14 +125,17 @@ def reading_model(fake_openai):
     """A model server that really reads its picture (Tesseract on the request image), as `check` asks it to."""
     import pytesseract
 
-    fake_openai.default = lambda req: {"content": pytesseract.image_to_string(
-        req.image, config="--psm 7 -c tessedit_char_whitelist=0123456789") if "number" in req.prompt else
-        "a transcription"}
+    fake_openai.default = lambda req: {
+        "content": pytesseract.image_to_string(req.image, config="--psm 7 -c tessedit_char_whitelist=0123456789")
+        if "number" in req.prompt
+        else "a transcription"
+    }
     return fake_openai
 
 
-def play(ns: Namespace, lines: list[str], edits: dict[str, str], user: str | None = None, start: str = "/",
-         prefix: str = "") -> dict[str, subprocess.CompletedProcess]:
+def play(
+    ns: Namespace, lines: list[str], edits: dict[str, str], user: str | None = None, start: str = "/", prefix: str = ""
+) -> dict[str, subprocess.CompletedProcess]:
     """Each line as written (after `prefix`); `cd` carries over; lines needing systemd are skipped; `edits`
     replaces the editor steps. Returns each line's result."""
     cwd, out = start, {}
@@ -140,13 +153,20 @@ def play(ns: Namespace, lines: list[str], edits: dict[str, str], user: str | Non
 def test_the_readme_installs_the_system_service(ns, reading_model, tmp_path):
     lines = readme_block("## Run it as a service", 0)
     skipped = [x for x in lines if x.startswith(NEEDS_SYSTEMD + DONE_BY_THE_TEST) or " && systemctl " in x]
-    assert skipped == ["git clone <this repo> /opt/handwatch", "make setup",
-                       "systemctl daemon-reload && systemctl enable --now handwatch", "systemctl status handwatch",
-                       "journalctl -u handwatch -f", "systemctl reload handwatch"]
+    assert skipped == [
+        "git clone <this repo> /opt/handwatch",
+        "make setup",
+        "systemctl daemon-reload && systemctl enable --now handwatch",
+        "systemctl status handwatch",
+        "journalctl -u handwatch -f",
+        "systemctl reload handwatch",
+    ]
     # The world before the README: a sync tool's user who owns the synced folders.
     ns.run("useradd --create-home syncthing")
-    ns.run("mkdir -p /srv/sync/Camera /srv/sync/Scans/Recipes /srv/sync/Scans/Letters /srv/sync/Scans/Printed "
-           "&& chown -R syncthing:syncthing /srv/sync")
+    ns.run(
+        "mkdir -p /srv/sync/Camera /srv/sync/Scans/Recipes /srv/sync/Scans/Letters /srv/sync/Scans/Printed "
+        "&& chown -R syncthing:syncthing /srv/sync"
+    )
     edit = f"sed -i 's#http://127.0.0.1:1234/v1#{reading_model.url}#' /etc/handwatch/config.yaml"
     results = play(ns, lines, {"sudoedit /etc/handwatch/config.yaml": edit})
 
@@ -155,8 +175,11 @@ def test_the_readme_installs_the_system_service(ns, reading_model, tmp_path):
     assert "reads images" in check.stdout.decode() and "ok    tesseract: tesseract-" in check.stdout.decode()
     verify = results["systemd-analyze verify handwatch.service"]
     assert verify.stderr == b"" and verify.stdout == b""
-    ids = ns.run("id handwatch; getent passwd handwatch; stat -c '%U:%G %a' /etc/handwatch/config.yaml "
-                 "/srv/sync/Camera").stdout.decode().splitlines()
+    ids = (
+        ns.run("id handwatch; getent passwd handwatch; stat -c '%U:%G %a' /etc/handwatch/config.yaml /srv/sync/Camera")
+        .stdout.decode()
+        .splitlines()
+    )
     assert "sync" in ids[0]
     assert ids[1].endswith(":/var/lib/handwatch:/usr/sbin/nologin")
     assert ids[2:] == ["root:handwatch 640", "syncthing:sync 2775"]
@@ -168,10 +191,12 @@ def test_the_readme_installs_the_system_service(ns, reading_model, tmp_path):
     listener = NotifyListener()
     log = tmp_path / "service.log"
     unit = "/etc/systemd/system/handwatch.service"
-    start = (f"umask 0077; export STATE_DIRECTORY=/var/lib/handwatch CONFIGURATION_DIRECTORY=/etc/handwatch "
-             f"NOTIFY_SOCKET={listener.address} WATCHDOG_USEC=2000000; "
-             f"exec setpriv --reuid=handwatch --regid=handwatch --init-groups "
-             f"{PY} /opt/handwatch/tests/sandbox.py {unit} /opt/handwatch/.venv/bin/handwatch run")
+    start = (
+        f"umask 0077; export STATE_DIRECTORY=/var/lib/handwatch CONFIGURATION_DIRECTORY=/etc/handwatch "
+        f"NOTIFY_SOCKET={listener.address} WATCHDOG_USEC=2000000; "
+        f"exec setpriv --reuid=handwatch --regid=handwatch --init-groups "
+        f"{PY} /opt/handwatch/tests/sandbox.py {unit} /opt/handwatch/.venv/bin/handwatch run"
+    )
     service = subprocess.Popen(ns.argv(start), stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
     try:
         wait_for(lambda: "READY=1" in listener.lines() or service.poll() is not None, 60, what="READY=1")
@@ -181,11 +206,18 @@ def test_the_readme_installs_the_system_service(ns, reading_model, tmp_path):
         draw_page(["Printed page"], size=(900, 300)).save(printed, "PNG")
         ns.run("cat > /srv/sync/Camera/IMG_1.jpg", user="syncthing", stdin=photo.getvalue())
         ns.run("cat > /srv/sync/Scans/Printed/scan.png", user="syncthing", stdin=printed.getvalue())
-        wait_for(lambda: ns.exists("/srv/sync/Camera/IMG_1.md") and ns.exists("/srv/sync/Scans/Printed/scan.md"),
-                 60, interval=0.25, what="Markdown in the synced folders")
+        wait_for(
+            lambda: ns.exists("/srv/sync/Camera/IMG_1.md") and ns.exists("/srv/sync/Scans/Printed/scan.md"),
+            60,
+            interval=0.25,
+            what="Markdown in the synced folders",
+        )
         wait_for(lambda: ns.exists("/srv/sync/Scans/Printed/done/scan.png"), 30, interval=0.25, what="moved original")
-        md = ns.run("stat -c '%U:%G %a' /srv/sync/Camera/IMG_1.md /srv/sync/Scans/Printed/done "
-                    "/var/lib/handwatch/state.sqlite3").stdout.decode().splitlines()
+        md = (
+            ns.run("stat -c '%U:%G %a' /srv/sync/Camera/IMG_1.md /srv/sync/Scans/Printed/done /var/lib/handwatch/state.sqlite3")
+            .stdout.decode()
+            .splitlines()
+        )
         assert md[0] == "handwatch:sync 644" and md[1] == "handwatch:sync 2775"
         assert md[2].startswith("handwatch:handwatch 6")  # the state: private
         assert "transcription" in ns.run("cat /srv/sync/Camera/IMG_1.md", user="syncthing").stdout.decode()
@@ -193,8 +225,11 @@ def test_the_readme_installs_the_system_service(ns, reading_model, tmp_path):
         status = ns.run("/opt/handwatch/.venv/bin/handwatch -c /etc/handwatch/config.yaml status", user="handwatch")
         assert "\npending 0  running 0  done 1  failed 0" in status.stdout.decode()  # a moved one leaves no job
         service.send_signal(signal.SIGHUP)
-        wait_for(lambda: listener.index("READY=1", after=listener.index("RELOADING=1")) > 0 and
-                 listener.index("RELOADING=1") >= 0, 30, what="a reload")
+        wait_for(
+            lambda: listener.index("READY=1", after=listener.index("RELOADING=1")) > 0 and listener.index("RELOADING=1") >= 0,
+            30,
+            what="a reload",
+        )
         service.send_signal(signal.SIGTERM)
         assert service.wait(60) == 0, log.read_text()
         assert "STOPPING=1" in listener.lines()
@@ -208,14 +243,21 @@ def test_the_readme_installs_the_user_service(ns, reading_model):
     lines = readme_block("## Run it as a service", 1)
     ns.run("useradd --create-home --shell /bin/bash alice")
     uid = ns.run("id -u alice").stdout.decode().strip()
-    ns.run(f"mkdir -p /home/alice/handwatch /home/alice/Sync/Camera && chown -R alice: /home/alice "
-           f"&& mount --bind {REPO} /home/alice/handwatch && mount -o remount,bind,ro /home/alice/handwatch "
-           f"&& install -d -o alice -g alice -m 0700 /run/user/{uid}")
-    config = (f"endpoints:\\n  - url: {reading_model.url}\\n"
-              "folders:\\n  - path: ~/Sync/Camera\\n")
+    ns.run(
+        f"mkdir -p /home/alice/handwatch /home/alice/Sync/Camera && chown -R alice: /home/alice "
+        f"&& mount --bind {REPO} /home/alice/handwatch && mount -o remount,bind,ro /home/alice/handwatch "
+        f"&& install -d -o alice -g alice -m 0700 /run/user/{uid}"
+    )
+    config = f"endpoints:\\n  - url: {reading_model.url}\\nfolders:\\n  - path: ~/Sync/Camera\\n"
     edit = f"printf '{config}' > ~/.config/handwatch/config.yaml"
-    results = play(ns, lines, {"editor ~/.config/handwatch/config.yaml": edit}, user="alice", start="/home/alice",
-                   prefix=f"export HOME=/home/alice XDG_RUNTIME_DIR=/run/user/{uid}; ")
+    results = play(
+        ns,
+        lines,
+        {"editor ~/.config/handwatch/config.yaml": edit},
+        user="alice",
+        start="/home/alice",
+        prefix=f"export HOME=/home/alice XDG_RUNTIME_DIR=/run/user/{uid}; ",
+    )
     check = results["~/handwatch/.venv/bin/handwatch check"].stdout.decode()
     assert "checking /home/alice/.config/handwatch/config.yaml" in check  # found without -c
     assert "ok    folder /home/alice/Sync/Camera: " in check and "reads images" in check

@@ -25,18 +25,25 @@ def json_lines(text: str) -> list[dict]:
 def test_the_daemon_writes_json_lines_to_stdout_under_journald_one_per_success(tmp_path, fake_openai, write_config):
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    cfg = write_config({"endpoints": [{"url": fake_openai.url}], "defaults": {"settle_s": 0.2},
-                        "folders": [{"path": str(inbox)}]})
+    cfg = write_config(
+        {"endpoints": [{"url": fake_openai.url}], "defaults": {"settle_s": 0.2}, "folders": [{"path": str(inbox)}]}
+    )
     out, err = tmp_path / "stdout", tmp_path / "stderr"
     with open(out, "wb") as o, open(err, "wb") as e:
         st = os.fstat(o.fileno())  # what systemd puts in JOURNAL_STREAM: the stream it gave us, dev:inode
-        proc = subprocess.Popen([sys.executable, "-m", "handwatch", "-c", str(cfg), "run"], stdout=o, stderr=e,
-                                stdin=subprocess.DEVNULL, env=cli_env({"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "handwatch", "-c", str(cfg), "run"],
+            stdout=o,
+            stderr=e,
+            stdin=subprocess.DEVNULL,
+            env=cli_env({"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}),
+        )
     try:
         wait_for(lambda: '"daemon.ready"' in out.read_text(), 60, what="daemon.ready on stdout")
         tiny_png(inbox / "one.png", 1)
-        wait_for(lambda: (inbox / "one.md").exists() and '"file.transcribed"' in out.read_text(), 30,
-                 what="one.md and its log line")
+        wait_for(
+            lambda: (inbox / "one.md").exists() and '"file.transcribed"' in out.read_text(), 30, what="one.md and its log line"
+        )
         proc.terminate()
         assert proc.wait(60) == 0
     finally:
@@ -45,8 +52,13 @@ def test_the_daemon_writes_json_lines_to_stdout_under_journald_one_per_success(t
     events = json_lines(out.read_text())  # every line is JSON
     assert err.read_text() == ""
     assert all({"event", "level", "timestamp"} <= e.keys() for e in events)
-    about = [e for e in events if e.get("path") == str(inbox / "one.png") and e["level"] == "info"
-             and e["event"] in ("file.transcribed", "job.done", "file.settled")]
+    about = [
+        e
+        for e in events
+        if e.get("path") == str(inbox / "one.png")
+        and e["level"] == "info"
+        and e["event"] in ("file.transcribed", "job.done", "file.settled")
+    ]
     assert [e["event"] for e in about] == ["file.settled", "file.transcribed"]  # settled, then done: once
     done = about[-1]
     assert done["pages"] == 1 and done["tokens"] == 20 and done["endpoint"] == fake_openai.url.split("/")[2]
@@ -60,9 +72,14 @@ def test_other_commands_keep_stdout_for_results_even_under_journald(tmp_path, fa
     out = tmp_path / "stdout"
     with open(out, "wb") as o:
         st = os.fstat(o.fileno())
-        res = subprocess.run([sys.executable, "-m", "handwatch", "-c", str(cfg), "once", str(tmp_path / "a.jpg")],
-                             stdout=o, stderr=subprocess.PIPE, text=True, timeout=120,
-                             env=cli_env({"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}))
+        res = subprocess.run(
+            [sys.executable, "-m", "handwatch", "-c", str(cfg), "once", str(tmp_path / "a.jpg")],
+            stdout=o,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            env=cli_env({"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}),
+        )
     assert res.returncode == 0
     assert out.read_text() == f"{tmp_path / 'a.md'}\n"  # only the output path
     assert [e["event"] for e in json_lines(res.stderr)] == ["confidence.unsupported", "file.transcribed"]
@@ -85,8 +102,13 @@ def test_no_api_key_or_password_in_any_log_line_or_in_check_output(tmp_path, fak
     inbox.mkdir()
     host = fake_openai.url.split("//", 1)[1]
     url = f"http://reader:{PASSWORD}@{host}"
-    cfg = write_config({"endpoints": [{"url": url, "api_key_env": "HANDWATCH_API_KEY", "timeout_s": 10}],
-                        "defaults": {"settle_s": 0.2}, "folders": [{"path": str(inbox)}]})
+    cfg = write_config(
+        {
+            "endpoints": [{"url": url, "api_key_env": "HANDWATCH_API_KEY", "timeout_s": 10}],
+            "defaults": {"settle_s": 0.2},
+            "folders": [{"path": str(inbox)}],
+        }
+    )
     env = {"HANDWATCH_API_KEY": KEY}
     # A server that repeats the key back, in a reply and in an error message.
     fake_openai.reply(f"I cannot see images. Your key {KEY} is fine.")
@@ -96,12 +118,20 @@ def test_no_api_key_or_password_in_any_log_line_or_in_check_output(tmp_path, fak
     fake_openai.reply({"status": 400, "error": f"invalid request for key {KEY} at {url}"})
     log = tmp_path / "daemon.log"
     with open(log, "wb") as e:
-        proc = subprocess.Popen([sys.executable, "-m", "handwatch", "-c", str(cfg), "run"], stdout=subprocess.DEVNULL,
-                                stderr=e, stdin=subprocess.DEVNULL, env=cli_env(env))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "handwatch", "-c", str(cfg), "run"],
+            stdout=subprocess.DEVNULL,
+            stderr=e,
+            stdin=subprocess.DEVNULL,
+            env=cli_env(env),
+        )
     try:
         tiny_png(inbox / "x.png", 1)
-        wait_for(lambda: "job.failed" in log.read_text() or "job.server_failed" in log.read_text(), 60,
-                 what="the server's error in the log")
+        wait_for(
+            lambda: "job.failed" in log.read_text() or "job.server_failed" in log.read_text(),
+            60,
+            what="the server's error in the log",
+        )
         proc.terminate()
         proc.wait(60)
     finally:

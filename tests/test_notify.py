@@ -81,7 +81,10 @@ def test_the_first_event_goes_at_once_then_at_most_one_message_per_every():
 
 
 def test_a_message_summarises_and_links_each_file():
-    events = [ev("needs_review", i) for i in range(12)] + [ev("failed", 99), Event("endpoint_down", "d", "http://gpu:1234/v1", "cannot connect")]
+    events = [ev("needs_review", i) for i in range(12)] + [
+        ev("failed", 99),
+        Event("endpoint_down", "d", "http://gpu:1234/v1", "cannot connect"),
+    ]
     title, body = compose(events, "http://nas.lan:8765")
     assert title == "handwatch: 12 files need review, 1 file failed, 1 endpoint is down"
     assert "- IMG_0.jpg: why\n  http://h/file/0" in body and "- and 2 more" in body and "IMG_11.jpg" not in body
@@ -90,8 +93,12 @@ def test_a_message_summarises_and_links_each_file():
 
 
 def test_notifications_from_the_database_through_apprise(tmp_path, fake_openai, receiver):
-    w = make_world(tmp_path, fake_openai, web={"public_url": "http://nas.lan:8765"},
-                   extra={"notify": {"urls": [receiver.url], "every": "10m"}})
+    w = make_world(
+        tmp_path,
+        fake_openai,
+        web={"public_url": "http://nas.lan:8765"},
+        extra={"notify": {"urls": [receiver.url], "every": "10m"}},
+    )
     # make_world ran the worker before the notifier existed: what happened then is not news
     cfg = config_mod.load(w.cfg_path)
     db = StateDB(cfg.state_dir)
@@ -108,7 +115,9 @@ def test_notifications_from_the_database_through_apprise(tmp_path, fake_openai, 
 
 
 def test_the_transcription_only_when_the_rule_says_so(tmp_path, fake_openai, receiver):
-    w = make_world(tmp_path, fake_openai, extra={"notify": {"urls": [receiver.url], "on": ["needs_review"], "include_text": True}})
+    w = make_world(
+        tmp_path, fake_openai, extra={"notify": {"urls": [receiver.url], "on": ["needs_review"], "include_text": True}}
+    )
     cfg = config_mod.load(w.cfg_path)
     assert Notifier(cfg, StateDB(cfg.state_dir), clock=lambda: 0.0).tick()
     msg = receiver.messages[-1]
@@ -133,14 +142,26 @@ def test_the_daemon_serves_the_page_and_notifies(tmp_path, fake_openai, receiver
     inbox.mkdir()
     port = free_port()
     cfg = tmp_path / "config.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "state_dir": str(tmp_path / "state"), "endpoints": [{"url": fake_openai.url, "timeout_s": 30}],
-        "defaults": {"settle_s": 0.3}, "folders": [{"path": str(inbox)}],
-        "web": {"listen": f"127.0.0.1:{port}"}, "notify": {"urls": [receiver.url], "every": 3600},
-    }))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "state_dir": str(tmp_path / "state"),
+                "endpoints": [{"url": fake_openai.url, "timeout_s": 30}],
+                "defaults": {"settle_s": 0.3},
+                "folders": [{"path": str(inbox)}],
+                "web": {"listen": f"127.0.0.1:{port}"},
+                "notify": {"urls": [receiver.url], "every": 3600},
+            }
+        )
+    )
     log = tmp_path / "daemon.log"
-    proc = subprocess.Popen([sys.executable, "-m", "handwatch", "-c", str(cfg), "run"], stdout=subprocess.DEVNULL,
-                            stderr=open(log, "ab"), env=cli_env(), stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "handwatch", "-c", str(cfg), "run"],
+        stdout=subprocess.DEVNULL,
+        stderr=open(log, "ab"),
+        env=cli_env(),
+        stdin=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: "daemon.ready" in log.read_text() or proc.poll() is not None, 30, what="daemon ready")

@@ -14,8 +14,16 @@ WHEN = datetime(2026, 11, 21, 16, 20, tzinfo=UTC)
 
 
 def doc(source: Path, pages=("Hello",), **kw) -> output.Document:
-    base = dict(source=source, source_sha256="ab" * 32, pages=list(pages), profile="notes", languages=("en",),
-                engine="vlm", model="qwen2.5-vl-7b-instruct", transcribed=WHEN)
+    base = dict(
+        source=source,
+        source_sha256="ab" * 32,
+        pages=list(pages),
+        profile="notes",
+        languages=("en",),
+        engine="vlm",
+        model="qwen2.5-vl-7b-instruct",
+        transcribed=WHEN,
+    )
     base.update(kw)
     return output.Document(**base)
 
@@ -47,8 +55,15 @@ def test_front_matter_is_exactly_the_contract(tmp_path):
 
 
 def test_multi_page_markers_and_review_fields(tmp_path):
-    text = output.render(doc(tmp_path / "scan.pdf", pages=["one", "two"], languages=("de", "en"),
-                             needs_review=True, review_reasons=("page 2: truncated: hit max_tokens",)))
+    text = output.render(
+        doc(
+            tmp_path / "scan.pdf",
+            pages=["one", "two"],
+            languages=("de", "en"),
+            needs_review=True,
+            review_reasons=("page 2: truncated: hit max_tokens",),
+        )
+    )
     assert "pages: 2\n" in text and "languages: [de, en]\n" in text
     assert "needs_review: true\n" in text
     assert "review_reasons: ['page 2: truncated: hit max_tokens']\n" in text
@@ -123,8 +138,9 @@ def test_writing_a_name_another_original_holds_is_refused(tmp_path, ledger):
     assert (tmp_path / "x.md").read_text() == "a text\n" and ledger.get(tmp_path / "x.md").source == a
 
 
-@pytest.mark.parametrize("name, template", [("...png", "{stem}/{stem}/x{stem}.md"), ("..png", "{stem}/x.md"),
-                                            ("a.png", "{name}/../x.md")])
+@pytest.mark.parametrize(
+    "name, template", [("...png", "{stem}/{stem}/x{stem}.md"), ("..png", "{stem}/x.md"), ("a.png", "{name}/../x.md")]
+)
 def test_names_that_would_climb_out_are_refused(tmp_path, name, template):
     from handwatch.errors import InputError
 
@@ -153,10 +169,20 @@ def test_stale_temp_files_are_removed(tmp_path):
 
 
 def test_confidence_provenance_and_marks_extend_the_front_matter_in_the_contracts_order(tmp_path):
-    text = output.render(doc(tmp_path / "IMG_1234.jpg", pages=("Buy flour and sugar",), needs_review=True,
-                             review_reasons=("2 uncertain words (review from 2)",), confidence=0.71, uncertain_words=2,
-                             marks=(((4, 9), (14, 19)),), endpoint="gpubox", fingerprint="0e1234567890",
-                             extra={"title": "Shopping"}))
+    text = output.render(
+        doc(
+            tmp_path / "IMG_1234.jpg",
+            pages=("Buy flour and sugar",),
+            needs_review=True,
+            review_reasons=("2 uncertain words (review from 2)",),
+            confidence=0.71,
+            uncertain_words=2,
+            marks=(((4, 9), (14, 19)),),
+            endpoint="gpubox",
+            fingerprint="0e1234567890",
+            extra={"title": "Shopping"},
+        )
+    )
     head, body = text.split("---\n")[1:3]
     assert head.endswith(
         "needs_review: true\n"

@@ -42,9 +42,15 @@ def held_replies(fake):
 
 
 def runtime(write_config, fake, folder, **rule):
-    cfg = config.load(write_config({
-        "endpoints": [{"url": fake.url, "max_concurrency": SLOTS, "confidence": "off", "timeout_s": 120}],
-        "defaults": {"settle_s": 0, **rule}, "folders": [{"path": str(folder)}]}))
+    cfg = config.load(
+        write_config(
+            {
+                "endpoints": [{"url": fake.url, "max_concurrency": SLOTS, "confidence": "off", "timeout_s": 120}],
+                "defaults": {"settle_s": 0, **rule},
+                "folders": [{"path": str(folder)}],
+            }
+        )
+    )
     db = StateDB(cfg.state_dir)
     queue = JobQueue(db)
     return build_runtime(cfg, db, queue), queue
@@ -107,8 +113,9 @@ def test_workers_prepare_pages_ahead_of_free_slots_and_no_further(tmp_path, writ
     depth = prefetch.depth(SLOTS)
     assert rt.n == SLOTS + depth
     with workers(rt, queue, release):
-        wait_for(lambda: server["now"] == SLOTS and flow.encoded.now == SLOTS + depth, 60,
-                 what="every slot busy and the prefetch full")
+        wait_for(
+            lambda: server["now"] == SLOTS and flow.encoded.now == SLOTS + depth, 60, what="every slot busy and the prefetch full"
+        )
         assert flow.decoded.now == 0
         assert len(fake_openai.requests) == SLOTS
         assert queue.counts()["running"] == SLOTS + depth and queue.counts()["pending"] == 30 - SLOTS - depth

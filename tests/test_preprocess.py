@@ -8,8 +8,13 @@ from bench import gen
 from handwatch import pixels, preprocess, skew
 from handwatch.config import Preprocess
 
-LINES = ["Pancakes for four people", "250 g flour and two eggs", "half a litre of milk",
-         "a pinch of salt, then whisk", "rest for ten minutes"]
+LINES = [
+    "Pancakes for four people",
+    "250 g flour and two eggs",
+    "half a litre of milk",
+    "a pinch of salt, then whisk",
+    "rest for ten minutes",
+]
 
 
 def text_page(size=(1600, 1200)) -> Image.Image:
@@ -134,7 +139,7 @@ def test_white_point_pins_only_the_band_under_the_paper_and_keeps_a_soft_strokes
     margin = max(preprocess.GRAIN_SIGMAS * grain, preprocess.WHITE_MARGIN)
     white = max(level - margin, 0.85 * level)
     knee = white - preprocess.KNEE * (level - white)
-    assert (lut[int(np.ceil(white)):] == 255).all()  # the paper's grain: plain white
+    assert (lut[int(np.ceil(white)) :] == 255).all()  # the paper's grain: plain white
     assert (np.diff(lut) >= 0).all()  # no tone overtakes a brighter one
     tones = np.arange(int(knee) + 1)
     assert np.abs(lut[tones] - tones * 255 / level).max() <= 1  # ink and soft edges: paper-relative, not brightened

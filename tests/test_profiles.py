@@ -35,9 +35,15 @@ def test_clean_keeps_a_transcription_that_merely_mentions_words():
     assert profiles.clean(text) == text  # "Here is" without "transcription"/"text" is content, not preamble
 
 
-@pytest.mark.parametrize("name, problem", [
-    ("narration.txt", "narration"), ("refusal.txt", "refusal"), ("loop_lines.txt", "loop"), ("loop_words.txt", "loop"),
-])
+@pytest.mark.parametrize(
+    "name, problem",
+    [
+        ("narration.txt", "narration"),
+        ("refusal.txt", "refusal"),
+        ("loop_lines.txt", "loop"),
+        ("loop_words.txt", "loop"),
+    ],
+)
 def test_bad_replies_are_recognised(name, problem):
     assert profiles.judge(profiles.clean(reply(name)), "stop").problem == problem
 
@@ -72,7 +78,8 @@ def test_recipe_json_validates_and_renders():
         '{"title": "Apfelkuchen", "servings": 8, "times": {"prep": "20 min", "cook": "45 min", "total": null},'
         ' "ingredients": [{"quantity": 500, "unit": "g", "item": "Äpfel", "note": null},'
         ' {"quantity": "3", "unit": null, "item": "Eier", "note": "Größe M"}],'
-        ' "steps": ["Äpfel schälen.", "Backen."], "notes": ["Von Oma"]}')
+        ' "steps": ["Äpfel schälen.", "Backen."], "notes": ["Von Oma"]}'
+    )
     assert why is None
     md = profiles.render_recipe(recipe)
     assert md.splitlines()[0] == "# Apfelkuchen"
@@ -81,11 +88,14 @@ def test_recipe_json_validates_and_renders():
     assert md.endswith("## Notes\n\nVon Oma")
 
 
-@pytest.mark.parametrize("text, why", [
-    ("no json here", "no JSON object"),
-    ('{"title": "x", "ingredients": [', "invalid JSON"),
-    ('{"title": "x", "ingredients": [], "steps": ["a"]}', "ingredients"),
-])
+@pytest.mark.parametrize(
+    "text, why",
+    [
+        ("no json here", "no JSON object"),
+        ('{"title": "x", "ingredients": [', "invalid JSON"),
+        ('{"title": "x", "ingredients": [], "steps": ["a"]}', "ingredients"),
+    ],
+)
 def test_recipe_json_that_does_not_validate_says_why(text, why):
     recipe, reason = profiles.parse_recipe(text)
     assert recipe is None and why in reason

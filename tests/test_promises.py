@@ -51,10 +51,14 @@ def server():
 @pytest.fixture
 def config(tmp_path, inbox, server):
     def write(folder: dict | None = None, **top) -> Path:
-        data = {"state_dir": str(tmp_path / "state"),
-                "endpoints": [{"url": server.url, "max_concurrency": 4, "timeout_s": 60}],
-                "defaults": {"settle_s": 0.2, "preprocess": PLAIN}, "rescan_s": 600,
-                "folders": [{"path": str(inbox), **(folder or {})}], **top}
+        data = {
+            "state_dir": str(tmp_path / "state"),
+            "endpoints": [{"url": server.url, "max_concurrency": 4, "timeout_s": 60}],
+            "defaults": {"settle_s": 0.2, "preprocess": PLAIN},
+            "rescan_s": 600,
+            "folders": [{"path": str(inbox), **(folder or {})}],
+            **top,
+        }
         path = tmp_path / "config.yaml"
         path.write_text(yaml.safe_dump(data, sort_keys=False))
         return path
@@ -90,6 +94,7 @@ def job_states(cfg: Path) -> dict[str, str]:
 
 # --- 1. two originals with one stem finishing together ------------------------------------------
 
+
 def test_two_originals_with_one_stem_finishing_together_each_keep_their_text(inbox, server, config, daemon, run_cli):
     release = held(server)
     cfg = config()
@@ -101,14 +106,15 @@ def test_two_originals_with_one_stem_finishing_together_each_keep_their_text(inb
     wait_for(lambda: status(cfg)["counts"]["done"] + status(cfg)["counts"]["failed"] == 2, 30, what="both finished")
     assert status(cfg)["counts"]["failed"] == 0, job_states(cfg)
     mds = {front(m)["source"]: m for m in markdowns(inbox)}
-    assert sorted(m.name for m in mds.values()) == ["IMG_0.jpg.md", "IMG_0.md"] or \
-        sorted(m.name for m in mds.values()) == ["IMG_0.md", "IMG_0.png.md"]
+    assert sorted(m.name for m in mds.values()) == ["IMG_0.jpg.md", "IMG_0.md"] or sorted(m.name for m in mds.values()) == [
+        "IMG_0.md",
+        "IMG_0.png.md",
+    ]
     assert body(mds["IMG_0.png"]) == text_of(1) and body(mds["IMG_0.jpg"]) == text_of(2)
     # A retry of both keeps each text where it was: no ledger row changed owner.
     server.default = text_for
     assert run_cli("retry", "-c", cfg, inbox / "IMG_0.png", inbox / "IMG_0.jpg").returncode == 0
-    wait_for(lambda: len(d.events("file.transcribed")) == 4 and status(cfg)["counts"]["done"] == 2, 30,
-             what="both retried")
+    wait_for(lambda: len(d.events("file.transcribed")) == 4 and status(cfg)["counts"]["done"] == 2, 30, what="both retried")
     mds2 = {front(m)["source"]: m for m in markdowns(inbox)}
     assert mds2 == mds
     assert body(mds["IMG_0.png"]) == text_of(1) and body(mds["IMG_0.jpg"]) == text_of(2)
@@ -116,6 +122,7 @@ def test_two_originals_with_one_stem_finishing_together_each_keep_their_text(inb
 
 
 # --- 2. `after: move` with a name the scanner reuses ---------------------------------------------
+
 
 def test_after_move_with_a_reused_name_never_replaces_the_first_markdown(inbox, server, config, daemon):
     cfg = config({"after": {"move": "done"}})
@@ -134,6 +141,7 @@ def test_after_move_with_a_reused_name_never_replaces_the_first_markdown(inbox, 
 
 # --- 3. an edit made while a write is in progress ------------------------------------------------
 
+
 def test_an_edit_made_while_the_database_delays_the_write_is_kept(tmp_path, inbox, config, run_cli):
     cfg = config()
     photo = id_png(inbox / "a.png", 3)
@@ -142,8 +150,13 @@ def test_an_edit_made_while_the_database_delays_the_write_is_kept(tmp_path, inbo
     # Another process holds the database's write lock: the second write is delayed inside handwatch.
     lock = sqlite3.connect(tmp_path / "state" / "state.sqlite3", isolation_level=None, timeout=30)
     lock.execute("BEGIN IMMEDIATE")
-    proc = subprocess.Popen([sys.executable, "-m", "handwatch", "-c", str(cfg), "once", str(photo)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "handwatch", "-c", str(cfg), "once", str(photo)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    )
     try:
         # The new text is on disk in its temporary file: handwatch has checked a.md and is about to replace it.
         wait_for(lambda: temps(inbox) or proc.poll() is not None, 60, what="the temporary output")
@@ -159,8 +172,10 @@ def test_an_edit_made_while_the_database_delays_the_write_is_kept(tmp_path, inbo
 
 # --- 4. same size and mtime, new content ---------------------------------------------------------
 
-def test_new_content_with_the_same_size_and_mtime_renamed_over_a_done_file_is_transcribed(inbox, server, config,
-                                                                                          daemon, tmp_path):
+
+def test_new_content_with_the_same_size_and_mtime_renamed_over_a_done_file_is_transcribed(
+    inbox, server, config, daemon, tmp_path
+):
     cfg = config()
     d = daemon(cfg)
     a = id_png(inbox / "a.png", 1)
@@ -176,6 +191,7 @@ def test_new_content_with_the_same_size_and_mtime_renamed_over_a_done_file_is_tr
 
 # --- 5. `once` with several files and `after: move` ----------------------------------------------
 
+
 def test_once_with_several_files_and_after_move_does_all_of_them(inbox, config, run_cli):
     cfg = config({"after": {"move": "done"}})
     a, b = id_png(inbox / "a.png", 1), id_png(inbox / "b.png", 2)
@@ -188,6 +204,7 @@ def test_once_with_several_files_and_after_move_does_all_of_them(inbox, config, 
 
 
 # --- 6. a move folder named in a sub-folder's rule file is never an input ------------------------
+
 
 def test_move_folder_of_a_sub_folder_rule_is_not_watched_as_input(inbox, server, config, daemon, run_cli):
     sub = inbox / "sub"
@@ -207,16 +224,15 @@ def test_move_folder_of_a_sub_folder_rule_is_not_watched_as_input(inbox, server,
 
 # --- 7. stopping, and moving an original -------------------------------------------------------
 
+
 def two_page_pdf(path: Path, first: int, second: int) -> Path:
     from tests.daemon_util import id_image
 
-    id_image(first, (300, 400)).save(path, "PDF", save_all=True, append_images=[id_image(second, (300, 400))],
-                                     resolution=50)
+    id_image(first, (300, 400)).save(path, "PDF", save_all=True, append_images=[id_image(second, (300, 400))], resolution=50)
     return path
 
 
-def test_a_worker_that_outlives_the_stop_grace_never_writes_after_its_job_was_released(tmp_path, inbox, server,
-                                                                                         config, daemon):
+def test_a_worker_that_outlives_the_stop_grace_never_writes_after_its_job_was_released(tmp_path, inbox, server, config, daemon):
     """Two PDFs in flight at SIGTERM. The stop grace runs out and both jobs go back to the queue. Then A's
     replies arrive while B's are still held: B's page thread keeps the process from exiting, which gave
     A's worker all the time it needed to write A's Markdown after its job was released — and the next
@@ -263,6 +279,7 @@ def test_moving_an_original_never_replaces_what_is_at_the_destination(inbox, con
 
 # --- 8, 9. nothing written outside the watched folder --------------------------------------------
 
+
 def test_an_output_template_cannot_climb_out_with_a_dot_dot_stem(tmp_path, inbox, server, config, daemon):
     outside = tree(tmp_path.parent)
     (inbox / ".handwatch.yaml").write_text("output: '{stem}/{stem}/x{stem}.md'\n")
@@ -302,6 +319,7 @@ def test_a_rule_file_cannot_move_originals_out_of_the_watched_folder(tmp_path, i
 
 # --- 10. permissions ------------------------------------------------------------------------------
 
+
 def test_markdown_takes_the_originals_permissions_and_the_state_is_private(tmp_path, inbox, config, run_cli):
     photo = id_png(inbox / "a.png", 1)
     os.chmod(photo, 0o600)
@@ -316,6 +334,7 @@ def test_markdown_takes_the_originals_permissions_and_the_state_is_private(tmp_p
 
 # --- 12. rule files and duplicate keys -------------------------------------------------------------
 
+
 def test_recursive_and_poll_in_a_rule_file_are_refused_with_a_reason(inbox, config, run_cli):
     (inbox / ".handwatch.yaml").write_text("recursive: false\n")
     res = run_cli("once", "-c", config(), id_png(inbox / "a.png", 1))
@@ -324,7 +343,9 @@ def test_recursive_and_poll_in_a_rule_file_are_refused_with_a_reason(inbox, conf
 
 def test_a_duplicate_key_in_the_config_is_an_error(tmp_path, inbox, run_cli):
     cfg = tmp_path / "dup.yaml"
-    cfg.write_text(f"state_dir: {tmp_path / 'state'}\nfolders:\n  - path: {inbox}\n"
-                   f"defaults: {{engine: tesseract}}\nfolders:\n  - path: {tmp_path}\n")
+    cfg.write_text(
+        f"state_dir: {tmp_path / 'state'}\nfolders:\n  - path: {inbox}\n"
+        f"defaults: {{engine: tesseract}}\nfolders:\n  - path: {tmp_path}\n"
+    )
     res = run_cli("check", "-c", cfg)
     assert res.returncode == 78 and "folders: duplicate key" in res.stderr, res.stderr

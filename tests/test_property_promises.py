@@ -69,12 +69,18 @@ class World:
         self.lock = threading.Lock()
         server.default = self._held_reply
         self.cfg = root / "config.yaml"
-        self.cfg.write_text(yaml.safe_dump({
-            "state_dir": str(root / "state"), "rescan_s": 600, "stop_grace_s": 2,
-            "endpoints": [{"url": server.url, "max_concurrency": 4, "timeout_s": 120}],
-            "defaults": {"settle_s": 0.2, "preprocess": PLAIN},
-            "folders": [{"path": str(self.inbox)}],
-        }))
+        self.cfg.write_text(
+            yaml.safe_dump(
+                {
+                    "state_dir": str(root / "state"),
+                    "rescan_s": 600,
+                    "stop_grace_s": 2,
+                    "endpoints": [{"url": server.url, "max_concurrency": 4, "timeout_s": 120}],
+                    "defaults": {"settle_s": 0.2, "preprocess": PLAIN},
+                    "folders": [{"path": str(self.inbox)}],
+                }
+            )
+        )
         self.before = self.outside()
         self.daemon = DaemonProc(self.cfg, root / "daemon.log")
 
@@ -85,8 +91,7 @@ class World:
         return {**text_for(rec), "hold": ev, "hold_timeout": 120}
 
     def outside(self) -> set[str]:
-        return {p for p in tree(self.root)
-                if not p.startswith(("inbox", "state", "staging")) and p not in ("daemon.log",)}
+        return {p for p in tree(self.root) if not p.startswith(("inbox", "state", "staging")) and p not in ("daemon.log",)}
 
     # --- steps ------------------------------------------------------------------------------------
 
@@ -154,12 +159,18 @@ class World:
             sha = hashlib.sha256(p.read_bytes()).hexdigest()
             if self.kind[sha] != KIND[p.suffix]:  # renamed across formats: bad input, failed with its reason
                 job = jobs.get(str(p)) or {}
-                if not (job.get("state") == "failed" and job.get("sha256") == sha
-                        and f"content is {self.kind[sha]}" in (job.get("reason") or "")):
+                if not (
+                    job.get("state") == "failed"
+                    and job.get("sha256") == sha
+                    and f"content is {self.kind[sha]}" in (job.get("reason") or "")
+                ):
                     out.append(f"{p.name}: {self.kind[sha]} content, yet job {job.get('state')} {job.get('reason')}")
                 continue
-            current = [m for m, meta in mds.items()
-                       if m.parent == p.parent and meta.get("source") == p.name and meta.get("source_sha256") == sha]
+            current = [
+                m
+                for m, meta in mds.items()
+                if m.parent == p.parent and meta.get("source") == p.name and meta.get("source_sha256") == sha
+            ]
             if len(current) > 1:
                 out.append(f"{p.name}: {len(current)} current Markdown files {[m.name for m in current]}")
             elif current:
@@ -168,8 +179,11 @@ class World:
                     out.append(f"{p.name}: {current[0].name} holds {body!r}, not its own text")
             else:
                 job = jobs.get(str(p)) or {}
-                blocked = job.get("state") == "failed" and job.get("sha256") == sha and any(
-                    w in (job.get("reason") or "") for w in ("edited", "not written by handwatch"))
+                blocked = (
+                    job.get("state") == "failed"
+                    and job.get("sha256") == sha
+                    and any(w in (job.get("reason") or "") for w in ("edited", "not written by handwatch"))
+                )
                 overwritten = any(m.parent == p.parent and front(m).get("source") == p.name for m in self.edited)
                 if not (blocked or (overwritten and job.get("state") in ("done", "failed"))):
                     out.append(f"{p.name}: no current Markdown (job: {job.get('state')} {job.get('reason')})")
@@ -181,8 +195,9 @@ class World:
         return out
 
 
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
-          phases=PHASES, database=None)
+@settings(
+    max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, phases=PHASES, database=None
+)
 @given(schedules)
 def test_every_promise_holds_under_random_interleavings(schedule):
     root = Path(tempfile.mkdtemp(prefix="handwatch-property-"))

@@ -16,8 +16,16 @@ from tests import rawfiles
 T = Image.Transpose
 # What turns the upright page into what a camera stores under each EXIF orientation (the inverse
 # of what a viewer does to show it).
-STORED = {1: None, 2: T.FLIP_LEFT_RIGHT, 3: T.ROTATE_180, 4: T.FLIP_TOP_BOTTOM, 5: T.TRANSPOSE,
-          6: T.ROTATE_90, 7: T.TRANSVERSE, 8: T.ROTATE_270}
+STORED = {
+    1: None,
+    2: T.FLIP_LEFT_RIGHT,
+    3: T.ROTATE_180,
+    4: T.FLIP_TOP_BOTTOM,
+    5: T.TRANSPOSE,
+    6: T.ROTATE_90,
+    7: T.TRANSVERSE,
+    8: T.ROTATE_270,
+}
 
 
 def load(path, max_side=4000, mp=100.0, pages=50):
@@ -112,21 +120,29 @@ def test_each_page_of_a_tiff_keeps_its_own_orientation(tmp_path):
 
 # --- deep samples -----------------------------------------------------------------------------
 
+
 def deep_page(paper: float, ink: float, dtype) -> np.ndarray:
     a = np.full((120, 200), paper, dtype)
     a[40:80, 30:170] = ink
     return a
 
 
-@pytest.mark.parametrize("name, arr, ext", [
-    ("16-bit PNG", deep_page(60000, 8000, np.uint16), ".png"),
-    ("12 bits in a 16-bit PNG", deep_page(3900, 500, np.uint16), ".png"),
-    ("16-bit TIFF", deep_page(60000, 8000, np.uint16), ".tif"),
-    ("16-bit big-endian TIFF", deep_page(60000, 8000, np.uint16).astype(">u2"), ".tif"),
-    ("32-bit integer TIFF", deep_page(3_000_000, 100_000, np.int32), ".tif"),
-    ("32-bit float TIFF", deep_page(0.92, 0.08, np.float32), ".tif"),
-    ("float TIFF with NaN", np.where(np.eye(120, 200, dtype=bool), np.nan, deep_page(0.92, 0.08, np.float32)).astype(np.float32), ".tif"),
-])
+@pytest.mark.parametrize(
+    "name, arr, ext",
+    [
+        ("16-bit PNG", deep_page(60000, 8000, np.uint16), ".png"),
+        ("12 bits in a 16-bit PNG", deep_page(3900, 500, np.uint16), ".png"),
+        ("16-bit TIFF", deep_page(60000, 8000, np.uint16), ".tif"),
+        ("16-bit big-endian TIFF", deep_page(60000, 8000, np.uint16).astype(">u2"), ".tif"),
+        ("32-bit integer TIFF", deep_page(3_000_000, 100_000, np.int32), ".tif"),
+        ("32-bit float TIFF", deep_page(0.92, 0.08, np.float32), ".tif"),
+        (
+            "float TIFF with NaN",
+            np.where(np.eye(120, 200, dtype=bool), np.nan, deep_page(0.92, 0.08, np.float32)).astype(np.float32),
+            ".tif",
+        ),
+    ],
+)
 def test_deep_grey_is_scaled_by_its_range_not_clipped_to_white(tmp_path, name, arr, ext):
     p = tmp_path / f"deep{ext}"
     im = Image.fromarray(arr)
@@ -162,6 +178,7 @@ def test_64_bit_float_tiff_is_read_by_libtiff_when_pillow_cannot(tmp_path):
 
 # --- BigTIFF ----------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("order", ["<", ">"])
 def test_bigtiff_in_either_byte_order_is_read_page_by_page(tmp_path, order):
     pages = [deep_page(230, 20, np.uint8), np.dstack([deep_page(200, 10, np.uint8)] * 3)[:, :150]]
@@ -195,6 +212,7 @@ def test_fax_pixels_are_made_square(tmp_path):
 
 # --- PDF header -------------------------------------------------------------------------------
 
+
 def pdf_bytes() -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (300, 400), "white").save(buf, "PDF")
@@ -216,6 +234,7 @@ def test_pdf_header_further_than_1024_bytes_is_not_a_pdf(tmp_path):
 
 
 # --- reasons that say what happened ------------------------------------------------------------
+
 
 def test_12_bit_jpeg_says_so(tmp_path):
     p = tmp_path / "ct.jpg"
@@ -275,6 +294,7 @@ def test_a_failure_carries_the_decoders_own_words(tmp_path):
 
 # --- poppler's memory limit, set without preexec_fn (issue #10, item 10) -------------------------
 
+
 def test_poppler_runs_under_prlimit_not_preexec_fn(tmp_path, monkeypatch):
     """preexec_fn runs Python between fork and exec, which can deadlock the child when other
     threads exist; the limit is set by prlimit, which then execs poppler."""
@@ -309,6 +329,7 @@ def test_the_child_really_runs_under_the_memory_limit(tmp_path):
 
 
 # --- HEIC previews ----------------------------------------------------------------------------
+
 
 def heic_with_previews(p, boxes, n=1, scale=5):
     """A HEIC of the upright page stored under orientation `n` (irot/imir and the EXIF tag, as a

@@ -29,8 +29,13 @@ def setup(tmp_path, fake_openai, write_config, run_cli):
             draw_page([f"Note {i}{j} buy flour"]).save(folder / f"n{j}.png")
 
     def cfg(model="model-a", **rule):
-        return write_config({"endpoints": [{"url": fake_openai.url, "model": model, "max_concurrency": 2}],
-                             "defaults": {"settle_s": 0, **rule}, "folders": [{"path": str(f)} for f in folders.values()]})
+        return write_config(
+            {
+                "endpoints": [{"url": fake_openai.url, "model": model, "max_concurrency": 2}],
+                "defaults": {"settle_s": 0, **rule},
+                "folders": [{"path": str(f)} for f in folders.values()],
+            }
+        )
 
     first = cfg()
     res = run_cli("scan", "-c", first)
@@ -101,16 +106,28 @@ def test_needs_review_picks_the_doubtful_ones(tmp_path, fake_openai, write_confi
     draw_page(["Buy flour"]).save(inbox / "sure.png")
     draw_page(["Call grandma"]).save(inbox / "unsure.png")
     fake_openai.reply("fine text", {"content": "words", "logprobs": tokens("words", {"words": 0.1})})
-    cfg = write_config({"endpoints": [{"url": fake_openai.url, "model": "m", "max_concurrency": 1}],
-                        "defaults": {"settle_s": 0}, "folders": [{"path": str(inbox)}]})
+    cfg = write_config(
+        {
+            "endpoints": [{"url": fake_openai.url, "model": "m", "max_concurrency": 1}],
+            "defaults": {"settle_s": 0},
+            "folders": [{"path": str(inbox)}],
+        }
+    )
     for name in ("sure.png", "unsure.png"):
         assert run_cli("once", "-c", cfg, inbox / name).returncode == 0
     assert meta(inbox / "unsure.md")["needs_review"] is True and meta(inbox / "sure.md")["needs_review"] is False
-    changed = write_config({"endpoints": [{"url": fake_openai.url, "model": "bigger", "max_concurrency": 1}],
-                            "defaults": {"settle_s": 0}, "folders": [{"path": str(inbox)}]})
+    changed = write_config(
+        {
+            "endpoints": [{"url": fake_openai.url, "model": "bigger", "max_concurrency": 1}],
+            "defaults": {"settle_s": 0},
+            "folders": [{"path": str(inbox)}],
+        }
+    )
     res = run_cli("redo", "--dry-run", "--needs-review", "-c", changed)
-    assert res.stdout.splitlines() == [f"would redo {inbox / 'unsure.png'}: model m → bigger",
-                                       "1 to redo, 0 conflict(s), 0 skipped"]
+    assert res.stdout.splitlines() == [
+        f"would redo {inbox / 'unsure.png'}: model m → bigger",
+        "1 to redo, 0 conflict(s), 0 skipped",
+    ]
 
 
 def test_threshold_change_renders_again_without_asking_the_model(setup, run_cli, fake_openai):
@@ -161,9 +178,11 @@ def test_fingerprint_parts_name_what_changed():
     rule = config.Rule()
     cfg = config.Config(endpoints=[config.Endpoint(url="http://127.0.0.1:1/v1")])
     base = provenance.parts(rule, cfg)
-    for change, said in [({"profile": "recipe"}, ["prompt changed", "rule changed"]),
-                         ({"preprocess": {**rule.preprocess.model_dump(), "grayscale": True}}, ["preprocessing changed"]),
-                         ({"uncertain_below": 0.3}, ["review thresholds changed"]),
-                         ({"settle_s": 30}, [])]:
+    for change, said in [
+        ({"profile": "recipe"}, ["prompt changed", "rule changed"]),
+        ({"preprocess": {**rule.preprocess.model_dump(), "grayscale": True}}, ["preprocessing changed"]),
+        ({"uncertain_below": 0.3}, ["review thresholds changed"]),
+        ({"settle_s": 30}, []),
+    ]:
         other = config.Rule.model_validate({**rule.model_dump(), **change})
         assert provenance.changes(base, provenance.parts(other, cfg)) == said

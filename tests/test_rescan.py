@@ -20,8 +20,14 @@ def test_rescans_read_no_file_whose_version_is_done(tmp_path, write_config, fake
     whose mtime changed since its job is read, and found unreadable."""
     inbox = tmp_path / "inbox"
     (inbox / "sub").mkdir(parents=True)
-    cfg = write_config({"endpoints": [{"url": fake_openai.url, "max_concurrency": 2}], "rescan_s": 5,
-                        "defaults": {"settle_s": 0.2}, "folders": [{"path": str(inbox)}]})
+    cfg = write_config(
+        {
+            "endpoints": [{"url": fake_openai.url, "max_concurrency": 2}],
+            "rescan_s": 5,
+            "defaults": {"settle_s": 0.2},
+            "folders": [{"path": str(inbox)}],
+        }
+    )
     db = StateDB(tmp_path / "state")
     queue = JobQueue(db)
     done = [inbox / f"IMG_{i:03d}.jpg" for i in range(30)] + [inbox / "sub" / f"s{i}.jpg" for i in range(30)]
@@ -43,8 +49,9 @@ def test_rescans_read_no_file_whose_version_is_done(tmp_path, write_config, fake
         assert [e["path"] for e in parked] == [str(changed)]
         assert "waiting for permission to read" in parked[0]["reason"]
         assert not d.events("file.unreadable") and not d.events("file.settled")
-        assert {r["state"] for r in db.connect().execute("SELECT state FROM jobs WHERE path != ?",
-                                                         (os.fsencode(changed),))} == {"done"}
+        assert {r["state"] for r in db.connect().execute("SELECT state FROM jobs WHERE path != ?", (os.fsencode(changed),))} == {
+            "done"
+        }
         assert all(e["files"] >= len(done) + 1 and e["queued"] == 0 for e in d.events("rescan.done")[n:])
     finally:
         assert d.stop() == 0

@@ -17,7 +17,9 @@ def make_cfg(tmp_path, text: str) -> config.Config:
 
 @pytest.fixture
 def cfg(tmp_path):
-    return make_cfg(tmp_path, f"""
+    return make_cfg(
+        tmp_path,
+        f"""
 endpoints: [{{url: "http://127.0.0.1:1/v1"}}]
 defaults: {{languages: [en], settle_s: 5, preprocess: {{grayscale: true}}}}
 folders:
@@ -27,7 +29,8 @@ folders:
     languages: [de, en]
   - path: {tmp_path}/flat
     recursive: false
-""")
+""",
+    )
 
 
 def test_pure_resolution_order(cfg, tmp_path):
@@ -80,7 +83,9 @@ def test_bad_rule_file_names_file_and_key(cfg, tmp_path):
     (sub / ".handwatch.yaml").write_text("profle: recipe\n")
     with pytest.raises(ConfigError) as err:
         rules.RuleBook(cfg).resolve(sub / "a.jpg")
-    assert err.value.source == str(sub / ".handwatch.yaml") and err.value.problems == ["profle: unknown key (did you mean `profile`?)"]
+    assert err.value.source == str(sub / ".handwatch.yaml") and err.value.problems == [
+        "profle: unknown key (did you mean `profile`?)"
+    ]
 
 
 def test_include_exclude_globs():

@@ -37,8 +37,7 @@ def test_scan_right_after_a_copy_waits_for_the_files_to_settle(inbox, fake_opena
         id_png(inbox / f"p{i}.png", i)
         later = time.time() + 3600  # as fresh as can be, whatever the clock says while the CLI starts
         os.utime(inbox / f"p{i}.png", (later, later))
-    cfg = write_config({"endpoints": [{"url": fake_openai.url}], "defaults": {"settle_s": 2},
-                        "folders": [{"path": str(inbox)}]})
+    cfg = write_config({"endpoints": [{"url": fake_openai.url}], "defaults": {"settle_s": 2}, "folders": [{"path": str(inbox)}]})
     res = run_cli("scan", "-c", cfg)
     assert res.returncode == 0, res.stderr
     assert "scan: 2 transcribed (2 file(s) seen)" in res.stderr
@@ -47,9 +46,13 @@ def test_scan_right_after_a_copy_waits_for_the_files_to_settle(inbox, fake_opena
 
 def test_the_summary_accounts_for_every_file_it_saw(inbox, fake_openai, write_config, run_cli):
     fake_openai.default = lambda req: "Buy [illegible] and sugar" if ident_of(req.image) == 1 else "Call grandma"
-    cfg = write_config({"endpoints": [{"url": fake_openai.url, "max_concurrency": 1}],
-                        "defaults": {"settle_s": 0, "preprocess": {"contrast": False, "deskew": False}},
-                        "folders": [{"path": str(inbox)}, {"path": str(inbox.parent / "not-mounted")}]})
+    cfg = write_config(
+        {
+            "endpoints": [{"url": fake_openai.url, "max_concurrency": 1}],
+            "defaults": {"settle_s": 0, "preprocess": {"contrast": False, "deskew": False}},
+            "folders": [{"path": str(inbox)}, {"path": str(inbox.parent / "not-mounted")}],
+        }
+    )
     id_png(inbox / "done.png", 5)
     assert run_cli("scan", "-c", cfg).returncode == 0
     id_png(inbox / "a.png", 1)
@@ -124,8 +127,7 @@ def test_on_a_terminal_log_lines_stay_above_the_bar(inbox, fake_openai, write_co
     fake_openai.reply(*({"content": f"page {i}", "hold": g} for i, g in enumerate(gates)))
     for i in range(3):
         id_png(inbox / f"p{i}.png", i + 1)
-    cfg = write_config({"endpoints": [{"url": fake_openai.url}], "defaults": {"settle_s": 0},
-                        "folders": [{"path": str(inbox)}]})
+    cfg = write_config({"endpoints": [{"url": fake_openai.url}], "defaults": {"settle_s": 0}, "folders": [{"path": str(inbox)}]})
     term = Terminal([sys.executable, "-m", "handwatch", "-c", str(cfg), "scan"])
     try:
         wait_for(lambda: fake_openai.in_flight == 3, 60, what="three requests in flight")
@@ -152,8 +154,7 @@ def test_on_a_terminal_log_lines_stay_above_the_bar(inbox, fake_openai, write_co
 def test_no_bar_when_stderr_is_not_a_terminal(inbox, fake_openai, write_config, run_cli):
     for i in range(2):
         id_png(inbox / f"p{i}.png", i + 1)
-    cfg = write_config({"endpoints": [{"url": fake_openai.url}], "defaults": {"settle_s": 0},
-                        "folders": [{"path": str(inbox)}]})
+    cfg = write_config({"endpoints": [{"url": fake_openai.url}], "defaults": {"settle_s": 0}, "folders": [{"path": str(inbox)}]})
     res = run_cli("scan", "-c", cfg)
     assert res.returncode == 0
     assert "━" not in res.stderr and "\r" not in res.stderr and "\x1b[" not in res.stderr
@@ -193,8 +194,9 @@ def test_with_the_endpoint_down_everything_waits_and_scan_exits_69(tmp_path, inb
     id_png(inbox / "fresh.png", 2)
     later = time.time() + 3600
     os.utime(inbox / "fresh.png", (later, later))
-    cfg = write_config({"endpoints": [{"url": url, "model": "m"}], "defaults": {"settle_s": 20},
-                        "folders": [{"path": str(inbox)}]})
+    cfg = write_config(
+        {"endpoints": [{"url": url, "model": "m"}], "defaults": {"settle_s": 20}, "folders": [{"path": str(inbox)}]}
+    )
     os.utime(inbox / "old.png", (time.time() - 60, time.time() - 60))
     res = run_cli("scan", "-c", cfg)
     assert res.returncode == 69, res.stderr

@@ -25,8 +25,9 @@ SANDBOX = [sys.executable, str(REPO / "tests" / "sandbox.py"), str(SYSTEM_UNIT)]
 
 
 def analyze(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(["systemd-analyze", *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        ["systemd-analyze", *args], capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})}
+    )
 
 
 def exposure(res: subprocess.CompletedProcess) -> float:
@@ -61,11 +62,20 @@ def test_the_system_unit_verifies_silently_and_rates_at_most_2(tmp_path):
     assert res.returncode == 0 and res.stderr == "", res.stderr  # verify exits 0 on some errors: stderr tells
     assert exposure(analyze("security", "--offline=true", str(unit))) <= 2.0
     s = settings(SYSTEM_UNIT.read_text())
-    for key, value in {"Type": "notify", "Restart": "on-failure", "ExecReload": "/bin/kill -HUP $MAINPID",
-                       "UMask": "0077", "RestartPreventExitStatus": "78", "User": "handwatch",
-                       "StateDirectory": "handwatch", "ConfigurationDirectory": "handwatch",
-                       "SupplementaryGroups": "sync", "ProtectSystem": "strict", "MemoryDenyWriteExecute": "yes",
-                       "CapabilityBoundingSet": ""}.items():
+    for key, value in {
+        "Type": "notify",
+        "Restart": "on-failure",
+        "ExecReload": "/bin/kill -HUP $MAINPID",
+        "UMask": "0077",
+        "RestartPreventExitStatus": "78",
+        "User": "handwatch",
+        "StateDirectory": "handwatch",
+        "ConfigurationDirectory": "handwatch",
+        "SupplementaryGroups": "sync",
+        "ProtectSystem": "strict",
+        "MemoryDenyWriteExecute": "yes",
+        "CapabilityBoundingSet": "",
+    }.items():
         assert s[key] == [value], key
     assert "WatchdogSec" in s and "MemoryMax" in s
 
@@ -99,8 +109,12 @@ def shared(tmp_path):
 
 
 def test_handwatch_unit_writes_a_drop_in_that_fits_the_config(tmp_path, shared, write_config, run_cli):
-    cfg = write_config({"endpoints": [{"url": "http://127.0.0.1:1234/v1"}],
-                        "folders": [{"path": str(shared)}, {"path": "/home/alice/Sync/Phone"}]})
+    cfg = write_config(
+        {
+            "endpoints": [{"url": "http://127.0.0.1:1234/v1"}],
+            "folders": [{"path": str(shared)}, {"path": "/home/alice/Sync/Phone"}],
+        }
+    )
     res = run_cli("unit", "-c", cfg)
     assert res.returncode == 0, res.stderr
     s = settings(res.stdout)
@@ -125,14 +139,19 @@ def test_handwatch_unit_writes_a_drop_in_that_fits_the_config(tmp_path, shared, 
 
 
 def test_handwatch_unit_lifts_the_address_allow_list_for_a_remote_endpoint(tmp_path, write_config, run_cli):
-    cfg = write_config({"endpoints": [{"url": "http://93.184.216.34:8000/v1", "allow_remote": True}],
-                        "folders": [{"path": str(tmp_path / "in")}]})
+    cfg = write_config(
+        {
+            "endpoints": [{"url": "http://93.184.216.34:8000/v1", "allow_remote": True}],
+            "folders": [{"path": str(tmp_path / "in")}],
+        }
+    )
     res = run_cli("unit", "-c", cfg)
     assert res.returncode == 0 and settings(res.stdout)["IPAddressDeny"] == [""]
     assert "endpoints with allow_remote: true" in res.stdout
 
 
 # --- the sandbox ----------------------------------------------------------------------------------------
+
 
 def test_the_sandbox_really_refuses_what_the_unit_forbids():
     """The control for the tests below: under tests/sandbox.py, writable-and-executable memory, a netlink
@@ -165,8 +184,7 @@ def pages(folder: Path) -> list[Path]:
     pillow_heif.register_heif_opener()
     page = draw_page(["Sandbox 42", "hello world"], size=(900, 400))
     out = []
-    for ext, fmt in (("jpg", "JPEG"), ("png", "PNG"), ("webp", "WEBP"), ("tif", "TIFF"), ("heic", "HEIF"),
-                     ("pdf", "PDF")):
+    for ext, fmt in (("jpg", "JPEG"), ("png", "PNG"), ("webp", "WEBP"), ("tif", "TIFF"), ("heic", "HEIF"), ("pdf", "PDF")):
         out.append(folder / f"page-{ext}.{ext}")
         page.save(out[-1], fmt)
     return out
@@ -179,10 +197,16 @@ def test_every_format_and_both_engines_work_without_writable_executable_memory(t
     cpu.mkdir()
     gpu.mkdir()
     files = pages(cpu) + pages(gpu)
-    cfg = write_config({"endpoints": [{"url": fake_openai.url}],
-                        "folders": [{"path": str(cpu), "engine": "tesseract"}, {"path": str(gpu)}]})
-    res = subprocess.run([*SANDBOX, sys.executable, "-m", "handwatch", "-c", str(cfg), "once", *map(str, files)],
-                         capture_output=True, text=True, env=cli_env(), timeout=600)
+    cfg = write_config(
+        {"endpoints": [{"url": fake_openai.url}], "folders": [{"path": str(cpu), "engine": "tesseract"}, {"path": str(gpu)}]}
+    )
+    res = subprocess.run(
+        [*SANDBOX, sys.executable, "-m", "handwatch", "-c", str(cfg), "once", *map(str, files)],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr
     assert len(res.stdout.split()) == 12
     for f in files:
@@ -196,8 +220,11 @@ def test_every_format_and_both_engines_work_without_writable_executable_memory(t
 def test_the_daemon_runs_reloads_and_stops_under_the_units_filters(tmp_path, fake_openai, write_config):
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    data = {"endpoints": [{"url": fake_openai.url}], "defaults": {"settle_s": 0.2},
-            "folders": [{"path": str(inbox), "after": {"move": "done"}}]}
+    data = {
+        "endpoints": [{"url": fake_openai.url}],
+        "defaults": {"settle_s": 0.2},
+        "folders": [{"path": str(inbox), "after": {"move": "done"}}],
+    }
     cfg = write_config(data)
     d = DaemonProc(cfg, tmp_path / "daemon.log", prefix=SANDBOX)
     try:
@@ -222,10 +249,15 @@ def test_a_folder_handwatch_creates_is_as_open_as_its_parent_under_umask_0077(tm
     os.chmod(inbox, 0o2775)
     inked((64, 48)).save(inbox / "a.jpg", "JPEG")
     os.chmod(inbox / "a.jpg", 0o664)
-    cfg = write_config({"endpoints": [{"url": fake_openai.url}], "folders": [{"path": str(inbox),
-                                                                             "after": {"move": "done"}}]})
-    res = subprocess.run([sys.executable, "-m", "handwatch", "-c", str(cfg), "once", str(inbox / "a.jpg")],
-                         capture_output=True, text=True, env=cli_env(), timeout=120, preexec_fn=lambda: os.umask(0o077))
+    cfg = write_config({"endpoints": [{"url": fake_openai.url}], "folders": [{"path": str(inbox), "after": {"move": "done"}}]})
+    res = subprocess.run(
+        [sys.executable, "-m", "handwatch", "-c", str(cfg), "once", str(inbox / "a.jpg")],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=120,
+        preexec_fn=lambda: os.umask(0o077),
+    )
     assert res.returncode == 0, res.stderr
     assert oct(os.stat(inbox / "done").st_mode & 0o7777) == oct(0o2775)
     assert oct(os.stat(inbox / "a.md").st_mode & 0o777) == oct(0o664)

@@ -16,14 +16,17 @@ from tests.fakeopenai import wait_for
 from tests.sdlisten import NotifyListener
 
 
-@pytest.mark.parametrize("name, shown", [
-    ("x\nSTOPPING=1.jpg", "x\\nSTOPPING=1.jpg"),
-    ("a\rb\x00c\x1b[2Jd", "a\\x0db\\x00c\\x1b[2Jd"),
-    ("line\u2028sep\u2029para", "line\\u2028sep\\u2029para"),
-    ("\u202egpj.exe", "\\u202egpj.exe"),  # a right-to-left override cannot disguise a name
-    ("Käse 日記 🍰.jpg", "Käse 日記 🍰.jpg"),
-    (os.fsdecode(b"caf\xe9.jpg"), "caf\\xe9.jpg"),
-])
+@pytest.mark.parametrize(
+    "name, shown",
+    [
+        ("x\nSTOPPING=1.jpg", "x\\nSTOPPING=1.jpg"),
+        ("a\rb\x00c\x1b[2Jd", "a\\x0db\\x00c\\x1b[2Jd"),
+        ("line\u2028sep\u2029para", "line\\u2028sep\\u2029para"),
+        ("\u202egpj.exe", "\\u202egpj.exe"),  # a right-to-left override cannot disguise a name
+        ("Käse 日記 🍰.jpg", "Käse 日記 🍰.jpg"),
+        (os.fsdecode(b"caf\xe9.jpg"), "caf\\xe9.jpg"),
+    ],
+)
 def test_status_text_is_one_printable_line(name, shown):
     assert systemd.clean_status(name) == shown
     systemd.clean_status(name).encode("utf-8")  # always encodable
@@ -72,15 +75,25 @@ def cfg_of(data: dict) -> Config:
 
 def test_preflight_names_the_key_to_change():
     have = lambda: {"eng", "deu", "osd"}  # noqa: E731
-    cfg = cfg_of({"defaults": {"engine": "tesseract", "languages": ["fr"]},
-                  "folders": [{"path": "/a"}, {"path": "/b", "languages": ["de", "it"]}, {"path": "/c", "engine": "vlm"},
-                              {"path": "/d", "translate_to": "en"}]})
+    cfg = cfg_of(
+        {
+            "defaults": {"engine": "tesseract", "languages": ["fr"]},
+            "folders": [
+                {"path": "/a"},
+                {"path": "/b", "languages": ["de", "it"]},
+                {"path": "/c", "engine": "vlm"},
+                {"path": "/d", "translate_to": "en"},
+            ],
+        }
+    )
     assert preflight.problems(cfg, have) == [
         "defaults.languages: no Tesseract data for fra (apt-get install tesseract-ocr-fra)",
         "folders[1].languages: no Tesseract data for ita (apt-get install tesseract-ocr-ita)",
         "folders[3].translate_to: en: translation needs engine: vlm (Tesseract does not translate)",
     ]
-    assert preflight.problems(cfg, lambda: None)[0] == "defaults.engine: tesseract is not installed (apt-get install tesseract-ocr)"
+    assert (
+        preflight.problems(cfg, lambda: None)[0] == "defaults.engine: tesseract is not installed (apt-get install tesseract-ocr)"
+    )
     assert preflight.problems(cfg_of({"folders": [{"path": "/a"}]}), have) == []  # vlm only: Tesseract not asked
     with pytest.raises(ConfigError) as e:
         preflight.check(cfg_of({"folders": [{"path": "/a", "engine": "tesseract", "languages": ["zh"]}]}), have)
@@ -107,14 +120,28 @@ def test_state_and_config_come_from_systemds_directories(tmp_path, monkeypatch):
 
 def test_secrets_are_masked_inside_any_value(monkeypatch):
     monkeypatch.setenv("MY_KEY", "sk-abcdefgh12345678")
-    cfg = cfg_of({"endpoints": [{"url": "http://u:hunter2hunter2@127.0.0.1:1/v1", "api_key_env": "MY_KEY"},
-                                {"url": "http://127.0.0.1:2/v1", "api_key_env": "UNSET_KEY"}]})
+    cfg = cfg_of(
+        {
+            "endpoints": [
+                {"url": "http://u:hunter2hunter2@127.0.0.1:1/v1", "api_key_env": "MY_KEY"},
+                {"url": "http://127.0.0.1:2/v1", "api_key_env": "UNSET_KEY"},
+            ]
+        }
+    )
     assert sorted(cfg.secrets()) == ["hunter2hunter2", "sk-abcdefgh12345678"]
     r = log.Redactor(cfg.secrets())
-    event = {"event": "x", "reason": "key sk-abcdefgh12345678 refused", "n": 3,
-             "nested": {"list": ["http://u:hunter2hunter2@h/v1", Path("/sk-abcdefgh12345678")]}}
-    assert r(None, "info", event) == {"event": "x", "reason": "key [redacted] refused", "n": 3,
-                                      "nested": {"list": ["http://u:[redacted]@h/v1", "/[redacted]"]}}
+    event = {
+        "event": "x",
+        "reason": "key sk-abcdefgh12345678 refused",
+        "n": 3,
+        "nested": {"list": ["http://u:hunter2hunter2@h/v1", Path("/sk-abcdefgh12345678")]},
+    }
+    assert r(None, "info", event) == {
+        "event": "x",
+        "reason": "key [redacted] refused",
+        "n": 3,
+        "nested": {"list": ["http://u:[redacted]@h/v1", "/[redacted]"]},
+    }
     assert log.Redactor(["short"]).text("short") == "short"  # placeholders like `ollama` are not secrets
 
 
@@ -147,11 +174,18 @@ def test_check_asks_tesseract_only_for_the_languages_of_its_own_folders(tmp_path
     ask Tesseract for French too and failed the whole config with 78."""
     import pytesseract
 
-    fake_openai.default = lambda req: {"content": pytesseract.image_to_string(
-        req.image, config="--psm 7 -c tessedit_char_whitelist=0123456789")}
-    cfg = write_config({"endpoints": [{"url": fake_openai.url}],
-                        "folders": [{"path": str(tmp_path / "printed"), "engine": "tesseract"},
-                                    {"path": str(tmp_path / "letters"), "languages": ["fr", "de"]}]})
+    fake_openai.default = lambda req: {
+        "content": pytesseract.image_to_string(req.image, config="--psm 7 -c tessedit_char_whitelist=0123456789")
+    }
+    cfg = write_config(
+        {
+            "endpoints": [{"url": fake_openai.url}],
+            "folders": [
+                {"path": str(tmp_path / "printed"), "engine": "tesseract"},
+                {"path": str(tmp_path / "letters"), "languages": ["fr", "de"]},
+            ],
+        }
+    )
     res = run_cli("check", "-c", cfg)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "language data eng (for" in res.stdout and "reads images" in res.stdout and "fra" not in res.stdout

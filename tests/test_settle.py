@@ -50,17 +50,33 @@ def test_per_path_settle_time_and_next_due():
     assert s.next_due() == 10.0
 
 
-@pytest.mark.parametrize("name", [
-    ".syncthing.IMG_1.jpg.tmp", "~syncthing~IMG_1.jpg.tmp", ".IMG_1.jpg.~4f2a", "IMG_1.jpg.part",
-    "IMG_1.jpg.crdownload", ".~lock.x.jpg#", "~$report.jpg", "._IMG_1.jpg", ".DS_Store", "Thumbs.db",
-    "desktop.ini", "IMG_1.md", "notes.txt", ".IMG_1.md.ab12cd34.handwatch-tmp",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        ".syncthing.IMG_1.jpg.tmp",
+        "~syncthing~IMG_1.jpg.tmp",
+        ".IMG_1.jpg.~4f2a",
+        "IMG_1.jpg.part",
+        "IMG_1.jpg.crdownload",
+        ".~lock.x.jpg#",
+        "~$report.jpg",
+        "._IMG_1.jpg",
+        ".DS_Store",
+        "Thumbs.db",
+        "desktop.ini",
+        "IMG_1.md",
+        "notes.txt",
+        ".IMG_1.md.ab12cd34.handwatch-tmp",
+    ],
+)
 def test_temporary_and_junk_names_are_never_inputs(name):
     assert ignored_reason(PurePath(name)) is not None
 
 
-@pytest.mark.parametrize("rel", [".stfolder/a.jpg", ".stversions/a.jpg", "@eaDir/a.jpg/SYNOFILE_THUMB_M.jpg",
-                                 ".Trash-1000/files/a.jpg", "__MACOSX/a.jpg"])
+@pytest.mark.parametrize(
+    "rel",
+    [".stfolder/a.jpg", ".stversions/a.jpg", "@eaDir/a.jpg/SYNOFILE_THUMB_M.jpg", ".Trash-1000/files/a.jpg", "__MACOSX/a.jpg"],
+)
 def test_junk_folders_are_never_inputs(rel):
     assert ignored_reason(PurePath(rel)) is not None
 

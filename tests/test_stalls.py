@@ -59,10 +59,14 @@ def notify(tmp_path):
 @pytest.fixture
 def config(tmp_path, inbox, server):
     def write(folder: dict | None = None, url: str | None = None, endpoint: dict | None = None, **top) -> Path:
-        data = {"state_dir": str(tmp_path / "state"),
-                "endpoints": [{"url": url or server.url, "max_concurrency": 4, "timeout_s": 20, **(endpoint or {})}],
-                "defaults": {"settle_s": 0.2, "preprocess": PLAIN}, "rescan_s": 600,
-                "folders": [{"path": str(inbox), **(folder or {})}], **top}
+        data = {
+            "state_dir": str(tmp_path / "state"),
+            "endpoints": [{"url": url or server.url, "max_concurrency": 4, "timeout_s": 20, **(endpoint or {})}],
+            "defaults": {"settle_s": 0.2, "preprocess": PLAIN},
+            "rescan_s": 600,
+            "folders": [{"path": str(inbox), **(folder or {})}],
+            **top,
+        }
         path = tmp_path / "config.yaml"
         path.write_text(yaml.safe_dump(data, sort_keys=False))
         return path
@@ -99,6 +103,7 @@ def still_pinging(notify: NotifySocket, more: int = 2) -> None:
 
 # --- 1. special files ------------------------------------------------------------------------------
 
+
 def test_a_fifo_named_like_a_photo_neither_blocks_nor_keeps_the_daemon_from_stopping(inbox, config, daemon, notify):
     cfg = config()
     d = daemon(cfg)
@@ -125,6 +130,7 @@ def test_a_fifo_named_handwatch_yaml_fails_the_files_under_it_and_every_restart_
 
 
 # --- 2. huge files, and deaths that are not the file's fault --------------------------------------
+
 
 def test_a_huge_sparse_file_is_refused_without_being_read_and_the_pings_go_on(inbox, config, daemon, notify):
     cfg = config()
@@ -158,6 +164,7 @@ def test_kills_during_a_request_never_quarantine_the_file(inbox, config, daemon,
 
 # --- 3. rule files the YAML parser chokes on ----------------------------------------------------
 
+
 @pytest.mark.parametrize("text", ["max_pages: " + "9" * 5000 + "\n", "[" * 5000 + "\n"])
 def test_a_rule_file_the_parser_chokes_on_fails_its_files_and_never_the_daemon(inbox, config, daemon, text):
     (inbox / "sub").mkdir()
@@ -175,6 +182,7 @@ def test_a_rule_file_the_parser_chokes_on_fails_its_files_and_never_the_daemon(i
 
 
 # --- 4. a database locked by another process ----------------------------------------------------
+
 
 def test_a_database_locked_for_35_seconds_delays_the_work_and_never_ends_it(tmp_path, inbox, config, daemon, notify):
     cfg = config()
@@ -198,6 +206,7 @@ def test_a_database_locked_for_35_seconds_delays_the_work_and_never_ends_it(tmp_
 
 # --- 5. a file the server always fails on ----------------------------------------------------------
 
+
 def test_a_poison_file_fails_with_the_servers_message_and_delays_no_one(inbox, config, daemon, server):
     def reply(rec):
         if ident_of(rec.image) == 66:
@@ -219,6 +228,7 @@ def test_a_poison_file_fails_with_the_servers_message_and_delays_no_one(inbox, c
 
 # --- 6. the server switches models ----------------------------------------------------------------
 
+
 def test_when_the_server_loads_another_model_it_is_detected_again(inbox, config, daemon, server):
     server.models, server.strict_models = ["model-a"], True
     cfg = config()
@@ -234,6 +244,7 @@ def test_when_the_server_loads_another_model_it_is_detected_again(inbox, config,
 
 
 # --- 7. an endpoint URL that points at the wrong thing --------------------------------------------
+
 
 class _Wrong:
     """Not an OpenAI API: a web UI answering HTML with 200, or a server answering 404 for every path."""
@@ -270,8 +281,7 @@ class _Wrong:
 
 
 @pytest.mark.parametrize("code, says", [(200, "got an HTML page, not JSON"), (404, "HTTP 404")])
-def test_an_endpoint_that_is_not_an_openai_api_is_down_with_a_hint_never_a_traceback(inbox, config, daemon, run_cli,
-                                                                                     code, says):
+def test_an_endpoint_that_is_not_an_openai_api_is_down_with_a_hint_never_a_traceback(inbox, config, daemon, run_cli, code, says):
     wrong = _Wrong(code)
     try:
         cfg = config(url=wrong.url + "/ui", endpoint={"model": "qwen"})
@@ -292,6 +302,7 @@ def test_an_endpoint_that_is_not_an_openai_api_is_down_with_a_hint_never_a_trace
 
 
 # --- 8. a watched folder that goes away ----------------------------------------------------------
+
 
 def test_a_watched_folder_removed_and_created_again_is_watched_again_at_once(inbox, config, daemon):
     cfg = config()
@@ -323,6 +334,7 @@ def test_a_watched_folder_that_does_not_exist_is_waited_for_and_never_created(tm
 
 # --- 9. a file handwatch may not read yet ----------------------------------------------------------
 
+
 def test_an_unreadable_file_is_shown_once_as_waiting_and_done_once_readable(inbox, config, daemon):
     cfg = config(rescan_s=5)
     photo = id_png(inbox / "a.png", 1)
@@ -342,7 +354,13 @@ def test_an_unreadable_file_is_shown_once_as_waiting_and_done_once_readable(inbo
 def test_the_cli_never_runs_the_daemon_twice_on_one_state_dir(inbox, config, daemon):
     cfg = config()
     daemon(cfg)
-    res = subprocess.run([sys.executable, "-m", "handwatch", "-c", str(cfg), "run"], capture_output=True, text=True,
-                         env=cli_env(), timeout=60, stdin=subprocess.DEVNULL)
+    res = subprocess.run(
+        [sys.executable, "-m", "handwatch", "-c", str(cfg), "run"],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert res.returncode == 75 and "another handwatch daemon is running" in res.stderr
     assert markdowns(inbox) == []

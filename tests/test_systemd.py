@@ -40,10 +40,14 @@ def write(path: Path, data: dict) -> Path:
 
 
 def service_config(tmp_path: Path, url: str, folders: list[Path], **extra) -> dict:
-    return {"state_dir": str(tmp_path / "state"),
-            "endpoints": [{"url": url, "max_concurrency": 1, "timeout_s": 30}],
-            "defaults": {"settle_s": 0.2}, "rescan_s": 600,
-            "folders": [{"path": str(f)} for f in folders], **extra}
+    return {
+        "state_dir": str(tmp_path / "state"),
+        "endpoints": [{"url": url, "max_concurrency": 1, "timeout_s": 30}],
+        "defaults": {"settle_s": 0.2},
+        "rescan_s": 600,
+        "folders": [{"path": str(f)} for f in folders],
+        **extra,
+    }
 
 
 def folder(tmp_path: Path, name: str) -> Path:
@@ -77,11 +81,12 @@ def test_ready_status_pings_reload_with_a_new_folder_and_stopping_in_order(tmp_p
     wait_for(lambda: listener.index("RELOADING=1") >= 0, 30, what="RELOADING=1")
     reloading = listener.index("RELOADING=1")
     wait_for(lambda: listener.index("READY=1", after=reloading) >= 0, 30, what="READY=1 after the reload")
-    assert any(x.startswith("MONOTONIC_USEC=") for x in listener.lines()[reloading:reloading + 3])
+    assert any(x.startswith("MONOTONIC_USEC=") for x in listener.lines()[reloading : reloading + 3])
     tiny_png(later / "new.png", 3)
     wait_for(lambda: (later / "new.md").exists(), 30, what="Markdown for a file in the folder added by the reload")
-    wait_for(lambda: any(s.startswith("watching 2/2 folders") for s in listener.statuses()), 30,
-             what="STATUS counting the new folder")
+    wait_for(
+        lambda: any(s.startswith("watching 2/2 folders") for s in listener.statuses()), 30, what="STATUS counting the new folder"
+    )
     reloaded = d.events("config.reloaded")
     assert reloaded and reloaded[-1]["folders_added"] == [str(later)]
     after_reload = listener.index("READY=1", after=reloading)
@@ -120,8 +125,11 @@ def test_reload_swaps_the_endpoint_removes_a_folder_and_keeps_the_queue(tmp_path
     d = DaemonProc(cfg, tmp_path / "daemon.log", env=listener.env(WATCHDOG_USEC))
     daemons.append(d)
     tiny_png(a / "queued.png", 1)
-    wait_for(lambda: any("waiting for endpoint" in (w["reason"] or "") for w in status(cfg)["waiting"]), 30,
-             what="a job waiting for the endpoint")
+    wait_for(
+        lambda: any("waiting for endpoint" in (w["reason"] or "") for w in status(cfg)["waiting"]),
+        30,
+        what="a job waiting for the endpoint",
+    )
     server = FakeOpenAI().start()
     try:
         write(cfg, service_config(tmp_path, server.url, [a, c]))
@@ -150,12 +158,18 @@ def test_status_cannot_inject_a_message_and_names_in_any_script_survive(tmp_path
     daemons.append(d)
     for name in ("x\nSTOPPING=1.jpg", "Käse 日記 🍰.jpg"):
         inked((64, 48)).save(inbox / name, "JPEG")
-        wait_for(lambda name=name: any(s.endswith(f"last: {clean_status(name)} (done)") for s in listener.statuses()), 30,
-                 what=f"STATUS naming {name!r}")
+        wait_for(
+            lambda name=name: any(s.endswith(f"last: {clean_status(name)} (done)") for s in listener.statuses()),
+            30,
+            what=f"STATUS naming {name!r}",
+        )
     raw = os.path.join(os.fsencode(inbox), b"caf\xe9.jpg")
     inked((64, 48)).save(open(raw, "wb"), "JPEG")
-    wait_for(lambda: any(s.endswith("last: caf\\xe9.jpg (done)") for s in listener.statuses()), 30,
-             what="STATUS naming a file whose name is not UTF-8")
+    wait_for(
+        lambda: any(s.endswith("last: caf\\xe9.jpg (done)") for s in listener.statuses()),
+        30,
+        what="STATUS naming a file whose name is not UTF-8",
+    )
     assert any("last: x\\nSTOPPING=1.jpg (done)" in s for s in listener.statuses())
     assert any("last: Käse 日記 🍰.jpg (done)" in s for s in listener.statuses())
     assert "STOPPING=1" not in listener.lines()  # the name did not become a message
@@ -165,8 +179,7 @@ def test_status_cannot_inject_a_message_and_names_in_any_script_survive(tmp_path
     assert listener.lines().count("STOPPING=1") == 1
 
 
-def test_pings_go_on_while_a_dead_worker_is_replaced_and_stop_when_workers_keep_dying(tmp_path, fake_openai,
-                                                                                       listener, daemons):
+def test_pings_go_on_while_a_dead_worker_is_replaced_and_stop_when_workers_keep_dying(tmp_path, fake_openai, listener, daemons):
     inbox = folder(tmp_path, "inbox")
     cfg = write(tmp_path / "config.yaml", service_config(tmp_path, fake_openai.url, [inbox]))
     # One worker (max_concurrency 1); a worker that takes a file named die-* dies (tests/kill_worker).
@@ -188,12 +201,18 @@ def test_pings_go_on_while_a_dead_worker_is_replaced_and_stop_when_workers_keep_
     for i in range(2, 6):  # five deaths within ten minutes: the pool stops refilling
         tiny_png(inbox / f"die-{i}.png", i)
         wait_for(lambda i=i: len(d.events("worker.died")) == i, 30, what=f"worker death {i}")
-    wait_for(lambda: any(s.startswith("unhealthy: worker threads keep dying") for s in listener.statuses()), 30,
-             what="STATUS saying the pool is broken")
+    wait_for(
+        lambda: any(s.startswith("unhealthy: worker threads keep dying") for s in listener.statuses()),
+        30,
+        what="STATUS saying the pool is broken",
+    )
     first = next(i for i, x in enumerate(listener.lines()) if x.startswith("STATUS=unhealthy"))
     # The main loop repeats the unhealthy status at every ping it holds back: two more mean two missed pings.
-    wait_for(lambda: sum(1 for x in listener.lines()[first:] if x.startswith("STATUS=unhealthy")) >= 3, 30,
-             what="two more missed pings")
+    wait_for(
+        lambda: sum(1 for x in listener.lines()[first:] if x.startswith("STATUS=unhealthy")) >= 3,
+        30,
+        what="two more missed pings",
+    )
     assert "WATCHDOG=1" not in listener.lines()[first:]
     wait_for(lambda: d.events("daemon.unhealthy"), 30, what="daemon.unhealthy in the log")
     assert d.events("daemon.unhealthy")[0]["reason"].startswith("worker threads keep dying")
@@ -209,16 +228,18 @@ def test_a_second_daemon_on_the_same_state_exits_75(tmp_path, fake_openai, daemo
     assert f"another handwatch daemon is running with state_dir {tmp_path / 'state'}" in res.stderr
 
 
-def test_a_missing_tesseract_language_pack_is_a_config_error_at_start_and_on_reload(tmp_path, fake_openai, listener,
-                                                                                   daemons, run_cli):
+def test_a_missing_tesseract_language_pack_is_a_config_error_at_start_and_on_reload(
+    tmp_path, fake_openai, listener, daemons, run_cli
+):
     inbox = folder(tmp_path, "inbox")
     bad = service_config(tmp_path, fake_openai.url, [inbox])
     bad["folders"][0].update(engine="tesseract", languages=["fr"])  # tesseract-ocr-fra is not installed
     cfg = write(tmp_path / "config.yaml", bad)
     res = run_cli("-c", cfg, "run", timeout=60)
     assert res.returncode == 78
-    assert res.stderr.strip() == (f"config error: {cfg}: folders[0].languages: no Tesseract data for fra "
-                                  "(apt-get install tesseract-ocr-fra)")
+    assert res.stderr.strip() == (
+        f"config error: {cfg}: folders[0].languages: no Tesseract data for fra (apt-get install tesseract-ocr-fra)"
+    )
     write(cfg, service_config(tmp_path, fake_openai.url, [inbox]))
     d = DaemonProc(cfg, tmp_path / "daemon.log", env=listener.env())
     daemons.append(d)

@@ -42,8 +42,11 @@ def test_the_list_shows_what_needs_a_person_newest_first_with_reasons(world):
         r = c.get("/")
     assert r.status_code == 200
     rows = re.findall(r'<tr class="item (\w+)">.*?<a href="(/file/\d+)">([^<]+)</a>.*?class="reasons">(.*?)</td>', r.text, re.S)
-    assert [(k, name) for k, _, name, _ in rows] == [("waiting", "later.jpg"), ("failed", "broken.jpg"),
-                                                      ("review", "kitchen/apple-cake.jpg")]
+    assert [(k, name) for k, _, name, _ in rows] == [
+        ("waiting", "later.jpg"),
+        ("failed", "broken.jpg"),
+        ("review", "kitchen/apple-cake.jpg"),
+    ]
     reasons = {name: re.sub(r"<.*?>", "", why) for _, _, name, why in rows}
     assert "HTTP 503 unavailable (model is loading)" in reasons["later.jpg"]
     assert "corrupt or truncated JPEG" in reasons["broken.jpg"]
@@ -138,9 +141,18 @@ def test_retry_with_another_profile_goes_through_the_queue_and_the_pipeline_hono
     job = queue.claim(this_owner(), 600)
     assert job.id == jid and job.override == {"fresh": True, "profile": "recipe"}
     before = len(fake_openai.requests)
-    fake_openai.reply(json.dumps({"title": "Grandma", "servings": None, "times": {"prep": None, "cook": None, "total": None},
-                                  "ingredients": [{"quantity": "1", "unit": None, "item": "phone", "note": None}],
-                                  "steps": ["Call grandma on Sunday"], "notes": []}))
+    fake_openai.reply(
+        json.dumps(
+            {
+                "title": "Grandma",
+                "servings": None,
+                "times": {"prep": None, "cook": None, "total": None},
+                "ingredients": [{"quantity": "1", "unit": None, "item": "phone", "note": None}],
+                "steps": ["Call grandma on Sunday"],
+                "notes": [],
+            }
+        )
+    )
     assert Worker(queue, pipeline, candidates).handle(job) == "done"
     sent = fake_openai.requests[before]
     assert sent.params.get("response_format", {}).get("type") == "json_schema"  # the recipe profile's request
@@ -211,7 +223,10 @@ def test_healthz_says_whether_files_can_move(tmp_path, fake_openai):
             assert r.status_code == 503 and "every endpoint is down" in r.json()["checks"]["endpoints"]
             StateDB(w.cfg.state_dir).connect().execute("UPDATE endpoints SET up = 1")
             r = c.get("/healthz")
-            assert r.status_code == 200 and r.json() == {"ok": True, "checks": {"database": "ok", "daemon": "ok", "endpoints": "ok"}}
+            assert r.status_code == 200 and r.json() == {
+                "ok": True,
+                "checks": {"database": "ok", "daemon": "ok", "endpoints": "ok"},
+            }
             age["s"] = 600
             assert c.get("/healthz").json()["checks"]["daemon"] == "main loop stalled for 600 s"
             age["s"] = None
@@ -251,8 +266,13 @@ def test_handwatch_web_serves_the_page_without_the_daemon(tmp_path, fake_openai)
 
     w = make_world(tmp_path, fake_openai)
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "handwatch", "-c", str(w.cfg_path), "web", "--listen", f"127.0.0.1:{port}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=cli_env(), stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "handwatch", "-c", str(w.cfg_path), "web", "--listen", f"127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=cli_env(),
+        stdin=subprocess.DEVNULL,
+    )
 
     def page():
         try:

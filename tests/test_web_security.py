@@ -34,9 +34,15 @@ def raw_get(base: str, target: str, host: str | None = None) -> httpx.Response:
 
 
 TRAVERSALS = [
-    "/file/../../secret.txt", "/file/1/../../../secret.txt", "/static/../../../secret.txt",
-    "/static/..%2f..%2f..%2fsecret.txt", "/static/%2e%2e/%2e%2e/%2e%2e/secret.txt", "/file/1/page/..%2f..%2fsecret.txt",
-    "/file/1/page/1.jpg/../../../../secret.txt", "/doc/..%2f..%2fstate%2fstate.sqlite3", "/static/../../config.yaml",
+    "/file/../../secret.txt",
+    "/file/1/../../../secret.txt",
+    "/static/../../../secret.txt",
+    "/static/..%2f..%2f..%2fsecret.txt",
+    "/static/%2e%2e/%2e%2e/%2e%2e/secret.txt",
+    "/file/1/page/..%2f..%2fsecret.txt",
+    "/file/1/page/1.jpg/../../../../secret.txt",
+    "/doc/..%2f..%2fstate%2fstate.sqlite3",
+    "/static/../../config.yaml",
     "/file/%2e%2e%2fsecret.txt",
 ]
 
@@ -58,11 +64,16 @@ def test_only_originals_and_markdown_inside_watched_folders_are_served(world, tm
     db = StateDB(world.cfg.state_dir).connect()
     ids = []
     for path, out in ((outside, tmp_path / "secret.txt"), (link, tmp_path / "secret.txt")):
-        cur = db.execute("INSERT INTO jobs(path, sha256, size, mtime_ns, state, output, created, updated) "
-                         "VALUES(?, 'x', 1, 1, 'done', ?, 0, 0)", (str(path).encode(), str(out).encode()))
+        cur = db.execute(
+            "INSERT INTO jobs(path, sha256, size, mtime_ns, state, output, created, updated) "
+            "VALUES(?, 'x', 1, 1, 'done', ?, 0, 0)",
+            (str(path).encode(), str(out).encode()),
+        )
         ids.append(cur.lastrowid)
-    db.execute("INSERT INTO docs(output, source, needs_review, body, updated) VALUES(?, ?, 1, 'TOP SECRET', 0)",
-               (str(tmp_path / "secret.txt").encode(), str(outside).encode()))
+    db.execute(
+        "INSERT INTO docs(output, source, needs_review, body, updated) VALUES(?, ?, 1, 'TOP SECRET', 0)",
+        (str(tmp_path / "secret.txt").encode(), str(outside).encode()),
+    )
     with world.client() as c:
         for jid in ids:
             page = c.get(f"/file/{jid}")
@@ -81,10 +92,13 @@ def test_a_post_from_another_origin_is_refused(world):
         for origin in ("http://evil.example", "null", "http://127.0.0.1:1"):
             r = c.post(f"/file/{jid}/save", data={**form, "body": "pwned", "action": "save"}, headers={"origin": origin})
             assert r.status_code == 403, origin
-        r = c.post(f"/file/{jid}/save", data={**form, "body": "pwned", "action": "save"},
-                   headers={"referer": "http://evil.example/page"})
+        r = c.post(
+            f"/file/{jid}/save", data={**form, "body": "pwned", "action": "save"}, headers={"referer": "http://evil.example/page"}
+        )
         assert r.status_code == 403
-        r = c.post(f"/file/{jid}/retry", data=form_of(c.get(f"/file/{jid}").text, "retry"), headers={"origin": "http://evil.example"})
+        r = c.post(
+            f"/file/{jid}/retry", data=form_of(c.get(f"/file/{jid}").text, "retry"), headers={"origin": "http://evil.example"}
+        )
         assert r.status_code == 403
     assert md.read_bytes() == before
     # the same POST from the page's own origin goes through
@@ -102,7 +116,9 @@ def test_a_post_without_the_csrf_token_is_refused(world):
         form = form_of(c.get(f"/file/{jid}").text, "edit")
         del form["csrf"]
         for extra in ({}, {"csrf": ""}, {"csrf": "guessed-token"}):
-            r = c.post(f"/file/{jid}/save", data={**form, **extra, "body": "pwned", "action": "accept"}, headers={"origin": world.base})
+            r = c.post(
+                f"/file/{jid}/save", data={**form, **extra, "body": "pwned", "action": "accept"}, headers={"origin": world.base}
+            )
             assert r.status_code == 403 and "security token" in r.text
         r = c.post(f"/file/{jid}/retry", data={"profile": "recipe"})
         assert r.status_code == 403
@@ -173,8 +189,13 @@ def test_listening_off_loopback_without_a_password_is_refused_at_start(tmp_path,
 
 
 def test_a_password_variable_that_is_not_set_stops_the_page_and_the_daemon(tmp_path, write_config, run_cli):
-    cfg = write_config({"endpoints": [{"url": "http://127.0.0.1:9/v1"}], "folders": [{"path": str(tmp_path / "inbox")}],
-                        "web": {"listen": "0.0.0.0:8765", "password_env": "HW_UNSET_PASSWORD"}})
+    cfg = write_config(
+        {
+            "endpoints": [{"url": "http://127.0.0.1:9/v1"}],
+            "folders": [{"path": str(tmp_path / "inbox")}],
+            "web": {"listen": "0.0.0.0:8765", "password_env": "HW_UNSET_PASSWORD"},
+        }
+    )
     for cmd in (["web"], ["run"]):
         res = run_cli("-c", cfg, *cmd, timeout=60)
         assert res.returncode == 78, res.stderr
@@ -187,8 +208,14 @@ def test_hash_password_command(run_cli, tmp_path):
 
     from tests.conftest import cli_env
 
-    res = subprocess.run([sys.executable, "-m", "handwatch", "web", "--hash-password"], input="long enough pw\n",
-                         capture_output=True, text=True, env=cli_env(), timeout=60)
+    res = subprocess.run(
+        [sys.executable, "-m", "handwatch", "web", "--hash-password"],
+        input="long enough pw\n",
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=60,
+    )
     assert res.returncode == 0, res.stderr
     stored = res.stdout.strip()
     assert verify_password("long enough pw", stored)

@@ -56,8 +56,13 @@ def make_world(tmp_path: Path, fake: FakeOpenAI, web: dict | None = None, extra:
     doubtful words), a clean note, a two-page PDF letter, a file that fails, and one left waiting for the endpoint."""
     inbox = tmp_path / "inbox"
     (inbox / "kitchen").mkdir(parents=True)
-    data = {"state_dir": str(tmp_path / "state"), "endpoints": [{"url": fake.url, "timeout_s": 30}],
-            "defaults": {"settle_s": 0}, "folders": [{"path": str(inbox)}], **(extra or {})}
+    data = {
+        "state_dir": str(tmp_path / "state"),
+        "endpoints": [{"url": fake.url, "timeout_s": 30}],
+        "defaults": {"settle_s": 0},
+        "folders": [{"path": str(inbox)}],
+        **(extra or {}),
+    }
     if web is not None:
         data["web"] = web
     cfg_path = tmp_path / "config.yaml"
@@ -65,7 +70,9 @@ def make_world(tmp_path: Path, fake: FakeOpenAI, web: dict | None = None, extra:
     cfg = config_mod.load(cfg_path)
     w = World(cfg_path, cfg, inbox)
     w.files["recipe"] = inbox / "kitchen" / "apple-cake.jpg"
-    draw_page(["Apple cake", "500 g apples", "2 pods of cardamom", "100 g sugar"], font_name="dkg").save(w.files["recipe"], quality=90)
+    draw_page(["Apple cake", "500 g apples", "2 pods of cardamom", "100 g sugar"], font_name="dkg").save(
+        w.files["recipe"], quality=90
+    )
     w.files["note"] = inbox / "note.png"
     draw_page(["Call grandma on Sunday"]).save(w.files["note"])
     w.files["letter"] = inbox / "letter.pdf"
@@ -77,9 +84,14 @@ def make_world(tmp_path: Path, fake: FakeOpenAI, web: dict | None = None, extra:
 
     db, queue, pipeline, candidates, _ = build(cfg)
     worker = Worker(queue, pipeline, candidates)
-    fake.reply({"content": FLAGGED, "finish_reason": "length"}, {"content": FLAGGED, "finish_reason": "length"},
-               "Call grandma on Sunday", "Dear Anna,\nthank you", "Love,\nBen",
-               {"status": 503, "error": "model is loading"})
+    fake.reply(
+        {"content": FLAGGED, "finish_reason": "length"},
+        {"content": FLAGGED, "finish_reason": "length"},
+        "Call grandma on Sunday",
+        "Dear Anna,\nthank you",
+        "Love,\nBen",
+        {"status": 503, "error": "model is loading"},
+    )
     from handwatch.output import sha256_file
 
     for name in ("recipe", "note", "letter", "broken", "later"):

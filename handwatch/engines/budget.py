@@ -123,8 +123,12 @@ def _ollama(root: str, model: str, fetch: Fetch) -> Context | None:
     m = re.search(r"(?m)^\s*num_ctx\s+(\d+)", str(shown.get("parameters") or ""))
     if m:
         return Context(int(m.group(1)), "Ollama: num_ctx in the model's parameters", vision, "Ollama")
-    return Context(None, "Ollama sets it when it loads the model (num_ctx, OLLAMA_CONTEXT_LENGTH; 4096 by default "
-                         "on GPUs under 24 GiB)", vision, "Ollama")
+    return Context(
+        None,
+        "Ollama sets it when it loads the model (num_ctx, OLLAMA_CONTEXT_LENGTH; 4096 by default on GPUs under 24 GiB)",
+        vision,
+        "Ollama",
+    )
 
 
 def _lmstudio(root: str, model: str, fetch: Fetch) -> Context | None:
@@ -141,8 +145,7 @@ def _lmstudio(root: str, model: str, fetch: Fetch) -> Context | None:
         n = (inst.get("config") or {}).get("context_length") if isinstance(inst, dict) else None
         if isinstance(n, int) and n > 0:
             return Context(n, "LM Studio: the loaded model's context_length", vision, "LM Studio")
-    return Context(None, "LM Studio sets it when it loads the model (lms load MODEL --context-length N)", vision,
-                   "LM Studio")
+    return Context(None, "LM Studio sets it when it loads the model (lms load MODEL --context-length N)", vision, "LM Studio")
 
 
 def _llamacpp(root: str, model: str, fetch: Fetch) -> Context | None:
@@ -183,16 +186,22 @@ def budget(model: str, pages: list[Preprocess], prompts: list[str], max_tokens: 
 def verdict(b: Budget, ctx: Context) -> tuple[str, str]:
     """("ok" | "warn" | "error" | "note", the sentence) for this budget against this context."""
     fam = b.family.name if b.known_family else f"family unknown, costed as {b.family.name}"
-    cost = (f"a page costs up to {b.image:,} image tokens ({fam}) + ~{b.prompt:,} prompt + {b.reply:,} reply "
-            f"(max_tokens) = {b.total:,}")
+    cost = (
+        f"a page costs up to {b.image:,} image tokens ({fam}) + ~{b.prompt:,} prompt + {b.reply:,} reply "
+        f"(max_tokens) = {b.total:,}"
+    )
     if ctx.tokens is None:
         level = "warn" if ctx.server == "Ollama" and b.total > 4096 else "note"
         return level, f"{cost}; context unknown: {ctx.source}; give it at least {b.total:,}"
     where = f"the server's context is {ctx.tokens:,} ({ctx.source})"
     if b.request > ctx.tokens:
-        return "error", (f"{cost}, but {where}: the image alone does not fit, so pages are refused or cut "
-                         f"(raise the context to at least {b.total:,}, or lower preprocess.max_pixels)")
+        return "error", (
+            f"{cost}, but {where}: the image alone does not fit, so pages are refused or cut "
+            f"(raise the context to at least {b.total:,}, or lower preprocess.max_pixels)"
+        )
     if b.total > ctx.tokens:
-        return "warn", (f"{cost}, but {where}: replies longer than {ctx.tokens - b.request:,} tokens are cut off "
-                        f"(raise the context to {b.total:,} or lower max_tokens)")
+        return "warn", (
+            f"{cost}, but {where}: replies longer than {ctx.tokens - b.request:,} tokens are cut off "
+            f"(raise the context to {b.total:,} or lower max_tokens)"
+        )
     return "ok", f"{cost}; {where}: fits"

@@ -95,10 +95,18 @@ class FileRejected(EngineResponseError):
     """The server answers other requests but fails on this file: count it against the file."""
 
 
-NOT_LOADED = ("model not loaded", "no models loaded", "model is not loaded", "not loaded", "model_not_found",
-              "does not exist", "no such model", "unknown model", "not found")
-CONTEXT = ("maximum context length", "context length", "context_length_exceeded", "too many tokens",
-           "exceeds the context")
+NOT_LOADED = (
+    "model not loaded",
+    "no models loaded",
+    "model is not loaded",
+    "not loaded",
+    "model_not_found",
+    "does not exist",
+    "no such model",
+    "unknown model",
+    "not found",
+)
+CONTEXT = ("maximum context length", "context length", "context_length_exceeded", "too many tokens", "exceeds the context")
 URL_HINT = "does the URL end in /v1 (LM Studio :1234/v1, vLLM :8000/v1, Ollama :11434/v1)?"
 
 

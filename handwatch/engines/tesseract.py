@@ -13,10 +13,37 @@ from handwatch.errors import ConfigError, EngineUnavailable
 
 # ISO 639-1 → Tesseract's traineddata names (ISO 639-2/T, with a few of Tesseract's own).
 TESS_LANG = {
-    "en": "eng", "de": "deu", "fr": "fra", "es": "spa", "it": "ita", "nl": "nld", "pt": "por", "pl": "pol",
-    "cs": "ces", "sv": "swe", "da": "dan", "no": "nor", "nb": "nor", "fi": "fin", "el": "ell", "ru": "rus",
-    "uk": "ukr", "tr": "tur", "hu": "hun", "ro": "ron", "ja": "jpn", "zh": "chi_sim", "ko": "kor",
-    "ar": "ara", "he": "heb", "hi": "hin", "vi": "vie", "ca": "cat", "hr": "hrv", "sk": "slk", "sl": "slv",
+    "en": "eng",
+    "de": "deu",
+    "fr": "fra",
+    "es": "spa",
+    "it": "ita",
+    "nl": "nld",
+    "pt": "por",
+    "pl": "pol",
+    "cs": "ces",
+    "sv": "swe",
+    "da": "dan",
+    "no": "nor",
+    "nb": "nor",
+    "fi": "fin",
+    "el": "ell",
+    "ru": "rus",
+    "uk": "ukr",
+    "tr": "tur",
+    "hu": "hun",
+    "ro": "ron",
+    "ja": "jpn",
+    "zh": "chi_sim",
+    "ko": "kor",
+    "ar": "ara",
+    "he": "heb",
+    "hi": "hin",
+    "vi": "vie",
+    "ca": "cat",
+    "hr": "hrv",
+    "sk": "slk",
+    "sl": "slv",
 }
 
 
@@ -79,8 +106,7 @@ class TesseractEngine:
         text, words = doubt.tesseract_page(data)
         version = self.version()
         if not text:
-            return PageText("[no text recognised]", version, ["empty: Tesseract found no text"], words=[],
-                            asked_model=version)
+            return PageText("[no text recognised]", version, ["empty: Tesseract found no text"], words=[], asked_model=version)
         return PageText(text, version, [], words=words, asked_model=version)
 
     def translate(self, text: str, target: str) -> str:

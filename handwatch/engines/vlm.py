@@ -72,8 +72,9 @@ class EndpointClient:
         self.ep = ep
         self.url = ep.url
         http_client, self.bounded = http.deadline_client(ep.timeout_s)
-        self.client = openai.OpenAI(base_url=ep.url, api_key=ep.api_key(), timeout=ep.timeout_s, max_retries=0,
-                                    http_client=http_client)
+        self.client = openai.OpenAI(
+            base_url=ep.url, api_key=ep.api_key(), timeout=ep.timeout_s, max_retries=0, http_client=http_client
+        )
         self._model = ep.model
         self.clock = clock
         self.in_flight = 0
@@ -120,8 +121,15 @@ class EndpointClient:
             self.logprobs_ok = True  # keep asking, as configured, but say it only once
             self.log.warning("confidence.missing", url=self.url, reason=why)
 
-    def chat(self, messages: list[dict], max_tokens: int, temperature: float, response_format: dict | None = None,
-             confidence: bool = False, timeout_s: float | None = None) -> Reply:
+    def chat(
+        self,
+        messages: list[dict],
+        max_tokens: int,
+        temperature: float,
+        response_format: dict | None = None,
+        confidence: bool = False,
+        timeout_s: float | None = None,
+    ) -> Reply:
         model = self.model()
         kwargs: dict = {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": temperature}
         if response_format is not None:
@@ -134,15 +142,17 @@ class EndpointClient:
             kwargs.update(logprobs=True, top_logprobs=1)
         started = time.monotonic()
         try:
-            resp = http.call(self.url, timeout_s or self.ep.timeout_s,
-                             lambda: self.client.chat.completions.with_raw_response.create(**kwargs))
+            resp = http.call(
+                self.url, timeout_s or self.ep.timeout_s, lambda: self.client.chat.completions.with_raw_response.create(**kwargs)
+            )
         except EngineResponseError as e:
             metrics.request_done(self.url, "error", time.monotonic() - started)
             if not (asked and getattr(e, "status", None) in (400, 422) and "logprob" in str(e).lower()):
                 raise
             if self.ep.confidence == "on":
-                raise ConfigError(self.url, [f"confidence: on, but the server rejects log-probabilities ({e}); "
-                                             "set confidence: auto or off"]) from None
+                raise ConfigError(
+                    self.url, [f"confidence: on, but the server rejects log-probabilities ({e}); set confidence: auto or off"]
+                ) from None
             self._no_logprobs(f"rejected: {e}")
             return self.chat(messages, max_tokens, temperature, response_format, False, timeout_s)
         except Exception as e:
@@ -162,17 +172,27 @@ class EndpointClient:
             self.logprobs_ok = True
         # reasoning / reasoning_content fields are thinking, never transcription: only `content` is read.
         used = getattr(getattr(resp, "usage", None), "total_tokens", None)
-        return Reply(choice.message.content or "", choice.finish_reason, resp.model or model, tokens,
-                     self.ep.label(), model, used if isinstance(used, int) else 0)
-
+        return Reply(
+            choice.message.content or "",
+            choice.finish_reason,
+            resp.model or model,
+            tokens,
+            self.ep.label(),
+            model,
+            used if isinstance(used, int) else 0,
+        )
 
     def probe(self) -> bool:
         """Does the server answer a tiny picture right now? Tells "down" from "fails on that file"."""
         if self.clock() - self.probed[0] < PROBE_TTL_S:
             return self.probed[1]
         try:
-            self.chat(image_messages("What number is written here? Answer with the digits only.",
-                                     encode_jpeg(probe_image("42"))), 16, 0.0, timeout_s=min(self.ep.timeout_s, 60.0))
+            self.chat(
+                image_messages("What number is written here? Answer with the digits only.", encode_jpeg(probe_image("42"))),
+                16,
+                0.0,
+                timeout_s=min(self.ep.timeout_s, 60.0),
+            )
             ok = True
         except Exception:
             ok = False
@@ -187,16 +207,18 @@ def _jpeg(image: Image.Image | EncodedPage, quality: int) -> bytes:
 def _page(text: str, reply: Reply | None, reasons: list[str], extra: dict | None = None) -> PageText:
     if reply is None:
         return PageText(text, "", reasons, extra or {})
-    return PageText(text, reply.model, reasons, extra or {}, reply.words(text), reply.endpoint, reply.asked,
-                    reply.usage)
-
+    return PageText(text, reply.model, reasons, extra or {}, reply.words(text), reply.endpoint, reply.asked, reply.usage)
 
 
 class VLMEngine:
     name = "vlm"
 
-    def __init__(self, endpoints: list[Endpoint], on_health: Callable[[str, bool, str | None], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        endpoints: list[Endpoint],
+        on_health: Callable[[str, bool, str | None], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         if not endpoints:
             raise ConfigError("handwatch", ["endpoints: engine vlm needs at least one endpoint"])
         self.clients = [EndpointClient(ep, clock) for ep in endpoints]
@@ -254,8 +276,14 @@ class VLMEngine:
         if changed:  # one database write per change of health, not one per request
             self.on_health(c.url, *health)
 
-    def call(self, messages: list[dict], max_tokens: int | None = None, temperature: float = 0.0,
-             response_format: dict | None = None, confidence: bool = False) -> Reply:
+    def call(
+        self,
+        messages: list[dict],
+        max_tokens: int | None = None,
+        temperature: float = 0.0,
+        response_format: dict | None = None,
+        confidence: bool = False,
+    ) -> Reply:
         """One request, moved to another endpoint if the chosen one turns out to be down.
 
         HTTP 5xx or no answer in time is either the server's fault or this request's: the server is
@@ -393,7 +421,6 @@ class VLMEngine:
 
     def translate(self, text: str, target: str) -> str:
         name = profiles.language_names([target])
-        prompt = (f"Translate this transcription into {name}. Keep the Markdown structure. "
-                  f"Output only the translation.\n\n{text}")
+        prompt = f"Translate this transcription into {name}. Keep the Markdown structure. Output only the translation.\n\n{text}"
         reply = self.call([{"role": "user", "content": prompt}], self.max_tokens(), 0.0)
         return profiles.clean(reply.content)

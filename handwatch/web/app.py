@@ -129,11 +129,28 @@ class ReviewApp:
         body = frontmatter.body(text)
         name, folder = self.store_display(rec.source or rec.output or Path("?"))
         return self.render(
-            request, "file.html", status=status, rec=rec, name=name, folder=folder, fields=frontmatter.fields(text),
-            body=body, spans=frontmatter.doubt_spans(body), sha=sha, has_markdown=md is not None, pages=pages,
-            image_problem=image_problem, prev_url=prev_url, next_url=next_url, position=(at + 1) if at is not None else None,
-            total=len(urls), profiles=PROFILES, endpoints=[ep.url for ep in self.cfg.endpoints], error=error,
-            message=MESSAGES.get(request.query_params.get("m", "")))
+            request,
+            "file.html",
+            status=status,
+            rec=rec,
+            name=name,
+            folder=folder,
+            fields=frontmatter.fields(text),
+            body=body,
+            spans=frontmatter.doubt_spans(body),
+            sha=sha,
+            has_markdown=md is not None,
+            pages=pages,
+            image_problem=image_problem,
+            prev_url=prev_url,
+            next_url=next_url,
+            position=(at + 1) if at is not None else None,
+            total=len(urls),
+            profiles=PROFILES,
+            endpoints=[ep.url for ep in self.cfg.endpoints],
+            error=error,
+            message=MESSAGES.get(request.query_params.get("m", "")),
+        )
 
     def page_image(self, request: Request) -> Response:
         rec = self._record(request)
@@ -216,12 +233,10 @@ class ReviewApp:
 
     def healthz(self, request: Request) -> Response:
         ok, checks = self.progress.check()
-        return JSONResponse({"ok": ok, "checks": checks}, status_code=200 if ok else 503,
-                            headers={"cache-control": "no-store"})
+        return JSONResponse({"ok": ok, "checks": checks}, status_code=200 if ok else 503, headers={"cache-control": "no-store"})
 
 
-def create_app(cfg: Config, db: StateDB, password: Password | None = None, hosts: set[str] | None = None,
-               beat=None) -> Starlette:
+def create_app(cfg: Config, db: StateDB, password: Password | None = None, hosts: set[str] | None = None, beat=None) -> Starlette:
     review = ReviewApp(cfg, db, beat)
     public = cfg.web.public_url if cfg.web else None
     app = Starlette(routes=review.routes(), middleware=[Middleware(Guard, password=password, hosts=hosts, public_url=public)])

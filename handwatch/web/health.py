@@ -53,8 +53,7 @@ class Progress:
             checks["database"] = f"error: {e}"
         if self.beat is not None:
             age = self.beat()
-            checks["daemon"] = ("stopping" if age is None else
-                                f"main loop stalled for {age:.0f} s" if age > STALL_S else "ok")
+            checks["daemon"] = "stopping" if age is None else f"main loop stalled for {age:.0f} s" if age > STALL_S else "ok"
         else:
             checks["daemon"] = "ok" if daemon_running(self.cfg) else f"no daemon is running with state_dir {self.cfg.state_dir}"
         if uses_vlm(self.cfg) and self.cfg.endpoints and checks["database"] == "ok":
@@ -77,8 +76,11 @@ class StateCollector(Collector):
         yield files
         (n,) = self.db.connect().execute("SELECT COUNT(*) FROM docs WHERE needs_review = 1").fetchone()
         yield GaugeMetricFamily("handwatch_needs_review", "Transcriptions flagged for review and not yet accepted", value=n)
-        up = GaugeMetricFamily("handwatch_endpoint_up", "1 when the endpoint answered its last request, 0 when it is down "
-                               "(absent until a request was made)", labels=["endpoint"])
+        up = GaugeMetricFamily(
+            "handwatch_endpoint_up",
+            "1 when the endpoint answered its last request, 0 when it is down (absent until a request was made)",
+            labels=["endpoint"],
+        )
         health = Health(self.db).all()
         for ep in self.cfg.endpoints:
             if ep.url in health:

@@ -14,8 +14,10 @@ from handwatch.errors import ConfigError
 from handwatch.webconfig import Web, is_loopback
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 1 << 15, 8, 1
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
-       "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
 HEADERS = [
     (b"content-security-policy", CSP.encode()),
     (b"x-content-type-options", b"nosniff"),
@@ -38,8 +40,9 @@ def verify_password(password: str, stored: str) -> bool:
     try:
         _, n, r, p, salt, key = stored.split("$")
         want = base64.b64decode(key)
-        got = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p),
-                             maxmem=256 << 20, dklen=len(want))
+        got = hashlib.scrypt(
+            password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p), maxmem=256 << 20, dklen=len(want)
+        )
     except (ValueError, binascii.Error):
         return False
     return hmac.compare_digest(got, want)
@@ -57,8 +60,11 @@ class Password:
         tag = hmac.new(self._key, password.encode(), "sha256").digest()
         if tag in self._good:
             return True
-        ok = hmac.compare_digest(password.encode(), self.plain.encode()) if self.plain is not None else \
-            verify_password(password, self.stored_hash or "")
+        ok = (
+            hmac.compare_digest(password.encode(), self.plain.encode())
+            if self.plain is not None
+            else verify_password(password, self.stored_hash or "")
+        )
         if ok:
             self._good.add(tag)
         return ok
@@ -69,8 +75,13 @@ def password_for(web: Web, source: str) -> Password | None:
     if web.password_env:
         value = os.environ.get(web.password_env, "")
         if not value:
-            raise ConfigError(source, [f"web.password_env: the environment variable {web.password_env} is not set "
-                                       "or empty; the review page will not start without its password"])
+            raise ConfigError(
+                source,
+                [
+                    f"web.password_env: the environment variable {web.password_env} is not set "
+                    "or empty; the review page will not start without its password"
+                ],
+            )
         return Password(plain=value)
     if web.password_hash:
         return Password(stored_hash=web.password_hash)
@@ -124,8 +135,17 @@ class Guard:
             return await self.app(scope, receive, send_with_headers)
         status, text, extra = problem
         body = text.encode() + b"\n"
-        await send_with_headers({"type": "http.response.start", "status": status, "headers": [
-            (b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode()), *extra]})
+        await send_with_headers(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-length", str(len(body)).encode()),
+                    *extra,
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
     def _authorised(self, header: str) -> bool:

@@ -29,8 +29,18 @@ class WebServer:
         self.db = db or StateDB(cfg.state_dir)
         self.app = create_app(cfg, self.db, password=password, hosts=allowed_hosts(self.web), beat=beat)
         host, port = self.web.address()
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host=host, port=port, log_config=None, access_log=False,
-                                                   lifespan="off", server_header=False, timeout_graceful_shutdown=5))
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                self.app,
+                host=host,
+                port=port,
+                log_config=None,
+                access_log=False,
+                lifespan="off",
+                server_header=False,
+                timeout_graceful_shutdown=5,
+            )
+        )
         self.log = log.get("web")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -61,7 +71,9 @@ class WebServer:
         self._serve()
         self._stop.set()
         if not self.server.started:
-            raise HandwatchError(f"the review page cannot listen on {self.web.listen} (in use, or not an address of this machine)")
+            raise HandwatchError(
+                f"the review page cannot listen on {self.web.listen} (in use, or not an address of this machine)"
+            )
 
     def start(self) -> None:
         """On its own thread, for the daemon: returns once it listens; raises if it cannot."""
@@ -71,7 +83,9 @@ class WebServer:
             self._thread.join(0.05)
         if not self.server.started:
             self._stop.set()
-            raise HandwatchError(f"the review page cannot listen on {self.web.listen} (in use, or not an address of this machine)")
+            raise HandwatchError(
+                f"the review page cannot listen on {self.web.listen} (in use, or not an address of this machine)"
+            )
         self.log.info("web.listening", url=self.web.base_url())
 
     def stop(self) -> None:

@@ -79,8 +79,9 @@ class Store:
                 f"""SELECT d.id, d.source, d.reasons, COALESCE(o.written, d.updated) AS written,
                            (SELECT j.id FROM jobs j WHERE j.output = d.output ORDER BY j.updated DESC LIMIT 1) AS job
                     FROM docs d LEFT JOIN outputs o ON o.path = d.output
-                    WHERE d.needs_review = 1{where.format(col='d.output')} ORDER BY written DESC LIMIT ?""",
-                (*args, LIST_LIMIT)).fetchall()
+                    WHERE d.needs_review = 1{where.format(col="d.output")} ORDER BY written DESC LIMIT ?""",
+                (*args, LIST_LIMIT),
+            ).fetchall()
             for r in rows:
                 url = f"/file/{r['job']}" if r["job"] is not None else f"/doc/{r['id']}"
                 items.append(self._item("review", url, decode(r["source"]), json.loads(r["reasons"]), r["written"]))
@@ -88,8 +89,10 @@ class Store:
             if kind not in kinds:
                 continue
             rows = db.execute(
-                f"""SELECT id, path, reason, updated FROM jobs WHERE state = ?{extra}{where.format(col='path')}
-                    ORDER BY updated DESC LIMIT ?""", (state, *args, LIST_LIMIT)).fetchall()
+                f"""SELECT id, path, reason, updated FROM jobs WHERE state = ?{extra}{where.format(col="path")}
+                    ORDER BY updated DESC LIMIT ?""",
+                (state, *args, LIST_LIMIT),
+            ).fetchall()
             items += [self._item(kind, f"/file/{r['id']}", decode(r["path"]), [r["reason"] or ""], r["updated"]) for r in rows]
         items.sort(key=lambda i: i.when, reverse=True)
         return items[:LIST_LIMIT]
@@ -100,8 +103,11 @@ class Store:
 
     def url_for_doc(self, doc_id: int, output: Path) -> str:
         """A transcription's page is its job's, when it has one."""
-        row = self.db.connect().execute("SELECT id FROM jobs WHERE output = ? ORDER BY updated DESC LIMIT 1",
-                                        (encode(output),)).fetchone()
+        row = (
+            self.db.connect()
+            .execute("SELECT id FROM jobs WHERE output = ? ORDER BY updated DESC LIMIT 1", (encode(output),))
+            .fetchone()
+        )
         return f"/file/{row['id']}" if row else f"/doc/{doc_id}"
 
     def by_job(self, job_id: int) -> Record | None:

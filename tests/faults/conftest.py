@@ -35,8 +35,11 @@ def side_by_side(request, tmp_path_factory) -> dict:
     """The module's selected cases (registered in `CASES`), started together on first use: {name: Future of
     its notes}. One module at a time: the endpoint matrix and the races together are 18 daemons, enough to
     starve a 2-core machine's watchdog pings for seconds."""
-    chosen = [item.callspec.params["name"] for item in request.session.items
-              if item.module is request.module and "side_by_side" in item.fixturenames and hasattr(item, "callspec")]
+    chosen = [
+        item.callspec.params["name"]
+        for item in request.session.items
+        if item.module is request.module and "side_by_side" in item.fixturenames and hasattr(item, "callspec")
+    ]
     with ThreadPoolExecutor(max(1, len(chosen))) as pool:
         yield CASES.start(chosen, pool, tmp_path_factory.mktemp)
 

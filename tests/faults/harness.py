@@ -27,8 +27,7 @@ from tests.sdlisten import NotifyListener
 WATCHDOG_S = 8.0  # WATCHDOG_USEC given to the daemon: it pings every half of it
 # Run as root (here and in CI), the daemon would read any file whatever its permission bits; without
 # these two capabilities it is held to them, as a service running as its own user is.
-NO_DAC = ("setpriv", "--bounding-set", "-dac_override,-dac_read_search",
-          "--inh-caps", "-dac_override,-dac_read_search")
+NO_DAC = ("setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--inh-caps", "-dac_override,-dac_read_search")
 
 
 def sha256(path: Path) -> str:
@@ -57,9 +56,19 @@ class Good:
 
 
 class World:
-    def __init__(self, root: Path, url: str, *, settle_s: float = 0.5, timeout_s: float = 30.0,
-                 model: str | None = "fake-vl-7b", concurrency: int = 4, rescan_s: float = 600.0,
-                 no_dac: bool = False, inbox: Path | None = None):
+    def __init__(
+        self,
+        root: Path,
+        url: str,
+        *,
+        settle_s: float = 0.5,
+        timeout_s: float = 30.0,
+        model: str | None = "fake-vl-7b",
+        concurrency: int = 4,
+        rescan_s: float = 600.0,
+        no_dac: bool = False,
+        inbox: Path | None = None,
+    ):
         root.mkdir(parents=True, exist_ok=True)
         self.root = root
         self.inbox = inbox or root / "inbox"
@@ -67,9 +76,14 @@ class World:
         endpoint = {"url": url, "max_concurrency": concurrency, "timeout_s": timeout_s}
         if model:
             endpoint["model"] = model
-        data = {"state_dir": str(root / "state"), "endpoints": [endpoint],
-                "defaults": {"settle_s": settle_s, "preprocess": PLAIN}, "rescan_s": rescan_s,
-                "stop_grace_s": 5, "folders": [{"path": str(self.inbox)}]}
+        data = {
+            "state_dir": str(root / "state"),
+            "endpoints": [endpoint],
+            "defaults": {"settle_s": settle_s, "preprocess": PLAIN},
+            "rescan_s": rescan_s,
+            "stop_grace_s": 5,
+            "folders": [{"path": str(self.inbox)}],
+        }
         self.cfg = root / "config.yaml"
         self.cfg.write_text(yaml.safe_dump(data, sort_keys=False))
         self.log = root / "daemon.log"
@@ -164,8 +178,7 @@ class World:
 
     def settled(self) -> bool:
         c = self.status()["counts"]
-        return (c["done"] >= len(self.good) and c["failed"] >= len(self.bad)
-                and c["pending"] == 0 and c["running"] == 0)
+        return c["done"] >= len(self.good) and c["failed"] >= len(self.bad) and c["pending"] == 0 and c["running"] == 0
 
     def wait_settled(self, timeout: float = 120.0) -> None:
         wait_for(self.settled, timeout, interval=0.3, what=f"{len(self.good)} done and {len(self.bad)} failed")
@@ -211,8 +224,12 @@ class World:
         without a ping while it was running and not stopped by the test: systemd would have killed it. (The
         gap since the last ping counts too, up to now: one new ping is enough to show it goes on.)"""
         pid, since = self.pid, time.monotonic()
-        wait_for(lambda: len([m for m in self.notify.of(pid, "WATCHDOG=1") if m.t > since]) >= more,
-                 WATCHDOG_S * (more + 1), interval=0.1, what="watchdog pings after the fault")
+        wait_for(
+            lambda: len([m for m in self.notify.of(pid, "WATCHDOG=1") if m.t > since]) >= more,
+            WATCHDOG_S * (more + 1),
+            interval=0.1,
+            what="watchdog pings after the fault",
+        )
         for life in self.lives:
             longest, where = self.longest_gap(life)
             assert longest <= WATCHDOG_S, f"pid {life.proc.proc.pid} went {longest:.1f} s without a ping ({where})"

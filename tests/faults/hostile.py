@@ -22,8 +22,7 @@ def pdf(pages: int = 1, size: tuple[float, float] = (595, 842)) -> bytes:
     line of ink across the middle (a page without ink is blank and never sent)."""
     w, h = size
     content = f"{max(2.0, h * 0.02):.0f} w 0 0 0 RG {w * 0.2:.0f} {h / 2:.0f} m {w * 0.8:.0f} {h / 2:.0f} l S".encode()
-    objs = [b"<< /Type /Catalog /Pages 2 0 R >>", b"",
-            b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream"]
+    objs = [b"<< /Type /Catalog /Pages 2 0 R >>", b"", b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream"]
     objs += [f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 {w:g} {h:g}] /Contents 3 0 R >>".encode()] * pages
     kids = " ".join(f"{4 + i} 0 R" for i in range(pages))
     objs[1] = f"<< /Type /Pages /Kids [{kids}] /Count {pages} >>".encode()
@@ -60,6 +59,7 @@ def tiff_pages(path: Path, n: int) -> Path:
 
 def heic_without_image(path: Path) -> Path:
     """An ISO-BMFF file that says it is HEIC (ftyp heic/mif1) and has a meta box with no items."""
+
     def box(kind: bytes, payload: bytes) -> bytes:
         return struct.pack(">I", 8 + len(payload)) + kind + payload
 

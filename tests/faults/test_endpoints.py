@@ -26,6 +26,7 @@ MATRIX: list[str] = []  # the names of this module's cases
 
 def matrix(name: str, title: str):
     """A case of the matrix: besides its own checks, no request it made outlived the endpoint's timeout_s."""
+
     def register(fn: Callable[[Path], list[str]]):
         def run(root: Path) -> list[str]:
             notes = fn(root)
@@ -68,26 +69,32 @@ class Scene:
         """Every request the server got ended (answered, or hung up on by the daemon) within timeout_s of its
         start, measured at the server; a second of slack for the server's own bookkeeping."""
         reqs = self.server.requests
-        wait_for(lambda: all(r.ended is not None for r in reqs), self.timeout_s + 5, interval=0.1,
-                 what="every request over")
+        wait_for(lambda: all(r.ended is not None for r in reqs), self.timeout_s + 5, interval=0.1, what="every request over")
         longest = max((r.ended - r.started for r in reqs), default=0.0)
         assert longest <= self.timeout_s + 1, f"a request lasted {longest:.1f} s, over timeout_s {self.timeout_s:g}"
         LONGEST[self.root] = (longest, self.timeout_s)
 
     def all_waiting(self, why: str) -> dict:
         """Every photo waiting with `why` in its reason, the endpoint down with it, nothing failed."""
+
         def ready():
             st = self.w.status()
             waiting = {x["path"]: x["reason"] or "" for x in st["waiting"]}
             ep = st["endpoints"][0]
-            return (all(why in waiting.get(str(p), "") for p in self.w.good) and ep["up"] is False
-                    and why in (ep["reason"] or "") and st["counts"]["failed"] == 0 and st)
+            return (
+                all(why in waiting.get(str(p), "") for p in self.w.good)
+                and ep["up"] is False
+                and why in (ep["reason"] or "")
+                and st["counts"]["failed"] == 0
+                and st
+            )
 
         return wait_for(ready, 90, interval=0.2, what=f"every photo waiting: {why!r}")
 
 
-def _down_then_back(root: Path, why: str, break_it: Callable[[FakeOpenAI], None],
-                    fix: Callable[[FakeOpenAI], None], **kw) -> tuple[Scene, dict]:
+def _down_then_back(
+    root: Path, why: str, break_it: Callable[[FakeOpenAI], None], fix: Callable[[FakeOpenAI], None], **kw
+) -> tuple[Scene, dict]:
     with Scene(root, **kw) as s:
         break_it(s.server)
         st = s.all_waiting(why)
@@ -151,12 +158,18 @@ def _stall(root: Path, item: dict) -> list[str]:
         stalled.append(rec)
         return item
 
-    s, _ = _down_then_back(root, f"no answer within {STALL_TIMEOUT_S:g} s",
-                           lambda srv: setattr(srv, "default", stall), lambda srv: setattr(srv, "default", text_for),
-                           timeout_s=STALL_TIMEOUT_S)
+    s, _ = _down_then_back(
+        root,
+        f"no answer within {STALL_TIMEOUT_S:g} s",
+        lambda srv: setattr(srv, "default", stall),
+        lambda srv: setattr(srv, "default", text_for),
+        timeout_s=STALL_TIMEOUT_S,
+    )
     assert stalled and all(r.client_gone for r in stalled), "the daemon did not hang up on a stalled request"
-    return [f"{len(stalled)} stalled requests (the probes' too) each abandoned by the daemon at its "
-            f"{STALL_TIMEOUT_S:g} s deadline; files waited, then done"]
+    return [
+        f"{len(stalled)} stalled requests (the probes' too) each abandoned by the daemon at its "
+        f"{STALL_TIMEOUT_S:g} s deadline; files waited, then done"
+    ]
 
 
 @matrix("hang", "accept and never answer")
@@ -172,16 +185,24 @@ def trickle(root: Path) -> list[str]:
 @matrix("html", "HTML page with 200 (a web UI at the URL)")
 def html_200(root: Path) -> list[str]:
     page = {"raw": "<!DOCTYPE html><html><head><title>Open WebUI</title></head><body></body></html>"}
-    _down_then_back(root, "got an HTML page, not JSON: does the URL end in /v1",
-                    lambda srv: setattr(srv, "every_path", page), lambda srv: setattr(srv, "every_path", None))
+    _down_then_back(
+        root,
+        "got an HTML page, not JSON: does the URL end in /v1",
+        lambda srv: setattr(srv, "every_path", page),
+        lambda srv: setattr(srv, "every_path", None),
+    )
     return ["endpoint down: 'got an HTML page, not JSON: does the URL end in /v1 …?'; files waited, no traceback"]
 
 
 @matrix("404", "404 on every path (a wrong path)")
 def http_404(root: Path) -> list[str]:
     page = {"status": 404, "raw": "<html><body>404 page not found</body></html>"}
-    _down_then_back(root, "HTTP 404 for the OpenAI API path: does the URL end in /v1",
-                    lambda srv: setattr(srv, "every_path", page), lambda srv: setattr(srv, "every_path", None))
+    _down_then_back(
+        root,
+        "HTTP 404 for the OpenAI API path: does the URL end in /v1",
+        lambda srv: setattr(srv, "every_path", page),
+        lambda srv: setattr(srv, "every_path", None),
+    )
     return ["endpoint down: 'HTTP 404 for the OpenAI API path: does the URL end in /v1 …?'; files waited"]
 
 
@@ -216,8 +237,10 @@ def context_length(root: Path) -> list[str]:
         ident = ident_of(rec.image)
         seen[ident] = seen.get(ident, 0) + 1
         if ident == 0 or (ident == 1 and seen[ident] == 1):  # 0 never fits, 1 fits once smaller
-            return {"status": 400, "error": "This model's maximum context length is 4096 tokens. However, "
-                                            "you requested 9000 tokens."}
+            return {
+                "status": 400,
+                "error": "This model's maximum context length is 4096 tokens. However, you requested 9000 tokens.",
+            }
         return text_for(rec)
 
     server = FakeOpenAI().start()
@@ -226,12 +249,12 @@ def context_length(root: Path) -> list[str]:
         s.w.expect_failed(s.w.image("never.png", 0, (1200, 900)), "maximum context length")
         fits = s.w.photo("fits.png", 1, (1200, 900))
         s.w.check()
-        assert "context: image too large for the model's context; sent smaller" in front(
-            fits.with_suffix(".md"))["review_reasons"]
+        assert (
+            "context: image too large for the model's context; sent smaller" in front(fits.with_suffix(".md"))["review_reasons"]
+        )
         sizes = [r.image_size for r in server.requests if r.image and ident_of(r.image) == 1]
         assert sizes[1][0] < sizes[0][0], sizes
-    return ["sent smaller after a context error (Markdown flagged); a page that never fits failed with the "
-            "server's message"]
+    return ["sent smaller after a context error (Markdown flagged); a page that never fits failed with the server's message"]
 
 
 @matrix("500", "500 on one file only")
@@ -254,8 +277,7 @@ def poison(root: Path) -> list[str]:
         assert reason.endswith("(3 tries)"), reason
         tries = [r for r in server.requests if r.image is not None and ident_of(r.image) == 0]
         assert len(tries) == 3, f"{len(tries)} requests for the poisoned file"
-    return ["the others done, the endpoint never marked down; the file failed after 3 tries with the server's "
-            "message"]
+    return ["the others done, the endpoint never marked down; the file failed after 3 tries with the server's message"]
 
 
 # --- replies that cannot be used: retried, then kept and flagged --------------------------------
@@ -303,8 +325,9 @@ def loop(root: Path) -> list[str]:
 
 @matrix("length", "200 with finish_reason 'length'")
 def length(root: Path) -> list[str]:
-    md, _, server = _bad_reply(root, {"content": "Dear Anna, thank", "finish_reason": "length"},
-                               "truncated: the reply hit max_tokens")
+    md, _, server = _bad_reply(
+        root, {"content": "Dear Anna, thank", "finish_reason": "length"}, "truncated: the reply hit max_tokens"
+    )
     asked = [r.params["max_tokens"] for r in server.requests if r.image and ident_of(r.image) == 0]
     assert asked[1] == 2 * asked[0], asked
     return ["retried with twice the max_tokens, then kept and flagged 'truncated'"]

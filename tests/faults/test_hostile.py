@@ -64,9 +64,11 @@ def _hostile(w: World, outside: Path) -> tuple[Path, list]:
 
 
 def test_a_hostile_folder_all_at_once_while_good_photos_keep_flowing(tmp_path, fault):
-    fault.case = ("hostile folder: zero bytes, truncated JPEG, random bytes, 200-MP PNG, encrypted PDF, 2,000-page "
-                  "PDF, huge PDF pages, 300-page TIFF, HEIC without image, folder/FIFO/socket named .jpg, FIFO and "
-                  "5,000-deep rule files, link outside, unreadable file, newline, non-UTF-8, NFC+NFD names")
+    fault.case = (
+        "hostile folder: zero bytes, truncated JPEG, random bytes, 200-MP PNG, encrypted PDF, 2,000-page "
+        "PDF, huge PDF pages, 300-page TIFF, HEIC without image, folder/FIFO/socket named .jpg, FIFO and "
+        "5,000-deep rule files, link outside, unreadable file, newline, non-UTF-8, NFC+NFD names"
+    )
     server = FakeOpenAI().start()
     server.default = text_for
     w = World(tmp_path / "w", server.url, no_dac=True, rescan_s=5)  # rescans: the unreadable file is shown once
@@ -97,8 +99,10 @@ def test_a_hostile_folder_all_at_once_while_good_photos_keep_flowing(tmp_path, f
         w.expect_good(locked, text_of(40))
         w.check()
         assert all(ident_of(r.image) != 300 for r in server.requests if r.image), "the link's target was read"
-        fault.note(f"{len(w.good)} Markdown, {len(w.bad)} failed each with its own reason; the unreadable file "
-                   "shown once (across rescans) as waiting for permission, done once readable")
+        fault.note(
+            f"{len(w.good)} Markdown, {len(w.bad)} failed each with its own reason; the unreadable file "
+            "shown once (across rescans) as waiting for permission, done once readable"
+        )
         assert w.stop() == 0  # and a restart is not held up by the FIFOs at the catch-up scan
         w.start()
         w.check()

@@ -100,8 +100,9 @@ def test_sigkill_at_random_moments_over_a_hundred_file_run(tmp_path, fault):
                 hit = _queued(w, paths) < len(paths)
             elif phase == "decode":  # the large photo claimed, its request not sent yet: hashed, decoded, prepared
                 big, ident = paths[0], n * BATCH
-                wait_for(lambda big=big, ident=ident: _running(w, big) and ident not in asked, 60, interval=0.001,
-                         what="a decode")
+                wait_for(
+                    lambda big=big, ident=ident: _running(w, big) and ident not in asked, 60, interval=0.001, what="a decode"
+                )
                 w.kill()
                 hit = ident not in asked
             elif phase == "request":
@@ -124,9 +125,12 @@ def test_sigkill_at_random_moments_over_a_hundred_file_run(tmp_path, fault):
                 w.wait_settled()
         w.check()
         restarts = w.events("daemon.starting")
-        fault.note(f"{len(phases)} kills, {len(w.good)} Markdown each with its own text, none failed; kills that "
-                   f"landed in their phase: " + ", ".join(f"{p} {hits[p]}/{phases.count(p)}" for p in sorted(hits))
-                   + f"; deaths counted while decoding: {sum(r.get('died_decoding', 0) for r in restarts)}")
+        fault.note(
+            f"{len(phases)} kills, {len(w.good)} Markdown each with its own text, none failed; kills that "
+            f"landed in their phase: "
+            + ", ".join(f"{p} {hits[p]}/{phases.count(p)}" for p in sorted(hits))
+            + f"; deaths counted while decoding: {sum(r.get('died_decoding', 0) for r in restarts)}"
+        )
     finally:
         watcher.stop()
         watcher.join()

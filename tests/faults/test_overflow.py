@@ -36,8 +36,10 @@ def test_inotify_overflow_while_stopped_is_caught_up_at_once(tmp_path, fault):
         w.check()
         assert w.events("watch.overflow"), "the queue did not overflow: the case proved nothing"
         assert len(w.events("rescan.done")) >= 2  # the start's, and the one the overflow asked for
-        fault.note(f"{notes + PHOTOS:,} files ({PHOTOS} photos last); overflow noticed, folders walked again at "
-                   f"once (periodic rescan 1 h); {len(w.good)} Markdown")
+        fault.note(
+            f"{notes + PHOTOS:,} files ({PHOTOS} photos last); overflow noticed, folders walked again at "
+            f"once (periodic rescan 1 h); {len(w.good)} Markdown"
+        )
     finally:
         w.close()
         server.stop()

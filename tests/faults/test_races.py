@@ -70,8 +70,9 @@ def database_locked(root: Path) -> list[str]:
         for i in range(3):
             w.photo(f"before{i}.png", i)
         w.wait_settled()
-        locker = subprocess.Popen([sys.executable, "-c", LOCKER, str(root / "state" / "state.sqlite3"), str(LOCK_S)],
-                                  stdout=subprocess.PIPE, text=True)
+        locker = subprocess.Popen(
+            [sys.executable, "-c", LOCKER, str(root / "state" / "state.sqlite3"), str(LOCK_S)], stdout=subprocess.PIPE, text=True
+        )
         assert locker.stdout.readline().strip() == "locked"
         for i in range(3, 8):
             w.photo(f"during{i}.png", i)
@@ -84,8 +85,9 @@ def database_locked(root: Path) -> list[str]:
             locker.kill()
         w.close()
         server.stop()
-    return [f"`status` answered during the lock; photos written during it done after it, pings kept "
-            f"coming; workers replaced: {died}"]
+    return [
+        f"`status` answered during the lock; photos written during it done after it, pings kept coming; workers replaced: {died}"
+    ]
 
 
 @race("sparse", "sparse files of 40 GB and 1.9 GB named .jpg")
@@ -109,8 +111,10 @@ def sparse(root: Path) -> list[str]:
     finally:
         w.close()
         server.stop()
-    return ["40 GB: failed unread with its size; 1.9 GB: hashed off the main thread, failed as corrupt; "
-            "photos done meanwhile; pings kept coming"]
+    return [
+        "40 GB: failed unread with its size; 1.9 GB: hashed off the main thread, failed as corrupt; "
+        "photos done meanwhile; pings kept coming"
+    ]
 
 
 @race("disk-full", "disk full while writing the Markdown (a 1 MB tmpfs as the watched folder)")
@@ -118,11 +122,14 @@ def disk_full(root: Path) -> list[str]:
     root.mkdir(parents=True, exist_ok=True)
     inbox = root / "inbox"
     inbox.mkdir()
-    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(inbox)],
-                           capture_output=True, text=True)
+    mount = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(inbox)], capture_output=True, text=True
+    )
     if mount.returncode != 0:  # not root, or a container without CAP_SYS_ADMIN: no filesystem of our own to fill
-        pytest.skip(f"cannot mount a 1 MB tmpfs to fill (mount exited {mount.returncode}: "
-                    f"{mount.stderr.strip() or 'no message'}); CI and this machine run the tests as root")
+        pytest.skip(
+            f"cannot mount a 1 MB tmpfs to fill (mount exited {mount.returncode}: "
+            f"{mount.stderr.strip() or 'no message'}); CI and this machine run the tests as root"
+        )
     server = FakeOpenAI().start()
     requests: list[Recorded] = []
     server.default = lambda rec: (requests.append(rec), text_for(rec))[1]
@@ -132,9 +139,12 @@ def disk_full(root: Path) -> list[str]:
         filler = inbox / "filler.bin"
         _fill(filler)
         w.start()
-        st = wait_for(lambda: [x for x in w.status()["waiting"] if x["path"] == str(photo)
-                               and "No space left" in (x["reason"] or "")], 60, interval=0.2,
-                      what="the photo waiting for disk space")
+        st = wait_for(
+            lambda: [x for x in w.status()["waiting"] if x["path"] == str(photo) and "No space left" in (x["reason"] or "")],
+            60,
+            interval=0.2,
+            what="the photo waiting for disk space",
+        )
         assert not list(inbox.glob("*.md")) and temps(inbox) == [], "a partial Markdown was left"
         assert w.status()["counts"]["failed"] == 0
         filler.unlink()
@@ -144,8 +154,10 @@ def disk_full(root: Path) -> list[str]:
         w.close()
         server.stop()
         subprocess.run(["umount", "-l", str(inbox)], check=False)
-    return [f"nothing written while full ({st[0]['reason'][:60]}…), no temporary file; written once space was "
-            "freed, from the stored text (no second request)"]
+    return [
+        f"nothing written while full ({st[0]['reason'][:60]}…), no temporary file; written once space was "
+        "freed, from the stored text (no second request)"
+    ]
 
 
 def _fill(path: Path) -> None:
