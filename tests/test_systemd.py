@@ -182,7 +182,8 @@ def test_status_cannot_inject_a_message_and_names_in_any_script_survive(tmp_path
 def test_pings_go_on_while_a_dead_worker_is_replaced_and_stop_when_workers_keep_dying(tmp_path, fake_openai, listener, daemons):
     inbox = folder(tmp_path, "inbox")
     cfg = write(tmp_path / "config.yaml", service_config(tmp_path, fake_openai.url, [inbox]))
-    # One worker (max_concurrency 1); a worker that takes a file named die-* dies (tests/kill_worker).
+    # One request slot (max_concurrency 1), a few workers preparing pages ahead of it; a worker that takes a
+    # file named die-* dies (tests/kill_worker).
     env = {**listener.env(WATCHDOG_USEC), "PYTHONPATH": f"{REPO / 'tests' / 'kill_worker'}{os.pathsep}{REPO}"}
     d = DaemonProc(cfg, tmp_path / "daemon.log", env=env)
     daemons.append(d)
@@ -200,7 +201,8 @@ def test_pings_go_on_while_a_dead_worker_is_replaced_and_stop_when_workers_keep_
 
     for i in range(2, 6):  # five deaths within ten minutes: the pool stops refilling
         tiny_png(inbox / f"die-{i}.png", i)
-        wait_for(lambda i=i: len(d.events("worker.died")) == i, 30, what=f"worker death {i}")
+        # At least i: die-1's retry after its strike delay may kill another worker meanwhile.
+        wait_for(lambda i=i: len(d.events("worker.died")) >= i, 30, what=f"worker death {i}")
     wait_for(
         lambda: any(s.startswith("unhealthy: worker threads keep dying") for s in listener.statuses()),
         30,
