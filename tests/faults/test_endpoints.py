@@ -104,6 +104,11 @@ def _down_then_back(
         return s, st
 
 
+def _every_path_answers(root: Path, page: dict, why: str) -> None:
+    """Something other than an OpenAI API at the URL (a web UI, a wrong path): files wait, saying `why`."""
+    _down_then_back(root, why, lambda srv: setattr(srv, "every_path", page), lambda srv: setattr(srv, "every_path", None))
+
+
 # --- the server is down, busy, or not an OpenAI API: files wait ---------------------------------
 
 
@@ -185,24 +190,14 @@ def trickle(root: Path) -> list[str]:
 @matrix("html", "HTML page with 200 (a web UI at the URL)")
 def html_200(root: Path) -> list[str]:
     page = {"raw": "<!DOCTYPE html><html><head><title>Open WebUI</title></head><body></body></html>"}
-    _down_then_back(
-        root,
-        "got an HTML page, not JSON: does the URL end in /v1",
-        lambda srv: setattr(srv, "every_path", page),
-        lambda srv: setattr(srv, "every_path", None),
-    )
+    _every_path_answers(root, page, "got an HTML page, not JSON: does the URL end in /v1")
     return ["endpoint down: 'got an HTML page, not JSON: does the URL end in /v1 …?'; files waited, no traceback"]
 
 
 @matrix("404", "404 on every path (a wrong path)")
 def http_404(root: Path) -> list[str]:
     page = {"status": 404, "raw": "<html><body>404 page not found</body></html>"}
-    _down_then_back(
-        root,
-        "HTTP 404 for the OpenAI API path: does the URL end in /v1",
-        lambda srv: setattr(srv, "every_path", page),
-        lambda srv: setattr(srv, "every_path", None),
-    )
+    _every_path_answers(root, page, "HTTP 404 for the OpenAI API path: does the URL end in /v1")
     return ["endpoint down: 'HTTP 404 for the OpenAI API path: does the URL end in /v1 …?'; files waited"]
 
 
