@@ -4,10 +4,12 @@ decoder complained about collected (`notices`) rather than printed."""
 
 from __future__ import annotations
 
+import io
 import mmap
 import os
 import threading
 from pathlib import Path
+from typing import BinaryIO
 
 import cv2
 import numpy as np
@@ -199,14 +201,17 @@ def _heif_page(path: Path, max_side: int, max_megapixels: float) -> np.ndarray:
     all 12 MP are decoded (~0.9 s of libde265 on one core, the bulk of a page); going through a
     Pillow image would copy those 36 MB twice more. libheif applies irot/imir itself, and its
     threads decode an iPhone's 512 px tiles in parallel (pillow-heif's DECODE_THREADS). A preview
-    the file carries that is at least the size wanted is decoded instead (`heif_preview`)."""
+    the file carries that is at least the size wanted is decoded instead (`heif_preview`).
+    The file is read once (pillow-heif reads it whole either way): the preview comes from the
+    bytes whose image passed the pixel limit, not from whatever the name holds a moment later."""
     import pillow_heif
 
     ensure_heif()
-    heif = pillow_heif.open_heif(path, convert_hdr_to_8bit=True)
+    data = path.read_bytes()
+    heif = pillow_heif.open_heif(io.BytesIO(data), convert_hdr_to_8bit=True)
     image = heif[heif.primary_index]
     check_pixels(*image.size, max_megapixels)
-    preview = heif_preview(path, max_side)
+    preview = heif_preview(io.BytesIO(data), max_side)
     if preview is not None:
         return _fit(preview, max_side)
     arr = np.asarray(image)
@@ -215,12 +220,12 @@ def _heif_page(path: Path, max_side: int, max_megapixels: float) -> np.ndarray:
     return _fit(arr, max_side)
 
 
-def heif_preview(path: Path, max_side: int) -> np.ndarray | None:
+def heif_preview(source: Path | BinaryIO, max_side: int) -> np.ndarray | None:
     """The smallest embedded thumbnail ("preview") of a HEIC that still reaches the size a page is
     shrunk to, or None. Decoding it costs a fraction of the 12 MP image; pillow-heif's `draft` takes
     only a scaled copy of the primary image (same aspect ratio, mode and irot/imir). A phone's own
     thumbnail (320-512 px) is far too small to read a page from, so mostly there is none."""
-    with Image.open(path) as im:
+    with Image.open(source) as im:
         wanted = fit_size(*im.size, max_side)
         if wanted == im.size or not im.info.get("thumbnails") or im.draft(None, wanted) is None:
             return None
