@@ -62,15 +62,18 @@ class Intake:
         self.events.put((kind, path))
         self.wake.set()
 
-    def offer(self, found: Iterable[Path]) -> int:
+    def offer(self, found: Iterable[Path], beat: bool = False) -> int:
         """Files a walk found. A version that already has a job (same size, mtime, inode and ctime) is
         passed over right here: a stat each and one database query per batch, no rule lookup, no
         hashing, nothing read. Markdown and temporary names are never inputs and go by unlooked-at.
-        The rest become 'scan' events. Returns how many did."""
+        The rest become 'scan' events. Returns how many did. `beat`: the intake's own thread walks
+        (a folder moved in or watched again), and says it is alive at each file, however slow the disk."""
         batch: list[tuple[Path, safefs.FileSig]] = []
         n = 0
 
         for path in found:
+            if beat:
+                self.heartbeat = time.monotonic()
             name = path.name
             if markdown(name) or output.is_temp(name):
                 continue
@@ -149,13 +152,18 @@ class Intake:
                 self._one(kind, path)
             except sqlite3.OperationalError as e:  # "database is locked": look at it again shortly
                 self.log.warning("intake.db_busy", path=str(path), error=str(e))
-                self.settler.event(Path(os.path.abspath(path)), time.monotonic() + DB_RETRY_S, None)
+                if kind == "dir":  # the walk again shortly, not the folder as if it were a file to settle
+                    retry = threading.Timer(DB_RETRY_S, self.put, (kind, path))
+                    retry.daemon = True
+                    retry.start()
+                else:
+                    self.settler.event(Path(os.path.abspath(path)), time.monotonic() + DB_RETRY_S, None)
             except Exception:
                 self.log.exception("intake.path_failed", path=str(path))
 
     def _one(self, kind: str, path: Path) -> None:
         if kind == "dir":
-            self.offer(walk(path, True, skip_name=markdown))
+            self.offer(walk(path, True, skip_name=markdown), beat=True)
             return
         path = Path(os.path.abspath(path))
         rule, why = self.candidates.rule(path)
