@@ -36,6 +36,7 @@ MONITOR_EVERY_S = 1.0
 STATUS_EVERY_S = 2.0
 DEAD_GRACE_S = 5.0  # a dead worker or observer is replaced within a monitor turn; longer means it is not
 APPLY_TIMEOUT_S = 60.0
+RESCAN_RETRY_S = 30.0  # after a rescan the database or the disk failed
 
 
 class Daemon:
@@ -391,7 +392,13 @@ class Daemon:
                             removed += _remove_stale(path, self.started)
                         yield path
 
-            queued = self.intake.offer(found())
+            try:
+                queued = self.intake.offer(found())
+            except Exception as e:  # the database (or the disk) failed this pass: the next one tries again
+                self.log.error("rescan.failed", error=f"{type(e).__name__}: {e}", retry_in_s=RESCAN_RETRY_S)
+                self.rescan_now.wait(RESCAN_RETRY_S)
+                self.rescan_now.clear()
+                continue
             if self.stopping.is_set():
                 return
             self.log.info(
