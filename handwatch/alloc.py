@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 
 M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters (malloc.h)
@@ -11,6 +12,12 @@ M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
 MMAP_THRESHOLD = 16 << 20
 TRIM_THRESHOLD = 32 << 20
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    """Looked up once: find_library runs `ldconfig -p`, and give_back() is called after every burst."""
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
 
 
 def keep_image_buffers() -> bool:
@@ -26,10 +33,8 @@ def keep_image_buffers() -> bool:
     memory kept in each of them added up: in a 300-photo 12 MP burst at 32 slots the peak RSS was
     430–470 MB with those defaults and 310–320 MB with one arena per core (`bench/throughput.py`).
     False where the C library is not glibc."""
-    name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name or "libc.so.6")
-        mallopt = libc.mallopt
+        mallopt = _libc().mallopt
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
@@ -45,8 +50,7 @@ def give_back() -> bool:
     """Hand the free heap of every arena back to the kernel (glibc's malloc_trim). Called when the work
     runs out, so a burst's high-water mark does not stay resident while the daemon waits for files."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
+        trim = _libc().malloc_trim
     except (OSError, AttributeError):
         return False
     trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
