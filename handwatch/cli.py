@@ -229,9 +229,12 @@ def _main(argv: list[str] | None) -> int:
     alloc.keep_image_buffers()
     streams = sys.stdout, sys.stderr
     try:
+        # No key or password reaches a terminal, a pipe or the journal: URL passwords from the start (a
+        # config error may quote a URL), the config's secrets once it is read.
+        sys.stdout, sys.stderr = (log.RedactingStream(s, log.Redactor()) for s in streams)
         cfg = config.load(config.find_config(getattr(args, "config", None)))
-        redactor = log.Redactor(cfg.secrets())  # no key or password reaches a terminal, a pipe or the journal
-        sys.stdout, sys.stderr = log.RedactingStream(sys.stdout, redactor), log.RedactingStream(sys.stderr, redactor)
+        redactor = log.Redactor(cfg.secrets())
+        sys.stdout, sys.stderr = (log.RedactingStream(s, redactor) for s in streams)
         log.setup(getattr(args, "log_level", None) or cfg.log_level, daemon=args.command == "run", secrets=cfg.secrets())
         if args.command in ("run", "scan") and not cfg.folders:
             raise ConfigError(cfg.source, [NO_FOLDERS])

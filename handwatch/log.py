@@ -7,6 +7,7 @@ results (`once` prints output paths there) and log to stderr."""
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Iterable
 
@@ -16,11 +17,16 @@ from handwatch import systemd
 
 MASK = "[redacted]"
 MIN_SECRET = 8  # shorter values ("ollama", "none") are placeholders, and masking them would garble paths
+# The password of any URL (`scheme://user:PASSWORD@host`; the last `@` before the path ends it, as urlsplit
+# reads it): masked whatever its length and whether or not the config names it, so `admin:admin@` and a
+# URL quoted in a config error are hidden too.
+URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/?#@:]*:)[^\s/?#]*@")
 
 
 class Redactor:
-    """Replaces every known secret (API keys, passwords) wherever it appears in a string: a server that
-    echoes the key in an error message must not put it into the journal or onto a terminal."""
+    """Replaces every known secret (API keys, passwords) wherever it appears in a string, and the password
+    of every URL: a server that echoes the key in an error message must not put it into the journal or
+    onto a terminal."""
 
     def __init__(self, secrets: Iterable[str] = ()):
         self.secrets = sorted({s for s in secrets if s and len(s) >= MIN_SECRET}, key=len, reverse=True)
@@ -29,11 +35,9 @@ class Redactor:
         for secret in self.secrets:
             if secret in s:
                 s = s.replace(secret, MASK)
-        return s
+        return URL_PASSWORD.sub(rf"\1{MASK}@", s) if "://" in s else s
 
     def value(self, v):
-        if not self.secrets:
-            return v
         if isinstance(v, str):
             return self.text(v)
         if isinstance(v, dict):

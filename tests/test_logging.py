@@ -12,7 +12,7 @@ import structlog
 
 from tests.conftest import cli_env
 from tests.daemon_util import inked, tiny_png
-from tests.fakeopenai import wait_for
+from tests.fakeopenai import free_port, wait_for
 
 KEY = "sk-test-4f9a0c1d2e3b5a67"
 PASSWORD = "pw-secret-91827364"
@@ -180,3 +180,26 @@ def test_each_log_line_and_each_progress_line_is_one_write(monkeypatch):
     monkeypatch.setattr(sys, "stderr", err)
     cli._err("cannot read x")
     assert err.calls == ["handwatch: cannot read x\n"]
+
+
+def test_a_url_password_of_any_length_never_shows_not_even_in_a_config_error(tmp_path, write_config, run_cli):
+    """Known secrets are masked only from 8 characters on (masking `ollama` everywhere would garble
+    paths), so a short password in an endpoint URL (`admin:admin@`) must be hidden as a URL's password;
+    and a config error, printed before any secret is known, must not quote one either."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    url = f"http://admin:pw42@127.0.0.1:{free_port()}/v1"  # nothing listens: check and `once` name the endpoint
+    cfg = write_config({"endpoints": [{"url": url, "timeout_s": 5}], "folders": [{"path": str(inbox)}]})
+    check = run_cli("check", "-c", cfg)
+    assert check.returncode == 69 and "ERROR endpoint http://admin:[redacted]@127.0.0.1:" in check.stdout
+    status = run_cli("status", "-c", cfg)
+    inked((64, 48)).save(inbox / "a.jpg", "JPEG")
+    once = run_cli("once", "-c", cfg, inbox / "a.jpg")
+    assert once.returncode != 0 and "admin:[redacted]@127.0.0.1" in once.stderr
+    for res in (check, status, once):
+        assert "pw42" not in res.stdout + res.stderr
+
+    bad = write_config({"endpoints": [{"url": "ftp://bob:hunter2hunter2@127.0.0.1:9/v1"}]}, name="bad.yaml")
+    res = run_cli("check", "-c", bad)
+    assert res.returncode == 78
+    assert res.stderr == f"config error: {bad}: endpoints[0].url: not an http(s) URL: 'ftp://bob:[redacted]@127.0.0.1:9/v1'\n"

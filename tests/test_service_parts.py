@@ -189,3 +189,17 @@ def test_check_asks_tesseract_only_for_the_languages_of_its_own_folders(tmp_path
     res = run_cli("check", "-c", cfg)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "language data eng (for" in res.stdout and "reads images" in res.stdout and "fra" not in res.stdout
+
+
+def test_a_urls_password_is_masked_whatever_its_length_and_nothing_else_is():
+    r = log.Redactor()  # no known secret at all: before the config is read, or a config naming none
+    assert (
+        r.text("endpoint http://admin:pw@127.0.0.1:8000/v1: down") == "endpoint http://admin:[redacted]@127.0.0.1:8000/v1: down"
+    )
+    assert r.text("'ftp://bob:p@ss:w0rd@nas.lan/x?y=1'") == "'ftp://bob:[redacted]@nas.lan/x?y=1'"  # the last @ ends it
+    assert r.text("mailtos://me:x@gmail.com and https://u:v@h") == "mailtos://me:[redacted]@gmail.com and https://u:[redacted]@h"
+    for plain in ("http://127.0.0.1:8000/v1", "http://reader@h/v1", "/srv/sync/a:b@c.jpg", "x@y.z: mail"):
+        assert r.text(plain) == plain
+    assert r(None, "error", {"event": "config.reload_failed", "problems": ["url: 'htp://u:pw@h'"]})["problems"] == [
+        "url: 'htp://u:[redacted]@h'"
+    ]
