@@ -70,6 +70,11 @@ class Notifier:
             self.link.notify("\n".join(lines).encode("utf-8").decode("latin-1"))  # sent as these UTF-8 bytes
             return True
         except OSError:
+            # Connect again next time: a connected socket stays tied to the listener it reached, and a new
+            # one at the same address (systemd re-executed, a proxy restarted) would never hear from us.
+            if self.link is not None:
+                self.link.socket.close()
+                self.link = None
             self.failures += 1
             return False
 

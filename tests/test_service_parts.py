@@ -4,6 +4,7 @@ the watchdog interval, the journal check, start-up checks, systemd's directories
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,31 @@ def test_notifier_sends_one_utf8_datagram_per_call_and_nothing_without_a_socket(
     assert not systemd.Notifier("").ready()  # NOTIFY_SOCKET unset: no-op
     gone = systemd.Notifier("@handwatch-test-nobody-listens")
     assert not gone.watchdog() and gone.failures == 1  # systemd gone: counted, never raised
+
+
+def test_notifier_reaches_a_notify_socket_bound_again_after_a_failed_send():
+    """sd_notify(3) sends each message to the address afresh; a socket connected once stays tied to the
+    listener it first reached, so once that one went (systemd re-executed with a new socket, a proxy
+    restarted) every later ping would fail and systemd's watchdog would end a healthy daemon."""
+    address = f"@handwatch-test-{os.getpid()}-rebind"
+
+    def bound() -> socket.socket:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        s.bind("\0" + address[1:])
+        s.settimeout(10)
+        return s
+
+    first = bound()
+    n = systemd.Notifier(address)
+    assert n.watchdog() and first.recv(100) == b"WATCHDOG=1"
+    first.close()
+    assert not n.watchdog() and n.failures == 1  # nobody there: counted
+    second = bound()
+    try:
+        assert n.watchdog(), "the ping after the failure must reach the new socket"
+        assert second.recv(100) == b"WATCHDOG=1"
+    finally:
+        second.close()
 
 
 def test_watchdog_interval_is_half_of_watchdog_usec_for_this_process_only():
