@@ -66,6 +66,13 @@ class StateBusy(HandwatchError):
     exit_code = EX_TEMPFAIL
 
 
+class StateUnusable(HandwatchError):
+    """The state database cannot be opened (not a database, not the service user's to open): restarting
+    will not mend it, a person must (78, which the unit does not restart)."""
+
+    exit_code = EX_CONFIG
+
+
 class OutputConflict(HandwatchError):
     """The Markdown target exists and is not ours to overwrite (a person wrote or edited it)."""
 

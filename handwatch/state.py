@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from handwatch.errors import StateUnusable
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs(
     id INTEGER PRIMARY KEY,
@@ -145,9 +147,13 @@ class StateDB:
         except OSError:
             pass
         self._local = threading.local()
-        with self.connect() as db:
-            db.executescript(SCHEMA)
-            migrate(db)
+        try:
+            with self.connect() as db:
+                db.executescript(SCHEMA)
+                migrate(db)
+        except sqlite3.DatabaseError as e:  # not a database, a damaged one, or not this user's to open
+            # (Another process writing does not land here: in WAL mode opening needs no write lock.)
+            raise StateUnusable(f"state database {self.path} cannot be used: {e}") from None
 
     def connect(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)

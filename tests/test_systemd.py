@@ -275,3 +275,18 @@ def test_a_state_dir_that_cannot_be_made_is_a_config_error_at_start(tmp_path, fa
     res = run_cli("-c", cfg, "run", timeout=60)
     assert res.returncode == 78
     assert res.stderr.strip() == f"config error: {cfg}: state_dir: cannot use {tmp_path / 'file' / 'state'}: Not a directory"
+
+
+def test_a_state_database_that_cannot_be_opened_is_a_config_error_not_a_traceback(tmp_path, fake_openai, run_cli):
+    """Restarting cannot mend a database that is not one (or that the service's user cannot open): 78,
+    which the unit does not restart, and one line saying which file, for the daemon and every command."""
+    inbox = folder(tmp_path, "inbox")
+    cfg = write(tmp_path / "config.yaml", service_config(tmp_path, fake_openai.url, [inbox]))
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "state.sqlite3").write_bytes(b"not a database, but much longer than a header\n" * 100)
+    for command in ("run", "status"):
+        res = run_cli("-c", cfg, command, timeout=60)
+        assert res.returncode == 78, res.stderr
+        assert res.stderr == (
+            f"handwatch: state database {tmp_path / 'state' / 'state.sqlite3'} cannot be used: file is not a database\n"
+        )
