@@ -4,6 +4,7 @@ and the image libraries at work under the kernel filters the unit asks for (Memo
 from __future__ import annotations
 
 import grp
+import itertools
 import os
 import re
 import signal
@@ -96,6 +97,17 @@ def test_the_user_unit_verifies_silently(tmp_path):
     runtime.mkdir(mode=0o700)
     res = analyze("verify", "--user", str(USER_UNIT), env={"HOME": str(home), "XDG_RUNTIME_DIR": str(runtime)})
     assert res.returncode == 0 and res.stderr == "", res.stderr
+
+
+@pytest.mark.parametrize("unit", [SYSTEM_UNIT, USER_UNIT], ids=["system", "user"])
+def test_every_hardening_line_has_a_comment_of_its_own(unit):
+    """#12: the operator reads why each restriction is there, right above it."""
+    lines = unit.read_text().split("[Service]")[1].split("[Install]")[0].splitlines()
+    start = next(i for i, x in enumerate(lines) if x.startswith("# --- hardening"))
+    pairs = itertools.pairwise(lines[start:])
+    bare = [x for prev, x in pairs if "=" in x and not x.startswith("#") and not prev.startswith("#")]
+    assert bare == []
+    assert sum(1 for x in lines[start:] if "=" in x and not x.startswith("#")) >= 10
 
 
 @pytest.fixture
