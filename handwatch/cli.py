@@ -237,7 +237,7 @@ def _main(argv: list[str] | None) -> int:
         sys.stdout, sys.stderr = (log.RedactingStream(s, redactor) for s in streams)
         log.setup(getattr(args, "log_level", None) or cfg.log_level, daemon=args.command == "run", secrets=cfg.secrets())
         if args.command in ("run", "scan") and not cfg.folders:
-            raise ConfigError(cfg.source, [NO_FOLDERS])
+            raise ConfigError(cfg.source, [config.NO_FOLDERS])
         return COMMANDS[args.command](cfg, args)
     except ConfigError as e:
         for line in e.lines():
@@ -253,13 +253,6 @@ def _main(argv: list[str] | None) -> int:
         return 130
     finally:
         sys.stdout, sys.stderr = streams
-
-
-NO_FOLDERS = (
-    "folders: none configured, so handwatch has nothing to watch. Add one, e.g.\n"
-    "  folders:\n    - path: ~/Sync/Camera\n"
-    "(`handwatch once FILE` transcribes single files without any)"
-)
 
 
 def cmd_once(cfg, args) -> int:

@@ -431,6 +431,13 @@ def read_yaml(path: Path, untrusted: bool = False) -> Any:
     return {} if data is None else data
 
 
+NO_FOLDERS = (
+    "folders: none configured, so handwatch has nothing to watch. Add one, e.g.\n"
+    "  folders:\n    - path: ~/Sync/Camera\n"
+    "(`handwatch once FILE` transcribes single files without any)"
+)
+
+
 def systemd_dir(variable: str) -> Path | None:
     """The first directory systemd made for the unit (`$STATE_DIRECTORY`, `$CONFIGURATION_DIRECTORY`:
     colon-separated, absolute), or None outside such a unit."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from handwatch.config import Config, Rule
+from handwatch.config import NO_FOLDERS, Config, Rule
 from handwatch.errors import ConfigError
 
 
@@ -55,6 +55,9 @@ def problems(cfg: Config, installed: Callable[[], set[str] | None]) -> list[str]
 
 
 def check(cfg: Config, installed: Callable[[], set[str] | None] | None = None) -> None:
+    """For the daemon, at start and at each reload: a config it could not start with is refused."""
+    if not cfg.folders:
+        raise ConfigError(cfg.source, [NO_FOLDERS])
     if installed is None:
         from handwatch.engines.tesseract import installed_languages
 

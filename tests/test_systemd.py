@@ -118,6 +118,24 @@ def test_sighup_with_a_broken_config_keeps_the_old_one_running(tmp_path, fake_op
     assert d.stop() == 0
 
 
+def test_sighup_with_no_folders_left_is_refused_as_at_start(tmp_path, fake_openai, listener, daemons):
+    """`run` refuses to start without folders (78); a reload to such a config must not quietly stop
+    watching everything and then fail at the next restart: it is refused, the folders stay watched."""
+    inbox = folder(tmp_path, "inbox")
+    cfg = write(tmp_path / "config.yaml", service_config(tmp_path, fake_openai.url, [inbox]))
+    d = DaemonProc(cfg, tmp_path / "daemon.log", env=listener.env(WATCHDOG_USEC))
+    daemons.append(d)
+    wait_for(lambda: listener.index("READY=1") >= 0, 30, what="READY=1")
+    write(cfg, service_config(tmp_path, fake_openai.url, []))
+    d.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: d.events("config.reload_failed") or d.events("config.reloaded"), 30, what="the reload's outcome")
+    assert not d.events("config.reloaded")
+    assert d.events("config.reload_failed")[0]["problems"][0].startswith(f"{cfg}: folders: none configured")
+    tiny_png(inbox / "still.png", 1)
+    wait_for(lambda: (inbox / "still.md").exists(), 30, what="the old folder still watched")
+    assert d.stop() == 0
+
+
 def test_reload_swaps_the_endpoint_removes_a_folder_and_keeps_the_queue(tmp_path, listener, daemons):
     a, b, c = folder(tmp_path, "a"), folder(tmp_path, "b"), folder(tmp_path, "c")
     dead = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens: files wait in the queue
