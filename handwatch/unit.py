@@ -35,9 +35,9 @@ def _under(path: Path, roots) -> bool:
 
 
 def _quote(path: Path | str) -> str:
-    """A path as one word of a systemd directive (spaces and quotes escaped the way systemd reads them);
-    a `-` prefix goes inside the quotes."""
-    text = str(path)
+    """A path as one word of a systemd directive (spaces and quotes escaped the way systemd reads them,
+    `%` doubled so it is not read as a specifier: `%o` is the OS's name); a `-` prefix goes inside the quotes."""
+    text = str(path).replace("%", "%%")
     if any(c in text for c in " \"'\\\t"):
         return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return text

@@ -150,6 +150,25 @@ def test_handwatch_unit_writes_a_drop_in_that_fits_the_config(tmp_path, shared, 
     assert "folders.conf" in analyze("verify", "handwatch.service", env=env).stderr
 
 
+def test_handwatch_unit_escapes_percent_signs_systemd_would_read_as_specifiers(tmp_path, write_config, run_cli):
+    """In a unit file `%o` is the OS's name and `%Z` an error: a folder named `50%off` would become
+    /…/50debianff (read-only to the service, every write failing) unless written as `50%%off`."""
+    odd = [tmp_path / "srv" / "50%off", tmp_path / "srv" / "x%Zy", tmp_path / "srv" / "My 100% Photos"]
+    for d in odd:
+        d.mkdir(parents=True)
+    cfg = write_config({"endpoints": [{"url": "http://127.0.0.1:1234/v1"}], "folders": [{"path": str(d)} for d in odd]})
+    res = run_cli("unit", "-c", cfg)
+    assert res.returncode == 0, res.stderr
+    rw = settings(res.stdout)["ReadWritePaths"]
+    assert rw[1:4] == [f"-{tmp_path}/srv/50%%off", f"-{tmp_path}/srv/x%%Zy", f'"-{tmp_path}/srv/My 100%% Photos"']
+    units = tmp_path / "units"
+    installed(units)
+    (units / "handwatch.service.d").mkdir()
+    (units / "handwatch.service.d" / "folders.conf").write_text(res.stdout)
+    check = analyze("verify", "handwatch.service", env={"SYSTEMD_UNIT_PATH": f"{units}:"})
+    assert check.returncode == 0 and check.stderr == "", check.stderr
+
+
 def test_handwatch_unit_lifts_the_address_allow_list_for_a_remote_endpoint(tmp_path, write_config, run_cli):
     cfg = write_config(
         {
