@@ -8,7 +8,7 @@ Of the words that are wrong, what share was marked (recall); of the marked words
 wrong (precision); and of the pages with any error, what share was flagged needs_review (and the
 reverse). Baseline: handwatch before doubt, which marked nothing and flagged no page for this.
 
-    python -m bench.doubt                      # Tesseract + scripted replay, ~2 minutes on 2 cores
+    python -m bench.doubt                      # Tesseract + scripted replay, ~3 minutes on 2 cores
     python -m bench.doubt --endpoint http://gpubox:8000/v1 --model Qwen/Qwen2.5-VL-7B-Instruct
 """
 

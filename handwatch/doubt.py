@@ -204,11 +204,23 @@ def tesseract_page(data: dict) -> tuple[str, list[Word]]:
 # --- where doubt goes -----------------------------------------------------------------------------
 
 
+# A list item's number and a task box's tick are Markdown syntax as well as a reading: `==1==. Buy` is no
+# list item and `- [==x==]` no task, so they are counted when uncertain but never wrapped.
+LIST_SYNTAX = re.compile(r"^[ \t]*(?:>[ \t]*)*(?:(\d{1,9})[.)]|[-*+])(?:[ \t]+\[([xX])\])?(?=[ \t]|$)", re.M)
+
+
+def syntax_spans(text: str) -> set[tuple[int, int]]:
+    """Where a list item's number or a task box's `x` is: words that a mark would turn into plain text."""
+    return {m.span(g) for m in LIST_SYNTAX.finditer(text) for g in (1, 2) if m.group(g) is not None}
+
+
 def mark(text: str, uncertain: Iterable[tuple[int, int]]) -> str:
-    """Wrap each uncertain word in `==…==` (Obsidian's highlight); the characters of the text stay as they were."""
+    """Wrap each uncertain word in `==…==` (Obsidian's highlight); the characters of the text stay as they were.
+    A list number or a task's tick is left unwrapped: the mark would break the list or the task."""
     out, pos = [], 0
+    syntax = syntax_spans(text)
     for start, end in sorted(set(uncertain)):
-        if start < pos or end > len(text) or start >= end:
+        if start < pos or end > len(text) or start >= end or (start, end) in syntax:
             continue
         out += [text[pos:start], "==", text[start:end], "=="]
         pos = end

@@ -102,6 +102,23 @@ def test_marking_highlights_words_and_changes_nothing_else():
     assert marked.replace("==", "") == text
 
 
+def test_marks_never_break_a_numbered_list_or_a_task_box():
+    """`==1==. Buy` is no list item and `- [==x==]` no task in Obsidian: the prompt asks for both, and a
+    model unsure whether a box is ticked is exactly when the `x` is uncertain. Counted, but not wrapped."""
+    text = "1. Buy flour\n2) Call mum\n- [x] done it\n> 3. [X] quoted\n1.5 kg sugar\n10 eggs"
+    words = doubt.spans(text)
+    at = {text[a:b]: (a, b) for a, b in words}
+    marked = doubt.mark(text, words)
+    assert marked == (
+        "1. ==Buy== ==flour==\n2) ==Call== ==mum==\n- [x] ==done== ==it==\n> 3. [X] ==quoted==\n==1.5== ==kg== ==sugar==\n"
+        "==10== ==eggs=="
+    )
+    assert marked.replace("==", "") == text
+    pages = [text]
+    a = doubt.assess(pages, [[Word(*at["x"], 0.1), Word(*at["Buy"], 0.1)]], Thresholds(0.5, 0.0, 1))
+    assert a.uncertain_words == 2  # the doubt about the tick still counts
+
+
 def test_assess_counts_uncertain_words_and_illegible_markers_per_page():
     pages = ["Buy flour and sugar", "Call [illegible] on [illegible]"]
     words = [[Word(0, 3, 0.99), Word(4, 9, 0.2), Word(10, 13, 0.99), Word(14, 19, 0.4)], [Word(0, 4, 0.95), Word(17, 19, 0.99)]]
