@@ -287,6 +287,14 @@ class Ledger:
         path is a different original and gets a name of its own."""
         self.db.connect().execute("UPDATE outputs SET source=? WHERE source=?", (encode(new_source), encode(old_source)))
 
+    @contextmanager
+    def replacing(self) -> Iterator[None]:
+        """Held from a writer's last look at a Markdown file to its rename. handwatch's writes and a person's saves
+        (another thread, or `handwatch web`'s own process) take turns here, so neither can rename between the
+        other's last look and rename: the second sees the first's file and refuses."""
+        with self.db.transaction():
+            yield
+
     def mark_edited(self, path: Path, sha: str) -> None:
         """A person's edit: from now on the file is theirs, whatever its bytes (see OutputRecord.owns)."""
         self.db.connect().execute("UPDATE outputs SET edited=?, edited_sha256=? WHERE path=?", (time.time(), sha, encode(path)))
