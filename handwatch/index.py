@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from handwatch import frontmatter
+from handwatch import frontmatter, safefs
 from handwatch.state import StateDB, decode, encode
 
 # Words a person types around what they look for ("the recipe with cardamom"); dropped unless nothing else is left.
@@ -111,9 +111,11 @@ class SearchIndex:
         )
 
     def update_file(self, output: Path, source: Path) -> bool:
-        """Read the file from disk and index it; forget it when it is gone. False when it could not be read."""
+        """Read the file from disk and index it; forget it when it is gone. False when it could not be read, or
+        is not a regular file any more (a FIFO would block the reader, a link may lead anywhere)."""
         try:
-            with open(output, "rb") as f:
+            fd = safefs.open_regular(output, follow=False)
+            with os.fdopen(fd, "rb") as f:
                 st = os.fstat(f.fileno())
                 data = f.read(MAX_INDEXED + 4096)
         except FileNotFoundError:

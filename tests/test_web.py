@@ -254,6 +254,25 @@ def test_reindex_rebuilds_the_search_index_from_the_markdown(tmp_path, fake_open
     assert [h.output.name for h in SearchIndex(db).search("grandma")] == ["note.md"]
 
 
+def test_reindex_neither_hangs_on_nor_follows_what_was_put_in_place_of_a_markdown_file(tmp_path, fake_openai, run_cli):
+    """The watched folders are untrusted: a FIFO where note.md was must not block `reindex` (nor the page's
+    refresher, which runs the same code), and a link in place of letter.md is not read through."""
+    import os
+
+    from handwatch.index import SearchIndex
+
+    w = make_world(tmp_path, fake_openai)
+    note, letter = w.files["note"].with_suffix(".md"), w.files["letter"].with_suffix(".md")
+    os.unlink(note)
+    os.mkfifo(note)
+    (w.inbox / "kitchen" / "private.txt").write_text("grandma's bank PIN is 1234\n")  # inside, but not Markdown
+    os.unlink(letter)
+    os.symlink(w.inbox / "kitchen" / "private.txt", letter)
+    res = run_cli("-c", w.cfg_path, "reindex", timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert SearchIndex(StateDB(w.cfg.state_dir)).search("PIN") == []
+
+
 def test_handwatch_web_serves_the_page_without_the_daemon(tmp_path, fake_openai):
     import signal
     import subprocess
