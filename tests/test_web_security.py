@@ -83,6 +83,17 @@ def test_only_originals_and_markdown_inside_watched_folders_are_served(world, tm
         assert c.get("/file/999999").status_code == 404 and c.get("/doc/999999").status_code == 404
 
 
+def test_an_id_beyond_what_sqlite_holds_is_not_found_not_a_crash(world):
+    with world.client() as c:
+        form = form_of(c.get(f"/file/{world.job_id('recipe')}").text, "edit")
+        huge = str(1 << 63)
+        for path in (f"/file/{huge}", f"/doc/{huge}", f"/file/{huge}/page/1.jpg", f"/doc/{huge}/page/1.jpg"):
+            assert c.get(path).status_code == 404, path
+        for path in (f"/file/{huge}/save", f"/doc/{huge}/save", f"/file/{huge}/retry"):
+            assert c.post(path, data={**form, "action": "accept"}).status_code == 404, path
+        assert c.get(f"/file/{(1 << 63) - 1}").status_code == 404
+
+
 def test_a_post_from_another_origin_is_refused(world):
     jid = world.job_id("recipe")
     md = world.files["recipe"].with_suffix(".md")

@@ -31,6 +31,7 @@ from handwatch.web.store import KINDS, Record, Store, display
 HERE = Path(__file__).parent
 PROFILES = ("notes", "recipe", "multilingual")
 MAX_FORM_BYTES = 4 << 20
+MAX_ID = (1 << 63) - 1  # SQLite's largest INTEGER
 MESSAGES = {  # ?m= codes: the page never echoes text from the request
     "saved": "Saved. handwatch will not overwrite your edit.",
     "accepted": "Accepted.",
@@ -100,6 +101,8 @@ class ReviewApp:
 
     def _record(self, request: Request) -> Record:
         rid = request.path_params["id"]
+        if rid > MAX_ID:  # the route takes any digits; SQLite cannot even be asked about more
+            raise HTTPException(404, "no such file")
         rec = self.store.by_job(rid) if request.url.path.startswith("/file/") else self.store.by_doc(rid)
         if rec is None:
             raise HTTPException(404, "no such file")
