@@ -117,6 +117,34 @@ def test_correct_a_word_save_then_accept(world):
         assert "apple-cake" not in listing and "broken.jpg" in listing
 
 
+def test_previous_next_and_accept_walk_the_list_in_its_order(world, fake_openai):
+    from handwatch.output import sha256_file
+    from handwatch.safefs import file_sig
+    from tests.conftest import draw_page
+    from tests.webworld import FLAGGED
+
+    newest = world.inbox / "pancakes.jpg"
+    draw_page(["Pancakes"]).save(newest, quality=90)
+    db, queue, pipeline, candidates, _ = build(world.cfg)
+    fake_openai.reply({"content": FLAGGED, "finish_reason": "length"}, {"content": FLAGGED, "finish_reason": "length"})
+    queue.enqueue(newest, sha256_file(newest), file_sig(newest))
+    assert Worker(queue, pipeline, candidates).handle(queue.claim(this_owner(), 600)) == "done"
+    world.files["pancakes"] = newest
+    order = [f"/file/{world.job_id(n)}" for n in ("pancakes", "later", "broken", "recipe")]
+    with world.client() as c:
+        listed = re.findall(r'<tr class="item \w+">.*?<a href="(/file/\d+)">', c.get("/").text, re.S)
+        assert listed == order
+        for i, url in enumerate(order):
+            page = c.get(url).text
+            assert f'<span class="pos">{i + 1} of 4</span>' in page
+            prev = re.search(r'<a id="prev" rel="prev" href="([^"]+)"', page)
+            nxt = re.search(r'<a id="next" rel="next" href="([^"]+)"', page)
+            assert (prev.group(1) if prev else None) == (order[i - 1] if i else None)
+            assert (nxt.group(1) if nxt else None) == (order[i + 1] if i + 1 < len(order) else None)
+        r = c.post(f"{order[0]}/save", data={**form_of(c.get(order[0]).text, "edit"), "action": "accept"})
+        assert r.status_code == 303 and r.headers["location"] == f"{order[1]}?m=accepted"  # on to the next file
+
+
 def test_a_stale_page_cannot_overwrite_a_newer_text(world):
     jid = world.job_id("recipe")
     md = world.files["recipe"].with_suffix(".md")
