@@ -7,7 +7,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,6 +119,15 @@ def migrate(conn: sqlite3.Connection) -> None:
 
 def encode(path: Path | str) -> bytes:
     return os.fsencode(path)
+
+
+def within(column: str, folders: Sequence[Path]) -> tuple[str, list]:
+    """An SQL condition (` AND (…)`) and its arguments: the path in `column` lies below one of `folders`."""
+    if not folders:
+        return " AND 0", []
+    prefixes = [encode(f).rstrip(b"/") + b"/" for f in folders]
+    where = " OR ".join(f"substr({column}, 1, ?) = ?" for _ in prefixes)
+    return f" AND ({where})", [x for p in prefixes for x in (len(p), p)]
 
 
 def decode(blob: bytes) -> Path:

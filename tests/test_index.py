@@ -113,7 +113,7 @@ def test_search_finds_the_recipe_with_cardamom_and_shows_the_line(tmp_path):
         "note.md",
     }  # any word, when none has all
     assert index.search('"') == [] and index.search("NEAR(") == []  # never an FTS5 syntax error
-    assert [h.output.name for h in index.search("cardamom", folder=tmp_path / "elsewhere")] == []
+    assert [h.output.name for h in index.search("cardamom", folders=[tmp_path / "elsewhere"])] == []
 
 
 def test_refresh_follows_the_ledger_and_files_edited_outside(tmp_path):
