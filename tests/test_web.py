@@ -264,9 +264,22 @@ def test_healthz_says_whether_files_can_move(tmp_path, fake_openai):
 
 
 def test_healthz_without_a_daemon_is_503(world):
+    import fcntl
+    import os
+
     with world.client() as c:
         r = c.get("/healthz")
-    assert r.status_code == 503 and r.json()["checks"]["daemon"].startswith("no daemon is running")
+        assert r.status_code == 503 and r.json()["checks"]["daemon"].startswith("no daemon is running")
+        # a daemon holds its lock on the state directory (as Daemon._lock does): `handwatch web` sees it run
+        StateDB(world.cfg.state_dir).connect().execute("UPDATE endpoints SET up = 1")
+        fd = os.open(world.cfg.state_dir / "daemon.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            r = c.get("/healthz")
+            assert r.status_code == 200 and r.json()["checks"]["daemon"] == "ok"
+        finally:
+            os.close(fd)
+        assert c.get("/healthz").status_code == 503  # and sees it gone
 
 
 def test_reindex_rebuilds_the_search_index_from_the_markdown(tmp_path, fake_openai, run_cli):
