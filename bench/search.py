@@ -140,7 +140,7 @@ def main() -> None:
         try:
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
                 for q in QUERIES:
-                    fts_ms, hits = timed(lambda q=q: index.search(q, limit=30), args.runs)
+                    fts_ms, hits = timed(lambda q=q: index.search(q, limit=30, folders=[inbox]), args.runs)  # as the page asks
                     like_ms, like_rows = timed(lambda q=q: like_scan(db, q), max(3, args.runs // 5))
                     page_ms, resp = timed(lambda q=q: http.get("/search", params={"q": q}), args.runs)
                     assert resp.status_code == 200

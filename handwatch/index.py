@@ -6,12 +6,12 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from handwatch import frontmatter
-from handwatch.state import StateDB, decode, encode
+from handwatch import frontmatter, safefs
+from handwatch.state import StateDB, decode, encode, within
 
 # Words a person types around what they look for ("the recipe with cardamom"); dropped unless nothing else is left.
 STOP_WORDS = frozenset(
@@ -111,9 +111,11 @@ class SearchIndex:
         )
 
     def update_file(self, output: Path, source: Path) -> bool:
-        """Read the file from disk and index it; forget it when it is gone. False when it could not be read."""
+        """Read the file from disk and index it; forget it when it is gone. False when it could not be read, or
+        is not a regular file any more (a FIFO would block the reader, a link may lead anywhere)."""
         try:
-            with open(output, "rb") as f:
+            fd = safefs.open_regular(output, follow=False)
+            with os.fdopen(fd, "rb") as f:
                 st = os.fstat(f.fileno())
                 data = f.read(MAX_INDEXED + 4096)
         except FileNotFoundError:
@@ -160,24 +162,22 @@ class SearchIndex:
         self.db.connect().execute("INSERT INTO docs_fts(docs_fts) VALUES('rebuild')")
         return result
 
-    def search(self, text: str, limit: int = 20, folder: Path | None = None) -> list[Hit]:
-        """Best matches first (bm25, the title weighing most); when no file has every word, files with any."""
+    def search(self, text: str, limit: int = 20, folders: Sequence[Path] | None = None) -> list[Hit]:
+        """Best matches first (bm25, the title weighing most); when no file has every word, files with any.
+        With `folders`, only Markdown below one of them (the review page passes the watched folders)."""
         words = terms(text)
         if not words:
             return []
-        hits = self._run(fts_query(words), limit, folder)
+        hits = self._run(fts_query(words), limit, folders)
         if not hits and len(words) > 1:
-            hits = self._run(fts_query(words, any_word=True), limit, folder)
+            hits = self._run(fts_query(words, any_word=True), limit, folders)
         return hits
 
-    def _run(self, query: str, limit: int, folder: Path | None) -> list[Hit]:
+    def _run(self, query: str, limit: int, folders: Sequence[Path] | None) -> list[Hit]:
         """Rank first, then highlight only the rows shown: highlight() on every match of a common word is what
         would cost time, not the ranking."""
         db = self.db.connect()
-        where, args = "", []
-        if folder is not None:
-            prefix = encode(folder) + b"/"
-            where, args = " AND substr(d.output, 1, ?) = ?", [len(prefix), prefix]
+        where, args = within("d.output", folders) if folders is not None else ("", [])
         ids = [
             r[0]
             for r in db.execute(

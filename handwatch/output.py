@@ -257,16 +257,17 @@ def _write_at(dfd: int, target: Path, data: bytes, ledger: Ledger, source: Path,
         if not ledger.intend(target, new_sha, source, source_sha):
             raise OutputConflict(f"{name} belongs to the transcription of another original; left untouched")
         intended = True
-        now = safefs.lstat_at(dfd, name)  # the last look before the rename: nothing slow comes after it
-        if now is not None and (checked is None or _identity(now) != checked):
-            _check_ours(dfd, target, ledger, source)
-        if now is None:
-            try:
-                safefs.rename_noreplace(tmp, name, dfd, dfd)  # never over a file a person just created
-            except FileExistsError:
-                raise OutputConflict(f"{name} appeared while transcribing; left untouched") from None
-        else:
-            os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        with ledger.replacing():  # a person's save waits for this rename, or this sees the saved file
+            now = safefs.lstat_at(dfd, name)  # the last look before the rename: nothing slow comes after it
+            if now is not None and (checked is None or _identity(now) != checked):
+                _check_ours(dfd, target, ledger, source)
+            if now is None:
+                try:
+                    safefs.rename_noreplace(tmp, name, dfd, dfd)  # never over a file a person just created
+                except FileExistsError:
+                    raise OutputConflict(f"{name} appeared while transcribing; left untouched") from None
+            else:
+                os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
         safefs.fsync_dir(dfd)
     except BaseException:
         _discard(dfd, tmp)
@@ -317,10 +318,11 @@ def save_edit(target: Path, text: str, ledger: Ledger, expected_sha: str, root: 
             tmp = _temp_file(dfd, name, data, stat.S_IMODE(st.st_mode))
             try:
                 ledger.mark_edited(target, new_sha)
-                now = safefs.lstat_at(dfd, name)  # the last look before the rename
-                if now is None or _identity(now) != _identity(st):
-                    raise changed
-                os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+                with ledger.replacing():  # handwatch's own write waits for this rename, or this sees its file
+                    now = safefs.lstat_at(dfd, name)  # the last look before the rename
+                    if now is None or _identity(now) != _identity(st):
+                        raise changed
+                    os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
                 safefs.fsync_dir(dfd)
             except BaseException:
                 _discard(dfd, tmp)

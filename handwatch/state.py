@@ -7,7 +7,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,6 +121,15 @@ def migrate(conn: sqlite3.Connection) -> None:
 
 def encode(path: Path | str) -> bytes:
     return os.fsencode(path)
+
+
+def within(column: str, folders: Sequence[Path]) -> tuple[str, list]:
+    """An SQL condition (` AND (…)`) and its arguments: the path in `column` lies below one of `folders`."""
+    if not folders:
+        return " AND 0", []
+    prefixes = [encode(f).rstrip(b"/") + b"/" for f in folders]
+    where = " OR ".join(f"substr({column}, 1, ?) = ?" for _ in prefixes)
+    return f" AND ({where})", [x for p in prefixes for x in (len(p), p)]
 
 
 def decode(blob: bytes) -> Path:
@@ -292,6 +301,14 @@ class Ledger:
         """The original moved (`after: move`): its Markdown names go with it, so a new file at the old
         path is a different original and gets a name of its own."""
         self.db.connect().execute("UPDATE outputs SET source=? WHERE source=?", (encode(new_source), encode(old_source)))
+
+    @contextmanager
+    def replacing(self) -> Iterator[None]:
+        """Held from a writer's last look at a Markdown file to its rename. handwatch's writes and a person's saves
+        (another thread, or `handwatch web`'s own process) take turns here, so neither can rename between the
+        other's last look and rename: the second sees the first's file and refuses."""
+        with self.db.transaction():
+            yield
 
     def mark_edited(self, path: Path, sha: str) -> None:
         """A person's edit: from now on the file is theirs, whatever its bytes (see OutputRecord.owns)."""

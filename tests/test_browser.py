@@ -1,6 +1,6 @@
 """The review page in a real browser: Debian's chromium, headless, driven by Playwright (which cannot download a
-browser here, so it is pointed at the system one). Open the list, open a flagged file with the keyboard, correct a
-word, save, accept; then check the Markdown on disk, the ledger and the list.
+browser here, so it is pointed at the system one). Open the list, open a flagged file with the keyboard, step to the
+previous file and back, correct a word, save, accept; then check the Markdown on disk, the ledger and the list.
 
 Screenshots go to a temporary folder; `HANDWATCH_SCREENSHOTS=docs` writes the README's into docs/ instead."""
 
@@ -71,6 +71,13 @@ def test_review_a_flagged_file_in_a_real_browser(tmp_path, fake_openai, browser_
         page.keyboard.press("j")
         assert "current" in rows.nth(2).get_attribute("class")
         page.keyboard.press("Enter")
+        page.wait_for_url(f"**/file/{world.job_id('recipe')}")
+        # previous and next in the list's order, with the keyboard
+        assert page.locator(".pos").inner_text() == "3 of 3"
+        page.keyboard.press("k")
+        page.wait_for_url(f"**/file/{world.job_id('broken')}")
+        assert page.locator(".pos").inner_text() == "2 of 3"
+        page.keyboard.press("j")
         page.wait_for_url(f"**/file/{world.job_id('recipe')}")
         assert page.locator("mark.doubt").all_inner_texts() == ["cardamon", "suger"]
         img = page.locator(".page img")

@@ -113,7 +113,7 @@ def test_search_finds_the_recipe_with_cardamom_and_shows_the_line(tmp_path):
         "note.md",
     }  # any word, when none has all
     assert index.search('"') == [] and index.search("NEAR(") == []  # never an FTS5 syntax error
-    assert [h.output.name for h in index.search("cardamom", folder=tmp_path / "elsewhere")] == []
+    assert [h.output.name for h in index.search("cardamom", folders=[tmp_path / "elsewhere"])] == []
 
 
 def test_refresh_follows_the_ledger_and_files_edited_outside(tmp_path):
@@ -190,3 +190,75 @@ def test_a_person_saving_the_text_unchanged_still_makes_it_theirs(tmp_path):
     with pytest.raises(OutputConflict, match="edited since handwatch wrote it"):
         output.write(target, text.replace("kept", "replaced"), ledger, src, "ab" * 32)
     assert target.read_text() == text
+
+
+def _ledger_locked(db_path: Path) -> bool:
+    """Another connection cannot take the state database's write lock right now."""
+    probe = sqlite3.connect(db_path, timeout=0, isolation_level=None)
+    try:
+        probe.execute("BEGIN IMMEDIATE")
+        probe.execute("ROLLBACK")
+        return False
+    except sqlite3.OperationalError:
+        return True
+    finally:
+        probe.close()
+
+
+@pytest.mark.parametrize("first", ["daemon", "person"])
+def test_a_save_racing_a_daemon_write_never_loses_either_silently(tmp_path, monkeypatch, first):
+    """The other writer starts exactly at one writer's last look before its rename (the review page saves on
+    its own thread, or in `handwatch web`'s own process). Whoever renames second must see the first's file:
+    never both told "written" with one text gone, and never the person's saved text replaced."""
+    import threading
+
+    from handwatch import safefs
+    from tests.fakeopenai import wait_for
+
+    db = StateDB(tmp_path / "state")
+    ledger = Ledger(db)
+    src, target, text = write_md(tmp_path, ledger, "n", ["a ==wrod== here"], needs_review=True)
+    loaded = output.sha256_file(target)
+    mine, theirs = frontmatter.with_body(text, "a word here"), output.render(doc(src, ["a word, transcribed again"]))
+    outcome: dict[str, object] = {}
+
+    def daemon():
+        try:
+            output.write(target, theirs, Ledger(db), src, "cd" * 32)
+            outcome["daemon"] = "written"
+        except OutputConflict as e:
+            outcome["daemon"] = e
+
+    def person():
+        try:
+            output.save_edit(target, mine, Ledger(db), loaded)
+            outcome["person"] = "written"
+        except OutputConflict as e:
+            outcome["person"] = e
+
+    first_fn, second_fn = (daemon, person) if first == "daemon" else (person, daemon)
+    looks = {"n": 0}
+    last_look = 2 if first == "daemon" else 1  # write(): a first look, then the last; save_edit(): the last only
+    real_lstat_at = safefs.lstat_at
+    other = threading.Thread(target=second_fn)
+
+    def lstat_at(fd, name):
+        st = real_lstat_at(fd, name)
+        if threading.current_thread() is threading.main_thread() and name == target.name:
+            looks["n"] += 1
+            if looks["n"] == last_look:
+                other.start()  # the other one does all it can before this one renames
+                wait_for(lambda: not other.is_alive() or _ledger_locked(db.path), 30, what="the other writer")
+        return st
+
+    monkeypatch.setattr(safefs, "lstat_at", lstat_at)
+    first_fn()
+    other.join(60)
+    assert not other.is_alive()
+    on_disk = target.read_text()
+    assert list(outcome.values()).count("written") == 1, outcome
+    if outcome["person"] == "written":
+        assert on_disk == mine and isinstance(outcome["daemon"], OutputConflict)
+        assert ledger.get(target).edited is not None
+    else:  # told so, with the newer text to look at: the page opened before it was written
+        assert on_disk == theirs and "changed since you opened it" in str(outcome["person"])

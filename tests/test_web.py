@@ -117,6 +117,34 @@ def test_correct_a_word_save_then_accept(world):
         assert "apple-cake" not in listing and "broken.jpg" in listing
 
 
+def test_previous_next_and_accept_walk_the_list_in_its_order(world, fake_openai):
+    from handwatch.output import sha256_file
+    from handwatch.safefs import file_sig
+    from tests.conftest import draw_page
+    from tests.webworld import FLAGGED
+
+    newest = world.inbox / "pancakes.jpg"
+    draw_page(["Pancakes"]).save(newest, quality=90)
+    db, queue, pipeline, candidates, _ = build(world.cfg)
+    fake_openai.reply({"content": FLAGGED, "finish_reason": "length"}, {"content": FLAGGED, "finish_reason": "length"})
+    queue.enqueue(newest, sha256_file(newest), file_sig(newest))
+    assert Worker(queue, pipeline, candidates).handle(queue.claim(this_owner(), 600)) == "done"
+    world.files["pancakes"] = newest
+    order = [f"/file/{world.job_id(n)}" for n in ("pancakes", "later", "broken", "recipe")]
+    with world.client() as c:
+        listed = re.findall(r'<tr class="item \w+">.*?<a href="(/file/\d+)">', c.get("/").text, re.S)
+        assert listed == order
+        for i, url in enumerate(order):
+            page = c.get(url).text
+            assert f'<span class="pos">{i + 1} of 4</span>' in page
+            prev = re.search(r'<a id="prev" rel="prev" href="([^"]+)"', page)
+            nxt = re.search(r'<a id="next" rel="next" href="([^"]+)"', page)
+            assert (prev.group(1) if prev else None) == (order[i - 1] if i else None)
+            assert (nxt.group(1) if nxt else None) == (order[i + 1] if i + 1 < len(order) else None)
+        r = c.post(f"{order[0]}/save", data={**form_of(c.get(order[0]).text, "edit"), "action": "accept"})
+        assert r.status_code == 303 and r.headers["location"] == f"{order[1]}?m=accepted"  # on to the next file
+
+
 def test_a_stale_page_cannot_overwrite_a_newer_text(world):
     jid = world.job_id("recipe")
     md = world.files["recipe"].with_suffix(".md")
@@ -236,9 +264,22 @@ def test_healthz_says_whether_files_can_move(tmp_path, fake_openai):
 
 
 def test_healthz_without_a_daemon_is_503(world):
+    import fcntl
+    import os
+
     with world.client() as c:
         r = c.get("/healthz")
-    assert r.status_code == 503 and r.json()["checks"]["daemon"].startswith("no daemon is running")
+        assert r.status_code == 503 and r.json()["checks"]["daemon"].startswith("no daemon is running")
+        # a daemon holds its lock on the state directory (as Daemon._lock does): `handwatch web` sees it run
+        StateDB(world.cfg.state_dir).connect().execute("UPDATE endpoints SET up = 1")
+        fd = os.open(world.cfg.state_dir / "daemon.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            r = c.get("/healthz")
+            assert r.status_code == 200 and r.json()["checks"]["daemon"] == "ok"
+        finally:
+            os.close(fd)
+        assert c.get("/healthz").status_code == 503  # and sees it gone
 
 
 def test_reindex_rebuilds_the_search_index_from_the_markdown(tmp_path, fake_openai, run_cli):
@@ -252,6 +293,25 @@ def test_reindex_rebuilds_the_search_index_from_the_markdown(tmp_path, fake_open
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "search index: 3 file(s) indexed, 0 removed"
     assert [h.output.name for h in SearchIndex(db).search("grandma")] == ["note.md"]
+
+
+def test_reindex_neither_hangs_on_nor_follows_what_was_put_in_place_of_a_markdown_file(tmp_path, fake_openai, run_cli):
+    """The watched folders are untrusted: a FIFO where note.md was must not block `reindex` (nor the page's
+    refresher, which runs the same code), and a link in place of letter.md is not read through."""
+    import os
+
+    from handwatch.index import SearchIndex
+
+    w = make_world(tmp_path, fake_openai)
+    note, letter = w.files["note"].with_suffix(".md"), w.files["letter"].with_suffix(".md")
+    os.unlink(note)
+    os.mkfifo(note)
+    (w.inbox / "kitchen" / "private.txt").write_text("grandma's bank PIN is 1234\n")  # inside, but not Markdown
+    os.unlink(letter)
+    os.symlink(w.inbox / "kitchen" / "private.txt", letter)
+    res = run_cli("-c", w.cfg_path, "reindex", timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert SearchIndex(StateDB(w.cfg.state_dir)).search("PIN") == []
 
 
 def test_handwatch_web_serves_the_page_without_the_daemon(tmp_path, fake_openai):

@@ -83,6 +83,37 @@ def test_only_originals_and_markdown_inside_watched_folders_are_served(world, tm
         assert c.get("/file/999999").status_code == 404 and c.get("/doc/999999").status_code == 404
 
 
+def test_a_folder_dropped_from_the_config_is_neither_searched_nor_listed(tmp_path, fake_openai):
+    """Its transcriptions stay in the state database (the folder may come back), but the page shows nothing of
+    Markdown outside the watched folders: no matching line, no title, no row in the review list."""
+    w = make_world(tmp_path, fake_openai)
+    other = tmp_path / "other"
+    other.mkdir()
+    data = yaml.safe_load(w.cfg_path.read_text())
+    data["folders"] = [{"path": str(other)}]
+    w.cfg_path.write_text(yaml.safe_dump(data))
+    serve(w)
+    try:
+        with w.client() as c:
+            for q in ("grandma", "apple cake", "Dear Anna"):
+                assert "0 results" in c.get("/search", params={"q": q}).text, q
+            listing = c.get("/").text
+            assert 'id="empty"' in listing and "apple-cake" not in listing and "broken.jpg" not in listing
+    finally:
+        w.stop()
+
+
+def test_an_id_beyond_what_sqlite_holds_is_not_found_not_a_crash(world):
+    with world.client() as c:
+        form = form_of(c.get(f"/file/{world.job_id('recipe')}").text, "edit")
+        huge = str(1 << 63)
+        for path in (f"/file/{huge}", f"/doc/{huge}", f"/file/{huge}/page/1.jpg", f"/doc/{huge}/page/1.jpg"):
+            assert c.get(path).status_code == 404, path
+        for path in (f"/file/{huge}/save", f"/doc/{huge}/save", f"/file/{huge}/retry"):
+            assert c.post(path, data={**form, "action": "accept"}).status_code == 404, path
+        assert c.get(f"/file/{(1 << 63) - 1}").status_code == 404
+
+
 def test_a_post_from_another_origin_is_refused(world):
     jid = world.job_id("recipe")
     md = world.files["recipe"].with_suffix(".md")

@@ -31,6 +31,7 @@ from handwatch.web.store import KINDS, Record, Store, display
 HERE = Path(__file__).parent
 PROFILES = ("notes", "recipe", "multilingual")
 MAX_FORM_BYTES = 4 << 20
+MAX_ID = (1 << 63) - 1  # SQLite's largest INTEGER
 MESSAGES = {  # ?m= codes: the page never echoes text from the request
     "saved": "Saved. handwatch will not overwrite your edit.",
     "accepted": "Accepted.",
@@ -84,13 +85,13 @@ class ReviewApp:
     def list_page(self, request: Request) -> Response:
         show = request.query_params.get("show", "")
         kinds = (show,) if show in KINDS else KINDS
-        items = self.store.review_items(self.store.folder(request.query_params.get("folder")), kinds)
+        items = self.store.review_items(self.store.scope(request.query_params.get("folder")), kinds)
         return self.render(request, "list.html", items=items, show=show, kinds=KINDS)
 
     def search_page(self, request: Request) -> Response:
         q = request.query_params.get("q", "")[:500]
         started = time.perf_counter()
-        hits = self.index.search(q, limit=30, folder=self.store.folder(request.query_params.get("folder"))) if q.strip() else []
+        hits = self.index.search(q, limit=30, folders=self.store.scope(request.query_params.get("folder"))) if q.strip() else []
         took_ms = (time.perf_counter() - started) * 1000
         results = [(h, self.store.url_for_doc(h.doc_id, h.output), *self.store_display(h.source)) for h in hits]
         return self.render(request, "search.html", q=q, results=results, took_ms=took_ms)
@@ -100,6 +101,8 @@ class ReviewApp:
 
     def _record(self, request: Request) -> Record:
         rid = request.path_params["id"]
+        if rid > MAX_ID:  # the route takes any digits; SQLite cannot even be asked about more
+            raise HTTPException(404, "no such file")
         rec = self.store.by_job(rid) if request.url.path.startswith("/file/") else self.store.by_doc(rid)
         if rec is None:
             raise HTTPException(404, "no such file")
@@ -121,7 +124,7 @@ class ReviewApp:
                 pages = self.renderer.page_count(src)
             except InputError as e:
                 image_problem = f"cannot show the original: {e}"
-        items = self.store.review_items(self.store.folder(request.query_params.get("folder")))
+        items = self.store.review_items(self.store.scope(request.query_params.get("folder")))
         urls = [i.url for i in items]
         at = urls.index(rec.url) if rec.url in urls else None
         prev_url = urls[at - 1] if at is not None and at > 0 else None
@@ -206,7 +209,7 @@ class ReviewApp:
             return f"{rec.url}?m=unchanged{suffix}"
         next_url = None
         if accept:  # go on to the next file in the list, as a person working through it expects
-            urls = [i.url for i in self.store.review_items(self.store.folder(folder))]
+            urls = [i.url for i in self.store.review_items(self.store.scope(folder))]
             after = urls[urls.index(rec.url) + 1 :] if rec.url in urls else urls
             next_url = next((u for u in after if u != rec.url), None)
         output.save_edit(rec.output, new, self.store.ledger, form.get("sha", ""), root=self.store.root_of(md))

@@ -11,7 +11,7 @@ from pathlib import Path
 from handwatch.config import Config
 from handwatch.output import printable_name
 from handwatch.queue import FAILED, PENDING
-from handwatch.state import Ledger, StateDB, decode, encode
+from handwatch.state import Ledger, StateDB, decode, encode, within
 from handwatch.watch import inside
 
 KINDS = ("review", "failed", "waiting")
@@ -60,18 +60,18 @@ class Store:
         self.folders = [f.path for f in cfg.folders]
         self.ledger = Ledger(db)
 
-    def folder(self, index: str | None) -> Path | None:
-        """A folder filter is an index into the config's folders, never a path from the request."""
+    def scope(self, index: str | None) -> list[Path]:
+        """The folders a page looks in: one, by its index in the config's folders (never a path from the request),
+        else every watched folder. Nothing outside them is listed or searched, even if the database knows it
+        (a folder dropped from the config)."""
         if index is None or not index.isdigit() or int(index) >= len(self.folders):
-            return None
-        return self.folders[int(index)]
+            return self.folders
+        return [self.folders[int(index)]]
 
-    def review_items(self, folder: Path | None = None, kinds: tuple[str, ...] = KINDS) -> list[Item]:
+    def review_items(self, folders: list[Path], kinds: tuple[str, ...] = KINDS) -> list[Item]:
         db = self.db.connect()
-        where, args = "", []
-        if folder is not None:
-            prefix = encode(folder) + b"/"
-            where, args = " AND substr({col}, 1, ?) = ?", [len(prefix), prefix]
+        in_docs, args_docs = within("d.output", folders)
+        in_jobs, args_jobs = within("path", folders)
         items: list[Item] = []
         if "review" in kinds:
             rows = db.execute(
@@ -79,8 +79,8 @@ class Store:
                 f"""SELECT d.id, d.source, d.reasons, COALESCE(o.written, d.updated) AS written,
                            (SELECT j.id FROM jobs j WHERE j.output = d.output ORDER BY j.updated DESC LIMIT 1) AS job
                     FROM docs d LEFT JOIN outputs o ON o.path = d.output
-                    WHERE d.needs_review = 1{where.format(col="d.output")} ORDER BY written DESC LIMIT ?""",
-                (*args, LIST_LIMIT),
+                    WHERE d.needs_review = 1{in_docs} ORDER BY written DESC LIMIT ?""",
+                (*args_docs, LIST_LIMIT),
             ).fetchall()
             for r in rows:
                 url = f"/file/{r['job']}" if r["job"] is not None else f"/doc/{r['id']}"
@@ -89,9 +89,9 @@ class Store:
             if kind not in kinds:
                 continue
             rows = db.execute(
-                f"""SELECT id, path, reason, updated FROM jobs WHERE state = ?{extra}{where.format(col="path")}
+                f"""SELECT id, path, reason, updated FROM jobs WHERE state = ?{extra}{in_jobs}
                     ORDER BY updated DESC LIMIT ?""",
-                (state, *args, LIST_LIMIT),
+                (state, *args_jobs, LIST_LIMIT),
             ).fetchall()
             items += [self._item(kind, f"/file/{r['id']}", decode(r["path"]), [r["reason"] or ""], r["updated"]) for r in rows]
         items.sort(key=lambda i: i.when, reverse=True)
