@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from handwatch.errors import (
     EX_DATAERR,
     EX_OK,
     EX_SOMEFAILED,
+    EX_TEMPFAIL,
     EX_UNAVAILABLE,
     EX_USAGE,
     ConfigError,
@@ -228,6 +230,7 @@ def _main(argv: list[str] | None) -> int:
         return cmd_hash_password()
     alloc.keep_image_buffers()
     streams = sys.stdout, sys.stderr
+    cfg = None
     try:
         cfg = config.load(config.find_config(getattr(args, "config", None)))
         redactor = log.Redactor(cfg.secrets())  # no key or password reaches a terminal, a pipe or the journal
@@ -246,10 +249,29 @@ def _main(argv: list[str] | None) -> int:
     except HandwatchError as e:
         _err(str(e))
         return e.exit_code
+    except sqlite3.OperationalError as e:
+        if not _busy(e):
+            raise
+        from handwatch.state import BUSY_TIMEOUT_S
+
+        where = f" {cfg.state_dir / 'state.sqlite3'}" if cfg is not None else ""
+        _err(
+            f"the state database{where} is locked: another process held it longer than handwatch waits "
+            f"({BUSY_TIMEOUT_S} s); try again later"
+        )
+        return EX_TEMPFAIL  # temporary, like another daemon holding the state directory
     except KeyboardInterrupt:
         return 130
     finally:
         sys.stdout, sys.stderr = streams
+
+
+def _busy(e: sqlite3.OperationalError) -> bool:
+    """SQLite gave up waiting for another process's lock (SQLITE_BUSY or SQLITE_LOCKED)."""
+    code = getattr(e, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "database is locked" in str(e) or "database table is locked" in str(e)
 
 
 NO_FOLDERS = (
