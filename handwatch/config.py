@@ -408,6 +408,8 @@ class _UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: 
     def construct_mapping(self, node, deep: bool = False) -> dict:
         seen: dict = {}
         for key_node, _value in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *common`: the base constructor merges it, and a key beside it wins, as YAML says
             key = self.construct_object(key_node, deep=deep)
             try:
                 hash(key)

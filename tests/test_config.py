@@ -151,6 +151,17 @@ def test_duplicate_keys_are_errors_at_any_depth(tmp_path):
     assert "engine: duplicate key" in err.value.problems[0]
 
 
+def test_yaml_merge_keys_are_not_duplicates(tmp_path):
+    """`<<: *common` (YAML's merge key) is how people share settings between entries; the duplicate-key check
+    must not turn it into 'invalid YAML', and a key written beside it overrides the merged one, as YAML says."""
+    head = "defaults: &common {engine: tesseract, languages: [de]}\nfolders:\n  - path: /srv/a\n    <<: *common\n"
+    cfg = load_text(tmp_path, head + "    languages: [en]\n")
+    assert cfg.folders[0].engine == "tesseract" and cfg.folders[0].languages == ["en"]
+    with pytest.raises(ConfigError) as err:
+        load_text(tmp_path, head + "    profile: notes\n    profile: recipe\n")
+    assert "profile: duplicate key" in err.value.problems[0]
+
+
 @pytest.mark.parametrize("move", ["../x", "/tmp/x", "a/../../x", "$HOME/x", "~/x", ".", "", "a/./b/.."])
 def test_move_folder_must_be_a_plain_sub_folder(tmp_path, move):
     with pytest.raises(ConfigError) as err:
