@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from handwatch.errors import (
     EX_DATAERR,
     EX_OK,
     EX_SOMEFAILED,
+    EX_TEMPFAIL,
     EX_UNAVAILABLE,
     EX_USAGE,
     ConfigError,
@@ -228,6 +230,7 @@ def _main(argv: list[str] | None) -> int:
         return cmd_hash_password()
     alloc.keep_image_buffers()
     streams = sys.stdout, sys.stderr
+    cfg = None
     try:
         # No key or password reaches a terminal, a pipe or the journal: URL passwords from the start (a
         # config error may quote a URL), the config's secrets once it is read.
@@ -249,6 +252,18 @@ def _main(argv: list[str] | None) -> int:
     except HandwatchError as e:
         _err(str(e))
         return e.exit_code
+    except sqlite3.OperationalError as e:
+        from handwatch.state import BUSY_TIMEOUT_S, is_busy
+
+        if not is_busy(e):
+            raise
+
+        where = f" {cfg.state_dir / 'state.sqlite3'}" if cfg is not None else ""
+        _err(
+            f"the state database{where} is locked: another process held it longer than handwatch waits "
+            f"({BUSY_TIMEOUT_S} s); try again later"
+        )
+        return EX_TEMPFAIL  # temporary, like another daemon holding the state directory
     except KeyboardInterrupt:
         return 130
     finally:

@@ -239,8 +239,28 @@ class Endpoint(_Frozen):
 LOCAL_SUFFIXES = (".local", ".lan", ".home.arpa", ".internal", ".localdomain", ".localhost")
 
 
+# Local by definition: this host, loopback, the private ranges, link-local, IPv6 unique-local. Not
+# `ip.is_private`: Python 3.11 counts all of 2001::/23 (Teredo tunnels, AMT and ORCHIDv2 anycast, reachable
+# across the internet) and the documentation ranges as private.
+LOCAL_NETWORKS = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "0.0.0.0/8",
+        "127.0.0.0/8",
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "169.254.0.0/16",
+        "::/128",
+        "::1/128",
+        "fc00::/7",
+        "fe80::/10",
+    )
+)
+
+
 def _ip_is_local(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    return ip.is_loopback or ip.is_private or ip.is_link_local
+    return any(ip in net for net in LOCAL_NETWORKS)
 
 
 def _ip_of(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -388,6 +408,8 @@ class _UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: 
     def construct_mapping(self, node, deep: bool = False) -> dict:
         seen: dict = {}
         for key_node, _value in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *common`: the base constructor merges it, and a key beside it wins, as YAML says
             key = self.construct_object(key_node, deep=deep)
             try:
                 hash(key)

@@ -247,9 +247,11 @@ def _write_at(dfd: int, target: Path, data: bytes, ledger: Ledger, source: Path,
     checked = None
     if existing is not None:
         sha, checked = _check_ours(dfd, target, ledger, source)
-        if sha == new_sha:
-            ledger.intend(target, new_sha, source, source_sha)
-            ledger.commit(target, new_sha)
+        if sha == new_sha:  # already exactly these bytes (a run again within the same second)
+            rec = ledger.get(target)
+            if rec is None or rec.sha256 != new_sha or rec.pending_sha256 is not None or rec.source_sha256 != source_sha:
+                ledger.intend(target, new_sha, source, source_sha)  # only a pending record needs settling:
+                ledger.commit(target, new_sha)  # a needless write would wait out a busy database for nothing
             return target
     tmp = _temp_file(dfd, name, data, (0o666 & ~current_umask()) if mode is None else mode & 0o666)
     intended = False

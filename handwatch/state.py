@@ -14,6 +14,8 @@ from pathlib import Path
 
 from handwatch.errors import StateUnusable
 
+BUSY_TIMEOUT_S = 30  # how long a statement waits for another process's lock before `database is locked`
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs(
     id INTEGER PRIMARY KEY,
@@ -132,6 +134,14 @@ def within(column: str, folders: Sequence[Path]) -> tuple[str, list]:
     return f" AND ({where})", [x for p in prefixes for x in (len(p), p)]
 
 
+def is_busy(e: sqlite3.Error) -> bool:
+    """SQLite gave up waiting for another process's lock (SQLITE_BUSY or SQLITE_LOCKED)."""
+    code = getattr(e, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "database is locked" in str(e) or "database table is locked" in str(e)
+
+
 def decode(blob: bytes) -> Path:
     return Path(os.fsdecode(blob))
 
@@ -161,16 +171,17 @@ class StateDB:
                 db.executescript(SCHEMA)
                 migrate(db)
         except sqlite3.DatabaseError as e:  # not a database, a damaged one, or not this user's to open
-            # (Another process writing does not land here: in WAL mode opening needs no write lock.)
+            if is_busy(e):  # another process held the lock past the timeout: temporary, not a configuration error
+                raise
             raise StateUnusable(f"state database {self.path} cannot be used: {e}") from None
 
     def connect(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
             conn.row_factory = sqlite3.Row
             self._local.conn = conn
         return conn

@@ -113,6 +113,30 @@ def test_public_address_in_a_numeric_disguise_is_refused(tmp_path, host):
     assert "allow_remote: true" in err.value.problems[0]
 
 
+@pytest.mark.parametrize(
+    "host",
+    [
+        "[2001:0:4136:e378:8000:63bf:3fff:fdd2]",  # Teredo: a tunnel to a host on the internet
+        "[2001:3::1]",  # AMT anycast
+        "[2001:20::1]",  # ORCHIDv2
+        "192.0.0.9",  # PCP anycast
+        "[64:ff9b::808:808]",  # NAT64: 8.8.8.8 through the network's translator
+        "[2002:808:808::1]",  # 6to4 of 8.8.8.8
+    ],
+)
+def test_globally_reachable_addresses_inside_special_ranges_are_refused(tmp_path, host):
+    """Python 3.11's `is_private` counts all of 2001::/23 and 192.0.0.0/29 as private, though parts of them
+    are reachable across the internet: only the ranges that are local by definition pass without allow_remote."""
+    with pytest.raises(ConfigError) as err:
+        load_text(tmp_path, f"endpoints:\n  - url: http://{host}:1234/v1\n")
+    assert "allow_remote: true" in err.value.problems[0]
+
+
+@pytest.mark.parametrize("host", ["172.20.1.2", "[fd12:3456::1]", "[fe80::1]", "0.0.0.0", "[::]"])
+def test_private_and_this_host_addresses_are_local(tmp_path, host):
+    assert load_text(tmp_path, f"endpoints:\n  - url: http://{host}:1234/v1\n").endpoints
+
+
 @pytest.mark.parametrize("host", ["2130706433", "0x7f.1", "127.1", "0x7f000001", "[::ffff:127.0.0.1]"])
 def test_loopback_in_a_numeric_form_is_local(tmp_path, host):
     assert load_text(tmp_path, f"endpoints:\n  - url: http://{host}:1234/v1\n").endpoints
@@ -125,6 +149,17 @@ def test_duplicate_keys_are_errors_at_any_depth(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_text(tmp_path, "defaults:\n  engine: tesseract\n  engine: vlm\n")
     assert "engine: duplicate key" in err.value.problems[0]
+
+
+def test_yaml_merge_keys_are_not_duplicates(tmp_path):
+    """`<<: *common` (YAML's merge key) is how people share settings between entries; the duplicate-key check
+    must not turn it into 'invalid YAML', and a key written beside it overrides the merged one, as YAML says."""
+    head = "defaults: &common {engine: tesseract, languages: [de]}\nfolders:\n  - path: /srv/a\n    <<: *common\n"
+    cfg = load_text(tmp_path, head + "    languages: [en]\n")
+    assert cfg.folders[0].engine == "tesseract" and cfg.folders[0].languages == ["en"]
+    with pytest.raises(ConfigError) as err:
+        load_text(tmp_path, head + "    profile: notes\n    profile: recipe\n")
+    assert "profile: duplicate key" in err.value.problems[0]
 
 
 @pytest.mark.parametrize("move", ["../x", "/tmp/x", "a/../../x", "$HOME/x", "~/x", ".", "", "a/./b/.."])

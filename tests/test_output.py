@@ -1,6 +1,7 @@
 """Markdown rendering, atomic writes, the clash rule and edit protection."""
 
 import os
+import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -111,6 +112,31 @@ def test_crash_between_record_and_rename_is_not_a_conflict(tmp_path, ledger):
     (tmp_path / "a.md").write_text("v2\n")
     output.write(tmp_path / "a.md", "v3\n", ledger, src, "s3")
     assert (tmp_path / "a.md").read_text() == "v3\n"
+
+
+def test_writing_the_bytes_already_there_needs_no_database_write(tmp_path, ledger):
+    """`once` run again within the second of the last run renders the very same bytes. That used to
+    record them in the ledger again, a write, so with another process holding the database's write
+    lock it waited out the 30 s busy timeout and died with `database is locked` before anything
+    else happened. The file is already exactly what the ledger says: there is nothing to record."""
+    src = tmp_path / "a.jpg"
+    output.write(tmp_path / "a.md", "v1\n", ledger, src, "s1")
+    ledger.db.connect().execute("PRAGMA busy_timeout=200")  # a write under the lock fails in 0.2 s, not 30
+    lock = sqlite3.connect(ledger.db.path, isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")
+    try:
+        assert output.write(tmp_path / "a.md", "v1\n", ledger, src, "s1") == tmp_path / "a.md"
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    rec = ledger.get(tmp_path / "a.md")
+    assert rec is not None and rec.sha256 == output.sha256_bytes(b"v1\n") and rec.pending_sha256 is None
+    # A pending record of those bytes (a crash between the rename and the commit) is still committed.
+    ledger.intend(tmp_path / "a.md", output.sha256_bytes(b"v2\n"), src, "s2")
+    (tmp_path / "a.md").write_text("v2\n")
+    output.write(tmp_path / "a.md", "v2\n", ledger, src, "s2")
+    rec = ledger.get(tmp_path / "a.md")
+    assert rec is not None and rec.sha256 == output.sha256_bytes(b"v2\n") and rec.pending_sha256 is None
 
 
 def test_clash_rule_gives_the_second_original_stem_ext_md(tmp_path, ledger):

@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -147,6 +148,10 @@ def test_an_edit_made_while_the_database_delays_the_write_is_kept(tmp_path, inbo
     photo = id_png(inbox / "a.png", 3)
     assert run_cli("once", "-c", cfg, photo).returncode == 0
     md = inbox / "a.md"
+    # The second run reuses the stored text, so its Markdown differs from the first only in the stamp, to the
+    # second: within the same second it would be the same bytes, with nothing to replace and nothing to test.
+    stamp = front(md)["transcribed"]
+    wait_for(lambda: datetime.now(UTC).replace(microsecond=0) > stamp, 5, what="the clock past the first stamp")
     # Another process holds the database's write lock: the second write is delayed inside handwatch.
     lock = sqlite3.connect(tmp_path / "state" / "state.sqlite3", isolation_level=None, timeout=30)
     lock.execute("BEGIN IMMEDIATE")
@@ -168,6 +173,26 @@ def test_an_edit_made_while_the_database_delays_the_write_is_kept(tmp_path, inbo
     assert "a person's correction" in md.read_text()
     assert proc.returncode == 1 and "edited" in err, (out, err)
     assert not temps(inbox)
+
+
+def test_once_with_the_database_locked_past_the_busy_timeout_says_so_in_one_line(tmp_path, inbox, config, run_cli):
+    """Another process holds the state database's write lock for longer than handwatch waits for it (30 s):
+    `once` ends with one line saying so and exit 75 (temporary: try again), not a traceback, and leaves
+    no temporary file and no Markdown behind."""
+    cfg = config()
+    assert run_cli("once", "-c", cfg, id_png(inbox / "a.png", 1)).returncode == 0
+    lock = sqlite3.connect(tmp_path / "state" / "state.sqlite3", isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")
+    try:
+        res = run_cli("once", "-c", cfg, id_png(inbox / "b.png", 2))
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    assert res.returncode == 75, res.stderr
+    assert "Traceback" not in res.stderr, res.stderr
+    said = [line for line in res.stderr.splitlines() if line.startswith("handwatch: ")]
+    assert len(said) == 1 and "state database" in said[0] and "try again" in said[0], res.stderr
+    assert not (inbox / "b.md").exists() and not temps(inbox)
 
 
 # --- 4. same size and mtime, new content ---------------------------------------------------------
