@@ -1,0 +1,34 @@
+"""The state database's own failures: which are temporary (another process's lock) and which are not."""
+
+import sqlite3
+
+import pytest
+
+from handwatch import state
+from handwatch.errors import StateUnusable
+
+
+def test_a_database_another_process_holds_locked_is_temporary_not_unusable(tmp_path, monkeypatch):
+    """Opening may have to write (a fresh schema, a migration). If another process holds the lock past the
+    busy timeout, that is SQLite's `database is locked` (exit 75, systemd retries), not StateUnusable (exit 78,
+    which the unit never restarts)."""
+    monkeypatch.setattr(state, "BUSY_TIMEOUT_S", 0.2)  # the wait itself is not under test
+    path = tmp_path / "state.sqlite3"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("CREATE TABLE other(x)")
+    try:
+        with pytest.raises(sqlite3.OperationalError) as caught:
+            state.StateDB(tmp_path)
+        assert state.is_busy(caught.value), caught.value
+    finally:
+        holder.rollback()
+        holder.close()
+    state.StateDB(tmp_path)  # and once the lock is gone, it opens
+
+
+def test_a_file_that_is_not_a_database_is_unusable(tmp_path):
+    (tmp_path / "state.sqlite3").write_bytes(b"not a database, but much longer than a header\n" * 100)
+    with pytest.raises(StateUnusable, match="file is not a database"):
+        state.StateDB(tmp_path)
