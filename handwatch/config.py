@@ -398,27 +398,47 @@ def problems_of(exc: ValidationError, prefix: tuple = (), model: type[BaseModel]
     return [f"{k}: {v}" for k, v in seen.items()]
 
 
-class DuplicateKey(Exception):
-    pass
+class RefusedYaml(Exception):
+    """Valid YAML that handwatch will not take: a duplicate key, or merge keys that copy too much."""
+
+
+MERGE_TAG = "tag:yaml.org,2002:merge"
+MAX_MERGED = 10_000  # entries YAML merge keys may copy in one file; a real config merges a few dozen
 
 
 class _UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
-    """A safe loader that refuses a key given twice in one mapping: plain YAML keeps the last silently."""
+    """A safe loader that refuses a key given twice in one mapping (plain YAML keeps the last silently) and
+    merge keys that copy more than MAX_MERGED entries: `a1: &a1 {<<: [*a0, *a0]}`, repeated, doubles with each
+    line, so a rule file of a few hundred bytes would otherwise take the daemon hours and all its memory."""
 
-    def construct_mapping(self, node, deep: bool = False) -> dict:
+    def __init__(self, stream) -> None:
+        super().__init__(stream)
+        self._checked: set[int] = set()
+        self._merged = 0
+
+    def _check_unique(self, node) -> None:
+        """The mapping as written, before a merge rewrites it; `<<` counts as a key, so two are a duplicate."""
+        if id(node) in self._checked:
+            return
+        self._checked.add(id(node))
         seen: dict = {}
         for key_node, _value in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue  # `<<: *common`: the base constructor merges it, and a key beside it wins, as YAML says
-            key = self.construct_object(key_node, deep=deep)
+            key = "<<" if key_node.tag == MERGE_TAG else self.construct_object(key_node)
             try:
                 hash(key)
             except TypeError:
                 continue  # the base constructor reports unhashable keys itself
             if key in seen:
-                raise DuplicateKey(f"line {key_node.start_mark.line + 1}: {key}: duplicate key (also on line {seen[key] + 1})")
+                raise RefusedYaml(f"line {key_node.start_mark.line + 1}: {key}: duplicate key (also on line {seen[key] + 1})")
             seen[key] = key_node.start_mark.line
-        return super().construct_mapping(node, deep=deep)
+
+    def flatten_mapping(self, node) -> None:  # called for every mapping, and for each mapping a merge brings in
+        self._check_unique(node)
+        before = len(node.value)
+        super().flatten_mapping(node)
+        self._merged += max(0, len(node.value) - before)
+        if self._merged > MAX_MERGED:
+            raise RefusedYaml(f"line {node.start_mark.line + 1}: merge keys copy more than {MAX_MERGED:,} entries")
 
 
 MAX_YAML_BYTES = 1 << 20  # a config or rule file is a few KB; anything this large is not one
@@ -440,7 +460,7 @@ def read_yaml(path: Path, untrusted: bool = False) -> Any:
         raise ConfigError(str(path), ["not UTF-8 text"]) from None
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a safe loader with one more check
-    except DuplicateKey as e:
+    except RefusedYaml as e:
         raise ConfigError(str(path), [str(e)]) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)

@@ -162,6 +162,31 @@ def test_yaml_merge_keys_are_not_duplicates(tmp_path):
     assert "profile: duplicate key" in err.value.problems[0]
 
 
+def test_merge_keys_cannot_hide_a_duplicate(tmp_path):
+    """A second `<<`, or a key twice inside a merged mapping, would drop a setting silently like any duplicate."""
+    for text in (
+        "<<: {folders: [{path: /srv/a}]}\n<<: {folders: [{path: /srv/b}]}\n",
+        "<<: {folders: [{path: /srv/a}], folders: [{path: /srv/b}]}\n",
+    ):
+        with pytest.raises(ConfigError) as err:
+            load_text(tmp_path, text)
+        assert "duplicate key" in err.value.problems[0], text
+    # a mapping merged into another is checked as written, not after its own merge
+    (tmp_path / "m.yaml").write_text("a: &d\n  <<: {settle_s: 1}\n  settle_s: 2\nb: {<<: *d}\n")
+    assert config.read_yaml(tmp_path / "m.yaml")["b"] == {"settle_s": 2}
+
+
+def test_merge_keys_that_double_with_each_line_are_refused(tmp_path):
+    """A few hundred bytes of merge keys that each merge the previous mapping twice would expand to 2**N entries:
+    a rule file anyone can drop into a synced folder must not take the daemon hours and all its memory."""
+    lines = ["a0: &a0 {profile: notes}"] + [f"a{i}: &a{i} {{<<: [*a{i - 1}, *a{i - 1}]}}" for i in range(1, 41)]
+    rules = tmp_path / ".handwatch.yaml"
+    rules.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError) as err:
+        config.read_yaml(rules, untrusted=True)
+    assert "merge keys copy more than 10,000 entries" in err.value.problems[0]
+
+
 @pytest.mark.parametrize("move", ["../x", "/tmp/x", "a/../../x", "$HOME/x", "~/x", ".", "", "a/./b/.."])
 def test_move_folder_must_be_a_plain_sub_folder(tmp_path, move):
     with pytest.raises(ConfigError) as err:
