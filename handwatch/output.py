@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -156,11 +157,17 @@ def sha256_file(path: Path) -> str:
         os.close(fd)
 
 
+MAX_MARKDOWN_BYTES = 64 << 20  # a 500-page scan's transcription is a few MB
+
+
 def _hash_at(dfd: int, name: str) -> tuple[os.stat_result, str]:
     """The regular file `name` in the folder `dfd` (never through a link): its stat and its sha256."""
     fd = safefs.open_regular(name, follow=False, dir_fd=dfd)
     try:
-        return os.fstat(fd), _hash_fd(fd)
+        st = os.fstat(fd)
+        if st.st_size > MAX_MARKDOWN_BYTES:  # not handwatch's, and hashing it could take minutes
+            raise safefs.Unsafe(errno.EFBIG, f"is larger than any transcription ({st.st_size:,} bytes)")
+        return st, _hash_fd(fd)
     finally:
         os.close(fd)
 
@@ -259,17 +266,25 @@ def _write_at(dfd: int, target: Path, data: bytes, ledger: Ledger, source: Path,
         if not ledger.intend(target, new_sha, source, source_sha):
             raise OutputConflict(f"{name} belongs to the transcription of another original; left untouched")
         intended = True
-        with ledger.replacing():  # a person's save waits for this rename, or this sees the saved file
-            now = safefs.lstat_at(dfd, name)  # the last look before the rename: nothing slow comes after it
+        for _attempt in range(3):
+            now = safefs.lstat_at(dfd, name)  # what changed since the first look is hashed here, not under the lock
             if now is not None and (checked is None or _identity(now) != checked):
-                _check_ours(dfd, target, ledger, source)
-            if now is None:
-                try:
-                    safefs.rename_noreplace(tmp, name, dfd, dfd)  # never over a file a person just created
-                except FileExistsError:
-                    raise OutputConflict(f"{name} appeared while transcribing; left untouched") from None
-            else:
-                os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+                _, checked = _check_ours(dfd, target, ledger, source)
+            expected = None if now is None else checked
+            with ledger.replacing():  # a person's save waits for this rename, or this sees the saved file
+                last = safefs.lstat_at(dfd, name)  # the last look before the rename: only an lstat under the lock
+                if (None if last is None else _identity(last)) != expected:
+                    continue  # changed in between: look again (and hash) outside the lock
+                if last is None:
+                    try:
+                        safefs.rename_noreplace(tmp, name, dfd, dfd)  # never over a file a person just created
+                    except FileExistsError:
+                        raise OutputConflict(f"{name} appeared while transcribing; left untouched") from None
+                else:
+                    os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+                break
+        else:
+            raise OutputConflict(f"{name} kept changing while handwatch wrote it; left untouched")
         safefs.fsync_dir(dfd)
     except BaseException:
         _discard(dfd, tmp)
@@ -300,8 +315,9 @@ def remove_stale_temps(root: Path) -> int:
 
 def save_edit(target: Path, text: str, ledger: Ledger, expected_sha: str, root: Path | None = None) -> str:
     """A person's edit from the review page: atomic like `write` (temporary file in the same folder, fsync,
-    rename, inside `root` with every link resolved), and recorded in the ledger as the person's *before* the
-    rename, so handwatch never overwrites it, not even after a crash between the two. `expected_sha` is the
+    rename, inside `root` with every link resolved), and recorded in the ledger as the person's in the rename's own
+    transaction, so handwatch never overwrites it (a crash between the rename and the commit leaves bytes the ledger
+    does not know, which count as an edit too), and a save refused late marks nothing. `expected_sha` is the
     file as the person loaded it: a file that changed since (another edit, a new transcription) is left alone."""
     rec = ledger.get(target)
     if rec is None or (rec.sha256 is None and rec.pending_sha256 is None and rec.edited is None):
@@ -319,11 +335,11 @@ def save_edit(target: Path, text: str, ledger: Ledger, expected_sha: str, root: 
                 raise changed
             tmp = _temp_file(dfd, name, data, stat.S_IMODE(st.st_mode))
             try:
-                ledger.mark_edited(target, new_sha)
                 with ledger.replacing():  # handwatch's own write waits for this rename, or this sees its file
                     now = safefs.lstat_at(dfd, name)  # the last look before the rename
                     if now is None or _identity(now) != _identity(st):
-                        raise changed
+                        raise changed  # and the rollback leaves the file handwatch's, as it still is
+                    ledger.mark_edited(target, new_sha)  # committed with the rename, or not at all
                     os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
                 safefs.fsync_dir(dfd)
             except BaseException:

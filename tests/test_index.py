@@ -238,7 +238,9 @@ def test_a_save_racing_a_daemon_write_never_loses_either_silently(tmp_path, monk
 
     first_fn, second_fn = (daemon, person) if first == "daemon" else (person, daemon)
     looks = {"n": 0}
-    last_look = 2 if first == "daemon" else 1  # write(): a first look, then the last; save_edit(): the last only
+    last_look = (
+        3 if first == "daemon" else 1
+    )  # write(): a first look, one to hash what changed, then the last (under the lock); save_edit(): the last only
     real_lstat_at = safefs.lstat_at
     other = threading.Thread(target=second_fn)
 
@@ -262,3 +264,4 @@ def test_a_save_racing_a_daemon_write_never_loses_either_silently(tmp_path, monk
         assert ledger.get(target).edited is not None
     else:  # told so, with the newer text to look at: the page opened before it was written
         assert on_disk == theirs and "changed since you opened it" in str(outcome["person"])
+        assert ledger.get(target).edited is None  # a refused save marks nothing: the file is still handwatch's

@@ -139,6 +139,58 @@ def test_writing_the_bytes_already_there_needs_no_database_write(tmp_path, ledge
     assert rec is not None and rec.sha256 == output.sha256_bytes(b"v2\n") and rec.pending_sha256 is None
 
 
+def _write_lock_taken(db_path: Path) -> bool:
+    probe = sqlite3.connect(db_path, timeout=0, isolation_level=None)
+    try:
+        probe.execute("BEGIN IMMEDIATE")
+        probe.execute("ROLLBACK")
+        return False
+    except sqlite3.OperationalError:
+        return True
+    finally:
+        probe.close()
+
+
+def test_nothing_is_read_while_the_database_write_lock_is_held(tmp_path, ledger, monkeypatch):
+    """The write lock is held from the last look to the rename, and every other writer (queue, intake, the
+    review page) waits for it. A file that changed after the first look is hashed again, and what is there
+    may be huge or on a slow share: that read happens before the lock, never under it."""
+    from handwatch import safefs
+
+    target, src = tmp_path / "a.md", tmp_path / "a.jpg"
+    output.write(target, "v1\n", ledger, src, "s1")
+    real_lstat_at, real_hash_at = safefs.lstat_at, output._hash_at
+    hashed_under_lock: list[bool] = []
+    looks = {"n": 0}
+
+    def lstat_at(fd, name):
+        looks["n"] += 1
+        if looks["n"] == 2:  # after the first look and hash, something touches the file (same bytes, new identity)
+            os.utime(target, ns=(1, 1))
+        return real_lstat_at(fd, name)
+
+    def hash_at(fd, name):
+        hashed_under_lock.append(_write_lock_taken(ledger.db.path))
+        return real_hash_at(fd, name)
+
+    monkeypatch.setattr(safefs, "lstat_at", lstat_at)
+    monkeypatch.setattr(output, "_hash_at", hash_at)
+    output.write(target, "v2\n", ledger, src, "s2")
+    assert target.read_text() == "v2\n"
+    assert hashed_under_lock == [False, False]  # the first look's hash, and the touched file's: neither locked
+
+
+def test_a_huge_file_in_a_markdowns_place_is_not_read(tmp_path, ledger):
+    """No transcription is 64 MB; what is that big was put there by someone else, and hashing it could take minutes."""
+    target, src = tmp_path / "a.md", tmp_path / "a.jpg"
+    output.write(target, "v1\n", ledger, src, "s1")
+    with open(target, "r+b") as f:
+        f.truncate(1 << 40)  # sparse: a terabyte that costs no disk
+    with pytest.raises(OutputConflict, match="larger than any transcription"):
+        output.write(target, "v2\n", ledger, src, "s2")
+    assert os.path.getsize(target) == 1 << 40
+
+
 def test_clash_rule_gives_the_second_original_stem_ext_md(tmp_path, ledger):
     jpg, heic = tmp_path / "IMG_1.jpg", tmp_path / "IMG_1.heic"
     first = output.claim_target(jpg, "s1", "{stem}.md", ledger)
