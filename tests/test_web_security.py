@@ -106,11 +106,11 @@ def test_a_folder_dropped_from_the_config_is_neither_searched_nor_listed(tmp_pat
 def test_an_id_beyond_what_sqlite_holds_is_not_found_not_a_crash(world):
     with world.client() as c:
         form = form_of(c.get(f"/file/{world.job_id('recipe')}").text, "edit")
-        huge = str(1 << 63)
-        for path in (f"/file/{huge}", f"/doc/{huge}", f"/file/{huge}/page/1.jpg", f"/doc/{huge}/page/1.jpg"):
-            assert c.get(path).status_code == 404, path
-        for path in (f"/file/{huge}/save", f"/doc/{huge}/save", f"/file/{huge}/retry"):
-            assert c.post(path, data={**form, "action": "accept"}).status_code == 404, path
+        for huge in (str(1 << 63), "9" * 5000):  # 5,000 digits: more than Python's int() takes from a string
+            for path in (f"/file/{huge}", f"/doc/{huge}", f"/file/{huge}/page/1.jpg", f"/doc/{huge}/page/1.jpg"):
+                assert c.get(path).status_code == 404, path
+            for path in (f"/file/{huge}/save", f"/doc/{huge}/save", f"/file/{huge}/retry"):
+                assert c.post(path, data={**form, "action": "accept"}).status_code == 404, path
         assert c.get(f"/file/{(1 << 63) - 1}").status_code == 404
 
 

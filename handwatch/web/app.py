@@ -9,6 +9,7 @@ from pathlib import Path
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.convertors import IntegerConvertor, register_url_convertor
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -45,6 +46,16 @@ def _when(ts: float | None) -> str:
     return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M") if ts else ""
 
 
+class IdConvertor(IntegerConvertor):
+    """A job id or page number in a URL: at most 19 digits. Starlette's `int` takes any number of digits and
+    `int()` refuses more than 4,300, a 500 with a traceback; a longer path simply matches no route (404)."""
+
+    regex = "[0-9]{1,19}"
+
+
+register_url_convertor("id", IdConvertor())
+
+
 class ReviewApp:
     def __init__(self, cfg: Config, db: StateDB, beat=None):
         self.cfg, self.db = cfg, db
@@ -63,13 +74,13 @@ class ReviewApp:
         return [
             Route("/", self.list_page),
             Route("/search", self.search_page),
-            Route("/file/{id:int}", self.file_page),
-            Route("/doc/{id:int}", self.file_page),
-            Route("/file/{id:int}/page/{n:int}.jpg", self.page_image),
-            Route("/doc/{id:int}/page/{n:int}.jpg", self.page_image),
-            Route("/file/{id:int}/save", self.save, methods=["POST"]),
-            Route("/doc/{id:int}/save", self.save, methods=["POST"]),
-            Route("/file/{id:int}/retry", self.retry, methods=["POST"]),
+            Route("/file/{id:id}", self.file_page),
+            Route("/doc/{id:id}", self.file_page),
+            Route("/file/{id:id}/page/{n:id}.jpg", self.page_image),
+            Route("/doc/{id:id}/page/{n:id}.jpg", self.page_image),
+            Route("/file/{id:id}/save", self.save, methods=["POST"]),
+            Route("/doc/{id:id}/save", self.save, methods=["POST"]),
+            Route("/file/{id:id}/retry", self.retry, methods=["POST"]),
             Route("/metrics", self.metrics),
             Route("/healthz", self.healthz),
             Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
