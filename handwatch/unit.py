@@ -43,6 +43,15 @@ def _quote(path: Path | str) -> str:
     return text
 
 
+def _bind(path: Path) -> str:
+    """One BindPaths= entry: systemd splits it at `:` (source:destination), so a colon in the folder's name is
+    written `\\:`, inside quotes like any other path with odd characters."""
+    quoted = _quote(f"-{path}")
+    if not quoted.startswith('"'):
+        quoted = '"' + quoted + '"'
+    return quoted.replace(":", "\\:")
+
+
 def drop_in(cfg: Config) -> str:
     source = Path(cfg.source).resolve() if cfg.source != "<defaults>" else None
     folders = [f.path for f in cfg.folders]
@@ -57,7 +66,7 @@ def drop_in(cfg: Config) -> str:
         "ExecStart=",
     ]
     start = program() + ([] if source in (None, SERVICE_CONFIG) else ["-c", str(source)]) + ["run"]
-    lines.append("ExecStart=" + " ".join(_quote(Path(p)) for p in start))
+    lines.append("ExecStart=" + " ".join(_quote(Path(p)).replace("$", "$$") for p in start))  # `$X` would be a variable
     lines += [
         "# The watched folders, writable ('-': a folder not there yet, a share not mounted, is no error).",
         "ReadWritePaths=",
@@ -75,7 +84,7 @@ def drop_in(cfg: Config) -> str:
     homes = [p for p in folders if _under(p, HOMES)]
     if homes:
         lines += ["# Folders in home directories: an empty /home with only these folders mounted in.", "ProtectHome=tmpfs"]
-        lines += [f"BindPaths={_quote(f'-{p}')}" for p in homes]
+        lines += [f"BindPaths={_bind(p)}" for p in homes]
     groups = []
     for p in folders:
         try:

@@ -169,6 +169,27 @@ def test_handwatch_unit_escapes_percent_signs_systemd_would_read_as_specifiers(t
     assert check.returncode == 0 and check.stderr == "", check.stderr
 
 
+def test_handwatch_unit_escapes_colons_in_bind_paths_and_dollars_in_exec_start(tmp_path, write_config, run_cli):
+    """BindPaths= splits at `:` (source:destination): `/home/alice/Sync:Phone` would bind /home/alice/Sync and
+    ignore "Phone", so the folder stays hidden under ProtectHome=tmpfs. In ExecStart= `$x` is a variable."""
+    homes = ["/home/alice/Sync:Phone", "/home/alice/My Sync:Tablet"]
+    (tmp_path / "a$HOME").mkdir()
+    cfg = write_config(
+        {"endpoints": [{"url": "http://127.0.0.1:1234/v1"}], "folders": [{"path": p} for p in homes]}, "a$HOME/c.yaml"
+    )
+    res = run_cli("unit", "-c", cfg)
+    assert res.returncode == 0, res.stderr
+    found = settings(res.stdout)
+    assert found["BindPaths"] == ['"-/home/alice/Sync\\:Phone"', '"-/home/alice/My Sync\\:Tablet"']
+    assert found["ExecStart"][1].endswith(f"-c {tmp_path}/a$$HOME/c.yaml run")
+    units = tmp_path / "units"
+    installed(units)
+    (units / "handwatch.service.d").mkdir()
+    (units / "handwatch.service.d" / "folders.conf").write_text(res.stdout)
+    check = analyze("verify", "handwatch.service", env={"SYSTEMD_UNIT_PATH": f"{units}:"})
+    assert check.returncode == 0 and check.stderr == "", check.stderr
+
+
 def test_handwatch_unit_lifts_the_address_allow_list_for_a_remote_endpoint(tmp_path, write_config, run_cli):
     cfg = write_config(
         {
