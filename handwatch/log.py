@@ -20,7 +20,7 @@ MIN_SECRET = 8  # shorter values ("ollama", "none") are placeholders, and maskin
 # The password of any URL (`scheme://user:PASSWORD@host`; the last `@` before the path ends it, as urlsplit
 # reads it): masked whatever its length and whether or not the config names it, so `admin:admin@` and a
 # URL quoted in a config error are hidden too.
-URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/?#@:]*:)[^\s/?#]*@")
+URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^\s/?#@:]*:)[^\s/?#]*@")
 
 
 class Redactor:

@@ -224,6 +224,8 @@ def test_a_urls_password_is_masked_whatever_its_length_and_nothing_else_is():
     )
     assert r.text("'ftp://bob:p@ss:w0rd@nas.lan/x?y=1'") == "'ftp://bob:[redacted]@nas.lan/x?y=1'"  # the last @ ends it
     assert r.text("mailtos://me:x@gmail.com and https://u:v@h") == "mailtos://me:[redacted]@gmail.com and https://u:[redacted]@h"
+    # glued to a word: a key=value log field, a JSON string, a number before it
+    assert r.text("endpoint_http://u:pw@h 2http://u:pw@h") == "endpoint_http://u:[redacted]@h 2http://u:[redacted]@h"
     for plain in ("http://127.0.0.1:8000/v1", "http://reader@h/v1", "/srv/sync/a:b@c.jpg", "x@y.z: mail"):
         assert r.text(plain) == plain
     assert r(None, "error", {"event": "config.reload_failed", "problems": ["url: 'htp://u:pw@h'"]})["problems"] == [
