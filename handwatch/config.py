@@ -245,7 +245,7 @@ LOCAL_SUFFIXES = (".local", ".lan", ".home.arpa", ".internal", ".localdomain", "
 LOCAL_NETWORKS = tuple(
     ipaddress.ip_network(n)
     for n in (
-        "0.0.0.0/8",
+        "0.0.0.0/32",
         "127.0.0.0/8",
         "10.0.0.0/8",
         "172.16.0.0/12",

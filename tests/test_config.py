@@ -122,6 +122,7 @@ def test_public_address_in_a_numeric_disguise_is_refused(tmp_path, host):
         "192.0.0.9",  # PCP anycast
         "[64:ff9b::808:808]",  # NAT64: 8.8.8.8 through the network's translator
         "[2002:808:808::1]",  # 6to4 of 8.8.8.8
+        "0.1.2.3",  # only 0.0.0.0 is "this host"; Linux 5.3+ may route the rest of 0/8 as unicast
     ],
 )
 def test_globally_reachable_addresses_inside_special_ranges_are_refused(tmp_path, host):
