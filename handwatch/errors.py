@@ -73,6 +73,13 @@ class StateUnusable(HandwatchError):
     exit_code = EX_CONFIG
 
 
+class StateFailing(HandwatchError):
+    """The state database failed as it opened in a way that may pass (disk I/O error, disk full): try again
+    later (75, which systemd restarts), not a configuration error."""
+
+    exit_code = EX_TEMPFAIL
+
+
 class OutputConflict(HandwatchError):
     """The Markdown target exists and is not ours to overwrite (a person wrote or edited it)."""
 

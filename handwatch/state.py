@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from handwatch.errors import StateUnusable
+from handwatch.errors import StateFailing, StateUnusable
 
 BUSY_TIMEOUT_S = 30  # how long a statement waits for another process's lock before `database is locked`
 
@@ -142,6 +142,23 @@ def is_busy(e: sqlite3.Error) -> bool:
     return "database is locked" in str(e) or "database table is locked" in str(e)
 
 
+# What a restart cannot mend: not a database, a damaged one, one this user may not open or write.
+LASTING = {
+    sqlite3.SQLITE_NOTADB,
+    sqlite3.SQLITE_CORRUPT,
+    sqlite3.SQLITE_CANTOPEN,
+    sqlite3.SQLITE_PERM,
+    sqlite3.SQLITE_READONLY,
+    sqlite3.SQLITE_AUTH,
+}
+
+
+def lasting(e: sqlite3.Error) -> bool:
+    """A failure a person must mend (exit 78), as opposed to one that may pass (an I/O error, a full disk)."""
+    code = getattr(e, "sqlite_errorcode", None)
+    return code is None or code & 0xFF in LASTING
+
+
 def decode(blob: bytes) -> Path:
     return Path(os.fsdecode(blob))
 
@@ -173,7 +190,9 @@ class StateDB:
         except sqlite3.DatabaseError as e:  # not a database, a damaged one, or not this user's to open
             if is_busy(e):  # another process held the lock past the timeout: temporary, not a configuration error
                 raise
-            raise StateUnusable(f"state database {self.path} cannot be used: {e}") from None
+            if lasting(e):
+                raise StateUnusable(f"state database {self.path} cannot be used: {e}") from None
+            raise StateFailing(f"state database {self.path} failed as it opened: {e}; try again later") from None
 
     def connect(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)

@@ -32,3 +32,18 @@ def test_a_file_that_is_not_a_database_is_unusable(tmp_path):
     (tmp_path / "state.sqlite3").write_bytes(b"not a database, but much longer than a header\n" * 100)
     with pytest.raises(StateUnusable, match="file is not a database"):
         state.StateDB(tmp_path)
+
+
+def test_failures_that_may_pass_are_not_configuration_errors():
+    """A disk I/O error or a full disk as the database opens may pass: exit 75 (systemd restarts), not 78
+    (the unit never restarts, and the service stays down for good). What a restart cannot mend stays 78."""
+
+    def failure(code: int) -> sqlite3.Error:
+        e = sqlite3.OperationalError("as SQLite says it")
+        e.sqlite_errorcode = code  # type: ignore[attr-defined]
+        return e
+
+    for code in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_IOERR_READ, sqlite3.SQLITE_FULL, sqlite3.SQLITE_PROTOCOL):
+        assert not state.lasting(failure(code)), code
+    for code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY):
+        assert state.lasting(failure(code)), code
