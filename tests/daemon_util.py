@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -192,3 +193,16 @@ class NotifySocket:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def write_lock_taken(db_path: Path) -> bool:
+    """Another connection holds the state database's write lock right now (a probe that never waits)."""
+    probe = sqlite3.connect(db_path, timeout=0, isolation_level=None)
+    try:
+        probe.execute("BEGIN IMMEDIATE")
+        probe.execute("ROLLBACK")
+        return False
+    except sqlite3.OperationalError:
+        return True
+    finally:
+        probe.close()

@@ -12,6 +12,7 @@ from handwatch import frontmatter, output
 from handwatch.errors import OutputConflict
 from handwatch.index import SearchIndex, fts_query, terms
 from handwatch.state import Ledger, StateDB
+from tests.daemon_util import write_lock_taken
 
 
 def doc(source: Path, pages: list[str], **kw) -> output.Document:
@@ -192,19 +193,6 @@ def test_a_person_saving_the_text_unchanged_still_makes_it_theirs(tmp_path):
     assert target.read_text() == text
 
 
-def _ledger_locked(db_path: Path) -> bool:
-    """Another connection cannot take the state database's write lock right now."""
-    probe = sqlite3.connect(db_path, timeout=0, isolation_level=None)
-    try:
-        probe.execute("BEGIN IMMEDIATE")
-        probe.execute("ROLLBACK")
-        return False
-    except sqlite3.OperationalError:
-        return True
-    finally:
-        probe.close()
-
-
 @pytest.mark.parametrize("first", ["daemon", "person"])
 def test_a_save_racing_a_daemon_write_never_loses_either_silently(tmp_path, monkeypatch, first):
     """The other writer starts exactly at one writer's last look before its rename (the review page saves on
@@ -250,7 +238,7 @@ def test_a_save_racing_a_daemon_write_never_loses_either_silently(tmp_path, monk
             looks["n"] += 1
             if looks["n"] == last_look:
                 other.start()  # the other one does all it can before this one renames
-                wait_for(lambda: not other.is_alive() or _ledger_locked(db.path), 30, what="the other writer")
+                wait_for(lambda: not other.is_alive() or write_lock_taken(db.path), 30, what="the other writer")
         return st
 
     monkeypatch.setattr(safefs, "lstat_at", lstat_at)

@@ -10,6 +10,7 @@ import pytest
 from handwatch import output
 from handwatch.errors import OutputConflict
 from handwatch.state import Ledger, StateDB
+from tests.daemon_util import write_lock_taken
 
 WHEN = datetime(2026, 11, 21, 16, 20, tzinfo=UTC)
 
@@ -139,18 +140,6 @@ def test_writing_the_bytes_already_there_needs_no_database_write(tmp_path, ledge
     assert rec is not None and rec.sha256 == output.sha256_bytes(b"v2\n") and rec.pending_sha256 is None
 
 
-def _write_lock_taken(db_path: Path) -> bool:
-    probe = sqlite3.connect(db_path, timeout=0, isolation_level=None)
-    try:
-        probe.execute("BEGIN IMMEDIATE")
-        probe.execute("ROLLBACK")
-        return False
-    except sqlite3.OperationalError:
-        return True
-    finally:
-        probe.close()
-
-
 def test_nothing_is_read_while_the_database_write_lock_is_held(tmp_path, ledger, monkeypatch):
     """The write lock is held from the last look to the rename, and every other writer (queue, intake, the
     review page) waits for it. A file that changed after the first look is hashed again, and what is there
@@ -170,7 +159,7 @@ def test_nothing_is_read_while_the_database_write_lock_is_held(tmp_path, ledger,
         return real_lstat_at(fd, name)
 
     def hash_at(fd, name):
-        hashed_under_lock.append(_write_lock_taken(ledger.db.path))
+        hashed_under_lock.append(write_lock_taken(ledger.db.path))
         return real_hash_at(fd, name)
 
     monkeypatch.setattr(safefs, "lstat_at", lstat_at)

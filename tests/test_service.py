@@ -48,6 +48,15 @@ def installed(unit_dir: Path) -> Path:
     return path
 
 
+def assert_drop_in_verifies(units: Path, drop_in: str) -> None:
+    """The unit installed with `drop_in` as its folders.conf: systemd-analyze verify says nothing at all."""
+    installed(units)
+    (units / "handwatch.service.d").mkdir()
+    (units / "handwatch.service.d" / "folders.conf").write_text(drop_in)
+    check = analyze("verify", "handwatch.service", env={"SYSTEMD_UNIT_PATH": f"{units}:"})
+    assert check.returncode == 0 and check.stderr == "", check.stderr
+
+
 def settings(text: str) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for line in text.splitlines():
@@ -161,12 +170,7 @@ def test_handwatch_unit_escapes_percent_signs_systemd_would_read_as_specifiers(t
     assert res.returncode == 0, res.stderr
     rw = settings(res.stdout)["ReadWritePaths"]
     assert rw[1:4] == [f"-{tmp_path}/srv/50%%off", f"-{tmp_path}/srv/x%%Zy", f'"-{tmp_path}/srv/My 100%% Photos"']
-    units = tmp_path / "units"
-    installed(units)
-    (units / "handwatch.service.d").mkdir()
-    (units / "handwatch.service.d" / "folders.conf").write_text(res.stdout)
-    check = analyze("verify", "handwatch.service", env={"SYSTEMD_UNIT_PATH": f"{units}:"})
-    assert check.returncode == 0 and check.stderr == "", check.stderr
+    assert_drop_in_verifies(tmp_path / "units", res.stdout)
 
 
 def test_handwatch_unit_escapes_colons_in_bind_paths_and_dollars_in_exec_start(tmp_path, write_config, run_cli):
@@ -182,12 +186,7 @@ def test_handwatch_unit_escapes_colons_in_bind_paths_and_dollars_in_exec_start(t
     found = settings(res.stdout)
     assert found["BindPaths"] == ['"-/home/alice/Sync\\:Phone"', '"-/home/alice/My Sync\\:Tablet"']
     assert found["ExecStart"][1].endswith(f"-c {tmp_path}/a$$HOME/c.yaml run")
-    units = tmp_path / "units"
-    installed(units)
-    (units / "handwatch.service.d").mkdir()
-    (units / "handwatch.service.d" / "folders.conf").write_text(res.stdout)
-    check = analyze("verify", "handwatch.service", env={"SYSTEMD_UNIT_PATH": f"{units}:"})
-    assert check.returncode == 0 and check.stderr == "", check.stderr
+    assert_drop_in_verifies(tmp_path / "units", res.stdout)
 
 
 def test_handwatch_unit_lifts_the_address_allow_list_for_a_remote_endpoint(tmp_path, write_config, run_cli):
