@@ -45,11 +45,8 @@ def _quote(path: Path | str) -> str:
 
 def _bind(path: Path) -> str:
     """One BindPaths= entry: systemd splits it at `:` (source:destination), so a colon in the folder's name is
-    written `\\:`, inside quotes like any other path with odd characters."""
-    quoted = _quote(f"-{path}")
-    if not quoted.startswith('"'):
-        quoted = '"' + quoted + '"'
-    return quoted.replace(":", "\\:")
+    written `\\:` (read so, quoted or not)."""
+    return _quote(f"-{path}").replace(":", "\\:")
 
 
 def drop_in(cfg: Config) -> str:

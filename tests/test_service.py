@@ -184,7 +184,7 @@ def test_handwatch_unit_escapes_colons_in_bind_paths_and_dollars_in_exec_start(t
     res = run_cli("unit", "-c", cfg)
     assert res.returncode == 0, res.stderr
     found = settings(res.stdout)
-    assert found["BindPaths"] == ['"-/home/alice/Sync\\:Phone"', '"-/home/alice/My Sync\\:Tablet"']
+    assert found["BindPaths"] == ["-/home/alice/Sync\\:Phone", '"-/home/alice/My Sync\\:Tablet"']
     assert found["ExecStart"][1].endswith(f"-c {tmp_path}/a$$HOME/c.yaml run")
     assert_drop_in_verifies(tmp_path / "units", res.stdout)
 
