@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from handwatch import config
+from handwatch import config, yamlfile
 from handwatch.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -174,7 +174,7 @@ def test_merge_keys_cannot_hide_a_duplicate(tmp_path):
         assert "duplicate key" in err.value.problems[0], text
     # a mapping merged into another is checked as written, not after its own merge
     (tmp_path / "m.yaml").write_text("a: &d\n  <<: {settle_s: 1}\n  settle_s: 2\nb: {<<: *d}\n")
-    assert config.read_yaml(tmp_path / "m.yaml")["b"] == {"settle_s": 2}
+    assert yamlfile.read_yaml(tmp_path / "m.yaml")["b"] == {"settle_s": 2}
 
 
 def test_merge_keys_that_double_with_each_line_are_refused(tmp_path):
@@ -184,7 +184,7 @@ def test_merge_keys_that_double_with_each_line_are_refused(tmp_path):
     rules = tmp_path / ".handwatch.yaml"
     rules.write_text("\n".join(lines) + "\n")
     with pytest.raises(ConfigError) as err:
-        config.read_yaml(rules, untrusted=True)
+        yamlfile.read_yaml(rules, untrusted=True)
     assert "merge keys copy more than 10,000 entries" in err.value.problems[0]
 
 
