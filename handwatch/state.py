@@ -134,11 +134,17 @@ def within(column: str, folders: Sequence[Path]) -> tuple[str, list]:
     return f" AND ({where})", [x for p in prefixes for x in (len(p), p)]
 
 
+def _primary_code(e: sqlite3.Error) -> int | None:
+    """SQLite's primary result code (an extended code's low byte), when Python passed it on."""
+    code = getattr(e, "sqlite_errorcode", None)
+    return None if code is None else code & 0xFF
+
+
 def is_busy(e: sqlite3.Error) -> bool:
     """SQLite gave up waiting for another process's lock (SQLITE_BUSY or SQLITE_LOCKED)."""
-    code = getattr(e, "sqlite_errorcode", None)
+    code = _primary_code(e)
     if code is not None:
-        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+        return code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
     return "database is locked" in str(e) or "database table is locked" in str(e)
 
 
@@ -155,8 +161,8 @@ LASTING = {
 
 def lasting(e: sqlite3.Error) -> bool:
     """A failure a person must mend (exit 78), as opposed to one that may pass (an I/O error, a full disk)."""
-    code = getattr(e, "sqlite_errorcode", None)
-    return code is None or code & 0xFF in LASTING
+    code = _primary_code(e)
+    return code is None or code in LASTING
 
 
 def decode(blob: bytes) -> Path:
@@ -187,7 +193,7 @@ class StateDB:
             with self.connect() as db:
                 db.executescript(SCHEMA)
                 migrate(db)
-        except sqlite3.DatabaseError as e:  # not a database, a damaged one, or not this user's to open
+        except sqlite3.DatabaseError as e:
             if is_busy(e):  # another process held the lock past the timeout: temporary, not a configuration error
                 raise
             if lasting(e):
