@@ -21,7 +21,8 @@ system-deps:
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --upgrade --upgrade-strategy eager -e '.[test]'
+	$(PY) -m pip list --format=freeze > $(VENV)/versions.txt
 	touch $@
 
 setup: system-deps $(VENV)/.installed

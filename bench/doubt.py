@@ -23,8 +23,9 @@ from dataclasses import dataclass
 
 from bench import gen
 from bench.legibility import PAGES
-from handwatch import doubt, preprocess
-from handwatch.config import Endpoint, Preprocess, Rule
+from handwatch.config.schema import Endpoint, Preprocess, Rule
+from handwatch.prepare import preprocess
+from handwatch.transcribe import doubt
 
 FONTS = (("humor", 60), ("dkg", 60), ("print", 44), ("print", 30))  # two handwriting fonts, and print
 DAMAGE = {
@@ -157,7 +158,7 @@ def table(name: str, readings: list[Reading]) -> doubt.Thresholds:
 
 
 def _tesseract(spec) -> Reading:
-    from handwatch.engines.tesseract import TesseractEngine
+    from handwatch.transcribe.tesseract import TesseractEngine
 
     prepared = preprocess.prepare(render(spec), preprocess.for_engine(Preprocess(), "tesseract"), photo=True)
     page = TesseractEngine().transcribe_page(prepared, Rule())
@@ -239,7 +240,7 @@ def simulate(truth_lines: list[str], damage: str, confident: float, rng: random.
 
 def replay(confident: float, seed: int = 7) -> list[Reading]:
     """Each simulated reply goes through the real VLM engine over HTTP: cleaning, token-to-word alignment."""
-    from handwatch.engines.vlm import VLMEngine
+    from handwatch.transcribe.vlm import VLMEngine
     from tests.fakeopenai import FakeOpenAI
 
     rng = random.Random(seed)
@@ -262,7 +263,7 @@ def replay(confident: float, seed: int = 7) -> list[Reading]:
 
 
 def live(url: str, model: str | None) -> list[Reading]:
-    from handwatch.engines.vlm import VLMEngine
+    from handwatch.transcribe.vlm import VLMEngine
 
     engine = VLMEngine([Endpoint(url=url, model=model, confidence="on", allow_remote=True, timeout_s=600)])
     opts = preprocess.for_engine(Preprocess(), "vlm")

@@ -35,8 +35,8 @@ import pytesseract
 from PIL import Image
 
 from bench import gen
-from handwatch import inputs, pixels, preprocess
-from handwatch.config import Preprocess
+from handwatch.config.schema import Preprocess
+from handwatch.prepare import inputs, pixels, preprocess
 
 PAGES = [
     [

@@ -34,8 +34,8 @@ import cv2
 from PIL import Image, ImageFilter
 
 from bench import gen
-from handwatch import alloc, inputs, preprocess
-from handwatch.config import Preprocess
+from handwatch.config.schema import Preprocess
+from handwatch.prepare import alloc, inputs, preprocess
 
 QWEN_FACTOR, QWEN_MIN_PIXELS, QWEN_MAX_PIXELS = 28, 56 * 56, 16384 * 28 * 28  # qwen-vl-utils defaults
 
@@ -112,7 +112,7 @@ def _status_kb(field: str) -> int:
 
 def _setup(kind: str) -> None:
     """What each path's process does before its first page: one core for OpenCV, and for handwatch
-    the allocator setting its CLI makes (`handwatch.alloc`); "naive+alloc" is the baseline given
+    the allocator setting its CLI makes (`handwatch.prepare.alloc`); "naive+alloc" is the baseline given
     that same setting, to show how much of the gap it accounts for."""
     cv2.setNumThreads(1)
     if kind != "naive":

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import httpx
 
-from handwatch import config as config_mod
-from handwatch.index import SearchIndex, terms
-from handwatch.output import sha256_bytes
-from handwatch.state import Ledger, StateDB
+from handwatch.config import loader
+from handwatch.publish.index import SearchIndex, terms
+from handwatch.safefs import sha256_bytes
+from handwatch.store.state import Ledger, StateDB
 
 WORDS = (
     "milk eggs bread butter call mum dentist tuesday garden tomatoes water plants pay rent invoice meeting "
@@ -134,7 +134,7 @@ def main() -> None:
             f"state_dir: {root / 'state'}\ndefaults: {{engine: tesseract}}\nfolders:\n  - path: {inbox}\n"
             f"web: {{listen: '127.0.0.1:{port}'}}\n"
         )
-        server = WebServer(config_mod.load(cfg_path))
+        server = WebServer(loader.load(cfg_path))
         server.start()
         rows = []
         try:

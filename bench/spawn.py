@@ -23,7 +23,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from handwatch import pdf
+from handwatch.prepare import pdf
 
 LIMIT = pdf.MEMORY
 

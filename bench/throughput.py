@@ -277,9 +277,9 @@ def latency(files: list[tuple[str, bytes]], settle_s: float, seconds: float) -> 
 
 def done_files(root: Path, n: int) -> Path:
     """`n` small files recorded as done in the state database, as a daemon that transcribed them leaves them."""
-    from handwatch.queue import JobQueue
     from handwatch.safefs import file_sig
-    from handwatch.state import StateDB
+    from handwatch.store.jobs import JobQueue
+    from handwatch.store.state import StateDB
 
     inbox = root / "inbox"
     db = StateDB(root / "state")

@@ -1,5 +1,5 @@
 """Entry point for `python -m handwatch`."""
 
-from handwatch.cli import main
+from handwatch.cli.main import main
 
 raise SystemExit(main())

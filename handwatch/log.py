@@ -7,13 +7,12 @@ results (`once` prints output paths there) and log to stderr."""
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 from collections.abc import Iterable
 
 import structlog
-
-from handwatch import systemd
 
 MASK = "[redacted]"
 MIN_SECRET = 8  # shorter values ("ollama", "none") are placeholders, and masking them would garble paths
@@ -71,7 +70,7 @@ def setup(level: str = "info", json: bool | None = None, stream=None, daemon: bo
     """Configure once per process. `daemon`: the daemon under journald logs to stdout; everything
     else logs to stderr. `json=None` decides from whether the stream is a terminal."""
     if stream is None:
-        stream = sys.stdout if daemon and systemd.journal_stream(_fd(sys.stdout)) else sys.stderr
+        stream = sys.stdout if daemon and journal_stream(_fd(sys.stdout)) else sys.stderr
     if json is None:
         json = not stream.isatty()
     processors: list = [
@@ -104,3 +103,16 @@ def _fd(stream) -> int:
 
 def get(name: str | None = None):
     return structlog.get_logger(name) if name else structlog.get_logger()
+
+
+def journal_stream(fd: int, environ=None) -> bool:
+    """Is this file descriptor connected to the journal? systemd sets JOURNAL_STREAM to the
+    `device:inode` of the stream it connected stdout/stderr to (systemd.exec(5))."""
+    env = os.environ if environ is None else environ
+    value = env.get("JOURNAL_STREAM", "")
+    dev, _, ino = value.partition(":")
+    try:
+        st = os.fstat(fd)
+        return (int(dev), int(ino)) == (st.st_dev, st.st_ino)
+    except (OSError, ValueError):
+        return False

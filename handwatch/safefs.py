@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import hashlib
 import os
 import stat
 from collections.abc import Iterator
@@ -214,3 +215,30 @@ def fsync_dir(fd: int) -> None:
         os.fsync(fd)
     except OSError:  # some filesystems refuse fsync on folders; the data itself was synced
         pass
+
+
+TMP_SUFFIX = ".handwatch-tmp"  # handwatch's own temporary files: `.NAME.RANDOM.handwatch-tmp`
+
+
+def is_temp(name: str) -> bool:
+    return name.startswith(".") and name.endswith(TMP_SUFFIX)
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def hash_fd(fd: int, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    while block := os.read(fd, chunk):
+        h.update(block)
+    return h.hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    """Hash a regular file; a FIFO, socket or device raises `safefs.Unsafe` instead of blocking."""
+    fd = open_regular(path)
+    try:
+        return hash_fd(fd)
+    finally:
+        os.close(fd)

@@ -8,7 +8,8 @@ from PIL import Image
 
 PROBE = r"""
 import pathlib, resource, sys
-from handwatch import alloc, inputs
+from handwatch.prepare import alloc
+from handwatch.prepare import inputs
 if sys.argv[2] == "keep":
     assert alloc.keep_image_buffers()
 path = pathlib.Path(sys.argv[1])

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from handwatch import frontmatter
-from handwatch.state import Ledger, StateDB
+from handwatch.publish import markdown as frontmatter
+from handwatch.store.state import Ledger, StateDB
 from tests.conftest import REPO
 from tests.webworld import make_world, serve
 

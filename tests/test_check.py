@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from handwatch import check, config
-from handwatch.config import Preprocess
-from handwatch.engines import budget
+from handwatch.cli import check
+from handwatch.config import loader
+from handwatch.config.schema import Preprocess
+from handwatch.transcribe import budget
 from tests.conftest import REPO
 from tests.fakeopenai import FakeOpenAI
 
@@ -38,7 +39,7 @@ def inbox(tmp_path):
 
 
 def findings(cfg_path: Path) -> list[check.Finding]:
-    return list(check.run(config.load(cfg_path)))
+    return list(check.run(loader.load(cfg_path)))
 
 
 def lines(found, level=None) -> list[str]:

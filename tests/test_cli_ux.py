@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from handwatch import __version__
-from handwatch.cli import _parser
-from handwatch.state import StateDB
+from handwatch.cli.main import _parser
+from handwatch.store.state import StateDB
 from tests.conftest import cli_env
 from tests.daemon_util import DaemonProc, id_png, ident_of, markdowns
 from tests.fakeopenai import wait_for

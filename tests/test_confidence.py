@@ -7,10 +7,10 @@ import json
 import pytest
 from PIL import Image
 
-from handwatch.config import Endpoint, Rule
-from handwatch.engines.tesseract import TesseractEngine
-from handwatch.engines.vlm import VLMEngine
+from handwatch.config.schema import Endpoint, Rule
 from handwatch.errors import ConfigError
+from handwatch.transcribe.tesseract import TesseractEngine
+from handwatch.transcribe.vlm import VLMEngine
 from tests.conftest import draw_page
 from tests.fakeopenai import tokens
 

@@ -1,19 +1,20 @@
 """Config validation: every problem at once, each with file and key path; locality of endpoints; path expansion."""
 
+import tracemalloc
 from pathlib import Path
 
 import pytest
 
-from handwatch import config, yamlfile
+from handwatch.config import loader, schema, yamlfile
 from handwatch.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def load_text(tmp_path, text: str) -> config.Config:
+def load_text(tmp_path, text: str) -> schema.Config:
     p = tmp_path / "c.yaml"
     p.write_text(text)
-    return config.load(p)
+    return loader.load(p)
 
 
 def test_every_problem_is_reported_at_once_with_key_paths(tmp_path):
@@ -177,10 +178,33 @@ def test_merge_keys_cannot_hide_a_duplicate(tmp_path):
     assert yamlfile.read_yaml(tmp_path / "m.yaml")["b"] == {"settle_s": 2}
 
 
-def test_merge_keys_that_double_with_each_line_are_refused(tmp_path):
-    """A few hundred bytes of merge keys that each merge the previous mapping twice would expand to 2**N entries:
-    a rule file anyone can drop into a synced folder must not take the daemon hours and all its memory."""
+def test_merge_keys_that_double_with_each_line_cost_little_whatever_the_pyyaml(tmp_path):
+    """A few hundred bytes of merge keys that each merge the previous mapping twice would expand to 2**40 entries
+    in PyYAML up to 6.0.3; a rule file anyone can drop into a synced folder must not take the daemon hours and all
+    its memory. PyYAML 6.0.4 and newer merge each key node once, so there the file loads small; older ones expand
+    it and the merge budget refuses it. What must hold for every PyYAML the package allows: little memory, and
+    either the refusal or a small result."""
     lines = ["a0: &a0 {profile: notes}"] + [f"a{i}: &a{i} {{<<: [*a{i - 1}, *a{i - 1}]}}" for i in range(1, 41)]
+    rules = tmp_path / ".handwatch.yaml"
+    rules.write_text("\n".join(lines) + "\n")
+    tracemalloc.start()
+    try:
+        data = yamlfile.read_yaml(rules, untrusted=True)
+    except ConfigError as err:
+        assert "merge keys copy more than 10,000 entries" in err.problems[0]
+    else:
+        assert data["a40"] == {"profile": "notes"} and len(data) == 41
+    finally:
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    assert peak < 16 << 20, f"loading took {peak >> 20} MB"
+
+
+def test_merge_budget_refuses_many_distinct_merged_keys(tmp_path):
+    """The budget itself, on a file every PyYAML expands the same way: 200 mappings each merging a mapping of
+    100 distinct keys copy 20,000 entries, past the 10,000 a real config never nears."""
+    wide = "base: &base {" + ", ".join(f"k{i}: {i}" for i in range(100)) + "}"
+    lines = [wide] + [f"m{i}: {{<<: *base}}" for i in range(200)]
     rules = tmp_path / ".handwatch.yaml"
     rules.write_text("\n".join(lines) + "\n")
     with pytest.raises(ConfigError) as err:
@@ -232,16 +256,16 @@ def test_config_is_frozen(tmp_path):
 
 
 def test_shipped_example_config_is_valid():
-    cfg = config.load(REPO / "config" / "handwatch.yaml")
+    cfg = loader.load(REPO / "config" / "handwatch.yaml")
     assert cfg.endpoints and cfg.folders
 
 
 def test_config_search_order(tmp_path, monkeypatch):
     monkeypatch.setenv("HANDWATCH_CONFIG", str(tmp_path / "env.yaml"))
-    assert config.find_config(str(tmp_path / "explicit.yaml")) == tmp_path / "explicit.yaml"
-    assert config.find_config(None) == tmp_path / "env.yaml"
+    assert loader.find_config(str(tmp_path / "explicit.yaml")) == tmp_path / "explicit.yaml"
+    assert loader.find_config(None) == tmp_path / "env.yaml"
     monkeypatch.delenv("HANDWATCH_CONFIG")
     monkeypatch.setenv("HOME", str(tmp_path))
     (tmp_path / ".config" / "handwatch").mkdir(parents=True)
     (tmp_path / ".config" / "handwatch" / "config.yaml").write_text("{}")
-    assert config.find_config(None) == tmp_path / ".config" / "handwatch" / "config.yaml"
+    assert loader.find_config(None) == tmp_path / ".config" / "handwatch" / "config.yaml"

@@ -72,7 +72,7 @@ def test_file_written_in_chunks_gets_one_job_after_the_last_chunk(inbox, fake_op
             pause.wait(0.15)
     wait_for(lambda: (inbox / "slow.md").exists(), 30, what="slow.md")
     assert len(d.events("file.settled")) == 1 and len(fake_openai.requests) == 1
-    from handwatch.output import sha256_file
+    from handwatch.safefs import sha256_file
 
     assert f"source_sha256: {sha256_file(target)}" in (inbox / "slow.md").read_text()
 

@@ -8,9 +8,10 @@ import pytest
 from PIL import Image, ImageDraw
 
 from bench import gen
-from handwatch import doubt, preprocess, script
-from handwatch.config import Preprocess
-from handwatch.doubt import Thresholds, Token, Word
+from handwatch.config.schema import Preprocess
+from handwatch.prepare import preprocess
+from handwatch.transcribe import doubt, script
+from handwatch.transcribe.doubt import Thresholds, Token, Word
 from tests.conftest import draw_page, font
 
 

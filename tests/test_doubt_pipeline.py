@@ -9,9 +9,9 @@ import yaml
 from PIL import Image, ImageDraw
 
 from bench import gen
-from handwatch import config
-from handwatch.pipeline import Pipeline
-from handwatch.state import StateDB
+from handwatch.config import loader
+from handwatch.service.pipeline import Pipeline
+from handwatch.store.state import StateDB
 from tests.conftest import draw_page
 from tests.fakeopenai import tokens
 
@@ -28,7 +28,7 @@ def make(tmp_path, fake_openai, write_config):
     inbox.mkdir()
 
     def build(endpoint: dict | None = None, **rule) -> Pipeline:
-        cfg = config.load(
+        cfg = loader.load(
             write_config(
                 {
                     "endpoints": [{"url": fake_openai.url, "max_concurrency": 1, **(endpoint or {})}],

@@ -10,9 +10,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from handwatch.config import Endpoint, Rule
-from handwatch.engines.vlm import VLMEngine
-from handwatch.profiles import STRICT_SUFFIX
+from handwatch.config.schema import Endpoint, Rule
+from handwatch.transcribe.profiles import STRICT_SUFFIX
+from handwatch.transcribe.vlm import VLMEngine
 from tests.conftest import draw_page
 from tests.fakeopenai import FakeOpenAI, free_port, wait_for
 

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from handwatch import frontmatter, output
+from handwatch import safefs
 from handwatch.errors import OutputConflict
-from handwatch.index import SearchIndex, fts_query, terms
-from handwatch.state import Ledger, StateDB
+from handwatch.publish import markdown as frontmatter
+from handwatch.publish import output
+from handwatch.publish.index import SearchIndex, fts_query, terms
+from handwatch.store.state import Ledger, StateDB
 from tests.daemon_util import write_lock_taken
 
 
@@ -135,12 +137,12 @@ def test_a_saved_edit_is_atomic_recorded_and_never_overwritten(tmp_path):
     db = StateDB(tmp_path / "state")
     ledger = Ledger(db)
     src, target, text = write_md(tmp_path, ledger, "n", ["a ==wrod== here"], needs_review=True)
-    sha = output.sha256_file(target)
+    sha = safefs.sha256_file(target)
     edited = frontmatter.with_body(text, "a word here")
     new_sha = output.save_edit(target, edited, ledger, sha)
-    assert target.read_text() == edited and output.sha256_file(target) == new_sha
+    assert target.read_text() == edited and safefs.sha256_file(target) == new_sha
     assert ledger.get(target).edited is not None
-    assert not [p for p in tmp_path.iterdir() if output.is_temp(p.name)]
+    assert not [p for p in tmp_path.iterdir() if safefs.is_temp(p.name)]
     # handwatch's next write, even of the very bytes the person saved, is refused
     with pytest.raises(OutputConflict, match="edited since handwatch wrote it"):
         output.write(target, edited, ledger, src, "ab" * 32)
@@ -158,7 +160,7 @@ def test_a_file_handwatch_did_not_write_cannot_be_saved_through_it(tmp_path):
     mine = tmp_path / "mine.md"
     mine.write_text("my notes\n")
     with pytest.raises(OutputConflict, match="not written by handwatch"):
-        output.save_edit(mine, "x\n", ledger, output.sha256_file(mine))
+        output.save_edit(mine, "x\n", ledger, safefs.sha256_file(mine))
     assert mine.read_text() == "my notes\n"
 
 
@@ -187,7 +189,7 @@ def test_a_person_saving_the_text_unchanged_still_makes_it_theirs(tmp_path):
     db = StateDB(tmp_path / "state")
     ledger = Ledger(db)
     src, target, text = write_md(tmp_path, ledger, "n", ["kept as it is"])
-    output.save_edit(target, text, ledger, output.sha256_file(target))
+    output.save_edit(target, text, ledger, safefs.sha256_file(target))
     with pytest.raises(OutputConflict, match="edited since handwatch wrote it"):
         output.write(target, text.replace("kept", "replaced"), ledger, src, "ab" * 32)
     assert target.read_text() == text
@@ -206,7 +208,7 @@ def test_a_save_racing_a_daemon_write_never_loses_either_silently(tmp_path, monk
     db = StateDB(tmp_path / "state")
     ledger = Ledger(db)
     src, target, text = write_md(tmp_path, ledger, "n", ["a ==wrod== here"], needs_review=True)
-    loaded = output.sha256_file(target)
+    loaded = safefs.sha256_file(target)
     mine, theirs = frontmatter.with_body(text, "a word here"), output.render(doc(src, ["a word, transcribed again"]))
     outcome: dict[str, object] = {}
 

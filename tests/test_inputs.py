@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from handwatch import inputs
 from handwatch.errors import InputError
+from handwatch.prepare import inputs
 
 DATA = Path(__file__).parent / "data"
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import threading
 
-from handwatch import config
-from handwatch.candidates import Candidates
-from handwatch.intake import Intake
-from handwatch.queue import JobQueue
-from handwatch.rules import RuleBook
-from handwatch.state import StateDB
+from handwatch.config import loader
+from handwatch.config.rules import RuleBook
+from handwatch.intake.candidates import Candidates
+from handwatch.intake.feed import Intake
+from handwatch.store.jobs import JobQueue
+from handwatch.store.state import StateDB
 from tests.daemon_util import tiny_png
 from tests.fakeopenai import wait_for
 
@@ -21,7 +21,7 @@ def test_a_folder_walk_the_database_fails_is_walked_again_not_settled_as_a_file(
     inbox = tmp_path / "inbox"
     (inbox / "moved-in").mkdir(parents=True)
     tiny_png(inbox / "moved-in" / "a.png", 1)
-    cfg = config.load(write_config({"endpoints": [{"url": "http://127.0.0.1:9/v1"}], "folders": [{"path": str(inbox)}]}))
+    cfg = loader.load(write_config({"endpoints": [{"url": "http://127.0.0.1:9/v1"}], "folders": [{"path": str(inbox)}]}))
     db = StateDB(cfg.state_dir)
     intake = Intake(JobQueue(db), Candidates(cfg, RuleBook(cfg)), threading.Event(), lambda: None)
     db.connect().execute("DROP TABLE jobs")  # every query about jobs now fails: sqlite3.OperationalError

@@ -163,8 +163,8 @@ class Writes:
 def test_each_log_line_and_each_progress_line_is_one_write(monkeypatch):
     """Worker threads log while `redo` prints its progress on the same stderr: a line handed over in two
     writes (text, then newline) let the other thread's line land in between — `{event}[2/4] redone …`."""
-    from handwatch import cli
     from handwatch import log as hwlog
+    from handwatch.cli import main as cli
 
     stream = Writes()
     hwlog.setup(json=True, stream=stream)

@@ -14,9 +14,9 @@ import httpx
 import pytest
 import yaml
 
-from handwatch import config as config_mod
-from handwatch.notify import Batch, Event, Notifier, compose
-from handwatch.state import StateDB
+from handwatch.config import loader
+from handwatch.service.notify import Batch, Event, Notifier, compose
+from handwatch.store.state import StateDB
 from tests.conftest import cli_env, draw_page
 from tests.fakeopenai import free_port, wait_for
 from tests.webworld import FLAGGED, make_world
@@ -100,7 +100,7 @@ def test_notifications_from_the_database_through_apprise(tmp_path, fake_openai, 
         extra={"notify": {"urls": [receiver.url], "every": "10m"}},
     )
     # make_world ran the worker before the notifier existed: what happened then is not news
-    cfg = config_mod.load(w.cfg_path)
+    cfg = loader.load(w.cfg_path)
     db = StateDB(cfg.state_dir)
     clock = [0.0]  # the database's own timestamps are real time; the notifier's cursor starts before them
     n = Notifier(cfg, db, clock=lambda: clock[0])
@@ -118,7 +118,7 @@ def test_the_transcription_only_when_the_rule_says_so(tmp_path, fake_openai, rec
     w = make_world(
         tmp_path, fake_openai, extra={"notify": {"urls": [receiver.url], "on": ["needs_review"], "include_text": True}}
     )
-    cfg = config_mod.load(w.cfg_path)
+    cfg = loader.load(w.cfg_path)
     assert Notifier(cfg, StateDB(cfg.state_dir), clock=lambda: 0.0).tick()
     msg = receiver.messages[-1]
     assert msg["title"] == "handwatch: 1 file needs review"
@@ -129,8 +129,8 @@ def test_the_transcription_only_when_the_rule_says_so(tmp_path, fake_openai, rec
 def test_notify_config_errors_name_the_key(tmp_path):
     bad = tmp_path / "c.yaml"
     bad.write_text("notify:\n  urls: ['nosuchservice://x']\n  on: [needs_review, lunch]\n  every: soon\n")
-    with pytest.raises(config_mod.ConfigError) as e:
-        config_mod.load(bad)
+    with pytest.raises(loader.ConfigError) as e:
+        loader.load(bad)
     lines = "\n".join(e.value.lines())
     assert "notify.urls: not a notification URL apprise knows: [0] nosuchservice://" in lines
     assert "notify.on[1]: Input should be 'needs_review', 'failed' or 'endpoint_down'" in lines

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from handwatch import output
+from handwatch import safefs
 from handwatch.errors import OutputConflict
-from handwatch.state import Ledger, StateDB
+from handwatch.publish import output
+from handwatch.store.state import Ledger, StateDB
 from tests.daemon_util import write_lock_taken
 
 WHEN = datetime(2026, 11, 21, 16, 20, tzinfo=UTC)
@@ -109,7 +110,7 @@ def test_crash_between_record_and_rename_is_not_a_conflict(tmp_path, ledger):
     src = tmp_path / "a.jpg"
     output.write(tmp_path / "a.md", "v1\n", ledger, src, "s1")
     # Simulate a crash after the intent was recorded and the rename happened, before the commit.
-    ledger.intend(tmp_path / "a.md", output.sha256_bytes(b"v2\n"), src, "s2")
+    ledger.intend(tmp_path / "a.md", safefs.sha256_bytes(b"v2\n"), src, "s2")
     (tmp_path / "a.md").write_text("v2\n")
     output.write(tmp_path / "a.md", "v3\n", ledger, src, "s3")
     assert (tmp_path / "a.md").read_text() == "v3\n"
@@ -131,13 +132,13 @@ def test_writing_the_bytes_already_there_needs_no_database_write(tmp_path, ledge
         lock.execute("ROLLBACK")
         lock.close()
     rec = ledger.get(tmp_path / "a.md")
-    assert rec is not None and rec.sha256 == output.sha256_bytes(b"v1\n") and rec.pending_sha256 is None
+    assert rec is not None and rec.sha256 == safefs.sha256_bytes(b"v1\n") and rec.pending_sha256 is None
     # A pending record of those bytes (a crash between the rename and the commit) is still committed.
-    ledger.intend(tmp_path / "a.md", output.sha256_bytes(b"v2\n"), src, "s2")
+    ledger.intend(tmp_path / "a.md", safefs.sha256_bytes(b"v2\n"), src, "s2")
     (tmp_path / "a.md").write_text("v2\n")
     output.write(tmp_path / "a.md", "v2\n", ledger, src, "s2")
     rec = ledger.get(tmp_path / "a.md")
-    assert rec is not None and rec.sha256 == output.sha256_bytes(b"v2\n") and rec.pending_sha256 is None
+    assert rec is not None and rec.sha256 == safefs.sha256_bytes(b"v2\n") and rec.pending_sha256 is None
 
 
 def test_nothing_is_read_while_the_database_write_lock_is_held(tmp_path, ledger, monkeypatch):
@@ -228,7 +229,7 @@ def test_special_files_and_links_at_the_target_are_never_read_or_replaced(tmp_pa
 
 def test_stale_temp_files_are_removed(tmp_path):
     (tmp_path / "sub").mkdir()
-    stale = tmp_path / "sub" / f".a.md.1234{output.TMP_SUFFIX}"
+    stale = tmp_path / "sub" / f".a.md.1234{safefs.TMP_SUFFIX}"
     stale.write_text("partial")
     (tmp_path / "keep.md").write_text("x")
     assert output.remove_stale_temps(tmp_path) == 1

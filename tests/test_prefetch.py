@@ -9,13 +9,13 @@ import io
 import threading
 from contextlib import contextmanager
 
-from handwatch import config, prefetch
-from handwatch.output import sha256_file
-from handwatch.queue import JobQueue
-from handwatch.safefs import file_sig
-from handwatch.state import StateDB
-from handwatch.worker import build_runtime
-from handwatch.workpool import WorkerPool
+from handwatch.config import loader
+from handwatch.safefs import file_sig, sha256_file
+from handwatch.service import prefetch
+from handwatch.service.worker import build_runtime
+from handwatch.service.workpool import WorkerPool
+from handwatch.store.jobs import JobQueue
+from handwatch.store.state import StateDB
 from tests.daemon_util import inked
 from tests.fakeopenai import wait_for
 
@@ -42,7 +42,7 @@ def held_replies(fake):
 
 
 def runtime(write_config, fake, folder, **rule):
-    cfg = config.load(
+    cfg = loader.load(
         write_config(
             {
                 "endpoints": [{"url": fake.url, "max_concurrency": SLOTS, "confidence": "off", "timeout_s": 120}],

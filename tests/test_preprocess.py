@@ -5,8 +5,8 @@ import pytest
 from PIL import Image, ImageFilter
 
 from bench import gen
-from handwatch import pixels, preprocess, skew
-from handwatch.config import Preprocess
+from handwatch.config.schema import Preprocess
+from handwatch.prepare import pixels, preprocess, skew
 
 LINES = [
     "Pancakes for four people",

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from bench import gen
-from handwatch import paper, pixels, preprocess, skew
-from handwatch.config import Preprocess
+from handwatch.config.schema import Preprocess
+from handwatch.prepare import paper, pixels, preprocess, skew
 
 OPTS = preprocess.for_engine(Preprocess(), "vlm")  # the defaults: deskew on, contrast on for photos
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from handwatch import profiles
+from handwatch.transcribe import profiles
 
 REPLIES = Path(__file__).parent / "data" / "replies"
 SHOPPING = "# Shopping\n- flour\n- sugar"

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from handwatch.queue import JobQueue
 from handwatch.safefs import FileSig
-from handwatch.state import StateDB
+from handwatch.store.jobs import JobQueue
+from handwatch.store.state import StateDB
 
 
 def sig(size: int, mtime_ns: int, ino: int = 7, ctime_ns: int = 1) -> FileSig:

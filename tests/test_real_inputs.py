@@ -9,8 +9,8 @@ import pytest
 import structlog
 from PIL import Image
 
-from handwatch import inputs, pdf
 from handwatch.errors import InputError
+from handwatch.prepare import inputs, pdf
 from tests import rawfiles
 
 T = Image.Transpose
@@ -157,7 +157,7 @@ def test_deep_grey_is_scaled_by_its_range_not_clipped_to_white(tmp_path, name, a
 
 
 def test_a_page_of_one_deep_level_keeps_it():
-    from handwatch.pixels import to_8bit
+    from handwatch.prepare.pixels import to_8bit
 
     assert to_8bit(np.full((4, 4), 65535, np.uint16)).min() == 255
     assert to_8bit(np.full((4, 4), 0.5, np.float32)).max() == 128
@@ -349,7 +349,7 @@ def test_heic_preview_at_least_the_page_size_is_decoded_instead_of_all_its_pixel
     """HEVC has no reduced-size decode: all 12 MP of a phone photo are decoded for a 1288 px page.
     A preview the file carries that is as large as the page is decoded instead, turned as the
     image is; the smallest that is large enough wins."""
-    from handwatch import decode
+    from handwatch.prepare import decode
 
     p = tmp_path / "o.heic"
     heic_with_previews(p, [640, 520, 128], n)  # the image is 800x480 (or 480x800 stored turned)
@@ -362,7 +362,7 @@ def test_heic_preview_at_least_the_page_size_is_decoded_instead_of_all_its_pixel
 
 def test_heic_preview_smaller_than_the_page_is_not_used(tmp_path):
     """A phone's own thumbnail (a few hundred pixels) is far below a page: the image is decoded."""
-    from handwatch import decode
+    from handwatch.prepare import decode
 
     p = tmp_path / "photo.heic"
     heic_with_previews(p, [320])

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from handwatch import config, provenance
-from handwatch.redo import Models, plan
-from handwatch.state import StateDB
+from handwatch.cli.redo import Models, plan
+from handwatch.config import loader, schema
+from handwatch.publish import provenance
+from handwatch.store.state import StateDB
 from tests.conftest import draw_page
 from tests.fakeopenai import tokens
 
@@ -152,7 +153,7 @@ def test_a_deleted_original_is_reported_once(setup, run_cli):
 def test_a_deleted_original_is_skipped_and_an_unreachable_server_leaves_models_unjudged(setup, tmp_path, fake_openai):
     folders, cfg = setup
     (folders["notes"] / "n0.png").unlink()
-    c = config.load(cfg())
+    c = loader.load(cfg())
     c = c.model_copy(update={"endpoints": [c.endpoints[0].model_copy(update={"model": None})]})
 
     def unreachable(ep):
@@ -167,7 +168,7 @@ def test_a_deleted_original_is_skipped_and_an_unreachable_server_leaves_models_u
 
 def test_transcriptions_from_before_provenance_are_counted_not_guessed(setup, run_cli):
     folders, cfg = setup
-    c = config.load(cfg())
+    c = loader.load(cfg())
     sqlite3.connect(c.state_dir / "state.sqlite3").execute("DELETE FROM provenance").connection.commit()
     res = run_cli("redo", "--dry-run", "-c", cfg(prompt="changed"))
     assert res.stdout.splitlines()[-1] == "0 to redo, 0 conflict(s), 0 skipped"
@@ -175,8 +176,8 @@ def test_transcriptions_from_before_provenance_are_counted_not_guessed(setup, ru
 
 
 def test_fingerprint_parts_name_what_changed():
-    rule = config.Rule()
-    cfg = config.Config(endpoints=[config.Endpoint(url="http://127.0.0.1:1/v1")])
+    rule = schema.Rule()
+    cfg = schema.Config(endpoints=[schema.Endpoint(url="http://127.0.0.1:1/v1")])
     base = provenance.parts(rule, cfg)
     for change, said in [
         ({"profile": "recipe"}, ["prompt changed", "rule changed"]),
@@ -184,5 +185,5 @@ def test_fingerprint_parts_name_what_changed():
         ({"uncertain_below": 0.3}, ["review thresholds changed"]),
         ({"settle_s": 30}, []),
     ]:
-        other = config.Rule.model_validate({**rule.model_dump(), **change})
+        other = schema.Rule.model_validate({**rule.model_dump(), **change})
         assert provenance.changes(base, provenance.parts(other, cfg)) == said

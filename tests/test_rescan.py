@@ -6,9 +6,9 @@ from __future__ import annotations
 import hashlib
 import os
 
-from handwatch.queue import JobQueue
 from handwatch.safefs import file_sig
-from handwatch.state import StateDB
+from handwatch.store.jobs import JobQueue
+from handwatch.store.state import StateDB
 from tests.daemon_util import DaemonProc
 from tests.fakeopenai import wait_for
 from tests.test_stalls import NO_DAC

@@ -4,15 +4,15 @@ from pathlib import Path
 
 import pytest
 
-from handwatch import config, rules
-from handwatch.config import RuleOverride
+from handwatch.config import loader, rules, schema
+from handwatch.config.schema import RuleOverride
 from handwatch.errors import ConfigError
 
 
-def make_cfg(tmp_path, text: str) -> config.Config:
+def make_cfg(tmp_path, text: str) -> schema.Config:
     p = tmp_path / "c.yaml"
     p.write_text(text)
-    return config.load(p)
+    return loader.load(p)
 
 
 @pytest.fixture
@@ -89,7 +89,7 @@ def test_bad_rule_file_names_file_and_key(cfg, tmp_path):
 
 
 def test_include_exclude_globs():
-    rule = config.Rule(include=("*.jpg", "scans/*"), exclude=("*draft*",))
+    rule = schema.Rule(include=("*.jpg", "scans/*"), exclude=("*draft*",))
     assert rules.matches(rule, Path("a.jpg"))
     assert rules.matches(rule, Path("scans/page.pdf"))
     assert not rules.matches(rule, Path("b.png"))

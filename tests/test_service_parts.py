@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from handwatch import config, log, preflight, systemd
-from handwatch.config import Config
+from handwatch import log
+from handwatch.config import loader
+from handwatch.config.schema import Config
 from handwatch.errors import ConfigError
-from handwatch.watch import Watcher, WatchSpec
+from handwatch.intake.watch import Watcher, WatchSpec
+from handwatch.service import preflight, systemd
 from tests.fakeopenai import wait_for
 from tests.sdlisten import NotifyListener
 
@@ -90,9 +92,9 @@ def test_journal_stream_is_matched_by_device_and_inode(tmp_path):
     with open(tmp_path / "a", "w") as a, open(tmp_path / "b", "w") as b:
         st = os.fstat(a.fileno())
         env = {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
-        assert systemd.journal_stream(a.fileno(), env)
-        assert not systemd.journal_stream(b.fileno(), env)
-        assert not systemd.journal_stream(a.fileno(), {})
+        assert log.journal_stream(a.fileno(), env)
+        assert not log.journal_stream(b.fileno(), env)
+        assert not log.journal_stream(a.fileno(), {})
 
 
 def cfg_of(data: dict) -> Config:
@@ -133,15 +135,15 @@ def test_state_and_config_come_from_systemds_directories(tmp_path, monkeypatch):
     (tmp_path / "etc" / "config.yaml").write_text("defaults: {engine: tesseract}\n")
     monkeypatch.setenv("CONFIGURATION_DIRECTORY", f"{tmp_path / 'etc'}:/elsewhere")
     monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "lib"))
-    found = config.find_config(None)
+    found = loader.find_config(None)
     assert found == tmp_path / "etc" / "config.yaml"
-    assert config.load(found).state_dir == tmp_path / "lib"  # not named: systemd's StateDirectory=
+    assert loader.load(found).state_dir == tmp_path / "lib"  # not named: systemd's StateDirectory=
     (tmp_path / "etc" / "config.yaml").write_text(f"state_dir: {tmp_path / 'mine'}\n")
-    assert config.load(found).state_dir == tmp_path / "mine"  # named: the config wins
+    assert loader.load(found).state_dir == tmp_path / "mine"  # named: the config wins
     monkeypatch.delenv("STATE_DIRECTORY")
     (tmp_path / "etc" / "config.yaml").write_text("{}\n")
-    assert config.load(found).state_dir == tmp_path / "home" / ".local" / "state" / "handwatch"
-    assert config.find_config(str(tmp_path / "x.yaml")) == tmp_path / "x.yaml"  # -c still wins
+    assert loader.load(found).state_dir == tmp_path / "home" / ".local" / "state" / "handwatch"
+    assert loader.find_config(str(tmp_path / "x.yaml")) == tmp_path / "x.yaml"  # -c still wins
 
 
 def test_secrets_are_masked_inside_any_value(monkeypatch):

@@ -4,7 +4,7 @@ from pathlib import Path, PurePath
 
 import pytest
 
-from handwatch.settle import Settler, ignored_reason
+from handwatch.intake.settle import Settler, ignored_reason
 
 P = Path("/w/a.jpg")
 

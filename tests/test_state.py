@@ -4,8 +4,8 @@ import sqlite3
 
 import pytest
 
-from handwatch import state
 from handwatch.errors import StateUnusable
+from handwatch.store import state
 
 
 def test_a_database_another_process_holds_locked_is_temporary_not_unusable(tmp_path, monkeypatch):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from handwatch.systemd import clean_status
+from handwatch.service.systemd import clean_status
 from tests.conftest import REPO
 from tests.daemon_util import DaemonProc, inked, status, tiny_png
 from tests.fakeopenai import FakeOpenAI, free_port, wait_for

@@ -27,7 +27,7 @@ def test_tesseract_once_reads_handwriting_font(tmp_path, write_config, run_cli):
 
 
 def test_language_codes_map_to_tesseract_names():
-    from handwatch.engines.tesseract import tess_langs
+    from handwatch.transcribe.tesseract import tess_langs
 
     assert tess_langs(["de", "en"]) == "deu+eng"
     assert tess_langs(["fr", "fr"]) == "fra"
@@ -36,9 +36,9 @@ def test_language_codes_map_to_tesseract_names():
 def test_missing_language_data_is_a_config_error():
     from PIL import Image
 
-    from handwatch.config import Rule
-    from handwatch.engines.tesseract import TesseractEngine
+    from handwatch.config.schema import Rule
     from handwatch.errors import ConfigError
+    from handwatch.transcribe.tesseract import TesseractEngine
 
     with pytest.raises(ConfigError, match="tesseract-ocr-"):
         TesseractEngine().transcribe_page(Image.new("RGB", (64, 64), "white"), Rule(languages=("qaa",)))

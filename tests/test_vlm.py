@@ -3,9 +3,9 @@
 import pytest
 from PIL import Image
 
-from handwatch.config import Endpoint, Rule
-from handwatch.engines.vlm import EndpointClient, VLMEngine
+from handwatch.config.schema import Endpoint, Rule
 from handwatch.errors import ConfigError, EngineUnavailable
+from handwatch.transcribe.vlm import EndpointClient, VLMEngine
 from tests.conftest import draw_page
 
 

@@ -4,7 +4,8 @@ import os
 import threading
 from pathlib import Path
 
-from handwatch.watch import Watcher, WatchSpec, inside, mount_type, parse_mountinfo, walk, wants_polling
+from handwatch.intake.watch import Watcher, WatchSpec, mount_type, parse_mountinfo, walk, wants_polling
+from handwatch.safefs import inside
 from tests.fakeopenai import wait_for
 
 MOUNTINFO = r"""22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw

@@ -11,10 +11,10 @@ import pytest
 import yaml
 from PIL import Image
 
-from handwatch import frontmatter
-from handwatch.queue import this_owner
-from handwatch.state import Ledger, StateDB
-from handwatch.worker import Worker, build
+from handwatch.publish import markdown as frontmatter
+from handwatch.service.worker import Worker, build
+from handwatch.store.jobs import this_owner
+from handwatch.store.state import Ledger, StateDB
 from tests.fakeopenai import FakeOpenAI
 from tests.webworld import make_world, serve
 
@@ -118,8 +118,7 @@ def test_correct_a_word_save_then_accept(world):
 
 
 def test_previous_next_and_accept_walk_the_list_in_its_order(world, fake_openai):
-    from handwatch.output import sha256_file
-    from handwatch.safefs import file_sig
+    from handwatch.safefs import file_sig, sha256_file
     from tests.conftest import draw_page
     from tests.webworld import FLAGGED
 
@@ -284,7 +283,7 @@ def test_healthz_without_a_daemon_is_503(world):
 
 def test_reindex_rebuilds_the_search_index_from_the_markdown(tmp_path, fake_openai, run_cli):
     w = make_world(tmp_path, fake_openai)
-    from handwatch.index import SearchIndex
+    from handwatch.publish.index import SearchIndex
 
     db = StateDB(w.cfg.state_dir)
     db.connect().execute("DELETE FROM docs")
@@ -300,7 +299,7 @@ def test_reindex_neither_hangs_on_nor_follows_what_was_put_in_place_of_a_markdow
     refresher, which runs the same code), and a link in place of letter.md is not read through."""
     import os
 
-    from handwatch.index import SearchIndex
+    from handwatch.publish.index import SearchIndex
 
     w = make_world(tmp_path, fake_openai)
     note, letter = w.files["note"].with_suffix(".md"), w.files["letter"].with_suffix(".md")
@@ -352,9 +351,8 @@ def test_handwatch_web_serves_the_page_without_the_daemon(tmp_path, fake_openai)
 def test_a_heic_original_is_shown_to_the_browser_as_jpeg(world):
     import pillow_heif
 
-    from handwatch.output import sha256_file
-    from handwatch.queue import JobQueue
-    from handwatch.safefs import file_sig
+    from handwatch.safefs import file_sig, sha256_file
+    from handwatch.store.jobs import JobQueue
 
     pillow_heif.register_heif_opener()
     heic = world.inbox / "phone.heic"

@@ -10,7 +10,7 @@ import httpx
 import pytest
 import yaml
 
-from handwatch.state import StateDB
+from handwatch.store.state import StateDB
 from handwatch.web.security import CSP, hash_password, verify_password
 from tests.test_web import form_of
 from tests.webworld import make_world, serve
@@ -252,6 +252,6 @@ def test_hash_password_command(run_cli, tmp_path):
     assert verify_password("long enough pw", stored)
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({"web": {"listen": "0.0.0.0:1", "password_hash": stored}}))
-    from handwatch import config
+    from handwatch.config import loader
 
-    assert config.load(cfg).web.password_hash == stored  # what it prints is what the config accepts
+    assert loader.load(cfg).web.password_hash == stored  # what it prints is what the config accepts

@@ -10,11 +10,11 @@ from pathlib import Path
 import httpx
 import yaml
 
-from handwatch import config as config_mod
-from handwatch.queue import this_owner
+from handwatch.config import loader, schema
 from handwatch.safefs import file_sig
+from handwatch.service.worker import Worker, build
+from handwatch.store.jobs import this_owner
 from handwatch.web.server import WebServer
-from handwatch.worker import Worker, build
 from tests.conftest import draw_page
 from tests.fakeopenai import FakeOpenAI, free_port
 
@@ -22,7 +22,7 @@ from tests.fakeopenai import FakeOpenAI, free_port
 @dataclass
 class World:
     cfg_path: Path
-    cfg: config_mod.Config
+    cfg: schema.Config
     inbox: Path
     files: dict[str, Path] = field(default_factory=dict)
     server: WebServer | None = None
@@ -67,7 +67,7 @@ def make_world(tmp_path: Path, fake: FakeOpenAI, web: dict | None = None, extra:
         data["web"] = web
     cfg_path = tmp_path / "config.yaml"
     cfg_path.write_text(yaml.safe_dump(data, sort_keys=False))
-    cfg = config_mod.load(cfg_path)
+    cfg = loader.load(cfg_path)
     w = World(cfg_path, cfg, inbox)
     w.files["recipe"] = inbox / "kitchen" / "apple-cake.jpg"
     draw_page(["Apple cake", "500 g apples", "2 pods of cardamom", "100 g sugar"], font_name="dkg").save(
@@ -92,7 +92,7 @@ def make_world(tmp_path: Path, fake: FakeOpenAI, web: dict | None = None, extra:
         "Love,\nBen",
         {"status": 503, "error": "model is loading"},
     )
-    from handwatch.output import sha256_file
+    from handwatch.safefs import sha256_file
 
     for name in ("recipe", "note", "letter", "broken", "later"):
         p = w.files[name]
@@ -105,9 +105,9 @@ def make_world(tmp_path: Path, fake: FakeOpenAI, web: dict | None = None, extra:
 
 
 def serve(w: World, beat=None) -> World:
-    w.cfg = config_mod.load(w.cfg_path)
+    w.cfg = loader.load(w.cfg_path)
     host_port = free_port()
-    web = (w.cfg.web or config_mod.Web()).model_copy(update={"listen": f"127.0.0.1:{host_port}"})
+    web = (w.cfg.web or schema.Web()).model_copy(update={"listen": f"127.0.0.1:{host_port}"})
     w.cfg = w.cfg.model_copy(update={"web": web})
     w.server = WebServer(w.cfg, beat=beat)
     w.server.start()

@@ -18,12 +18,14 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from handwatch import frontmatter, output
-from handwatch.config import Config
+from handwatch import safefs
+from handwatch.config.schema import Config
 from handwatch.errors import InputError, OutputConflict
-from handwatch.index import SearchIndex
-from handwatch.queue import JobQueue
-from handwatch.state import StateDB
+from handwatch.publish import markdown as frontmatter
+from handwatch.publish import output
+from handwatch.publish.index import SearchIndex
+from handwatch.store.jobs import JobQueue
+from handwatch.store.state import StateDB
 from handwatch.web.health import Progress, StateCollector
 from handwatch.web.images import FULL_SIDE, THUMB_SIDE, Renderer
 from handwatch.web.security import Csrf, Guard, Password
@@ -125,7 +127,7 @@ class ReviewApp:
         text, sha = "", ""
         if md is not None:
             data = md.read_bytes()
-            sha, text = output.sha256_bytes(data), data.decode("utf-8", "replace")
+            sha, text = safefs.sha256_bytes(data), data.decode("utf-8", "replace")
         src = self.store.servable(rec.source)
         pages, image_problem = 0, None
         if src is None:

@@ -10,9 +10,9 @@ from collections.abc import Callable
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from handwatch.config import Config
-from handwatch.queue import JobQueue
-from handwatch.state import Health, StateDB
+from handwatch.config.schema import Config
+from handwatch.store.jobs import JobQueue
+from handwatch.store.state import Health, StateDB
 
 STALL_S = 60.0  # the daemon's main loop turns at least twice a second; a minute without a turn is a stall
 

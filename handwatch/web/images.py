@@ -10,7 +10,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from handwatch import inputs
+from handwatch.prepare import inputs
 
 FULL_SIDE, THUMB_SIDE = 2400, 320
 MAX_MEGAPIXELS, MAX_PAGES = 200.0, 500

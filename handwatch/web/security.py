@@ -10,8 +10,8 @@ import os
 import secrets
 from urllib.parse import urlsplit
 
+from handwatch.config.web import Web, is_loopback
 from handwatch.errors import ConfigError
-from handwatch.webconfig import Web, is_loopback
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 1 << 15, 8, 1
 CSP = (

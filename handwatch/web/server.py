@@ -8,11 +8,11 @@ from collections.abc import Callable
 import uvicorn
 
 from handwatch import log
-from handwatch.config import Config, Web
+from handwatch.config.schema import Config, Web
 from handwatch.errors import HandwatchError
-from handwatch.index import SearchIndex
-from handwatch.state import StateDB
-from handwatch.watch import inside
+from handwatch.publish.index import SearchIndex
+from handwatch.safefs import inside
+from handwatch.store.state import StateDB
 from handwatch.web.app import create_app
 from handwatch.web.security import allowed_hosts, password_for
 

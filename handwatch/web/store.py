@@ -8,11 +8,11 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from handwatch.config import Config
-from handwatch.output import printable_name
-from handwatch.queue import FAILED, PENDING
-from handwatch.state import Ledger, StateDB, decode, encode, within
-from handwatch.watch import inside
+from handwatch.config.schema import Config
+from handwatch.publish.output import printable_name
+from handwatch.safefs import inside
+from handwatch.store.jobs import FAILED, PENDING
+from handwatch.store.state import Ledger, StateDB, decode, encode, within
 
 KINDS = ("review", "failed", "waiting")
 LIST_LIMIT = 500

@@ -14,8 +14,8 @@ from pathlib import Path
 from watchdog.events import FileSystemEventHandler
 from watchdog.observers import Observer
 
-from handwatch.output import TMP_SUFFIX
-from handwatch.state import encode
+from handwatch.safefs import TMP_SUFFIX
+from handwatch.store.state import encode
 from tests.daemon_util import id_image, ident_of, temps, text_for, text_of
 from tests.fakeopenai import FakeOpenAI, wait_for
 from tests.faults.harness import World

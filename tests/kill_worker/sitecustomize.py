@@ -4,7 +4,7 @@ A worker thread dies only from a bug — something escaping every handler — wh
 process can cause; so the test plants exactly that: `SystemExit` raised as the worker starts on such
 a file. The rest of handwatch runs unchanged."""
 
-import handwatch.worker as _worker
+import handwatch.service.worker as _worker
 
 _handle = _worker.Worker.handle
 

@@ -1,0 +1,427 @@
+"""The VLM engine: OpenAI-compatible chat completions to one or more local servers, with validated, retried replies."""
+
+from __future__ import annotations
+
+import base64
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import openai
+from PIL import Image
+
+from handwatch import log, metrics
+from handwatch.config.schema import Endpoint, Rule
+from handwatch.errors import ConfigError, EngineResponseError, EngineUnavailable
+from handwatch.prepare.pixels import fit
+from handwatch.prepare.preprocess import encode_jpeg, probe_image
+from handwatch.transcribe import doubt, http, profiles
+from handwatch.transcribe.engine import EncodedPage, PageText
+from handwatch.transcribe.http import ContextTooLong, FileRejected, ServerFailed
+
+BACKOFF_START_S, BACKOFF_CAP_S = 2.0, 240.0
+PROBE_TTL_S = 10.0  # one probe answers for every failure of the same endpoint within this time
+
+__all__ = ["ContextTooLong", "EndpointClient", "FileRejected", "Reply", "VLMEngine", "image_messages"]
+
+
+@dataclass(frozen=True)
+class Reply:
+    content: str
+    finish_reason: str | None
+    model: str
+    tokens: list[doubt.Token] | None = None  # with log-probabilities, when asked for and given
+    endpoint: str = ""  # the answering endpoint's label
+    asked: str = ""  # the model that was asked for
+    usage: int = 0  # tokens the server counted for this request (prompt and completion)
+
+    def words(self, text: str) -> list[doubt.Word] | None:
+        """Word probabilities for `text`, a cleaned or rendered form of this reply; None without tokens."""
+        if self.tokens is None:
+            return None
+        return doubt.transfer(doubt.token_words(self.content, self.tokens), self.content, text)
+
+
+def data_url(jpeg: bytes) -> str:
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
+
+
+def image_messages(prompt: str, jpeg: bytes) -> list[dict]:
+    return [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image_url", "image_url": {"url": data_url(jpeg)}},
+                {"type": "text", "text": prompt},
+            ],
+        }
+    ]
+
+
+def backoff(failures: int, rng: Callable[[], float] = random.random) -> float:
+    """Exponential with full jitter's gentler cousin: between half and all of the capped step."""
+    step = min(BACKOFF_CAP_S, BACKOFF_START_S * (2 ** max(0, failures - 1)))
+    return step * (0.5 + 0.5 * rng())
+
+
+class EndpointClient:
+    """One server: its openai client, its model, its load and its health."""
+
+    def __init__(self, ep: Endpoint, clock: Callable[[], float] = time.monotonic):
+        self.ep = ep
+        self.url = ep.url
+        http_client, self.bounded = http.deadline_client(ep.timeout_s)
+        self.client = openai.OpenAI(
+            base_url=ep.url, api_key=ep.api_key(), timeout=ep.timeout_s, max_retries=0, http_client=http_client
+        )
+        self._model = ep.model
+        self.clock = clock
+        self.in_flight = 0
+        self.failures = 0
+        self.down_until = 0.0
+        self.down_reason: str | None = None
+        self.reported: tuple[bool, str | None] | None = None  # the health last written to the database
+        self.probed: tuple[float, bool] = (-1e9, False)
+        self.logprobs_ok: bool | None = None  # None: not known yet; False: rejected or ignored, stop asking
+        self.log = log.get("vlm")
+
+    def listing(self) -> list[dict]:
+        """/v1/models as the server sends it: beside `id`, servers add what they know (vLLM: max_model_len)."""
+        page = http.call(self.url, min(self.ep.timeout_s, 30.0), self.client.models.with_raw_response.list)
+        return [m.model_dump() for m in getattr(page, "data", None) or []]
+
+    def models(self) -> list[str]:
+        return [str(m.get("id")) for m in self.listing()]
+
+    def model(self) -> str:
+        """The configured model, or the only one the server lists — detected again after the server
+        says it no longer has it (LM Studio loaded another model and the old name is gone)."""
+        if self._model:
+            return self._model
+        listed = self.models()
+        if len(listed) == 1:
+            self._model = listed[0]
+            return self._model
+        if not listed:
+            raise EngineUnavailable(f"{self.url}: the server lists no models (none loaded)", self.url)
+        raise ConfigError(self.url, [f"model: the server lists several models ({', '.join(listed)}); set model: to one of them"])
+
+    def wants_logprobs(self, confidence: bool) -> bool:
+        if not confidence or self.ep.confidence == "off":
+            return False
+        return self.ep.confidence == "on" or self.logprobs_ok is not False
+
+    def _no_logprobs(self, why: str) -> None:
+        """`auto` stops asking a server that rejects or ignores log-probabilities (said once per process)."""
+        if self.ep.confidence == "auto" and self.logprobs_ok is not False:
+            self.logprobs_ok = False
+            self.log.info("confidence.unsupported", url=self.url, reason=why)
+        elif self.ep.confidence == "on" and self.logprobs_ok is None:
+            self.logprobs_ok = True  # keep asking, as configured, but say it only once
+            self.log.warning("confidence.missing", url=self.url, reason=why)
+
+    def chat(
+        self,
+        messages: list[dict],
+        max_tokens: int,
+        temperature: float,
+        response_format: dict | None = None,
+        confidence: bool = False,
+        timeout_s: float | None = None,
+    ) -> Reply:
+        model = self.model()
+        kwargs: dict = {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": temperature}
+        if response_format is not None:
+            kwargs["response_format"] = response_format
+        if not self.ep.thinking:
+            kwargs["extra_body"] = {"chat_template_kwargs": {"enable_thinking": False}}
+        asked = self.wants_logprobs(confidence)
+        if asked:
+            # top_logprobs too: some vLLM releases refuse logprobs without it.
+            kwargs.update(logprobs=True, top_logprobs=1)
+        started = time.monotonic()
+        try:
+            resp = http.call(
+                self.url, timeout_s or self.ep.timeout_s, lambda: self.client.chat.completions.with_raw_response.create(**kwargs)
+            )
+        except EngineResponseError as e:
+            metrics.request_done(self.url, "error", time.monotonic() - started)
+            if not (asked and getattr(e, "status", None) in (400, 422) and "logprob" in str(e).lower()):
+                raise
+            if self.ep.confidence == "on":
+                raise ConfigError(
+                    self.url, [f"confidence: on, but the server rejects log-probabilities ({e}); set confidence: auto or off"]
+                ) from None
+            self._no_logprobs(f"rejected: {e}")
+            return self.chat(messages, max_tokens, temperature, response_format, False, timeout_s)
+        except Exception as e:
+            outcome = "unavailable" if isinstance(e, (EngineUnavailable, http.ServerFailed)) else "error"
+            metrics.request_done(self.url, outcome, time.monotonic() - started)
+            if isinstance(e, http.ModelNotLoaded) and not self.ep.model:
+                self._model = None  # detect the model again next time
+            raise
+        metrics.request_done(self.url, "ok", time.monotonic() - started, getattr(resp, "usage", None))
+        if not getattr(resp, "choices", None):
+            raise EngineResponseError(f"{self.url}: reply without choices")
+        choice = resp.choices[0]
+        tokens = doubt.parse_logprobs(getattr(choice, "logprobs", None)) if asked else None
+        if asked and tokens is None:
+            self._no_logprobs("the reply carried no log-probabilities")
+        elif tokens is not None:
+            self.logprobs_ok = True
+        # reasoning / reasoning_content fields are thinking, never transcription: only `content` is read.
+        used = getattr(getattr(resp, "usage", None), "total_tokens", None)
+        return Reply(
+            choice.message.content or "",
+            choice.finish_reason,
+            resp.model or model,
+            tokens,
+            self.ep.label(),
+            model,
+            used if isinstance(used, int) else 0,
+        )
+
+    def probe(self) -> bool:
+        """Does the server answer a tiny picture right now? Tells "down" from "fails on that file"."""
+        if self.clock() - self.probed[0] < PROBE_TTL_S:
+            return self.probed[1]
+        try:
+            self.chat(
+                image_messages("What number is written here? Answer with the digits only.", encode_jpeg(probe_image("42"))),
+                16,
+                0.0,
+                timeout_s=min(self.ep.timeout_s, 60.0),
+            )
+            ok = True
+        except Exception:
+            ok = False
+        self.probed = (self.clock(), ok)
+        return ok
+
+
+def _jpeg(image: Image.Image | EncodedPage, quality: int) -> bytes:
+    return image.jpeg if isinstance(image, EncodedPage) else encode_jpeg(image, quality)
+
+
+def _page(text: str, reply: Reply | None, reasons: list[str], extra: dict | None = None) -> PageText:
+    if reply is None:
+        return PageText(text, "", reasons, extra or {})
+    return PageText(text, reply.model, reasons, extra or {}, reply.words(text), reply.endpoint, reply.asked, reply.usage)
+
+
+class VLMEngine:
+    name = "vlm"
+
+    def __init__(
+        self,
+        endpoints: list[Endpoint],
+        on_health: Callable[[str, bool, str | None], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        if not endpoints:
+            raise ConfigError("handwatch", ["endpoints: engine vlm needs at least one endpoint"])
+        self.clients = [EndpointClient(ep, clock) for ep in endpoints]
+        self.clock = clock
+        self.on_health = on_health or (lambda url, up, reason: None)
+        self._cond = threading.Condition()
+        self._answered = threading.local()
+        self.log = log.get("vlm")
+
+    def answered_by(self) -> str:
+        """The endpoint that answered this thread's last request (for the pages-per-endpoint metric)."""
+        return getattr(self._answered, "url", "unknown")
+
+    # --- choosing an endpoint ------------------------------------------------------------------
+
+    def retry_after(self) -> float:
+        now = self.clock()
+        waits = [c.down_until - now for c in self.clients]
+        return max(0.5, min(waits)) if waits else BACKOFF_START_S
+
+    def _acquire(self, structured: bool = False) -> EndpointClient:
+        """The up endpoint with the most room relative to its max_concurrency; wait while all are busy."""
+        with self._cond:
+            while True:
+                now = self.clock()
+                up = [c for c in self.clients if c.down_until <= now and (c.ep.structured_output or not structured)]
+                if not up:
+                    reasons = "; ".join(c.down_reason or c.url for c in self.clients)
+                    raise EngineUnavailable(f"every endpoint is down: {reasons}")
+                free = [c for c in up if c.in_flight < c.ep.max_concurrency]
+                if free:
+                    best = min(free, key=lambda c: c.in_flight / c.ep.max_concurrency)
+                    best.in_flight += 1
+                    return best
+                self._cond.wait(timeout=1.0)
+
+    def _release(self, c: EndpointClient, error: EngineUnavailable | None) -> None:
+        with self._cond:
+            c.in_flight -= 1
+            now = self.clock()
+            if error is not None:
+                if c.down_until <= now:  # a burst of failures from one outage counts once, not N times
+                    c.failures += 1
+                wait = getattr(error, "retry_after", None)
+                c.down_until = now + (wait if wait is not None else backoff(c.failures))
+                c.down_reason = str(error)
+            elif c.failures or c.down_reason:
+                c.failures, c.down_reason = 0, None
+            self._cond.notify_all()
+            health = (error is None, str(error) if error else None)
+            changed = health != c.reported
+            c.reported = health
+        if error is not None:
+            self.log.warning("endpoint.down", url=c.url, reason=str(error), retry_in_s=round(c.down_until - self.clock(), 1))
+        if changed:  # one database write per change of health, not one per request
+            self.on_health(c.url, *health)
+
+    def call(
+        self,
+        messages: list[dict],
+        max_tokens: int | None = None,
+        temperature: float = 0.0,
+        response_format: dict | None = None,
+        confidence: bool = False,
+    ) -> Reply:
+        """One request, moved to another endpoint if the chosen one turns out to be down.
+
+        HTTP 5xx or no answer in time is either the server's fault or this request's: the server is
+        probed with a tiny picture, and if it answers that, the failure is the file's (FileRejected,
+        counted against the file) and the endpoint stays up for everyone else."""
+        last: EngineUnavailable | None = None
+        for _ in range(len(self.clients)):
+            try:
+                c = self._acquire(structured=response_format is not None)
+            except EngineUnavailable as e:  # it names each endpoint's reason: the file's waiting reason shows it
+                raise last or e from None
+            try:
+                reply = c.chat(messages, max_tokens or c.ep.max_tokens, temperature, response_format, confidence)
+            except ServerFailed as e:
+                if c.probe():
+                    self._release(c, None)
+                    raise FileRejected(str(e)) from None
+                down = EngineUnavailable(f"{e} (and a test picture failed too)", c.url)
+                self._release(c, down)
+                last = down
+                continue
+            except EngineUnavailable as e:
+                self._release(c, e)
+                last = e
+                continue
+            except BaseException:
+                self._release(c, None)
+                raise
+            self._release(c, None)
+            self._answered.url = c.url
+            return reply
+        raise last or EngineUnavailable("every endpoint is down")
+
+    def max_tokens(self) -> int:
+        return max(c.ep.max_tokens for c in self.clients)
+
+    # --- transcribing ----------------------------------------------------------------------------
+
+    def encode(self, image: Image.Image, rule: Rule) -> EncodedPage:
+        """The page as it is sent: done ahead of a free request slot, so the slot never waits for it."""
+        return EncodedPage(encode_jpeg(image, rule.preprocess.jpeg_quality), image.size)
+
+    def transcribe_page(self, image: Image.Image | EncodedPage, rule: Rule) -> PageText:
+        """The profile decides the route: recipes try structured JSON first; every route ends in
+        validated Markdown, flagged for review when it could not be made trustworthy."""
+        fallback: str | None = None
+        if rule.profile == "recipe" and any(c.ep.structured_output for c in self.clients):
+            page, fallback = self._recipe_json(image, rule)
+            if page is not None:
+                return page
+        page = self._markdown(image, rule)
+        if rule.profile == "recipe":
+            page.extra = {"title": profiles.markdown_title(page.text) or "", "tags": ["recipe"]}
+            if fallback:
+                page.review_reasons.insert(0, fallback)
+        elif rule.profile == "multilingual":
+            text, langs = profiles.split_languages(page.text)
+            if page.words is not None:
+                page.words = doubt.transfer(page.words, page.text, text)
+            page.text, page.extra = text, {"detected_languages": langs}
+        return page
+
+    def _recipe_json(self, image: Image.Image | EncodedPage, rule: Rule) -> tuple[PageText | None, str | None]:
+        prompt = profiles.prompt_for("recipe", rule.languages, rule.prompt, structured=True)
+        jpeg = _jpeg(image, rule.preprocess.jpeg_quality)
+        try:
+            reply = self.call(image_messages(prompt, jpeg), self.max_tokens(), 0.0, profiles.RECIPE_FORMAT, confidence=True)
+        except EngineUnavailable:
+            raise
+        except EngineResponseError as e:
+            self.log.info("reply.fallback", profile="recipe", reason=str(e))
+            return None, f"structured output rejected by the server ({e}); used the Markdown recipe prompt"
+        recipe, why = profiles.parse_recipe(reply.content)
+        if recipe is None:
+            self.log.info("reply.fallback", profile="recipe", reason=why)
+            return None, f"recipe JSON did not validate: {why}; used the Markdown recipe prompt"
+        text = profiles.render_recipe(recipe)
+        return _page(text, reply, [], {"title": recipe.title, "tags": ["recipe"]}), None
+
+    def _markdown(self, image: Image.Image | EncodedPage, rule: Rule) -> PageText:
+        """Ask, judge the reply, and retry with a remedy fitted to what went wrong; when retries run
+        out the best text is kept and flagged for review, never silently written as if it were fine."""
+        base_prompt = profiles.prompt_for(rule.profile, rule.languages, rule.prompt)
+        quality = rule.preprocess.jpeg_quality
+        jpeg = _jpeg(image, quality)
+        max_tokens, temperature, strict = self.max_tokens(), 0.0, False
+        seen: list[str] = []
+        best, grown, shrunk = "", False, False
+        best_reply: Reply | None = None
+        reply: Reply | None = None
+        for _attempt in range(4):
+            prompt = base_prompt + (profiles.STRICT_SUFFIX if strict else "")
+            try:
+                reply = self.call(image_messages(prompt, jpeg), max_tokens, temperature, confidence=True)
+            except ContextTooLong as e:
+                if shrunk:
+                    raise
+                shrunk = True
+                seen.append("context: image too large for the model's context; sent smaller")
+                if isinstance(image, EncodedPage):
+                    image = image.image()
+                image = fit(image, max(256, int(max(image.size) * 0.6)))
+                jpeg = encode_jpeg(image, quality)
+                self.log.info("reply.retry", problem="context", detail=str(e))
+                continue
+            text = profiles.clean(reply.content)
+            verdict = profiles.judge(text, reply.finish_reason)
+            if verdict.ok:
+                return _page(text, reply, [s for s in seen if s.startswith("context")])
+            seen.append(f"{verdict.problem}: {verdict.detail}")
+            self.log.info("reply.retry", problem=verdict.problem, detail=verdict.detail)
+            if text and verdict.problem in ("truncated", "loop"):
+                best, best_reply = text, reply  # a real attempt at the page; narration and refusals never become the text
+            if verdict.problem == "narration":
+                strict = True
+            elif verdict.problem == "refusal" and sum(s.startswith("refusal") for s in seen) >= 2:
+                break
+            elif verdict.problem == "truncated":
+                if grown:
+                    break
+                max_tokens, grown = max_tokens * 2, True
+            elif verdict.problem == "loop":
+                temperature = min(0.8, temperature + 0.2)
+        if profiles.repetition(best):
+            best = profiles.cut_loop(best)
+            seen.append("loop: repetition cut")
+        if not best.strip():
+            last = seen[-1].split(":")[0] if seen else "no reply"
+            best = f"[no transcription: the model's replies were not usable ({last})]"
+            best_reply = None
+        page = _page(best, best_reply or reply, list(dict.fromkeys(seen)))
+        if best_reply is None:
+            page.words = None  # a placeholder is handwatch's text, not the model's reading
+        return page
+
+    def translate(self, text: str, target: str) -> str:
+        name = profiles.language_names([target])
+        prompt = f"Translate this transcription into {name}. Keep the Markdown structure. Output only the translation.\n\n{text}"
+        reply = self.call([{"role": "user", "content": prompt}], self.max_tokens(), 0.0)
+        return profiles.clean(reply.content)
