@@ -241,7 +241,7 @@ def simulate(truth_lines: list[str], damage: str, confident: float, rng: random.
 def replay(confident: float, seed: int = 7) -> list[Reading]:
     """Each simulated reply goes through the real VLM engine over HTTP: cleaning, token-to-word alignment."""
     from handwatch.transcribe.vlm import VLMEngine
-    from tests.fakeopenai import FakeOpenAI
+    from tests.support.fakeopenai import FakeOpenAI
 
     rng = random.Random(seed)
     server = FakeOpenAI().start()

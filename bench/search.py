@@ -126,7 +126,7 @@ def main() -> None:
         assert index.refresh() == (0, 0)  # the page's background refresh will find nothing to do
 
         from handwatch.web.server import WebServer
-        from tests.fakeopenai import free_port  # the bench reuses the tests' free-port helper
+        from tests.support.fakeopenai import free_port  # the bench reuses the tests' free-port helper
 
         port = free_port()
         cfg_path = root / "config.yaml"

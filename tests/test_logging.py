@@ -10,9 +10,9 @@ import sys
 
 import structlog
 
-from tests.conftest import cli_env
-from tests.daemon_util import inked, tiny_png
-from tests.fakeopenai import free_port, wait_for
+from tests.support.daemon import inked, tiny_png
+from tests.support.fakeopenai import free_port, wait_for
+from tests.support.paths import cli_env
 
 KEY = "sk-test-4f9a0c1d2e3b5a67"
 PASSWORD = "pw-secret-91827364"
@@ -164,7 +164,7 @@ def test_each_log_line_and_each_progress_line_is_one_write(monkeypatch):
     """Worker threads log while `redo` prints its progress on the same stderr: a line handed over in two
     writes (text, then newline) let the other thread's line land in between — `{event}[2/4] redone …`."""
     from handwatch import log as hwlog
-    from handwatch.cli import main as cli
+    from handwatch.cli import console
 
     stream = Writes()
     hwlog.setup(json=True, stream=stream)
@@ -178,7 +178,7 @@ def test_each_log_line_and_each_progress_line_is_one_write(monkeypatch):
 
     err = Writes()
     monkeypatch.setattr(sys, "stderr", err)
-    cli._err("cannot read x")
+    console.err("cannot read x")
     assert err.calls == ["handwatch: cannot read x\n"]
 
 

@@ -1,5 +1,5 @@
 """A world for one fault case: a watched folder, the daemon as a real subprocess under a stand-in for
-systemd's notify socket (tests/sdlisten.py), what each file should end as, and the checks every case ends with.
+systemd's notify socket (tests/support/sdlisten.py), what each file should end as, and the checks every case ends with.
 
 The checks are the issue's: every good file ends with exactly one Markdown holding its own text, every
 bad one is failed with its own reason, no temporary file is left, no original changed, the daemon still
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import yaml
 
-from tests.daemon_util import PLAIN, DaemonProc, body, front, id_png, status, temps, text_of
-from tests.fakeopenai import wait_for
-from tests.sdlisten import NotifyListener
+from tests.support.daemon import PLAIN, DaemonProc, body, front, id_png, status, temps, text_of
+from tests.support.fakeopenai import wait_for
+from tests.support.sdlisten import NotifyListener
 
 WATCHDOG_S = 8.0  # WATCHDOG_USEC given to the daemon: it pings every half of it
 # Run as root (here and in CI), the daemon would read any file whatever its permission bits; without
@@ -162,7 +162,7 @@ class World:
         return path
 
     def image(self, name: str | Path, ident: int, size=(64, 48), fmt: str | None = None) -> Path:
-        """A photo painted with its identity (see daemon_util), no expectation recorded."""
+        """A photo painted with its identity (see tests/support/daemon.py), no expectation recorded."""
         path = self.inbox / name
         path.parent.mkdir(parents=True, exist_ok=True)
         return id_png(path, ident, size, fmt)

@@ -12,9 +12,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from tests.daemon_util import id_image
-
-DATA = Path(__file__).resolve().parent.parent / "data"
+from tests.support.daemon import id_image
+from tests.support.paths import DATA
 
 
 def pdf(pages: int = 1, size: tuple[float, float] = (595, 842)) -> bytes:

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon_util import front, ident_of, text_for
-from tests.fakeopenai import FakeOpenAI, Recorded, free_port, wait_for
 from tests.faults.harness import CASES, World
+from tests.support.daemon import front, ident_of, text_for
+from tests.support.fakeopenai import FakeOpenAI, Recorded, free_port, wait_for
+from tests.support.paths import DATA
 
-REPLIES = Path(__file__).resolve().parent.parent / "data" / "replies"
+REPLIES = DATA / "replies"
 STALL_TIMEOUT_S = 2.5  # timeout_s of the endpoints that stall: the per-request deadline under test
 TIMEOUT_S = 10.0  # timeout_s of the others: well above a reply from 127.0.0.1 on a busy machine
 RETRY_AFTER_S = 3

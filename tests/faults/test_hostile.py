@@ -8,10 +8,10 @@ import threading
 import unicodedata
 from pathlib import Path
 
-from tests.daemon_util import id_png, ident_of, text_for, text_of
-from tests.fakeopenai import FakeOpenAI, wait_for
 from tests.faults import hostile
 from tests.faults.harness import World
+from tests.support.daemon import id_png, ident_of, text_for, text_of
+from tests.support.fakeopenai import FakeOpenAI, wait_for
 
 FLOW = 20  # good photos written one after another while the hostile files land
 

@@ -16,9 +16,9 @@ from watchdog.observers import Observer
 
 from handwatch.safefs import TMP_SUFFIX
 from handwatch.store.state import encode
-from tests.daemon_util import id_image, ident_of, temps, text_for, text_of
-from tests.fakeopenai import FakeOpenAI, wait_for
 from tests.faults.harness import World
+from tests.support.daemon import id_image, ident_of, temps, text_for, text_of
+from tests.support.fakeopenai import FakeOpenAI, wait_for
 
 SEED = 10
 PHASES = ["settle"] * 2 + ["decode"] * 2 + ["request"] * 3 + ["write"] * 3

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.daemon_util import text_for
-from tests.fakeopenai import FakeOpenAI
 from tests.faults.harness import World
+from tests.support.daemon import text_for
+from tests.support.fakeopenai import FakeOpenAI
 
 FILES = 5000
 PHOTOS = 400  # written last, after the queue is full: only a rescan can find them

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon_util import ident_of, temps, text_for, text_of
-from tests.fakeopenai import FakeOpenAI, Recorded, wait_for
 from tests.faults.harness import CASES, World
+from tests.support.daemon import ident_of, temps, text_for, text_of
+from tests.support.fakeopenai import FakeOpenAI, Recorded, wait_for
 
 RACES: list[str] = []
 LOCK_S = 35
