@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from handwatch import safefs
-from handwatch.publish import markdown as frontmatter
+from handwatch.publish import markdown
 from handwatch.store.state import StateDB, decode, encode, within
 
 # Words a person types around what they look for ("the recipe with cardamom"); dropped unless nothing else is left.
@@ -68,8 +68,8 @@ class SearchIndex:
 
     def update(self, output: Path, text: str, source: Path, stat: os.stat_result | None = None) -> None:
         """Index one Markdown file's text (called when handwatch writes it and when a person saves it)."""
-        fm = frontmatter.fields(text)
-        body = frontmatter.body(text)[:MAX_INDEXED]
+        fm = markdown.fields(text)
+        body = markdown.body(text)[:MAX_INDEXED]
         listed = fm.get("review_reasons")
         reasons = listed if isinstance(listed, list) else []
         title = fm.get("title") or next((ln.lstrip("# ").strip() for ln in body.splitlines() if ln.startswith("# ")), "")

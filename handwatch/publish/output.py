@@ -1,96 +1,17 @@
-"""Render Markdown with front matter; write it atomically and never over a file a person wrote or edited."""
+"""Write Markdown atomically and never over a file a person wrote or edited: name claims, writes, a person's saves."""
 
 from __future__ import annotations
 
 import errno
 import os
-import re
 import secrets
 import stat
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
-import yaml
-
-from handwatch import __version__, safefs
+from handwatch import safefs
 from handwatch.errors import InputError, OutputConflict
+from handwatch.publish.markdown import printable_name
 from handwatch.store.state import Ledger, NameTaken
-from handwatch.transcribe import doubt
-
-
-@dataclass(frozen=True)
-class Document:
-    source: Path
-    source_sha256: str
-    pages: list[str]
-    profile: str
-    languages: tuple[str, ...]
-    engine: str
-    model: str
-    transcribed: datetime
-    needs_review: bool = False
-    review_reasons: tuple[str, ...] = ()
-    extra: dict = field(default_factory=dict)  # profile-specific front matter (title, tags, detected languages)
-    appendix: str = ""  # text after the pages, e.g. a translation section
-    confidence: float | None = None  # None: the engine gave no word confidences (and the fields are left out)
-    uncertain_words: int | None = None
-    marks: tuple = ()  # per page, the (start, end) spans of uncertain words to highlight; () marks nothing
-    endpoint: str | None = None  # provenance: the endpoint's name (never its key)
-    fingerprint: str | None = None  # provenance: prompt + preprocessing + rule, short
-
-
-# Strings a YAML 1.2 reader (Obsidian's, Dataview's) would take for a number, though PyYAML's 1.1 rules
-# leave them bare: "0e12345", a hex fingerprint, is the number 0 there.
-YAML12_NUMBER = re.compile(r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|0x[0-9a-fA-F]+|0o[0-7]+")
-
-
-def _scalar(value) -> str:
-    """One YAML value in flow style on one line, quoted only when YAML needs it."""
-    if isinstance(value, str) and YAML12_NUMBER.fullmatch(value):
-        return "'" + value + "'"
-    text = yaml.safe_dump(value, default_flow_style=True, allow_unicode=True, width=1 << 20, sort_keys=False)
-    text = text.strip()
-    return text[: -len("...")].strip() if text.endswith("...") else text
-
-
-def printable_name(name: str) -> str:
-    """File names need not be UTF-8; the Markdown must be. Undecodable bytes show as U+FFFD."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
-
-def front_matter(doc: Document) -> str:
-    stamp = doc.transcribed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    fields: list[tuple[str, str]] = [
-        ("source", _scalar(printable_name(doc.source.name))),
-        ("source_sha256", doc.source_sha256),
-        ("pages", str(len(doc.pages))),
-        ("profile", doc.profile),
-        ("languages", _scalar(list(doc.languages))),
-        ("engine", doc.engine),
-        ("model", _scalar(doc.model)),
-        ("transcribed", stamp),
-        ("handwatch", __version__),
-        ("needs_review", "true" if doc.needs_review else "false"),
-        ("review_reasons", _scalar(list(doc.review_reasons))),
-    ]
-    if doc.confidence is not None:
-        fields += [("confidence", _scalar(doc.confidence)), ("uncertain_words", str(doc.uncertain_words or 0))]
-    fields += [(k, _scalar(v)) for k, v in (("endpoint", doc.endpoint), ("fingerprint", doc.fingerprint)) if v]
-    fields += [(k, _scalar(v)) for k, v in doc.extra.items()]
-    return "---\n" + "".join(f"{k}: {v}\n" for k, v in fields) + "---\n"
-
-
-def render(doc: Document) -> str:
-    pages = [doubt.mark(text, doc.marks[i]) if i < len(doc.marks) else text for i, text in enumerate(doc.pages)]
-    if len(pages) == 1:
-        body = pages[0].strip() + "\n"
-    else:
-        body = "\n".join(f"<!-- page {i} -->\n\n{text.strip()}\n" for i, text in enumerate(pages, 1))
-    if doc.appendix.strip():
-        body += "\n" + doc.appendix.strip() + "\n"
-    return front_matter(doc) + "\n" + body
-
 
 MAX_NUMBERED = 99  # scan-2.md … scan-99.md: a scanner that reuses one name with `after: move`
 

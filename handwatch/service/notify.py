@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from handwatch import log
 from handwatch.config.schema import Config
-from handwatch.publish import markdown as frontmatter
-from handwatch.publish.output import printable_name
+from handwatch.publish import markdown
+from handwatch.publish.markdown import printable_name
 from handwatch.store.state import StateDB, decode
 
 POLL_S = 5.0
@@ -137,7 +137,7 @@ class Notifier:
             for r in rows:
                 excerpt = None
                 if self.rule.include_text:
-                    text = "".join(p for p, _ in frontmatter.doubt_spans(r["body"]))
+                    text = "".join(p for p, _ in markdown.doubt_spans(r["body"]))
                     excerpt = " ".join(text.split())[:200]
                 reasons = json.loads(r["reasons"])
                 events.append(

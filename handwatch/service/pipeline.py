@@ -1,4 +1,15 @@
-"""One file, start to end: rule → pages → engine → cleaned text → Markdown; shared by `once`, `scan` and the daemon."""
+"""One file, start to end, shared by `once`, `scan` and the daemon's workers. `Pipeline` reads as the stages in order:
+
+1. rule     which rule applies (defaults ◀ folder ◀ rule files; a person's retry on top)   config.rules
+2. pages    the file's pages, opened lazily (format, pixel and page limits)               prepare.inputs
+3. prepare  decode, straighten, even the light, size for the model                       prepare.preprocess
+4. check    is anything on the page? a blank page is never sent to a model                transcribe.doubt
+5. engine   the model (or Tesseract) reads each page                                      transcribe.engine
+6. doubt    which words and pages to doubt, under the rule's thresholds                   transcribe.doubt
+7. publish  one call: claim the name, write the Markdown, move the original, index, record  publish.publisher
+
+Stages 1-5 are `transcribe` (slow: the text of the same bytes under the same rule is reused), 6-7 `publish`
+(quick, and run by the worker that records the job's outcome)."""
 
 from __future__ import annotations
 
@@ -18,11 +29,11 @@ from handwatch.config.rules import Resolved, RuleBook
 from handwatch.config.schema import Config, Rule, RuleOverride
 from handwatch.errors import ConfigError, InputError, NotReady
 from handwatch.prepare import inputs, preprocess
-from handwatch.publish import output, provenance
-from handwatch.publish.index import SearchIndex
+from handwatch.publish import markdown, provenance
+from handwatch.publish.publisher import Publisher
 from handwatch.safefs import FileSig, file_sig
 from handwatch.service.prefetch import Flow
-from handwatch.store.state import Health, Ledger, StateDB, TextCache
+from handwatch.store.state import Health, StateDB, TextCache
 from handwatch.transcribe import doubt
 from handwatch.transcribe.engine import Engine, PageText
 
@@ -97,10 +108,8 @@ class Pipeline:
     ):
         self.cfg = cfg
         self.rules = RuleBook(cfg)
-        self.ledger = Ledger(db)
         self.texts = TextCache(db)
-        self.index = SearchIndex(db)
-        self.provenance = provenance.Provenance(db)
+        self.publisher = Publisher(db)
         self.engines = engines or Engines(cfg, Health(db))
         self.now = now
         self.page_pool = page_pool
@@ -132,8 +141,7 @@ class Pipeline:
         death there is counted against the file and no other death is)."""
         started = time.monotonic()
         path = Path(os.path.abspath(path))
-        resolved = self.rules.resolve(path)
-        resolved, endpoint = _overridden(resolved, override or {})
+        resolved, endpoint = _overridden(self.rules.resolve(path), override or {})  # 1. rule
         st = _stat(path)
         if st is None:
             raise InputError("file no longer exists")
@@ -149,7 +157,7 @@ class Pipeline:
                 cached = None if fresh else self.texts.get(sha, fingerprint)
                 reused = cached is not None
                 if cached is None:
-                    cached = self._transcribe(path, resolved.rule, endpoint, decoding)
+                    cached = self._read(path, resolved.rule, endpoint, decoding)  # 2-5
                     tokens = cached.pop("tokens", 0)  # what this run cost, not part of the text kept for reuse
                     if file_sig(path) != before:
                         raise NotReady("file changed while it was being transcribed")
@@ -172,35 +180,29 @@ class Pipeline:
                     del self._busy[key]
 
     def publish(self, t: Transcript) -> Outcome:
-        """The quick part: claim the Markdown name, write it, move the original if the rule says so."""
+        """The quick part: judge the doubt (6) and publish (7): claim, write, move the original, index, record."""
         rule, path = t.resolved.rule, t.path
-        root = t.resolved.folder.path if t.resolved.folder else path.parent
-        cached = t.result
         parts = provenance.parts(rule, self.cfg)
-        trust = self._trust(cached, rule, parts)
-        doc = output.Document(
+        doc = markdown.Document(  # 6. doubt: how far to trust the text, under the rule's current thresholds
             source=path,
             source_sha256=t.sha,
-            pages=cached["pages"],
+            pages=t.result["pages"],
             profile=rule.profile,
             languages=tuple(rule.languages),
             engine=rule.engine,
-            model=cached["model"],
+            model=t.result["model"],
             transcribed=self.now(),
-            extra=cached.get("extra", {}),
-            appendix=cached.get("appendix", ""),
-            **trust,
+            extra=t.result.get("extra", {}),
+            appendix=t.result.get("appendix", ""),
+            **self._trust(t.result, rule, parts),
         )
-        target = output.claim_target(path, t.sha, rule.output, self.ledger)
-        text = output.render(doc)
-        written = output.write(target, text, self.ledger, path, t.sha, root=root, mode=t.mode)
-        source = self._after(path, t.resolved, root)
-        self.index.update(written, text, source)
-        self._record(source, written, t.sha, doc, parts, cached)
+        root = t.resolved.folder.path if t.resolved.folder else path.parent
+        asked = t.result.get("asked_model", t.result["model"])
+        placed = self.publisher.publish(doc, rule.output, root, t.mode, t.resolved.move_to, parts, asked)  # 7. publish
         self.log.info(
             "file.transcribed",
             path=str(path),
-            output=str(written),
+            output=str(placed.output),
             pages=len(doc.pages),
             reused=t.reused,
             needs_review=doc.needs_review,
@@ -209,7 +211,7 @@ class Pipeline:
             engine=rule.engine,
             endpoint=doc.endpoint,
         )
-        return Outcome(source, written, t.reused, doc.needs_review)
+        return Outcome(placed.source, placed.output, t.reused, doc.needs_review)
 
     @staticmethod
     def _trust(cached: dict, rule: Rule, parts: dict[str, str]) -> dict:
@@ -233,53 +235,24 @@ class Pipeline:
             "fingerprint": provenance.fingerprint(parts),
         }
 
-    def _record(self, source: Path, written: Path, sha: str, doc: output.Document, parts: dict, cached: dict) -> None:
-        self.provenance.record(
-            provenance.Record(
-                source,
-                written,
-                sha,
-                doc.fingerprint or "",
-                parts,
-                cached.get("asked_model", cached["model"]),
-                doc.endpoint,
-                doc.needs_review,
-                doc.confidence,
-                doc.uncertain_words,
-            )
-        )
-
-    def _transcribe(
-        self, path: Path, rule: Rule, endpoint: str | None = None, decoding: Callable[[], AbstractContextManager] = nullcontext
-    ) -> dict:
+    def _read(self, path: Path, rule: Rule, endpoint: str | None, decoding: Callable[[], AbstractContextManager]) -> dict:
+        """Stages 2-5 for every page, side by side where the daemon gives a pool; then the pages joined."""
         engine = self.engines.get(rule.engine, endpoint)
         opts = preprocess.for_engine(rule.preprocess, rule.engine)
-        with decoding():
+        with decoding():  # 2. pages
             refs = inputs.open_pages(
                 path, opts.max_side or preprocess.ENGINE_SIZES["vlm"][0], opts.max_input_megapixels, rule.max_pages
             )
-
         encode = getattr(engine, "encode", None)  # a VLM sends JPEG: pages wait for a slot encoded
         flow = self.flow
 
-        def prepared(ref: inputs.PageRef):
-            with decoding(), flow.decoded.held():
-                page = ref.load()
-                assert page.image is not None  # load() decodes; only prepare() lets it go
-                image = preprocess.prepare(page.image, opts, page.photo)
-                page.image = None  # the decoded original is not needed once prepared
-                ink = doubt.measure_ink(image)
-                if ink.blank or encode is None:
-                    return image, ink
-                return encode(image, rule), ink
-
         def one(ref: inputs.PageRef) -> PageText:
             with flow.page():
-                image, ink = flow.run(lambda: prepared(ref))
-                if ink.blank:  # nothing to read: a model asked anyway tends to invent a page
+                image, ink = flow.run(lambda: self._prepare(ref, opts, rule, encode, decoding))  # 3. prepare
+                if ink.blank:  # 4. check: nothing to read, and a model asked anyway tends to invent a page
                     return PageText("", "", ["blank page"])
                 with flow.encoded.held() if encode else flow.decoded.held():  # Tesseract reads the pixels
-                    result = engine.transcribe_page(image, rule)
+                    result = engine.transcribe_page(image, rule)  # 5. engine
                 del image
             metrics.page_done(engine)
             result.review_reasons += doubt.page_reasons(result.text, ink, rule.languages, result.extra.get("detected_languages"))
@@ -289,62 +262,54 @@ class Pipeline:
             results = list(self.page_pool.map(one, refs))
         else:
             results = [one(r) for r in refs]
-        reasons: list[str] = []
-        for i, r in enumerate(results, 1):
-            reasons += [f"page {i}: {x}" if len(results) > 1 else x for x in r.review_reasons]
-        extra: dict = {}
-        for r in results:  # the first page names the recipe; languages are those of any page
-            for k, v in r.extra.items():
-                if isinstance(v, list) and isinstance(extra.get(k), list):
-                    extra[k] = list(dict.fromkeys(extra[k] + v))
-                else:
-                    extra.setdefault(k, v)
-        appendix = ""
-        joined = "\n\n".join(r.text for r in results)
-        if rule.translate_to and joined.strip():
-            translation = engine.translate(joined, rule.translate_to)
-            appendix = f"## Translation ({rule.translate_to})\n\n{translation}"
-        sent = [r for r in results if r.model]  # blank pages were never sent
-        return {
-            "pages": [r.text for r in results],
-            "model": sent[0].model if sent else "",
-            "review_reasons": reasons,
-            "extra": extra,
-            "appendix": appendix,
-            "words": [None if r.words is None else [w.to_json() for w in r.words] for r in results],
-            "endpoint": next((r.endpoint for r in sent if r.endpoint), ""),
-            "tokens": sum(r.tokens for r in results),
-            "asked_model": next((r.asked_model for r in sent if r.asked_model), sent[0].model if sent else ""),
-        }
+        return _joined(results, rule, engine)
 
-    def _after(self, path: Path, resolved: Resolved, root: Path) -> Path:
-        """`after: move`: into the move folder, under a name nothing holds yet (`scan-1.png`, …), never
-        over anything that is there, links included. The ledger follows the original first, so a new
-        file at the old path is a new original with a Markdown of its own."""
-        if resolved.move_to is None:
-            return path
-        try:
-            with safefs.folder(root, path.parent, create=False) as sfd, safefs.folder(root, resolved.move_to) as dfd:
-                current = path
-                for n in range(1000):
-                    name = path.name if n == 0 else f"{path.stem}-{n}{path.suffix}"
-                    if safefs.lstat_at(dfd, name) is not None:
-                        continue
-                    dest = resolved.move_to / name
-                    self.ledger.follow(current, dest)
-                    current = dest
-                    try:
-                        safefs.rename_noreplace(path.name, name, sfd, dfd)
-                    except FileExistsError:
-                        continue
-                    self.log.info("file.moved", path=str(path), to=str(dest))
-                    return dest
-                self.ledger.follow(current, path)
-        except safefs.Unsafe as e:
-            self.log.warning("file.not_moved", path=str(path), reason=e.strerror)
-            return path
-        self.log.warning("file.not_moved", path=str(path), reason="no free name in the move folder")
-        return path
+    def _prepare(
+        self, ref: inputs.PageRef, opts, rule: Rule, encode: Callable | None, decoding: Callable[[], AbstractContextManager]
+    ):
+        """Stage 3 and the measure stage 4 needs: the page decoded, prepared and measured for ink; encoded for
+        the server unless it is blank (or the engine reads pixels). Runs on the flow's preparer threads."""
+        with decoding(), self.flow.decoded.held():
+            page = ref.load()
+            assert page.image is not None  # load() decodes; only prepare() lets it go
+            image = preprocess.prepare(page.image, opts, page.photo)
+            page.image = None  # the decoded original is not needed once prepared
+            ink = doubt.measure_ink(image)
+            if ink.blank or encode is None:
+                return image, ink
+            return encode(image, rule), ink
+
+
+def _joined(results: list[PageText], rule: Rule, engine: Engine) -> dict:
+    """The pages' texts as one transcription: reasons numbered by page, the first page's recipe fields, every
+    page's languages, the translation when the rule asks for one. This dict is what the text cache keeps."""
+    reasons: list[str] = []
+    for i, r in enumerate(results, 1):
+        reasons += [f"page {i}: {x}" if len(results) > 1 else x for x in r.review_reasons]
+    extra: dict = {}
+    for r in results:  # the first page names the recipe; languages are those of any page
+        for k, v in r.extra.items():
+            if isinstance(v, list) and isinstance(extra.get(k), list):
+                extra[k] = list(dict.fromkeys(extra[k] + v))
+            else:
+                extra.setdefault(k, v)
+    appendix = ""
+    joined = "\n\n".join(r.text for r in results)
+    if rule.translate_to and joined.strip():
+        translation = engine.translate(joined, rule.translate_to)
+        appendix = f"## Translation ({rule.translate_to})\n\n{translation}"
+    sent = [r for r in results if r.model]  # blank pages were never sent
+    return {
+        "pages": [r.text for r in results],
+        "model": sent[0].model if sent else "",
+        "review_reasons": reasons,
+        "extra": extra,
+        "appendix": appendix,
+        "words": [None if r.words is None else [w.to_json() for w in r.words] for r in results],
+        "endpoint": next((r.endpoint for r in sent if r.endpoint), ""),
+        "tokens": sum(r.tokens for r in results),
+        "asked_model": next((r.asked_model for r in sent if r.asked_model), sent[0].model if sent else ""),
+    }
 
 
 def _stat(path: Path) -> os.stat_result | None:

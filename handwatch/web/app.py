@@ -21,8 +21,7 @@ from starlette.templating import Jinja2Templates
 from handwatch import safefs
 from handwatch.config.schema import Config
 from handwatch.errors import InputError, OutputConflict
-from handwatch.publish import markdown as frontmatter
-from handwatch.publish import output
+from handwatch.publish import markdown, output
 from handwatch.publish.index import SearchIndex
 from handwatch.store.jobs import JobQueue
 from handwatch.store.state import StateDB
@@ -142,7 +141,7 @@ class ReviewApp:
         at = urls.index(rec.url) if rec.url in urls else None
         prev_url = urls[at - 1] if at is not None and at > 0 else None
         next_url = urls[at + 1] if at is not None and at + 1 < len(urls) else (urls[0] if at is None and urls else None)
-        body = frontmatter.body(text)
+        body = markdown.body(text)
         name, folder = self.store_display(rec.source or rec.output or Path("?"))
         return self.render(
             request,
@@ -151,9 +150,9 @@ class ReviewApp:
             rec=rec,
             name=name,
             folder=folder,
-            fields=frontmatter.fields(text),
+            fields=markdown.fields(text),
             body=body,
-            spans=frontmatter.doubt_spans(body),
+            spans=markdown.doubt_spans(body),
             sha=sha,
             has_markdown=md is not None,
             pages=pages,
@@ -212,10 +211,10 @@ class ReviewApp:
         except UnicodeDecodeError:
             raise OutputConflict(f"{md.name} is not UTF-8 text; edit it with your own editor") from None
         accept = form.get("action") == "accept"
-        new = frontmatter.with_body(text, form["body"]) if "body" in form else text
+        new = markdown.with_body(text, form["body"]) if "body" in form else text
         if accept:
             stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-            new = frontmatter.with_fields(new, {"needs_review": False, "reviewed": stamp})
+            new = markdown.with_fields(new, {"needs_review": False, "reviewed": stamp})
         folder = request.query_params.get("folder", "")
         suffix = f"&folder={folder}" if folder.isdigit() else ""
         if new == text:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from handwatch.config.schema import Config
-from handwatch.publish.output import printable_name
+from handwatch.publish.markdown import printable_name
 from handwatch.safefs import inside
 from handwatch.store.jobs import FAILED, PENDING
 from handwatch.store.state import Ledger, StateDB, decode, encode, within

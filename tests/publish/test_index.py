@@ -10,15 +10,14 @@ import pytest
 
 from handwatch import safefs
 from handwatch.errors import OutputConflict
-from handwatch.publish import markdown as frontmatter
-from handwatch.publish import output
+from handwatch.publish import markdown, output
 from handwatch.publish.index import SearchIndex, fts_query, terms
 from handwatch.store.state import Ledger, StateDB
 from tests.support.daemon import write_lock_taken
 
 
-def doc(source: Path, pages: list[str], **kw) -> output.Document:
-    return output.Document(
+def doc(source: Path, pages: list[str], **kw) -> markdown.Document:
+    return markdown.Document(
         source=source,
         source_sha256="ab" * 32,
         pages=pages,
@@ -34,13 +33,13 @@ def doc(source: Path, pages: list[str], **kw) -> output.Document:
 def write_md(tmp_path: Path, ledger: Ledger, name: str, pages: list[str], **kw) -> tuple[Path, Path, str]:
     src = tmp_path / f"{name}.jpg"
     src.write_bytes(b"jpeg")
-    text = output.render(doc(src, pages, **kw))
+    text = markdown.render(doc(src, pages, **kw))
     target = output.write(tmp_path / f"{name}.md", text, ledger, src, "ab" * 32)
     return src, target, text
 
 
 def test_front_matter_fields_are_changed_in_place_and_new_ones_appended():
-    text = output.render(
+    text = markdown.render(
         doc(
             Path("/x/a.jpg"),
             ["Line one\n==Cardamon== pods"],
@@ -49,11 +48,11 @@ def test_front_matter_fields_are_changed_in_place_and_new_ones_appended():
             extra={"tags": ["recipe"]},
         )
     )
-    new = frontmatter.with_fields(text, {"needs_review": False, "reviewed": "2026-01-03T10:00:00Z"})
+    new = markdown.with_fields(text, {"needs_review": False, "reviewed": "2026-01-03T10:00:00Z"})
     assert "needs_review: false\n" in new and "needs_review: true" not in new
     assert new.index("reviewed: '2026-01-03T10:00:00Z'") < new.index("\n---\n", 4)  # inside the front matter
-    assert frontmatter.fields(new)["tags"] == ["recipe"] and frontmatter.fields(new)["reviewed"] == "2026-01-03T10:00:00Z"
-    assert frontmatter.body(new) == frontmatter.body(text) == "Line one\n==Cardamon== pods\n"
+    assert markdown.fields(new)["tags"] == ["recipe"] and markdown.fields(new)["reviewed"] == "2026-01-03T10:00:00Z"
+    assert markdown.body(new) == markdown.body(text) == "Line one\n==Cardamon== pods\n"
     # every line other than the changed one is byte for byte the same
     assert [ln for ln in new.splitlines() if not ln.startswith(("needs_review", "reviewed"))] == [
         ln for ln in text.splitlines() if not ln.startswith("needs_review")
@@ -62,18 +61,18 @@ def test_front_matter_fields_are_changed_in_place_and_new_ones_appended():
 
 def test_a_block_style_value_is_replaced_whole():
     text = "---\nsource: a.jpg\nreview_reasons:\n  - one\n  - two\nneeds_review: true\n---\n\nbody\n"
-    new = frontmatter.with_fields(text, {"review_reasons": []})
+    new = markdown.with_fields(text, {"review_reasons": []})
     assert new == "---\nsource: a.jpg\nreview_reasons: []\nneeds_review: true\n---\n\nbody\n"
 
 
 def test_body_from_a_textarea_keeps_the_front_matter_and_uses_unix_newlines():
     text = "---\nsource: a.jpg\n---\n\nold\n"
-    assert frontmatter.with_body(text, "new line\r\nsecond\r\n\r\n") == "---\nsource: a.jpg\n---\n\nnew line\nsecond\n"
-    assert frontmatter.with_body("no front matter\n", "x") == "x\n"
+    assert markdown.with_body(text, "new line\r\nsecond\r\n\r\n") == "---\nsource: a.jpg\n---\n\nnew line\nsecond\n"
+    assert markdown.with_body("no front matter\n", "x") == "x\n"
 
 
 def test_doubtful_words_are_cut_out_of_the_text():
-    assert frontmatter.doubt_spans("add ==cardamon== and ==two words== == not ==") == [
+    assert markdown.doubt_spans("add ==cardamon== and ==two words== == not ==") == [
         ("add ", False),
         ("cardamon", True),
         (" and ", False),
@@ -138,7 +137,7 @@ def test_a_saved_edit_is_atomic_recorded_and_never_overwritten(tmp_path):
     ledger = Ledger(db)
     src, target, text = write_md(tmp_path, ledger, "n", ["a ==wrod== here"], needs_review=True)
     sha = safefs.sha256_file(target)
-    edited = frontmatter.with_body(text, "a word here")
+    edited = markdown.with_body(text, "a word here")
     new_sha = output.save_edit(target, edited, ledger, sha)
     assert target.read_text() == edited and safefs.sha256_file(target) == new_sha
     assert ledger.get(target).edited is not None
@@ -209,7 +208,7 @@ def test_a_save_racing_a_daemon_write_never_loses_either_silently(tmp_path, monk
     ledger = Ledger(db)
     src, target, text = write_md(tmp_path, ledger, "n", ["a ==wrod== here"], needs_review=True)
     loaded = safefs.sha256_file(target)
-    mine, theirs = frontmatter.with_body(text, "a word here"), output.render(doc(src, ["a word, transcribed again"]))
+    mine, theirs = markdown.with_body(text, "a word here"), markdown.render(doc(src, ["a word, transcribed again"]))
     outcome: dict[str, object] = {}
 
     def daemon():

@@ -9,14 +9,14 @@ import pytest
 
 from handwatch import safefs
 from handwatch.errors import OutputConflict
-from handwatch.publish import output
+from handwatch.publish import markdown, output
 from handwatch.store.state import Ledger, StateDB
 from tests.support.daemon import write_lock_taken
 
 WHEN = datetime(2026, 11, 21, 16, 20, tzinfo=UTC)
 
 
-def doc(source: Path, pages=("Hello",), **kw) -> output.Document:
+def doc(source: Path, pages=("Hello",), **kw) -> markdown.Document:
     base = dict(
         source=source,
         source_sha256="ab" * 32,
@@ -28,7 +28,7 @@ def doc(source: Path, pages=("Hello",), **kw) -> output.Document:
         transcribed=WHEN,
     )
     base.update(kw)
-    return output.Document(**base)
+    return markdown.Document(**base)
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ def ledger(tmp_path):
 
 
 def test_front_matter_is_exactly_the_contract(tmp_path):
-    text = output.render(doc(tmp_path / "IMG_1234.jpg"))
+    text = markdown.render(doc(tmp_path / "IMG_1234.jpg"))
     assert text == (
         "---\n"
         "source: IMG_1234.jpg\n"
@@ -58,7 +58,7 @@ def test_front_matter_is_exactly_the_contract(tmp_path):
 
 
 def test_multi_page_markers_and_review_fields(tmp_path):
-    text = output.render(
+    text = markdown.render(
         doc(
             tmp_path / "scan.pdf",
             pages=["one", "two"],
@@ -76,7 +76,7 @@ def test_multi_page_markers_and_review_fields(tmp_path):
 def test_odd_source_names_stay_valid_yaml(tmp_path):
     import yaml
 
-    text = output.render(doc(tmp_path / "no: yes #1.jpg"))
+    text = markdown.render(doc(tmp_path / "no: yes #1.jpg"))
     meta = yaml.safe_load(text.split("---\n")[1])
     assert meta["source"] == "no: yes #1.jpg"
 
@@ -237,7 +237,7 @@ def test_stale_temp_files_are_removed(tmp_path):
 
 
 def test_confidence_provenance_and_marks_extend_the_front_matter_in_the_contracts_order(tmp_path):
-    text = output.render(
+    text = markdown.render(
         doc(
             tmp_path / "IMG_1234.jpg",
             pages=("Buy flour and sugar",),

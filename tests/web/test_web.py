@@ -11,7 +11,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from handwatch.publish import markdown as frontmatter
+from handwatch.publish import markdown
 from handwatch.service.worker import Worker, build
 from handwatch.store.jobs import this_owner
 from handwatch.store.state import Ledger, StateDB
@@ -91,7 +91,7 @@ def test_correct_a_word_save_then_accept(world):
         assert r.status_code == 303 and r.headers["location"] == f"/file/{jid}?m=saved"
         text = md.read_text()
         assert "2 pods of cardamom, crushed" in text and "\r" not in text
-        assert frontmatter.fields(text)["needs_review"] is True  # saving alone does not accept
+        assert markdown.fields(text)["needs_review"] is True  # saving alone does not accept
         assert Ledger(StateDB(world.cfg.state_dir)).get(md).edited is not None
         # search sees the correction at once
         assert "apple-cake" in c.get("/search", params={"q": "the recipe with cardamom"}).text
@@ -99,7 +99,7 @@ def test_correct_a_word_save_then_accept(world):
         assert "Saved." in page and "handwatch will not overwrite it" in page
         r = c.post(f"/file/{jid}/save", data={**form_of(page, "edit"), "action": "accept"})
         assert r.status_code == 303 and r.headers["location"] == "/?m=accepted"
-        fields = frontmatter.fields(md.read_text())
+        fields = markdown.fields(md.read_text())
         assert fields["needs_review"] is False and re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", fields["reviewed"])
         assert fields["review_reasons"] == ["truncated: the reply hit max_tokens"]  # the history stays
         listing = c.get("/").text
@@ -172,7 +172,7 @@ def test_retry_with_another_profile_goes_through_the_queue_and_the_pipeline_hono
     assert Worker(queue, pipeline, candidates).handle(job) == "done"
     sent = fake_openai.requests[before]
     assert sent.params.get("response_format", {}).get("type") == "json_schema"  # the recipe profile's request
-    fields = frontmatter.fields(world.files["note"].with_suffix(".md").read_text())
+    fields = markdown.fields(world.files["note"].with_suffix(".md").read_text())
     assert fields["profile"] == "recipe" and fields["title"] == "Grandma"
 
 
