@@ -1,5 +1,5 @@
 # handwatch: `make demo` transcribes sample photos with the CPU engine, says which need review, then runs the
-# daemon on the demo folder until Ctrl-C; `make test` runs the tests.
+# daemon on the demo folder and serves the review page on 127.0.0.1:8765 until Ctrl-C; `make test` runs the tests.
 # Both set everything up on a fresh Debian machine first (apt packages, a virtual environment).
 
 PYTHON ?= python3
@@ -36,10 +36,11 @@ test: setup
 demo: setup
 	rm -rf demo && mkdir -p demo
 	$(PY) -m bench.gen demo demo/inbox
-	printf 'state_dir: ./state\ndefaults:\n  engine: tesseract\n  settle_s: 1\nfolders:\n  - path: ./inbox\n' > demo/config.yaml
+	cp config/demo.yaml demo/config.yaml
 	@echo "Transcribing the sample photos with the tesseract engine (CPU, no GPU needed):"
 	$(VENV)/bin/handwatch -c demo/config.yaml scan
-	@echo "Now watching demo/inbox: drop more images in and their Markdown appears beside them. Ctrl-C stops and shows the status."
+	@echo "Now watching demo/inbox: drop more images in and their Markdown appears beside them."
+	@echo "Review page: http://127.0.0.1:8765/ (what needs review comes first; open a file to correct it). Ctrl-C stops and shows the status."
 	@trap : INT; $(VENV)/bin/handwatch -c demo/config.yaml run; echo; $(VENV)/bin/handwatch -c demo/config.yaml status
 
 bench: setup

@@ -15,6 +15,7 @@ import sys
 import termios
 import threading
 import time
+from pathlib import Path
 
 import pyte
 import pytest
@@ -161,14 +162,23 @@ def test_no_bar_when_stderr_is_not_a_terminal(inbox, fake_openai, write_config, 
     assert "scan: 2 transcribed (2 file(s) seen)" in res.stderr
 
 
-def test_the_demo_says_where_the_markdown_went_and_which_files_need_review(tmp_path, run_cli):
-    """`make demo`'s scan, as it runs it: the Tesseract engine on the generated photos, no GPU, no server."""
+def demo_folder(tmp_path: Path, port: int | None = None) -> tuple[Path, Path]:
+    """`make demo`'s folder as it makes it: the generated photos and config/demo.yaml (on another port if given)."""
     from tests.support.paths import REPO
 
     inbox = tmp_path / "demo" / "inbox"
     subprocess.run([sys.executable, "-m", "bench.gen", "demo", str(inbox)], check=True, cwd=REPO, capture_output=True)
+    text = (REPO / "config" / "demo.yaml").read_text()
+    if port is not None:
+        text = text.replace("listen: 127.0.0.1:8765", f"listen: 127.0.0.1:{port}")
     cfg = tmp_path / "demo" / "config.yaml"
-    cfg.write_text("state_dir: ./state\ndefaults:\n  engine: tesseract\n  settle_s: 1\nfolders:\n  - path: ./inbox\n")
+    cfg.write_text(text)
+    return inbox, cfg
+
+
+def test_the_demo_says_where_the_markdown_went_and_which_files_need_review(tmp_path, run_cli):
+    """`make demo`'s scan, as it runs it: the Tesseract engine on the generated photos, no GPU, no server."""
+    inbox, cfg = demo_folder(tmp_path)
     res = run_cli("scan", "-c", cfg)
     assert res.returncode == 0, res.stderr
     assert "scan: 2 transcribed (2 file(s) seen)" in res.stderr
@@ -181,6 +191,33 @@ def test_the_demo_says_where_the_markdown_went_and_which_files_need_review(tmp_p
     said = re.search(r"^needs review \((\d) of 2\):$", res.stderr, re.M)
     assert said and int(said.group(1)) == len(listed) >= 1 and str(inbox / "todo.md") in listed, res.stderr
     assert "needs_review: true" in (inbox / "todo.md").read_text()
+
+
+def test_the_demo_serves_the_review_page_it_names_listing_what_needs_review(tmp_path, run_cli):
+    """After its scan, `make demo` runs the daemon with config/demo.yaml, which serves the review page on
+    127.0.0.1, and prints that page's address: the page answers there and lists the todo list for review."""
+    import urllib.request
+
+    from tests.support.daemon import DaemonProc
+    from tests.support.fakeopenai import free_port, wait_for
+    from tests.support.paths import REPO
+
+    demo = (REPO / "config" / "demo.yaml").read_text()
+    recipe = (REPO / "Makefile").read_text().split("\ndemo:", 1)[1].split("\n\n", 1)[0]
+    listen = re.search(r"^  listen: (127\.0\.0\.1:\d+)$", demo, re.M)
+    assert listen and f"Review page: http://{listen.group(1)}/" in recipe  # the URL printed is the one served
+    port = free_port()
+    inbox, cfg = demo_folder(tmp_path, port)
+    assert run_cli("scan", "-c", cfg).returncode == 0
+    daemon = DaemonProc(cfg, tmp_path / "daemon.log")
+    try:
+        wait_for(lambda: daemon.events("web.listening"), 30, what="the review page listening")
+        assert daemon.events("web.listening")[0]["url"].rstrip("/") == f"http://127.0.0.1:{port}"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as r:
+            page = r.read().decode()
+        assert r.status == 200 and "todo" in page
+    finally:
+        assert daemon.stop() == 0
 
 
 def test_with_the_endpoint_down_everything_waits_and_scan_exits_69(tmp_path, inbox, write_config, run_cli):
