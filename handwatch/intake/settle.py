@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 
-from handwatch.prepare.inputs import EXTENSIONS, readable
+from handwatch.prepare.formats import EXTENSIONS, readable
 from handwatch.safefs import is_temp
 
 Signature = tuple  # safefs.FileSig (size, mtime_ns, inode, ctime_ns), or anything compared for equality

@@ -14,20 +14,8 @@ import numpy as np
 from handwatch import log
 from handwatch.errors import InputError, NotReady
 from handwatch.prepare import decode, notices, pdf
+from handwatch.prepare.formats import EXTENSIONS
 
-EXTENSIONS = {
-    ".jpg": "jpeg",
-    ".jpeg": "jpeg",
-    ".jpe": "jpeg",
-    ".png": "png",
-    ".webp": "webp",
-    ".tif": "tiff",
-    ".tiff": "tiff",
-    ".heic": "heif",
-    ".heif": "heif",
-    ".hif": "heif",
-    ".pdf": "pdf",
-}
 PHOTO_FORMATS = {"jpeg", "heif", "webp"}  # camera output: uneven light, worth CLAHE by default
 HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"heif"}
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic TIFF and BigTIFF, both byte orders
@@ -94,10 +82,6 @@ class _reasons:
         if extra:
             reason += f" (decoder said: {notices.summary(extra)})"
         raise InputError(reason.replace("\n", " ")) from None
-
-
-def readable(path: Path) -> bool:
-    return path.suffix.lower() in EXTENSIONS
 
 
 def sniff(head: bytes) -> str | None:

@@ -1,0 +1,26 @@
+"""Which files are inputs, by name: the extensions handwatch reads and the format each promises.
+
+Kept apart from the decoders so that intake's settling, which only asks "is this name an input?", imports
+no image library."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+EXTENSIONS = {
+    ".jpg": "jpeg",
+    ".jpeg": "jpeg",
+    ".jpe": "jpeg",
+    ".png": "png",
+    ".webp": "webp",
+    ".tif": "tiff",
+    ".tiff": "tiff",
+    ".heic": "heif",
+    ".heif": "heif",
+    ".hif": "heif",
+    ".pdf": "pdf",
+}
+
+
+def readable(path: Path) -> bool:
+    return path.suffix.lower() in EXTENSIONS
