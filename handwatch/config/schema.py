@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from handwatch.config.preprocess import Preprocess, PreprocessOverride, doc_of
 from handwatch.config.web import Notify, Web
 
 SEARCH_PATHS = ("~/.config/handwatch/config.yaml", "/etc/handwatch/config.yaml")
@@ -34,42 +35,14 @@ def expand_path(value: str | os.PathLike, base: Path | None = None) -> Path:
     return Path(os.path.normpath(p))
 
 
-class Preprocess(_Frozen):
-    """Image clean-up options (rule key `preprocess`); each maps to one pure function in preprocess.py."""
-
-    # None: the engine's own default (vlm: 1288 px and 1,254,400 pixels, i.e. at most 1600
-    # Qwen2.5-VL vision tokens; tesseract: 2400 px and no area cap, as it reads better with more pixels).
-    max_side: Annotated[int, Field(ge=64, le=10000)] | None = None
-    max_pixels: Annotated[int, Field(ge=4096)] | None = None
-    grayscale: bool = False
-    contrast: bool | Literal["auto"] = "auto"
-    sharpen: bool = False
-    deskew: bool = True
-    crop: bool | Literal["perspective"] = False
-    jpeg_quality: Annotated[int, Field(ge=30, le=100)] = 90
-    max_input_megapixels: Annotated[float, Field(gt=0, le=2000)] = 100.0
-
-
-class PreprocessOverride(_Frozen):
-    """The same keys as `Preprocess`, each optional, so rule files can change one and inherit the rest."""
-
-    max_side: Annotated[int, Field(ge=64, le=10000)] | None = None
-    max_pixels: Annotated[int, Field(ge=4096)] | None = None
-    grayscale: bool | None = None
-    contrast: bool | Literal["auto"] | None = None
-    sharpen: bool | None = None
-    deskew: bool | None = None
-    crop: bool | Literal["perspective"] | None = None
-    jpeg_quality: Annotated[int, Field(ge=30, le=100)] | None = None
-    max_input_megapixels: Annotated[float, Field(gt=0, le=2000)] | None = None
-
-
 class MoveAfter(_Frozen):
     """`after: {move: DIR}`: DIR is a plain sub-folder of the folder whose rule names it (the watched
     folder for `defaults` and folder entries, the rule file's own folder for a `.handwatch.yaml`).
     Never absolute, never `..`, and never expanded: a rule file must not reach outside its tree."""
 
-    move: str
+    move: str = Field(
+        description="The sub-folder the original is moved into once its Markdown is written (created when missing)."
+    )
 
     @field_validator("move")
     @classmethod
@@ -85,24 +58,76 @@ class MoveAfter(_Frozen):
 class RuleOverride(_Frozen):
     """Rule keys as written in `defaults`, a folder entry or a `.handwatch.yaml`: any may be left out."""
 
-    profile: Literal["notes", "recipe", "multilingual"] | None = None
-    languages: Annotated[list[str], Field(min_length=1)] | None = None
-    translate_to: str | None = None
-    prompt: str | None = None
-    engine: Literal["vlm", "tesseract"] | None = None
-    settle_s: Annotated[float, Field(ge=0, le=3600)] | None = None
-    output: str | None = None
-    recursive: bool | None = None
-    poll: bool | Literal["auto"] | None = None
-    include: list[str] | None = None
-    exclude: list[str] | None = None
-    preprocess: PreprocessOverride | None = None
-    after: Literal["keep"] | MoveAfter | None = None
-    max_pages: Annotated[int, Field(ge=1, le=10000)] | None = None
-    mark_uncertain: bool | None = None
-    uncertain_below: Annotated[float, Field(ge=0, le=1)] | None = None
-    review_below: Annotated[float, Field(ge=0, le=1)] | None = None
-    review_uncertain_words: Annotated[int, Field(ge=1, le=100000)] | None = None
+    profile: Literal["notes", "recipe", "multilingual"] | None = Field(
+        default=None,
+        description="What kind of document lives here, which decides the prompt: `notes` (a verbatim transcription), `recipe` "
+        "(title, ingredients, steps; JSON where the endpoint can) or `multilingual` (each word kept in its language).",
+    )
+    languages: Annotated[list[str], Field(min_length=1)] | None = Field(
+        default=None, description="ISO 639 codes like `[de, en]`: a hint for the model, and the languages Tesseract reads."
+    )
+    translate_to: str | None = Field(
+        default=None,
+        description="An ISO 639 code: adds a `## Translation (CODE)` section, made by a second, text-only request. Needs "
+        "engine `vlm`.",
+    )
+    prompt: str | None = Field(
+        default=None, description="Extra instructions appended to the profile's prompt, like `Dates are day/month/year.`"
+    )
+    engine: Literal["vlm", "tesseract"] | None = Field(
+        default=None,
+        description="Who reads the page: `vlm`, a vision-language model at the endpoints, or `tesseract`, on the CPU with no "
+        "GPU needed (good for print, poor for handwriting).",
+    )
+    settle_s: Annotated[float, Field(ge=0, le=3600)] | None = Field(
+        default=None, description="Seconds a file must stay quiet, its size, mtime, inode and ctime unchanged, before it is read."
+    )
+    output: str | None = Field(
+        default=None,
+        description="The Markdown's path beside the original, ending in `.md`, with the placeholders `{stem}`, `{ext}` and "
+        "`{name}` (the original's name); it must contain `{stem}` or `{name}` and stay inside the watched folder.",
+    )
+    recursive: bool | None = Field(default=None, description="Watch the folder's sub-folders too.")
+    poll: bool | Literal["auto"] | None = Field(
+        default=None,
+        description="`true` polls the folder, `false` uses inotify, `auto` polls on network filesystems (NFS, SMB, sshfs "
+        "…), where inotify sees only local changes.",
+    )
+    include: list[str] | None = Field(
+        default=None,
+        description='Glob patterns, like `["*.jpg", "*.heic"]`: when given, only files whose name or path in the '
+        "watched folder matches one are read.",
+    )
+    exclude: list[str] | None = Field(
+        default=None, description="Globs on the file's name or its path in the watched folder: matching files are never read."
+    )
+    preprocess: PreprocessOverride | None = Field(
+        default=None,
+        description="How the image is cleaned up before it is read, as a mapping of the `preprocess` keys; merged key by "
+        "key, so a rule file can change one and keep the rest.",
+    )
+    after: Literal["keep"] | MoveAfter | None = Field(
+        default=None,
+        description="What happens to the original once its Markdown is written: `keep` leaves it, `{move: DIR}` moves it "
+        "into the sub-folder DIR (relative to the watched folder, or to a rule file's own folder; never outside).",
+    )
+    max_pages: Annotated[int, Field(ge=1, le=10000)] | None = Field(
+        default=None, description="A PDF or multi-page TIFF with more pages fails with a clear reason, not tying up the GPU."
+    )
+    mark_uncertain: bool | None = Field(
+        default=None, description="Mark uncertain words as `==word==` in the Markdown (the front matter counts them either way)."
+    )
+    uncertain_below: Annotated[float, Field(ge=0, le=1)] | None = Field(
+        default=None,
+        description="A word whose probability of being right is under this is uncertain: marked and counted. Unset: 0.6 "
+        "for `vlm`, 0.8 for `tesseract`.",
+    )
+    review_below: Annotated[float, Field(ge=0, le=1)] | None = Field(
+        default=None, description="A page whose confidence (mean word probability) is under this needs review. Unset: 0.9."
+    )
+    review_uncertain_words: Annotated[int, Field(ge=1, le=100000)] | None = Field(
+        default=None, description="A page with this many uncertain words (`[illegible]` counts) or more needs review. Unset: 1."
+    )
 
     @field_validator("languages")
     @classmethod
@@ -152,25 +177,25 @@ class RuleFileOverride(RuleOverride):
 class Rule(_Frozen):
     """The effective rule for one file: every key resolved (built-ins ◀ defaults ◀ folder ◀ rule files)."""
 
-    profile: Literal["notes", "recipe", "multilingual"] = "notes"
-    languages: tuple[str, ...] = ("en",)
-    translate_to: str | None = None
-    prompt: str | None = None
-    engine: Literal["vlm", "tesseract"] = "vlm"
-    settle_s: float = 3.0
-    output: str = "{stem}.md"
-    recursive: bool = True
-    poll: bool | Literal["auto"] = "auto"
-    include: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = ()
-    preprocess: Preprocess = Preprocess()
-    after: Literal["keep"] | MoveAfter = "keep"
-    max_pages: int = 50
-    # Doubt (doubt.py): None is the engine's own default, chosen with bench/doubt.py.
-    mark_uncertain: bool = True  # wrap words under uncertain_below in ==…== in the Markdown
-    uncertain_below: float | None = None  # a word less likely right than this is uncertain
-    review_below: float | None = None  # a page whose confidence is under this needs review
-    review_uncertain_words: int | None = None  # a page with this many uncertain words needs review
+    profile: Literal["notes", "recipe", "multilingual"] = Field(default="notes", description=doc_of(RuleOverride, "profile"))
+    languages: tuple[str, ...] = Field(default=("en",), description=doc_of(RuleOverride, "languages"))
+    translate_to: str | None = Field(default=None, description=doc_of(RuleOverride, "translate_to"))
+    prompt: str | None = Field(default=None, description=doc_of(RuleOverride, "prompt"))
+    engine: Literal["vlm", "tesseract"] = Field(default="vlm", description=doc_of(RuleOverride, "engine"))
+    settle_s: float = Field(default=3.0, description=doc_of(RuleOverride, "settle_s"))
+    output: str = Field(default="{stem}.md", description=doc_of(RuleOverride, "output"))
+    recursive: bool = Field(default=True, description=doc_of(RuleOverride, "recursive"))
+    poll: bool | Literal["auto"] = Field(default="auto", description=doc_of(RuleOverride, "poll"))
+    include: tuple[str, ...] = Field(default=(), description=doc_of(RuleOverride, "include"))
+    exclude: tuple[str, ...] = Field(default=(), description=doc_of(RuleOverride, "exclude"))
+    preprocess: Preprocess = Field(default=Preprocess(), description=doc_of(RuleOverride, "preprocess"))
+    after: Literal["keep"] | MoveAfter = Field(default="keep", description=doc_of(RuleOverride, "after"))
+    max_pages: int = Field(default=50, description=doc_of(RuleOverride, "max_pages"))
+    # Doubt (transcribe/doubt.py): None is the engine's own default, chosen with bench/doubt.py.
+    mark_uncertain: bool = Field(default=True, description=doc_of(RuleOverride, "mark_uncertain"))
+    uncertain_below: float | None = Field(default=None, description=doc_of(RuleOverride, "uncertain_below"))
+    review_below: float | None = Field(default=None, description=doc_of(RuleOverride, "review_below"))
+    review_uncertain_words: int | None = Field(default=None, description=doc_of(RuleOverride, "review_uncertain_words"))
 
     def merged(self, override: RuleOverride) -> Rule:
         data = self.model_dump()
@@ -188,19 +213,50 @@ class Rule(_Frozen):
 
 
 class Endpoint(_Frozen):
-    url: str
-    model: str | None = None
-    api_key_env: str | None = None
-    max_concurrency: Annotated[int, Field(ge=1, le=256)] = 4
-    timeout_s: Annotated[float, Field(gt=0, le=86400)] = 300.0
-    allow_remote: bool = False
-    max_tokens: Annotated[int, Field(ge=16, le=262144)] = 4096
-    thinking: bool = False
-    structured_output: bool = True
-    # Ask for token log-probabilities (word confidences): auto asks, and stops asking a server that
-    # rejects or ignores it; on insists (a rejection is a configuration error); off never asks.
-    confidence: Literal["auto", "on", "off"] = "auto"
-    name: Annotated[str, Field(min_length=1, max_length=100)] | None = None  # for front matter; default host:port
+    """One OpenAI-compatible server (an entry of `endpoints`): LM Studio, vLLM, Ollama or llama.cpp's server."""
+
+    url: str = Field(
+        description="The server's base URL, ending in `/v1`: LM Studio `http://127.0.0.1:1234/v1`, vLLM `http://HOST:8000/v1`, "
+        "Ollama `http://HOST:11434/v1`, llama.cpp `http://HOST:8080/v1`."
+    )
+    model: str | None = Field(
+        default=None, description="The server's name for the model to ask; may be left out when the server serves exactly one."
+    )
+    api_key_env: str | None = Field(
+        default=None, description="The environment variable holding the API key; local servers accept any, so it is optional."
+    )
+    max_concurrency: Annotated[int, Field(ge=1, le=256)] = Field(
+        default=4, description="Requests in flight here at once; each request goes to the endpoint with the most free capacity."
+    )
+    timeout_s: Annotated[float, Field(gt=0, le=86400)] = Field(
+        default=300.0, description="Seconds one request may take from start to reply, however slowly the server sends it."
+    )
+    allow_remote: bool = Field(
+        default=False,
+        description="`true` allows a host that is not loopback, private or link-local: images are private, so sending them "
+        "elsewhere must be deliberate.",
+    )
+    max_tokens: Annotated[int, Field(ge=16, le=262144)] = Field(
+        default=4096, description="Reply budget per page, in tokens; a reply cut off is retried once with twice the budget."
+    )
+    thinking: bool = Field(
+        default=False,
+        description="`false` asks the server's chat template to skip thinking (`enable_thinking: false`); `true` lets the "
+        "model think first.",
+    )
+    structured_output: bool = Field(
+        default=True,
+        description="Ask for the `recipe` profile's JSON through `response_format` (falling back to Markdown); `false` "
+        "skips the attempt on a server that cannot do it.",
+    )
+    confidence: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Token log-probabilities for word confidences: `auto` asks, and stops asking a server that rejects or "
+        "ignores them; `on` insists (a rejection is a configuration error); `off` never asks.",
+    )
+    name: Annotated[str, Field(min_length=1, max_length=100)] | None = Field(
+        default=None, description="What front matter's `endpoint:` calls this endpoint. Left out: its `host:port`."
+    )
 
     @field_validator("url")
     @classmethod
@@ -304,20 +360,49 @@ def _resolve(host: str) -> list[str]:
 
 
 class Folder(RuleOverride):
-    path: Path
+    """An entry of `folders`: the folder to watch and the rule keys that differ there from `defaults`."""
+
+    path: Path = Field(
+        description="The folder to watch. `~` and `$VARIABLES` expand; a relative path is taken from the config file's "
+        "folder. handwatch never creates it: a missing one is waited for."
+    )
 
 
 class Config(_Frozen):
-    state_dir: Path = Path("~/.local/state/handwatch")
-    endpoints: list[Endpoint] = []
-    defaults: RuleOverride = RuleOverride()
-    folders: list[Folder] = []
-    rescan_s: Annotated[float, Field(ge=5)] = 600.0
-    stop_grace_s: Annotated[float, Field(ge=0, le=3600)] = 30.0
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    web: Web | None = None
-    notify: Notify | None = None
-    source: str = Field(default="<defaults>", exclude=True)
+    state_dir: Path = Field(
+        default=Path("~/.local/state/handwatch"),
+        description="Where the SQLite state database lives (job queue, what was written, endpoint health). Left out: "
+        "`$STATE_DIRECTORY` under systemd, else `~/.local/state/handwatch`.",
+    )
+    endpoints: list[Endpoint] = Field(
+        default=[], description="The OpenAI-compatible servers that read pages; needed when a folder uses engine `vlm`."
+    )
+    defaults: RuleOverride = Field(default=RuleOverride(), description="Rule keys every folder inherits.")
+    folders: list[Folder] = Field(
+        default=[], description="The folders to watch: each a `path`, plus any rule keys that override `defaults` there."
+    )
+    rescan_s: Annotated[float, Field(ge=5)] = Field(
+        default=600.0,
+        description="Seconds between walks of every watched folder, a safety net for filesystem events that were lost; a "
+        "walk only hashes files it has not seen.",
+    )
+    stop_grace_s: Annotated[float, Field(ge=0, le=3600)] = Field(
+        default=30.0,
+        description="Seconds a stopping daemon lets requests in flight finish; later replies publish nothing. Keep "
+        "systemd's `TimeoutStopSec` above this.",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="How much is logged; `--log-level` on the command line wins."
+    )
+    web: Web | None = Field(
+        default=None, description="The review page, served by `handwatch run` when this key is present; left out, no page."
+    )
+    notify: Notify | None = Field(default=None, description="Push notifications through apprise; left out, none are sent.")
+    source: str = Field(
+        default="<defaults>",
+        exclude=True,
+        description="Not a key to write: the file this configuration was read from, set by the loader for messages.",
+    )
 
     @model_validator(mode="after")
     def _needs_endpoint(self):
