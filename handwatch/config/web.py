@@ -40,10 +40,24 @@ def is_loopback(host: str) -> bool:
 class Web(_Frozen):
     """The review page. Without a password it may listen on loopback only."""
 
-    password_hash: str | None = None  # from `handwatch web --hash-password`
-    password_env: str | None = None  # or the password itself, from this environment variable
-    public_url: str | None = None  # how people reach it (links in notifications, the Host header allowed)
-    listen: str = "127.0.0.1:8765"  # after the password keys: its check sees them
+    password_hash: str | None = Field(
+        default=None,
+        description="A password hash from `handwatch web --hash-password` (scrypt), asked with HTTP Basic authentication; "
+        "this or `password_env` is needed to listen on any address that is not loopback.",
+    )
+    password_env: str | None = Field(
+        default=None, description="The environment variable holding the password itself, in place of `password_hash`."
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="How people reach the page, like `http://nas.lan:8765`: the links in notifications, and a Host name "
+        "the page answers to.",
+    )
+    # After the password keys: its check sees them.
+    listen: str = Field(
+        default="127.0.0.1:8765",
+        description="`HOST:PORT` (`[IPv6]:PORT`) to serve the page on: loopback only unless a password is set.",
+    )
 
     @field_validator("listen")
     @classmethod
@@ -89,10 +103,24 @@ NOTIFY_EVENTS = ("needs_review", "failed", "endpoint_down")
 class Notify(_Frozen):
     """Push notifications through apprise: batched, at most one message per `every`."""
 
-    urls: Annotated[list[str], Field(min_length=1)]
-    on: list[Literal["needs_review", "failed", "endpoint_down"]] = ["needs_review", "failed", "endpoint_down"]
-    every: float = 600.0
-    include_text: bool = False  # the first lines of a flagged transcription in the message
+    urls: Annotated[list[str], Field(min_length=1)] = Field(
+        description="Apprise notification URLs, like `ntfys://ntfy.sh/my-handwatch-topic`: ntfy, Gotify, Matrix, e-mail, "
+        "Telegram, a JSON webhook … (see apprise's list of services)."
+    )
+    on: list[Literal["needs_review", "failed", "endpoint_down"]] = Field(
+        default=["needs_review", "failed", "endpoint_down"],
+        description="The events worth a message: a file that needs review, a file that failed, an endpoint that is down.",
+    )
+    every: float = Field(
+        default=600.0,
+        description="At most one message per this long, later events summarised in it: seconds, or a duration like `10m` "
+        "or `1h`.",
+    )
+    include_text: bool = Field(
+        default=False,
+        description="`true` adds the first 200 characters of a flagged transcription to the message, which otherwise "
+        "never contains it.",
+    )
 
     @model_validator(mode="before")
     @classmethod
