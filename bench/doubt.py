@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 from bench import gen
 from bench.legibility import PAGES
-from handwatch.config.schema import Endpoint, Preprocess, Rule
+from handwatch.config.preprocess import Preprocess
+from handwatch.config.schema import Endpoint, Rule
 from handwatch.prepare import preprocess
 from handwatch.transcribe import doubt
 

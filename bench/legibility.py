@@ -35,7 +35,7 @@ import pytesseract
 from PIL import Image
 
 from bench import gen
-from handwatch.config.schema import Preprocess
+from handwatch.config.preprocess import Preprocess
 from handwatch.prepare import inputs, pixels, preprocess
 
 PAGES = [

@@ -34,7 +34,7 @@ import cv2
 from PIL import Image, ImageFilter
 
 from bench import gen
-from handwatch.config.schema import Preprocess
+from handwatch.config.preprocess import Preprocess
 from handwatch.prepare import alloc, inputs, preprocess
 
 QWEN_FACTOR, QWEN_MIN_PIXELS, QWEN_MAX_PIXELS = 28, 56 * 56, 16384 * 28 * 28  # qwen-vl-utils defaults

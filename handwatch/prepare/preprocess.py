@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageFilter
 
-from handwatch.config.schema import Preprocess
+from handwatch.config.preprocess import Preprocess
 from handwatch.prepare import paper
 from handwatch.prepare.pixels import fit_array, luma, pixels, shrink_by, to_image
 from handwatch.prepare.skew import MIN_ROTATION_DEG, estimate_skew, rotate_fit_array

@@ -10,7 +10,7 @@ import yaml
 
 from handwatch.cli import check
 from handwatch.config import loader
-from handwatch.config.schema import Preprocess
+from handwatch.config.preprocess import Preprocess
 from handwatch.transcribe import budget
 from tests.support.fakeopenai import FakeOpenAI
 from tests.support.paths import REPO

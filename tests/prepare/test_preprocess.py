@@ -5,7 +5,7 @@ import pytest
 from PIL import Image, ImageFilter
 
 from bench import gen
-from handwatch.config.schema import Preprocess
+from handwatch.config.preprocess import Preprocess
 from handwatch.prepare import pixels, preprocess, skew
 
 LINES = [

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from bench import gen
-from handwatch.config.schema import Preprocess
+from handwatch.config.preprocess import Preprocess
 from handwatch.prepare import paper, pixels, preprocess, skew
 
 OPTS = preprocess.for_engine(Preprocess(), "vlm")  # the defaults: deskew on, contrast on for photos

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from bench import gen
-from handwatch.config.schema import Preprocess
+from handwatch.config.preprocess import Preprocess
 from handwatch.prepare import preprocess
 from handwatch.transcribe import doubt, script
 from handwatch.transcribe.doubt import Thresholds, Token, Word
