@@ -237,7 +237,7 @@ def cmd_web(cfg, args) -> int:
     from pydantic import ValidationError
 
     from handwatch.config.loader import problems_of
-    from handwatch.config.schema import Web
+    from handwatch.config.web import Web
     from handwatch.web.server import WebServer
 
     if args.listen:

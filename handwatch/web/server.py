@@ -8,7 +8,8 @@ from collections.abc import Callable
 import uvicorn
 
 from handwatch import log
-from handwatch.config.schema import Config, Web
+from handwatch.config.schema import Config
+from handwatch.config.web import Web
 from handwatch.errors import HandwatchError
 from handwatch.publish.index import SearchIndex
 from handwatch.safefs import inside

@@ -12,6 +12,7 @@ import httpx
 import yaml
 
 from handwatch.config import loader, schema
+from handwatch.config.web import Web
 from handwatch.safefs import file_sig
 from handwatch.service.worker import Worker, build
 from handwatch.store.jobs import this_owner
@@ -108,7 +109,7 @@ def make_world(tmp_path: Path, fake: FakeOpenAI, web: dict | None = None, extra:
 def serve(w: World, beat=None) -> World:
     w.cfg = loader.load(w.cfg_path)
     host_port = free_port()
-    web = (w.cfg.web or schema.Web()).model_copy(update={"listen": f"127.0.0.1:{host_port}"})
+    web = (w.cfg.web or Web()).model_copy(update={"listen": f"127.0.0.1:{host_port}"})
     w.cfg = w.cfg.model_copy(update={"web": web})
     w.server = WebServer(w.cfg, beat=beat)
     w.server.start()
