@@ -2,7 +2,7 @@
 browser here, so it is pointed at the system one). Open the list, open a flagged file with the keyboard, step to the
 previous file and back, correct a word, save, accept; then check the Markdown on disk, the ledger and the list.
 
-Screenshots go to a temporary folder; `HANDWATCH_SCREENSHOTS=docs` writes the README's into docs/ instead."""
+Screenshots go to a temporary folder; `HANDWATCH_SCREENSHOTS=docs` writes the docs' into docs/images/ instead."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def browser_page(tmp_path):
 
 def shots_dir(tmp_path: Path) -> Path:
     wanted = os.environ.get("HANDWATCH_SCREENSHOTS")
-    d = (REPO / wanted) if wanted else tmp_path / "shots"
+    d = (REPO / wanted / "images") if wanted else tmp_path / "shots"
     d.mkdir(parents=True, exist_ok=True)
     return d
 
