@@ -1,4 +1,4 @@
-"""The README's "Run it as a service" steps, run as written, as far as a container without systemd allows.
+"""The "Run it as a service" steps of docs/install.md, run as written, as far as a container without systemd allows.
 
 Everything happens in a private mount namespace holding a copy of /etc and empty /srv, /opt, /var/lib,
 /home and /run/user, so the users, groups, files and units the steps create vanish with it and the
@@ -7,7 +7,7 @@ machine is left as it was. /opt/handwatch is this checkout, mounted read-only (w
 skipped, and the editor step is replaced by the edit a person would make; every other line runs
 verbatim. Then the service itself is played the way the unit would start it: as the `handwatch` user
 with its groups, umask 0077, systemd's directory variables, NOTIFY_SOCKET, and the unit's seccomp
-filters (tests/sandbox.py)."""
+filters (tests/support/sandbox.py)."""
 
 from __future__ import annotations
 
@@ -34,9 +34,9 @@ DONE_BY_THE_TEST = ("git clone ", "make setup")  # /opt/handwatch is this checko
 PY = sys.executable
 
 
-def readme_block(heading: str, n: int) -> list[str]:
-    """The n-th ```sh block after `heading` in the README, one command per line, comments dropped."""
-    text = (REPO / "README.md").read_text()
+def install_block(heading: str, n: int) -> list[str]:
+    """The n-th ```sh block after `heading` in docs/install.md, one command per line, comments dropped."""
+    text = (REPO / "docs" / "install.md").read_text()
     section = text[text.index(heading) :]
     blocks = re.findall(r"```sh\n(.*?)```", section, re.S)
     lines = []
@@ -151,8 +151,8 @@ def play(
     return out
 
 
-def test_the_readme_installs_the_system_service(ns, reading_model, tmp_path):
-    lines = readme_block("## Run it as a service", 0)
+def test_the_documented_steps_install_the_system_service(ns, reading_model, tmp_path):
+    lines = install_block("## Run it as a service", 0)
     skipped = [x for x in lines if x.startswith(NEEDS_SYSTEMD + DONE_BY_THE_TEST) or " && systemctl " in x]
     assert skipped == [
         "git clone <this repo> /opt/handwatch",
@@ -162,7 +162,7 @@ def test_the_readme_installs_the_system_service(ns, reading_model, tmp_path):
         "journalctl -u handwatch -f",
         "systemctl reload handwatch",
     ]
-    # The world before the README: a sync tool's user who owns the synced folders.
+    # The world before the install steps: a sync tool's user who owns the synced folders.
     ns.run("useradd --create-home syncthing")
     ns.run(
         "mkdir -p /srv/sync/Camera /srv/sync/Scans/Recipes /srv/sync/Scans/Letters /srv/sync/Scans/Printed "
@@ -196,7 +196,7 @@ def test_the_readme_installs_the_system_service(ns, reading_model, tmp_path):
         f"umask 0077; export STATE_DIRECTORY=/var/lib/handwatch CONFIGURATION_DIRECTORY=/etc/handwatch "
         f"NOTIFY_SOCKET={listener.address} WATCHDOG_USEC=2000000; "
         f"exec setpriv --reuid=handwatch --regid=handwatch --init-groups "
-        f"{PY} /opt/handwatch/tests/sandbox.py {unit} /opt/handwatch/.venv/bin/handwatch run"
+        f"{PY} /opt/handwatch/tests/support/sandbox.py {unit} /opt/handwatch/.venv/bin/handwatch run"
     )
     service = subprocess.Popen(ns.argv(start), stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
     try:
@@ -240,8 +240,8 @@ def test_the_readme_installs_the_system_service(ns, reading_model, tmp_path):
         listener.close()
 
 
-def test_the_readme_installs_the_user_service(ns, reading_model):
-    lines = readme_block("## Run it as a service", 1)
+def test_the_documented_steps_install_the_user_service(ns, reading_model):
+    lines = install_block("## Run it as a service", 1)
     ns.run("useradd --create-home --shell /bin/bash alice")
     uid = ns.run("id -u alice").stdout.decode().strip()
     ns.run(
