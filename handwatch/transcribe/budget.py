@@ -29,7 +29,7 @@ class Family:
     fixed: int | None = None
 
 
-# The image encoders handwatch's prompts are written for (README: Profiles), and a few more.
+# The image encoders handwatch's prompts are written for (docs/profiles.md), and a few more.
 FAMILIES = (
     Family("Qwen3-VL", r"qwen-?3[-_.]?(vl|omni)", px=32),
     Family("Qwen2.5-VL", r"qwen-?2(\.5)?[-_.]?vl|qwen25vl|qwen2vl", px=28),

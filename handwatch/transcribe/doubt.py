@@ -235,7 +235,7 @@ class Thresholds:
     words: int  # a page with this many uncertain words (or `[illegible]` markers) or more needs review
 
 
-# Chosen with bench/doubt.py (the README has its tables): the word threshold with the best F1 of marked
+# Chosen with bench/doubt.py (docs/develop/benchmarks.md has its tables): the word threshold with the best F1 of marked
 # against wrong words, the page rule with the best F2 (missing a page with errors costs more than
 # flagging one without). Tesseract's word confidences and a VLM's token probabilities are different
 # scales, so each engine has its own. The VLM's rest on a stated model of a VLM's errors, not on a

@@ -1,5 +1,5 @@
 """The fault suite's report: each case says what it did; the run ends with a table of case and result
-(copied into the README's "Reliability" section)."""
+(copied into the "Reliability" section of docs/markdown.md)."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def pytest_runtest_makereport(item, call):
 def pytest_terminal_summary(terminalreporter):
     if not _RESULTS:
         return
-    terminalreporter.section("fault suite (README: Reliability)")
+    terminalreporter.section("fault suite (docs/markdown.md: Reliability)")
     terminalreporter.write_line("| case | result |")
     terminalreporter.write_line("| --- | --- |")
     for report, result in _RESULTS.values():
