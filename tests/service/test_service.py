@@ -23,7 +23,7 @@ from tests.support.paths import REPO, cli_env
 SYSTEM_UNIT = REPO / "systemd" / "handwatch.service"
 USER_UNIT = REPO / "systemd" / "handwatch-user.service"
 PROGRAM = Path(sys.executable).parent / "handwatch"  # this installation's entry point (the venv's script)
-SANDBOX = [sys.executable, str(REPO / "tests" / "sandbox.py"), str(SYSTEM_UNIT)]
+SANDBOX = [sys.executable, str(REPO / "tests" / "support" / "sandbox.py"), str(SYSTEM_UNIT)]
 
 
 def analyze(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -39,7 +39,7 @@ def exposure(res: subprocess.CompletedProcess) -> float:
 
 
 def installed(unit_dir: Path) -> Path:
-    """The system unit as installed here: /opt/handwatch is where the README clones to; the test's copy
+    """The system unit as installed here: /opt/handwatch is where docs/install.md clones to; the test's copy
     names this checkout's program instead (nothing else in the unit changes)."""
     unit_dir.mkdir(parents=True, exist_ok=True)
     text = SYSTEM_UNIT.read_text()
@@ -206,7 +206,7 @@ def test_handwatch_unit_lifts_the_address_allow_list_for_a_remote_endpoint(tmp_p
 
 
 def test_the_sandbox_really_refuses_what_the_unit_forbids():
-    """The control for the tests below: under tests/sandbox.py, writable-and-executable memory, a netlink
+    """The control for the tests below: under tests/support/sandbox.py, writable-and-executable memory, a netlink
     socket and chown fail, and ordinary memory and IP sockets work."""
     probe = """
 import errno, mmap, os, socket

@@ -22,7 +22,7 @@ from tests.support.paths import cli_env
 
 class DaemonProc:
     def __init__(self, cfg: Path, log: Path, env: dict | None = None, prefix: tuple[str, ...] | list[str] = ()):
-        """`prefix`: a command that runs the daemon (tests/sandbox.py and its unit file, say)."""
+        """`prefix`: a command that runs the daemon (tests/support/sandbox.py and its unit file, say)."""
         self.cfg, self.log_path = cfg, log
         self.proc = subprocess.Popen(
             [*prefix, sys.executable, "-m", "handwatch", "-c", str(cfg), "run"],

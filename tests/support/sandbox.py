@@ -12,7 +12,7 @@ the service:
 - NoNewPrivileges=yes (libseccomp sets it when loading a filter).
 The settings are read from the unit file, so the test follows the unit.
 
-Usage: python tests/sandbox.py UNIT-FILE PROGRAM [ARG...]"""
+Usage: python tests/support/sandbox.py UNIT-FILE PROGRAM [ARG...]"""
 
 from __future__ import annotations
 
