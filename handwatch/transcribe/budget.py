@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
-from handwatch.config.schema import Preprocess
+from handwatch.config.preprocess import Preprocess
 from handwatch.prepare.pixels import PATCH
 
 TEMPLATE_TOKENS = 40  # chat template, role markers and the image's start/end tokens, roughly

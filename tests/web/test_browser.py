@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from handwatch.publish import markdown as frontmatter
+from handwatch.publish import markdown
 from handwatch.store.state import Ledger, StateDB
 from tests.support.paths import REPO
 from tests.support.webworld import make_world, serve
@@ -96,7 +96,7 @@ def test_review_a_flagged_file_in_a_real_browser(tmp_path, fake_openai, browser_
         assert page.locator("#message").inner_text().startswith("Saved.")
         assert page.locator("mark.doubt").all_inner_texts() == ["suger"]
         text = md.read_text()
-        assert "- 2 pods of cardamom, crushed" in text and frontmatter.fields(text)["needs_review"] is True
+        assert "- 2 pods of cardamom, crushed" in text and markdown.fields(text)["needs_review"] is True
 
         # accept with the keyboard: back to the list, where it is gone
         page.locator("h1").click()  # focus out of the editor, as a person clicking elsewhere
@@ -105,7 +105,7 @@ def test_review_a_flagged_file_in_a_real_browser(tmp_path, fake_openai, browser_
         names = page.locator("#items tr.item td:nth-child(2)").all_inner_texts()
         assert names == ["later.jpg", "broken.jpg"]
 
-        fields = frontmatter.fields(md.read_text())
+        fields = markdown.fields(md.read_text())
         assert fields["needs_review"] is False and fields["reviewed"]
         assert "cardamom" in md.read_text() and "==suger==" in md.read_text()
         db = StateDB(world.cfg.state_dir)
