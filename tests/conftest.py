@@ -47,3 +47,22 @@ def run_cli():
         )
 
     return run
+
+
+@pytest.fixture
+def inbox(tmp_path):
+    """An empty folder to watch or scan."""
+    d = tmp_path / "inbox"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def server():
+    """The scripted server answering each page with the text its identity stands for (tests/support/daemon.py)."""
+    from tests.support.daemon import text_for
+
+    s = FakeOpenAI().start()
+    s.default = text_for
+    yield s
+    s.stop()

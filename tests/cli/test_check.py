@@ -31,13 +31,6 @@ def dead_url() -> str:
     return url
 
 
-@pytest.fixture
-def inbox(tmp_path):
-    d = tmp_path / "inbox"
-    d.mkdir()
-    return d
-
-
 def findings(cfg_path: Path) -> list[check.Finding]:
     return list(check.run(loader.load(cfg_path)))
 

@@ -10,21 +10,12 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from handwatch import __version__
 from handwatch.cli.parser import build as build_parser
 from handwatch.store.state import StateDB
 from tests.support.daemon import DaemonProc, id_png, ident_of, markdowns
 from tests.support.fakeopenai import wait_for
 from tests.support.paths import cli_env
-
-
-@pytest.fixture
-def inbox(tmp_path):
-    d = tmp_path / "inbox"
-    d.mkdir()
-    return d
 
 
 def test_status_says_whether_a_daemon_runs_and_which(tmp_path, inbox, fake_openai, write_config, run_cli):

@@ -18,18 +18,10 @@ import time
 from pathlib import Path
 
 import pyte
-import pytest
 
 from tests.support.daemon import id_png, ident_of, markdowns
 from tests.support.fakeopenai import wait_for
 from tests.support.paths import cli_env
-
-
-@pytest.fixture
-def inbox(tmp_path):
-    d = tmp_path / "inbox"
-    d.mkdir()
-    return d
 
 
 def test_scan_right_after_a_copy_waits_for_the_files_to_settle(inbox, fake_openai, write_config, run_cli):

@@ -29,23 +29,8 @@ from tests.support.daemon import (
     text_for,
     text_of,
 )
-from tests.support.fakeopenai import FakeOpenAI, wait_for
+from tests.support.fakeopenai import wait_for
 from tests.support.paths import cli_env
-
-
-@pytest.fixture
-def inbox(tmp_path):
-    d = tmp_path / "inbox"
-    d.mkdir()
-    return d
-
-
-@pytest.fixture
-def server():
-    s = FakeOpenAI().start()
-    s.default = text_for
-    yield s
-    s.stop()
 
 
 @pytest.fixture

@@ -35,21 +35,6 @@ from tests.support.paths import cli_env
 
 
 @pytest.fixture
-def inbox(tmp_path):
-    d = tmp_path / "inbox"
-    d.mkdir()
-    return d
-
-
-@pytest.fixture
-def server():
-    s = FakeOpenAI().start()
-    s.default = text_for
-    yield s
-    s.stop()
-
-
-@pytest.fixture
 def config(tmp_path, inbox, server):
     def write(folder: dict | None = None, **top) -> Path:
         data = {

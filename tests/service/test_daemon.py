@@ -15,13 +15,6 @@ from tests.support.fakeopenai import FakeOpenAI, free_port, wait_for
 
 
 @pytest.fixture
-def inbox(tmp_path):
-    d = tmp_path / "inbox"
-    d.mkdir()
-    return d
-
-
-@pytest.fixture
 def start(tmp_path, write_config):
     procs: list[DaemonProc] = []
 
