@@ -35,7 +35,7 @@ MAX_SAID = 100_000
 
 
 def markdown(name: str) -> bool:
-    """Outputs always end in .md (config.py), and no input does: a walk need not look at them."""
+    """Outputs always end in .md (config/schema.py), and no input does: a walk need not look at them."""
     return name.endswith(".md")
 
 

@@ -122,7 +122,7 @@ def body(text: str) -> str:
 
 
 def with_body(text: str, new_body: str) -> str:
-    """The same front matter over a new body, as `output.render` lays it out. A browser's textarea sends CRLF."""
+    """The same front matter over a new body, as `render` above lays it out. A browser's textarea sends CRLF."""
     block, _ = split(text)
     clean = new_body.replace("\r\n", "\n").replace("\r", "\n").strip("\n")
     return (block + "\n" if block else "") + clean + "\n"

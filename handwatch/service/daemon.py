@@ -4,7 +4,7 @@ Threads and what each may block on:
 - main: signals and systemd notifications only. It never touches a file, the database or the log, so
   a hung share, a huge file, a locked database or a stuck journal can never stop the watchdog pings by
   accident — only on purpose, when `_unhealthy()` says work cannot progress.
-- intake (+ hashers): events, settling, rule files, hashing, enqueueing (intake.py).
+- intake (+ hashers): events, settling, rule files, hashing, enqueueing (intake/feed.py).
 - rescan: walks the folders at start, every `rescan_s`, and after an inotify overflow.
 - monitor: applies a reloaded configuration to the watchers and the pool, keeps folders watched,
   replaces dead workers (workpool.py), computes the status line.

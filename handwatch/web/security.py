@@ -86,7 +86,7 @@ def password_for(web: Web, source: str) -> Password | None:
     if web.password_hash:
         return Password(stored_hash=web.password_hash)
     host, _ = web.address()
-    if not is_loopback(host):  # config.py refuses this too; a second lock on the same door
+    if not is_loopback(host):  # config/web.py refuses this too; a second lock on the same door
         raise ConfigError(source, [f"web.listen: {host} is not loopback and no password is set"])
     return None
 
