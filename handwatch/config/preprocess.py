@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from handwatch.config.base import Frozen
 
 
 def doc_of(model: type[BaseModel], key: str) -> str:
@@ -16,7 +14,7 @@ def doc_of(model: type[BaseModel], key: str) -> str:
     return model.model_fields[key].description or ""
 
 
-class Preprocess(_Frozen):
+class Preprocess(Frozen):
     """Image clean-up options (rule key `preprocess`); each maps to one pure function in prepare/preprocess.py."""
 
     max_side: Annotated[int, Field(ge=64, le=10000)] | None = Field(
@@ -57,7 +55,7 @@ class Preprocess(_Frozen):
     )
 
 
-class PreprocessOverride(_Frozen):
+class PreprocessOverride(Frozen):
     """The same keys as `Preprocess`, each optional, so rule files can change one and inherit the rest."""
 
     max_side: Annotated[int, Field(ge=64, le=10000)] | None = Field(default=None, description=doc_of(Preprocess, "max_side"))

@@ -91,6 +91,11 @@ def _bounds(metadata: Iterable[Any], counted: str | None) -> str:
     return f", {text}" + (f" {counted}" if counted else "")
 
 
+def _counted(tp: Any) -> str | None:
+    """What a length bound on a value of this type counts."""
+    return "characters" if tp is str else "items" if get_origin(tp) in (list, tuple) else None
+
+
 def _choices(tp: Any) -> list[str]:
     """The alternatives a value may take, in words; `None` is left out (a key left out is unset)."""
     origin = get_origin(tp)
@@ -98,8 +103,7 @@ def _choices(tp: Any) -> list[str]:
         return []
     if origin is Annotated:
         inner, *meta = get_args(tp)
-        counted = "characters" if inner is str else "items" if get_origin(inner) in (list, tuple) else None
-        return [_or(_choices(inner)) + _bounds(meta, counted)]
+        return [_or(_choices(inner)) + _bounds(meta, _counted(inner))]
     if origin in (Union, types.UnionType):
         return [c for arg in get_args(tp) for c in _choices(arg)]
     if origin is Literal:
@@ -122,9 +126,7 @@ def _choices(tp: Any) -> list[str]:
 
 def type_text(field: FieldInfo) -> str:
     """A field's type as a person reads it: `integer, 64 to 10000`; `` `true`, `false` or `auto` ``."""
-    text = _or(_choices(field.annotation))
-    counted = "characters" if field.annotation is str else "items" if get_origin(field.annotation) in (list, tuple) else None
-    return text + _bounds(field.metadata, counted)
+    return _or(_choices(field.annotation)) + _bounds(field.metadata, _counted(field.annotation))
 
 
 def _yaml(value: Any) -> str:

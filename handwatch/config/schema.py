@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
+from handwatch.config.base import Frozen
 from handwatch.config.preprocess import Preprocess, PreprocessOverride, doc_of
 from handwatch.config.web import Notify, Web
 
@@ -21,10 +22,6 @@ SEARCH_PATHS = ("~/.config/handwatch/config.yaml", "/etc/handwatch/config.yaml")
 RULE_FILE = ".handwatch.yaml"
 LANG_RE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
 OUTPUT_FIELDS = {"stem", "ext", "name"}
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def expand_path(value: str | os.PathLike, base: Path | None = None) -> Path:
@@ -35,7 +32,7 @@ def expand_path(value: str | os.PathLike, base: Path | None = None) -> Path:
     return Path(os.path.normpath(p))
 
 
-class MoveAfter(_Frozen):
+class MoveAfter(Frozen):
     """`after: {move: DIR}`: DIR is a plain sub-folder of the folder whose rule names it (the watched
     folder for `defaults` and folder entries, the rule file's own folder for a `.handwatch.yaml`).
     Never absolute, never `..`, and never expanded: a rule file must not reach outside its tree."""
@@ -55,7 +52,7 @@ class MoveAfter(_Frozen):
         return v
 
 
-class RuleOverride(_Frozen):
+class RuleOverride(Frozen):
     """Rule keys as written in `defaults`, a folder entry or a `.handwatch.yaml`: any may be left out."""
 
     profile: Literal["notes", "recipe", "multilingual"] | None = Field(
@@ -174,7 +171,7 @@ class RuleFileOverride(RuleOverride):
         )
 
 
-class Rule(_Frozen):
+class Rule(Frozen):
     """The effective rule for one file: every key resolved (built-ins ◀ defaults ◀ folder ◀ rule files)."""
 
     profile: Literal["notes", "recipe", "multilingual"] = Field(default="notes", description=doc_of(RuleOverride, "profile"))
@@ -212,7 +209,7 @@ class Rule(_Frozen):
         return repr(self.model_dump(include=set(keys)))
 
 
-class Endpoint(_Frozen):
+class Endpoint(Frozen):
     """One OpenAI-compatible server (an entry of `endpoints`): LM Studio, vLLM, Ollama or llama.cpp's server."""
 
     url: str = Field(
@@ -368,7 +365,7 @@ class Folder(RuleOverride):
     )
 
 
-class Config(_Frozen):
+class Config(Frozen):
     state_dir: Path = Field(
         default=Path("~/.local/state/handwatch"),
         description="Where the SQLite state database lives (job queue, what was written, endpoint health). Left out: "

@@ -7,12 +7,9 @@ import re
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+from handwatch.config.base import Frozen
 
 PASSWORD_HASH_RE = re.compile(r"^scrypt\$\d+\$\d+\$\d+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+$")
 DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h)?\s*$")
@@ -37,7 +34,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class Web(_Frozen):
+class Web(Frozen):
     """The review page. Without a password it may listen on loopback only."""
 
     password_hash: str | None = Field(
@@ -100,7 +97,7 @@ class Web(_Frozen):
 NOTIFY_EVENTS = ("needs_review", "failed", "endpoint_down")
 
 
-class Notify(_Frozen):
+class Notify(Frozen):
     """Push notifications through apprise: batched, at most one message per `every`."""
 
     urls: Annotated[list[str], Field(min_length=1)] = Field(
