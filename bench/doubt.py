@@ -23,8 +23,9 @@ from dataclasses import dataclass
 
 from bench import gen
 from bench.legibility import PAGES
+from handwatch.config.endpoint import Endpoint
 from handwatch.config.preprocess import Preprocess
-from handwatch.config.schema import Endpoint, Rule
+from handwatch.config.schema import Rule
 from handwatch.prepare import preprocess
 from handwatch.transcribe import doubt
 

@@ -16,8 +16,9 @@ import annotated_types as at
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
+from handwatch.config.endpoint import Endpoint
 from handwatch.config.preprocess import Preprocess, PreprocessOverride
-from handwatch.config.schema import RULE_FILE, Config, Endpoint, Folder, MoveAfter, Rule, RuleFileOverride, RuleOverride
+from handwatch.config.schema import RULE_FILE, Config, Folder, MoveAfter, Rule, RuleFileOverride, RuleOverride
 from handwatch.config.web import Notify, Web
 
 COMMAND = "python -m handwatch.config.reference > docs/reference/config-keys.md"

@@ -13,7 +13,8 @@ import openai
 from PIL import Image
 
 from handwatch import log, metrics
-from handwatch.config.schema import Endpoint, Rule
+from handwatch.config.endpoint import Endpoint
+from handwatch.config.schema import Rule
 from handwatch.errors import ConfigError, EngineResponseError, EngineUnavailable
 from handwatch.prepare.pixels import fit
 from handwatch.prepare.preprocess import encode_jpeg, probe_image

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from handwatch.cli.redo import Models, plan
-from handwatch.config import loader, schema
+from handwatch.config import endpoint, loader, schema
 from handwatch.publish import provenance
 from handwatch.store.state import StateDB
 from tests.support.fakeopenai import tokens
@@ -177,7 +177,7 @@ def test_transcriptions_from_before_provenance_are_counted_not_guessed(setup, ru
 
 def test_fingerprint_parts_name_what_changed():
     rule = schema.Rule()
-    cfg = schema.Config(endpoints=[schema.Endpoint(url="http://127.0.0.1:1/v1")])
+    cfg = schema.Config(endpoints=[endpoint.Endpoint(url="http://127.0.0.1:1/v1")])
     base = provenance.parts(rule, cfg)
     for change, said in [
         ({"profile": "recipe"}, ["prompt changed", "rule changed"]),

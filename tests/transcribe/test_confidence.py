@@ -7,7 +7,8 @@ import json
 import pytest
 from PIL import Image
 
-from handwatch.config.schema import Endpoint, Rule
+from handwatch.config.endpoint import Endpoint
+from handwatch.config.schema import Rule
 from handwatch.errors import ConfigError
 from handwatch.transcribe.tesseract import TesseractEngine
 from handwatch.transcribe.vlm import VLMEngine

@@ -9,7 +9,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from handwatch.config.schema import Endpoint, Rule
+from handwatch.config.endpoint import Endpoint
+from handwatch.config.schema import Rule
 from handwatch.transcribe.profiles import STRICT_SUFFIX
 from handwatch.transcribe.vlm import VLMEngine
 from tests.support.fakeopenai import FakeOpenAI, free_port, wait_for

@@ -3,7 +3,8 @@
 import pytest
 from PIL import Image
 
-from handwatch.config.schema import Endpoint, Rule
+from handwatch.config.endpoint import Endpoint
+from handwatch.config.schema import Rule
 from handwatch.errors import ConfigError, EngineUnavailable
 from handwatch.transcribe.vlm import EndpointClient, VLMEngine
 from tests.support.pages import draw_page
