@@ -84,3 +84,13 @@ class OutputConflict(HandwatchError):
     """The Markdown target exists and is not ours to overwrite (a person wrote or edited it)."""
 
     exit_code = EX_SOMEFAILED
+
+
+class NotADocument(Exception):
+    """The file is judged not a document (a photo, a blank frame) where the rule says documents only: it is
+    recorded as skipped with this reason, gets no Markdown, and is not looked at again until it changes.
+    Not a HandwatchError: nothing failed, and `once` exits 0."""
+
+    def __init__(self, kind: str, reason: str):
+        self.kind = kind  # photo | blank
+        super().__init__(reason)

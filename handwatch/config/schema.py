@@ -19,7 +19,7 @@ from handwatch.config.web import Notify, Web
 SEARCH_PATHS = ("~/.config/handwatch/config.yaml", "/etc/handwatch/config.yaml")
 RULE_FILE = ".handwatch.yaml"
 LANG_RE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
-OUTPUT_FIELDS = {"stem", "ext", "name"}
+OUTPUT_FIELDS = {"stem", "ext", "name", "kind"}
 
 
 def expand_path(value: str | os.PathLike, base: Path | None = None) -> Path:
@@ -53,10 +53,17 @@ class MoveAfter(Frozen):
 class RuleOverride(Frozen):
     """Rule keys as written in `defaults`, a folder entry or a `.handwatch.yaml`: any may be left out."""
 
-    profile: Literal["notes", "recipe", "multilingual"] | None = Field(
+    profile: Literal["notes", "recipe", "multilingual", "auto"] | None = Field(
         default=None,
         description="What kind of document lives here, which decides the prompt: `notes` (a verbatim transcription), `recipe` "
-        "(title, ingredients, steps; JSON where the endpoint can) or `multilingual` (each word kept in its language).",
+        "(title, ingredients, steps; JSON where the endpoint can), `multilingual` (each word kept in its language) or `auto` "
+        "(chosen from each page's kind: a recipe → `recipe`, a letter in a language other than the first of `languages` → "
+        "`multilingual`, anything else → `notes`).",
+    )
+    documents_only: bool | Literal["auto"] | None = Field(
+        default=None,
+        description="Skip what is not a document (a holiday photo, a blank frame): no Markdown, a reason in `status`. `auto` "
+        "is on for camera photos (JPEG, HEIC, WebP) and off for scans and PDFs.",
     )
     languages: Annotated[list[str], Field(min_length=1)] | None = Field(
         default=None, description="ISO 639 codes like `[de, en]`: a hint for the model, and the languages Tesseract reads."
@@ -79,8 +86,9 @@ class RuleOverride(Frozen):
     )
     output: str | None = Field(
         default=None,
-        description="The Markdown's path beside the original, ending in `.md`, with the placeholders `{stem}`, `{ext}` and "
-        "`{name}` (the original's name); it must contain `{stem}` or `{name}` and stay inside the watched folder.",
+        description="The Markdown's path beside the original, ending in `.md`, with the placeholders `{stem}`, `{ext}`, "
+        "`{name}` (the original's name) and `{kind}` (the page's kind, `unknown` when it was not classified); it must "
+        "contain `{stem}` or `{name}` and stay inside the watched folder.",
     )
     recursive: bool | None = Field(default=None, description="Watch the folder's sub-folders too.")
     poll: bool | Literal["auto"] | None = Field(
@@ -149,7 +157,7 @@ class RuleOverride(Frozen):
         fields = set(re.findall(r"{([^{}]*)}", v))
         unknown = fields - OUTPUT_FIELDS
         if unknown:
-            raise ValueError(f"unknown placeholder(s) {sorted(unknown)}; use {{stem}}, {{ext}}, {{name}}")
+            raise ValueError(f"unknown placeholder(s) {sorted(unknown)}; use {{stem}}, {{ext}}, {{name}}, {{kind}}")
         if "stem" not in fields and "name" not in fields:
             raise ValueError("must contain {stem} or {name}, or every file would write the same Markdown")
         if not v.endswith(".md") or v.startswith("/") or ".." in Path(v).parts:
@@ -172,7 +180,10 @@ class RuleFileOverride(RuleOverride):
 class Rule(Frozen):
     """The effective rule for one file: every key resolved (built-ins ◀ defaults ◀ folder ◀ rule files)."""
 
-    profile: Literal["notes", "recipe", "multilingual"] = Field(default="notes", description=doc_of(RuleOverride, "profile"))
+    profile: Literal["notes", "recipe", "multilingual", "auto"] = Field(
+        default="notes", description=doc_of(RuleOverride, "profile")
+    )
+    documents_only: bool | Literal["auto"] = Field(default="auto", description=doc_of(RuleOverride, "documents_only"))
     languages: tuple[str, ...] = Field(default=("en",), description=doc_of(RuleOverride, "languages"))
     translate_to: str | None = Field(default=None, description=doc_of(RuleOverride, "translate_to"))
     prompt: str | None = Field(default=None, description=doc_of(RuleOverride, "prompt"))

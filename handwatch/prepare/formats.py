@@ -11,6 +11,7 @@ EXTENSIONS = {
     ".jpg": "jpeg",
     ".jpeg": "jpeg",
     ".jpe": "jpeg",
+    ".mpo": "jpeg",  # a stereo camera's (Nintendo 3DS, Fujifilm W3) JPEG with a second frame: the first is read
     ".png": "png",
     ".webp": "webp",
     ".tif": "tiff",

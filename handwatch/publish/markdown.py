@@ -34,6 +34,7 @@ class Document:
     marks: tuple = ()  # per page, the (start, end) spans of uncertain words to highlight; () marks nothing
     endpoint: str | None = None  # provenance: the endpoint's name (never its key)
     fingerprint: str | None = None  # provenance: prompt + preprocessing + rule, short
+    kind: str | None = None  # what the model said the page is (note, recipe, letter …), when it was asked
 
 
 # Strings a YAML 1.2 reader (Obsidian's, Dataview's) would take for a number, though PyYAML's 1.1 rules
@@ -67,6 +68,7 @@ def front_matter(doc: Document) -> str:
         ("model", _scalar(doc.model)),
         ("transcribed", stamp),
         ("handwatch", __version__),
+        *((("kind", _scalar(doc.kind)),) if doc.kind else ()),
         ("needs_review", "true" if doc.needs_review else "false"),
         ("review_reasons", _scalar(list(doc.review_reasons))),
     ]

@@ -13,16 +13,17 @@ from handwatch.errors import InputError, OutputConflict
 from handwatch.publish.markdown import printable_name
 from handwatch.store.state import Ledger, NameTaken
 
+UNKNOWN_KIND = "unknown"  # `{kind}` of a file whose kind was not asked (Tesseract) or not understood
 MAX_NUMBERED = 99  # scan-2.md … scan-99.md: a scanner that reuses one name with `after: move`
 
 
-def candidate_names(source: Path, template: str) -> list[Path]:
+def candidate_names(source: Path, template: str, kind: str | None = None) -> list[Path]:
     """The names this original's Markdown may take, in order: the configured one, the clash
     alternative `{stem}.{ext}.md`, then `{stem}-2.md`, `{stem}-3.md` … for a name reused again and
     again. Each lies below the original's folder: a name whose parts would climb (`..` as a stem
     in `{stem}/x.md`) is refused rather than followed."""
     stem, ext = source.stem, source.suffix.lstrip(".")
-    rel = template.format(stem=stem, ext=ext, name=source.name)
+    rel = template.format(stem=stem, ext=ext, name=source.name, kind=kind or UNKNOWN_KIND)
     parts = rel.split("/")
     if rel.startswith("/") or any(p in ("", ".", "..") for p in parts) or not parts[-1].endswith(".md"):
         raise InputError(
@@ -36,11 +37,11 @@ def candidate_names(source: Path, template: str) -> list[Path]:
     return list(dict.fromkeys(names))
 
 
-def claim_target(source: Path, source_sha: str, template: str, ledger: Ledger) -> Path:
+def claim_target(source: Path, source_sha: str, template: str, ledger: Ledger, kind: str | None = None) -> Path:
     """Choose the Markdown name and claim it in the ledger in one transaction, so two originals with
     one stem finishing at the same moment can never both take `{stem}.md`."""
     try:
-        return ledger.claim(source, source_sha, candidate_names(source, template), os.path.lexists)
+        return ledger.claim(source, source_sha, candidate_names(source, template, kind), os.path.lexists)
     except NameTaken as e:
         raise OutputConflict(str(e)) from None
 
@@ -192,6 +193,21 @@ def _write_at(dfd: int, target: Path, data: bytes, ledger: Ledger, source: Path,
         raise
     ledger.commit(target, new_sha)
     return target
+
+
+def retract(target: Path, source: Path, ledger: Ledger, root: Path) -> None:
+    """Remove a Markdown handwatch wrote for `source` and nobody edited since (its original is now judged not
+    a document). Checked and removed under the ledger's turn, through the folder's descriptor, never through
+    a link: a person's save cannot slip in between. Raises OutputConflict (left untouched) otherwise."""
+    with safefs.folder(root, target.parent, create=False) as dfd, ledger.replacing():
+        try:
+            _check_ours(dfd, target, ledger, source)
+        except FileNotFoundError:
+            ledger.forget(target)
+            return
+        os.unlink(target.name, dir_fd=dfd)
+        ledger.forget(target)
+        safefs.fsync_dir(dfd)
 
 
 def remove_stale_temps(root: Path) -> int:
