@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -52,6 +52,21 @@ class PageRef:
             else:
                 image = decode.page(self.path, self.kind, self.number, self.max_side, self.max_megapixels)
         return Page(image, self.number, self.photo, tuple(said))
+
+    def preview(self, max_side: int, least: int, exif_least: int | None = None) -> Page:
+        """The page small and cheap, for a look at what it is: a HEIC's own thumbnail when it has one at least
+        `least` px long; with `exif_least`, a JPEG's EXIF thumbnail at least that long; else the page decoded
+        at `max_side` (a JPEG's DCT scaling makes that a fraction of a full decode)."""
+        if self.number == 1 and (self.kind == "heif" or (self.kind == "jpeg" and exif_least)):
+            st = os.stat(self.path)
+            with _reasons(self.path, st, self.kind, self.number) as said:
+                if self.kind == "heif":
+                    arr = decode.heif_look(self.path, max_side, least, self.max_megapixels)
+                else:
+                    arr = decode.exif_thumbnail(self.path, exif_least or least)
+            if arr is not None:
+                return Page(arr, self.number, self.photo, tuple(said))
+        return replace(self, max_side=max_side).load()
 
 
 class _reasons:
