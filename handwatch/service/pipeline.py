@@ -2,14 +2,16 @@
 
 1. rule     which rule applies (defaults ◀ folder ◀ rule files; a person's retry on top)   config.rules
 2. pages    the file's pages, opened lazily (format, pixel and page limits)               prepare.inputs
-3. prepare  decode, straighten, even the light, size for the model                       prepare.preprocess
-4. check    is anything on the page? a blank page is never sent to a model                transcribe.doubt
-5. engine   the model (or Tesseract) reads each page                                      transcribe.engine
-6. doubt    which words and pages to doubt, under the rule's thresholds                   transcribe.doubt
-7. publish  one call: claim the name, write the Markdown, move the original, index, record  publish.publisher
+3. gate     a document? what kind? a local look at a preview, then one small request       transcribe.gate
+4. prepare  decode, straighten, even the light, size for the model                       prepare.preprocess
+5. check    is anything on the page? a page the ink measure calls blank is asked about     transcribe.doubt
+6. engine   the model (or Tesseract) reads each page                                      transcribe.engine
+7. doubt    which words and pages to doubt, under the rule's thresholds                   transcribe.doubt
+8. publish  one call: claim the name, write the Markdown, move the original, index, record  publish.publisher
 
-Stages 1-5 are `transcribe` (slow: the text of the same bytes under the same rule is reused), 6-7 `publish`
-(quick, and run by the worker that records the job's outcome)."""
+Stages 1-6 are `transcribe` (slow: the text of the same bytes under the same rule is reused), 7-8 `publish`
+(quick, and run by the worker that records the job's outcome). A file the gate judges not a document, or
+whose every page is blank, raises NotADocument: the worker records it as skipped."""
 
 from __future__ import annotations
 
@@ -24,17 +26,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
+
 from handwatch import log, metrics, safefs
 from handwatch.config.rules import Resolved, RuleBook
 from handwatch.config.schema import Config, Rule, RuleOverride
-from handwatch.errors import ConfigError, InputError, NotReady
+from handwatch.errors import ConfigError, InputError, NotADocument, NotReady
 from handwatch.prepare import inputs, preprocess
+from handwatch.prepare.formats import EXTENSIONS
+from handwatch.prepare.pixels import fit_array, pixels, to_image
 from handwatch.publish import markdown, provenance
 from handwatch.publish.publisher import Publisher
 from handwatch.safefs import FileSig, file_sig
 from handwatch.service.prefetch import Flow
 from handwatch.store.state import Health, StateDB, TextCache
-from handwatch.transcribe import doubt
+from handwatch.transcribe import doubt, gate
 from handwatch.transcribe.engine import Engine, PageText
 
 
@@ -148,16 +154,23 @@ class Pipeline:
         before = before or FileSig.of(st)
         sha = sha or safefs.sha256_file(path)
         fingerprint = resolved.rule.fingerprint() + (f" endpoint={endpoint}" if endpoint else "")
-        fresh = (override or {}).get("fresh")
+        fresh, anyway = (override or {}).get("fresh"), bool((override or {}).get("anyway"))
         cached = None if fresh else self.texts.get(sha, fingerprint)
         reused, tokens = cached is not None, 0
+        if cached is not None and not cached.get("gated") and self._gating(path, resolved.rule, anyway):
+            # Text read before this file was checked (an earlier handwatch, or the kind not wanted then): the
+            # text stays, the check and the kind are made now.
+            kind = self._gate(path, resolved.rule, endpoint, decoding, anyway)
+            cached = {**cached, "gated": True, "kind": kind.kind or ""}
+            tokens = kind.tokens
+            self.texts.put(sha, fingerprint, cached)
         if cached is None:
             # The same bytes at two paths, taken by two workers at once: the second waits and reuses.
             with self._same_bytes(sha + fingerprint):
                 cached = None if fresh else self.texts.get(sha, fingerprint)
                 reused = cached is not None
                 if cached is None:
-                    cached = self._read(path, resolved.rule, endpoint, decoding)  # 2-5
+                    cached = self._read(path, resolved.rule, endpoint, decoding, anyway)  # 2-6
                     tokens = cached.pop("tokens", 0)  # what this run cost, not part of the text kept for reuse
                     if file_sig(path) != before:
                         raise NotReady("file changed while it was being transcribed")
@@ -180,25 +193,26 @@ class Pipeline:
                     del self._busy[key]
 
     def publish(self, t: Transcript) -> Outcome:
-        """The quick part: judge the doubt (6) and publish (7): claim, write, move the original, index, record."""
+        """The quick part: judge the doubt (7) and publish (8): claim, write, move the original, index, record."""
         rule, path = t.resolved.rule, t.path
-        parts = provenance.parts(rule, self.cfg)
-        doc = markdown.Document(  # 6. doubt: how far to trust the text, under the rule's current thresholds
+        parts = provenance.parts(rule, self.cfg) | ({provenance.GATE: "on"} if t.result.get("gated") else {})
+        doc = markdown.Document(  # 7. doubt: how far to trust the text, under the rule's current thresholds
             source=path,
             source_sha256=t.sha,
             pages=t.result["pages"],
-            profile=rule.profile,
+            profile=t.result.get("profile") or rule.profile,
             languages=tuple(rule.languages),
             engine=rule.engine,
             model=t.result["model"],
             transcribed=self.now(),
             extra=t.result.get("extra", {}),
             appendix=t.result.get("appendix", ""),
+            kind=t.result.get("kind") or None,
             **self._trust(t.result, rule, parts),
         )
         root = t.resolved.folder.path if t.resolved.folder else path.parent
         asked = t.result.get("asked_model", t.result["model"])
-        placed = self.publisher.publish(doc, rule.output, root, t.mode, t.resolved.move_to, parts, asked)  # 7. publish
+        placed = self.publisher.publish(doc, rule.output, root, t.mode, t.resolved.move_to, parts, asked)  # 8. publish
         self.log.info(
             "file.transcribed",
             path=str(path),
@@ -235,26 +249,41 @@ class Pipeline:
             "fingerprint": provenance.fingerprint(parts),
         }
 
-    def _read(self, path: Path, rule: Rule, endpoint: str | None, decoding: Callable[[], AbstractContextManager]) -> dict:
-        """Stages 2-5 for every page, side by side where the daemon gives a pool; then the pages joined."""
+    def _read(
+        self, path: Path, rule: Rule, endpoint: str | None, decoding: Callable[[], AbstractContextManager], anyway: bool = False
+    ) -> dict:
+        """Stages 2-6 for every page, side by side where the daemon gives a pool; then the pages joined."""
         engine = self.engines.get(rule.engine, endpoint)
         opts = preprocess.for_engine(rule.preprocess, rule.engine)
         with decoding():  # 2. pages
             refs = inputs.open_pages(
                 path, opts.max_side or preprocess.ENGINE_SIZES["vlm"][0], opts.max_input_megapixels, rule.max_pages
             )
+        gating = gate.applies(rule.documents_only, refs[0].photo) and not anyway
+        kind = self._look(refs[0], rule, engine, decoding, gating)  # 3. gate
+        asked = rule.profile
+        if rule.profile == "auto":
+            rule = rule.model_copy(update={"profile": gate.profile_for(kind.kind, kind.language, rule.languages)})
         encode = getattr(engine, "encode", None)  # a VLM sends JPEG: pages wait for a slot encoded
         flow = self.flow
+        # The person said "transcribe it", or the model already called this one-page file a document: no more questions.
+        said_document = anyway or (kind.kind is not None and not kind.skips and len(refs) == 1)
+        spent = [kind.tokens]
 
         def one(ref: inputs.PageRef) -> PageText:
             with flow.page():
-                image, ink = flow.run(lambda: self._prepare(ref, opts, rule, encode, decoding))  # 3. prepare
-                if ink.blank:  # 4. check: nothing to read, and a model asked anyway tends to invent a page
-                    return PageText("", "", ["blank page"])
+                image, ink = flow.run(lambda: self._prepare(ref, opts, rule, encode, decoding))  # 4. prepare
+                if ink.blank:  # 5. check: the ink measure alone never drops a page; the model (or Tesseract) agrees
+                    if not said_document and self._agrees_blank(image, engine, spent):
+                        return PageText("", "", [BLANK])
+                    if encode is not None:
+                        image = encode(image, rule)
                 with flow.encoded.held() if encode else flow.decoded.held():  # Tesseract reads the pixels
-                    result = engine.transcribe_page(image, rule)  # 5. engine
+                    result = engine.transcribe_page(image, rule)  # 6. engine
                 del image
             metrics.page_done(engine)
+            if ink.blank and engine.name != "vlm" and not result.words:
+                return PageText("", "", [BLANK])  # Tesseract found nothing on a page with no ink either
             result.review_reasons += doubt.page_reasons(result.text, ink, rule.languages, result.extra.get("detected_languages"))
             return result
 
@@ -262,7 +291,65 @@ class Pipeline:
             results = list(self.page_pool.map(one, refs))
         else:
             results = [one(r) for r in refs]
-        return _joined(results, rule, engine)
+        if not anyway and all(_is_blank(r) for r in results):
+            raise NotADocument("blank", "blank: every page is blank" if len(results) > 1 else "not a document (blank)")
+        if (
+            gating
+            and engine.name != "vlm"
+            and not gate.tesseract_found_text([r.words for r in results], [r.text for r in results])
+        ):
+            raise NotADocument("photo", "not a document (photo: Tesseract found no words on it)")
+        joined = _joined(results, rule, engine)
+        joined["tokens"] += sum(spent)
+        joined.update(gated=gating or kind.asked, kind=kind.kind or "", profile=rule.profile if asked == "auto" else "")
+        return joined
+
+    def _gating(self, path: Path, rule: Rule, anyway: bool) -> bool:
+        """Would the gate have anything to decide for this file (the check is on, or the kind is wanted)?"""
+        photo = EXTENSIONS.get(path.suffix.lower()) in inputs.PHOTO_FORMATS
+        return (gate.applies(rule.documents_only, photo) and not anyway) or (
+            rule.engine == "vlm" and gate.wants_kind(rule.profile, rule.output)
+        )
+
+    def _gate(
+        self, path: Path, rule: Rule, endpoint: str | None, decoding: Callable[[], AbstractContextManager], anyway: bool
+    ) -> gate.Kind:
+        """Stage 3 alone, for a file whose text is already known."""
+        engine = self.engines.get(rule.engine, endpoint)
+        with decoding():
+            refs = inputs.open_pages(path, gate.LOOK_SIDE, rule.preprocess.max_input_megapixels, rule.max_pages)
+        return self._look(refs[0], rule, engine, decoding, gate.applies(rule.documents_only, refs[0].photo) and not anyway)
+
+    def _look(
+        self, ref: inputs.PageRef, rule: Rule, engine: Engine, decoding: Callable[[], AbstractContextManager], gating: bool
+    ) -> gate.Kind:
+        """Stage 3: a document? what kind? The local look at the first page's preview may only skip an image
+        with nothing on it; anything else is the model's call (one small request). Raises NotADocument."""
+        wanted = engine.name == "vlm" and gate.wants_kind(rule.profile, rule.output)
+        if not gating and not wanted:
+            return gate.Kind(None, why="not asked")
+        with decoding(), self.flow.decoded.held():
+            # Whether it is a document at all shows on a camera's 160 px EXIF thumbnail; which kind needs more.
+            preview = ref.preview(gate.LOOK_SIDE, gate.LEAST_SIDE, None if wanted else gate.EXIF_LEAST).image
+        assert preview is not None
+        if gating and max(preview.shape[:2]) >= gate.LEAST_SIDE and gate.empty(preview):  # a 160 px one hides a "7"
+            raise NotADocument("blank", "not a document (blank: nothing on it)")
+        if engine.name != "vlm":
+            return gate.Kind(None, why="Tesseract decides after reading")
+        kind = gate.classify(engine, _thumbnail(preview))
+        if kind.kind is None:
+            self.log.info("kind.unreadable", path=str(ref.path), reason=kind.why)
+        elif gating and kind.skips:
+            raise NotADocument(kind.kind, f"not a document ({kind.kind})")
+        return replace(kind, asked=True)
+
+    def _agrees_blank(self, image, engine: Engine, spent: list[int]) -> bool:
+        """A page the ink measure calls blank: does the model agree? Tesseract is asked by reading it."""
+        if engine.name != "vlm":
+            return False
+        kind = gate.classify(engine, _thumbnail(image))
+        spent.append(kind.tokens)
+        return kind.kind == "blank"
 
     def _prepare(
         self, ref: inputs.PageRef, opts, rule: Rule, encode: Callable | None, decoding: Callable[[], AbstractContextManager]
@@ -310,6 +397,19 @@ def _joined(results: list[PageText], rule: Rule, engine: Engine) -> dict:
         "tokens": sum(r.tokens for r in results),
         "asked_model": next((r.asked_model for r in sent if r.asked_model), sent[0].model if sent else ""),
     }
+
+
+BLANK = "blank page"
+
+
+def _is_blank(r: PageText) -> bool:
+    return not r.model and not r.text and r.review_reasons == [BLANK]
+
+
+def _thumbnail(image) -> bytes:
+    """What the classification request sends: at most gate.THUMB_SIDE on the long side, as JPEG."""
+    arr = image if isinstance(image, np.ndarray) else pixels(image)
+    return preprocess.encode_jpeg(to_image(fit_array(arr, gate.THUMB_SIDE)), 85)
 
 
 def _stat(path: Path) -> os.stat_result | None:

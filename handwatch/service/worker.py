@@ -17,7 +17,7 @@ import structlog
 
 from handwatch import log, safefs
 from handwatch.config.schema import Config
-from handwatch.errors import ConfigError, EngineUnavailable, HandwatchError, NotReady
+from handwatch.errors import ConfigError, EngineUnavailable, HandwatchError, NotADocument, NotReady
 from handwatch.intake.candidates import Candidates
 from handwatch.intake.watch import WatchSpec
 from handwatch.safefs import file_sig
@@ -114,9 +114,11 @@ class Worker:
         gate: Gate | None = None,
         marks: DecodeMarks | None = None,
         on_done: Callable[[Job, Outcome], None] | None = None,
+        on_skipped: Callable[[Job, NotADocument], None] | None = None,
     ):
         self.queue, self.pipeline, self.candidates = queue, pipeline, candidates
         self.on_done = on_done  # `scan` counts reused texts and names the Markdown it wrote
+        self.on_skipped = on_skipped  # `scan` and `redo` say which files were not documents
         self.gate = gate or Gate()
         self.marks = marks
         self.log = log.get("worker")
@@ -151,6 +153,12 @@ class Worker:
                     self.queue.drop(job)  # moved by `after: move`: the moved file is not a new input
                 else:
                     self.queue.complete(job, outcome.output)
+        except NotADocument as e:
+            self.queue.skip(job, e.kind, str(e))
+            self.log.info("job.skipped", path=str(path), kind=e.kind, reason=str(e))
+            if self.on_skipped is not None:
+                self.on_skipped(job, e)
+            return "skipped"
         except Abandoned:
             self.log.info("job.abandoned", path=str(path), reason="the daemon is stopping; the job stays queued")
             return "abandoned"

@@ -13,7 +13,7 @@ from pathlib import Path
 from handwatch.safefs import FileSig
 from handwatch.store.state import StateDB, decode, encode
 
-PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
+PENDING, RUNNING, DONE, FAILED, SKIPPED = "pending", "running", "done", "failed", "skipped"
 LEASE_S = 6 * 3600  # a claimed job not completed in this long is taken to be orphaned and claimed again
 MAX_ATTEMPTS = 3  # claims of one job before it is failed: a file that kills its worker each time is not tried forever
 UNHASHED = "-"  # the sha256 of a parked file: it could not be read, so its content is unknown
@@ -30,6 +30,7 @@ class Job:
     attempts: int  # times the process died while decoding this file
     owner: str | None = None
     override: dict | None = None  # a person's retry with another profile or endpoint (see JobQueue.retry_with)
+    anyway: bool = False  # a person chose to have it transcribed whatever the document check says
 
 
 def this_owner() -> str:
@@ -66,7 +67,8 @@ class JobQueue:
             row["mtime_ns"],
             row["attempts"],
             row["owner"],
-            _override(row["override"], row["sha256"]),
+            _override(row["override"], row["sha256"], bool(row["anyway"])),
+            bool(row["anyway"]),
         )
 
     def known(self, path: Path, sig: FileSig) -> bool:
@@ -131,18 +133,28 @@ class JobQueue:
         return new
 
     def record(
-        self, path: Path, sha: str, sig: FileSig, state: str, output: Path | None = None, reason: str | None = None
+        self,
+        path: Path,
+        sha: str,
+        sig: FileSig,
+        state: str,
+        output: Path | None = None,
+        reason: str | None = None,
+        kind: str | None = None,
+        anyway: bool = False,
     ) -> None:
-        """Note work done outside the queue (`once`), so the daemon does not do the same file again."""
+        """Note work done outside the queue (`once`), so the daemon does not do the same file again. `anyway`:
+        the person asked for this file to be transcribed whatever the document check says; it sticks."""
         now = self.clock()
         self.db.connect().execute(
-            """INSERT INTO jobs(path, sha256, size, mtime_ns, ino, ctime_ns, state, output, reason, created, updated)
-               VALUES(?,?,?,?,?,?,?,?,?,?,?)
+            """INSERT INTO jobs(path, sha256, size, mtime_ns, ino, ctime_ns, state, output, reason, kind, anyway, created,
+                   updated)
+               VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)
                ON CONFLICT(path) DO UPDATE SET sha256=excluded.sha256, size=excluded.size, mtime_ns=excluded.mtime_ns,
                    ino=excluded.ino, ctime_ns=excluded.ctime_ns, state=excluded.state, output=excluded.output,
-                   reason=excluded.reason, attempts=0, not_before=0, lease_until=NULL, owner=NULL,
-                   updated=excluded.updated""",
-            (encode(path), sha, *sig, state, encode(output) if output else None, reason, now, now),
+                   reason=excluded.reason, kind=excluded.kind, anyway=MAX(anyway, excluded.anyway), attempts=0,
+                   not_before=0, lease_until=NULL, owner=NULL, updated=excluded.updated""",
+            (encode(path), sha, *sig, state, encode(output) if output else None, reason, kind, int(anyway), now, now),
         )
 
     def claim(self, owner: str, lease_s: float, max_deaths: int = 3) -> Job | None:
@@ -177,6 +189,14 @@ class JobQueue:
             job,
             "UPDATE jobs SET state=?, output=?, reason=NULL, strikes=0, lease_until=NULL, updated=?",
             (DONE, encode(output) if output else None, self.clock()),
+        )
+
+    def skip(self, job: Job, kind: str, reason: str) -> bool:
+        """Not a document (a photo, a blank frame): no Markdown, nothing failed; not looked at again until it changes."""
+        return self._finish(
+            job,
+            "UPDATE jobs SET state=?, kind=?, reason=?, output=NULL, strikes=0, lease_until=NULL, updated=?",
+            (SKIPPED, kind, reason, self.clock()),
         )
 
     def fail(self, job: Job, reason: str) -> bool:
@@ -283,21 +303,28 @@ class JobQueue:
         )
         return cur.rowcount == 1
 
-    def retry(self, paths: Iterable[Path] | None = None) -> int:
-        """Failed files back to pending; named paths are redone whatever their state (except running)."""
+    def retry(self, paths: Iterable[Path] | None = None, anyway: bool = False) -> int:
+        """Failed files back to pending; named paths are redone whatever their state (except running).
+        `anyway`: skipped files too, and each retried file is from now on transcribed whatever the document
+        check says (the choice sticks for the file, through later changes). Without it, a named skipped file
+        is checked again (another model may judge it otherwise)."""
         db = self.db.connect()
         now = self.clock()
+        states = (FAILED, SKIPPED) if anyway else (FAILED,)
         if paths is None:
+            marks = ",".join("?" * len(states))
             cur = db.execute(
-                "UPDATE jobs SET state=?, attempts=0, strikes=0, not_before=0, reason=NULL, updated=? WHERE state=?",
-                (PENDING, now, FAILED),
+                f"""UPDATE jobs SET state=?, attempts=0, strikes=0, not_before=0, reason=NULL, anyway=MAX(anyway, ?), updated=?
+                    WHERE state IN ({marks})""",
+                (PENDING, int(anyway), now, *states),
             )
             return cur.rowcount
         n = 0
         for p in paths:
             cur = db.execute(
-                "UPDATE jobs SET state=?, attempts=0, strikes=0, not_before=0, reason=NULL, updated=? WHERE path=? AND state!=?",
-                (PENDING, now, encode(p), RUNNING),
+                """UPDATE jobs SET state=?, attempts=0, strikes=0, not_before=0, reason=NULL, anyway=MAX(anyway, ?), updated=?
+                   WHERE path=? AND state!=?""",
+                (PENDING, int(anyway), now, encode(p), RUNNING),
             )
             n += cur.rowcount
         return n
@@ -327,6 +354,8 @@ class JobQueue:
             "reason": row["reason"],
             "attempts": row["attempts"],
             "output": out,
+            "kind": row["kind"],
+            "anyway": bool(row["anyway"]),
         }
 
     def is_due(self, path: Path) -> bool:
@@ -348,13 +377,22 @@ class JobQueue:
 
     def counts(self) -> dict[str, int]:
         rows = self.db.connect().execute("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state").fetchall()
-        counts = {PENDING: 0, RUNNING: 0, DONE: 0, FAILED: 0}
+        counts = {PENDING: 0, RUNNING: 0, DONE: 0, FAILED: 0, SKIPPED: 0}
         counts.update({r["state"]: r["n"] for r in rows})
         return counts
 
     def failed(self) -> list[dict]:
         rows = self.db.connect().execute("SELECT path, reason FROM jobs WHERE state=? ORDER BY updated", (FAILED,)).fetchall()
         return [{"path": os.fsdecode(r["path"]), "reason": r["reason"]} for r in rows]
+
+    def skipped(self, limit: int | None = None) -> list[dict]:
+        """Skipped files, the latest first: id, path, kind, reason, when."""
+        sql = "SELECT id, path, kind, reason, updated FROM jobs WHERE state=? ORDER BY updated DESC, id DESC"
+        rows = self.db.connect().execute(sql + (f" LIMIT {int(limit)}" if limit else ""), (SKIPPED,)).fetchall()
+        return [
+            {"id": r["id"], "path": os.fsdecode(r["path"]), "kind": r["kind"], "reason": r["reason"], "updated": r["updated"]}
+            for r in rows
+        ]
 
     def waiting(self) -> list[dict]:
         """Pending jobs held back by a reason (endpoint down, file still growing), for `status`."""
@@ -376,8 +414,15 @@ class JobQueue:
         return row["t"] if row and row["t"] is not None else None
 
 
-def _override(text: str | None, sha: str) -> dict | None:
-    """The stored override, if it was made for this content."""
+def _override(text: str | None, sha: str, anyway: bool = False) -> dict | None:
+    """The stored override, if it was made for this content; `anyway` holds for the file whatever its content."""
+    made = _made_for(text, sha)
+    if anyway:
+        made = {**(made or {}), "anyway": True}
+    return made
+
+
+def _made_for(text: str | None, sha: str) -> dict | None:
     if not text:
         return None
     try:

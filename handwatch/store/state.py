@@ -25,7 +25,7 @@ CREATE TABLE IF NOT EXISTS jobs(
     mtime_ns INTEGER NOT NULL,
     ino INTEGER NOT NULL DEFAULT 0,     -- with ctime_ns: a file renamed over this one, or rewritten with
     ctime_ns INTEGER NOT NULL DEFAULT 0, -- its old size and mtime kept, is a different file version
-    state TEXT NOT NULL,                -- pending | running | done | failed
+    state TEXT NOT NULL,                -- pending | running | done | failed | skipped
     attempts INTEGER NOT NULL DEFAULT 0, -- times the process died while decoding it (crashmarks.py)
     strikes INTEGER NOT NULL DEFAULT 0, -- times the server failed on it while answering others
     not_before REAL NOT NULL DEFAULT 0,
@@ -107,6 +107,9 @@ MIGRATIONS = (
     ("outputs", "edited", "REAL"),  # when a person last saved this Markdown (the review page): never overwritten
     ("outputs", "edited_sha256", "TEXT"),  # what the person saved
     ("jobs", "override", "TEXT"),  # JSON {sha256, profile, endpoint}: a person's retry with another profile or endpoint
+    ("jobs", "anyway", "INTEGER NOT NULL DEFAULT 0"),  # 1: transcribe whatever the document check says (a person's choice)
+    ("jobs", "kind", "TEXT"),  # a skipped file's kind (photo | blank)
+    ("docs", "kind", "TEXT"),  # the front matter's `kind:` (one of transcribe/gate.py's KINDS), for the review list's filter
 )
 
 
@@ -337,6 +340,10 @@ class Ledger:
         """The original moved (`after: move`): its Markdown names go with it, so a new file at the old
         path is a different original and gets a name of its own."""
         self.db.connect().execute("UPDATE outputs SET source=? WHERE source=?", (encode(new_source), encode(old_source)))
+
+    def forget(self, path: Path) -> None:
+        """The Markdown was removed by handwatch (its original turned out not to be a document)."""
+        self.db.connect().execute("DELETE FROM outputs WHERE path=?", (encode(path),))
 
     @contextmanager
     def replacing(self) -> Iterator[None]:

@@ -67,6 +67,14 @@ class FakeOpenAI:
         # True: a request for a model not in `models` gets 404 model_not_found, as LM Studio answers
         # once another model has been loaded in its place.
         self.strict_models = False
+        # The document check's classification requests (handwatch.transcribe.gate) are answered by this rule, not
+        # from the script, and recorded in `classifications`, not `requests`: a str (the reply's content, e.g. a
+        # kind as JSON), a dict as in `reply`, or a callable taking the Recorded request and returning either.
+        self.classify: Any = kind_reply("note")
+        self.classifications: list[Recorded] = []
+        # What the server does with `response_format`: "honour" (the content is what the rule says) or "reject"
+        # (HTTP 400, as a server without structured output answers a schema it cannot enforce).
+        self.response_format_mode = "honour"
         self.lock = threading.Lock()
         self.in_flight = 0
         self.server = _Server(("127.0.0.1", port), self._handler())
@@ -185,6 +193,33 @@ class FakeOpenAI:
                 if not self.path.rstrip("/").endswith("/chat/completions"):
                     return self._send(404, {"error": {"message": "not found"}})
                 rec = fake._record(body)
+                if CLASSIFY_MARK in rec.prompt:
+                    with fake.lock:
+                        fake.requests.remove(rec)
+                        fake.classifications.append(rec)
+                    if body.get("response_format") and fake.response_format_mode == "reject":
+                        return self._send(
+                            400, {"error": {"message": "response_format is not supported", "type": "invalid_request_error"}}
+                        )
+                    rule = fake.classify(rec) if callable(fake.classify) else fake.classify
+                    item = {"content": rule} if isinstance(rule, str) else rule
+                    if item.get("status"):
+                        return self._send(item["status"], {"error": {"message": item.get("error", "error"), "type": "error"}})
+                    message = {"role": "assistant", "content": item.get("content", "")}
+                    choice = {"index": 0, "message": message, "finish_reason": item.get("finish_reason", "stop")}
+                    usage = {"prompt_tokens": 300, "completion_tokens": 12, "total_tokens": 312}
+                    rec.ended = time.monotonic()
+                    return self._send(
+                        200,
+                        {
+                            "id": "chatcmpl-kind",
+                            "object": "chat.completion",
+                            "created": int(time.time()),
+                            "model": body.get("model", ""),
+                            "choices": [choice],
+                            "usage": usage,
+                        },
+                    )
                 if fake.strict_models and body.get("model") not in fake.models:
                     return self._send(
                         404,
@@ -287,6 +322,14 @@ class FakeOpenAI:
         with self.lock:
             self.requests.append(rec)
         return rec
+
+
+CLASSIFY_MARK = '{"kind": K'  # in the document check's prompt (handwatch.transcribe.gate.PROMPT)
+
+
+def kind_reply(kind: str, language: str = "") -> str:
+    """A classification reply as a server with structured output sends it: the JSON object as the content."""
+    return json.dumps({"kind": kind, "language": language})
 
 
 def _token_entry(t) -> dict:

@@ -1,0 +1,293 @@
+"""The camera roll (issue #22): a folder of photos and pages gives Markdown for exactly the pages. Real files in
+tmp_path, the real SQLite job store, `scan` in-process (the same pipeline and workers as the daemon) and the
+scripted server answering each classification request by a rule the test sets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from handwatch.cli.scan import scan
+from handwatch.config import loader
+from handwatch.store.jobs import JobQueue
+from handwatch.store.state import StateDB
+from tests.support.daemon import body, front
+from tests.support.fakeopenai import FakeOpenAI, Recorded, kind_reply
+from tests.support.pages import draw_page
+
+
+def a_photo(path: Path, seed: int = 0) -> Path:
+    """Something a camera roll holds that is not a document: a busy, colourful scene (the server's rule, not
+    the pixels, says what it is; the pixels only have to be more than nothing for the local look)."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 110, (12, 16, 3), dtype=np.uint8)  # a dusk scene: its corner is dark, a page's light
+    Image.fromarray(small).resize((1600, 1200), Image.NEAREST).save(path, quality=90)  # edges: not an empty frame
+    return path
+
+
+def a_page(path: Path, text: str = "Buy eggs and flour", **save) -> Path:
+    draw_page([text], size=(1600, 1200)).save(path, **save)
+    return path
+
+
+def by_name(kinds: dict[str, str]):
+    """A classification rule: the kind for each original, told apart by the colour of the thumbnail's corner
+    (each test file is painted so); default `note`."""
+
+    def rule(rec: Recorded) -> str:
+        assert rec.image is not None and max(rec.image.size) <= 512  # a thumbnail, never the page
+        for corner, kind in kinds.items():
+            if _corner(rec.image) == corner:
+                return kind_reply(kind)
+        return kind_reply("note")
+
+    return rule
+
+
+def _corner(image: Image.Image) -> str:
+    r, g, b = np.asarray(image.convert("RGB"))[2:8, 2:8].reshape(-1, 3).mean(axis=0)
+    return "dark" if max(r, g, b) < 128 else "light"
+
+
+@pytest.fixture
+def world(tmp_path, fake_openai):
+    inbox = tmp_path / "Camera"
+    inbox.mkdir()
+
+    def configure(**rule) -> Path:
+        cfg = {
+            "state_dir": str(tmp_path / "state"),
+            "endpoints": [{"url": fake_openai.url, "model": "fake-vl-7b"}],
+            "folders": [{"path": str(inbox), "settle_s": 0, **rule}],
+        }
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        return path
+
+    return inbox, configure
+
+
+def run_scan(cfg_path: Path):
+    return scan(loader.load(cfg_path))
+
+
+def queue_of(cfg_path: Path) -> JobQueue:
+    return JobQueue(StateDB(loader.load(cfg_path).state_dir))
+
+
+def test_a_camera_folder_gets_markdown_for_exactly_the_pages(world, fake_openai):
+    inbox, configure = world
+    cfg = configure()
+    a_photo(inbox / "IMG_0001.jpg")  # dark corner: the rule says photo
+    a_page(inbox / "IMG_0002.jpg")
+    a_page(inbox / "IMG_0003.webp", "Call Anna at five")
+    fake_openai.classify = lambda rec: kind_reply("photo" if _corner(rec.image) == "dark" else "note")
+    summary = run_scan(cfg)
+    assert sorted(p.name for p in inbox.glob("*.md")) == ["IMG_0002.md", "IMG_0003.md"]
+    assert [p.name for paths in summary.skipped.values() for p in paths] == ["IMG_0001.jpg"]
+    assert len(fake_openai.classifications) == 3  # one small request each
+    assert len(fake_openai.requests) == 2  # and only the pages were transcribed
+    assert front(inbox / "IMG_0002.md")["kind"] == "note"
+    state = queue_of(cfg).state_of(inbox / "IMG_0001.jpg")
+    assert state["state"] == "skipped" and state["kind"] == "photo" and state["reason"] == "not a document (photo)"
+    assert queue_of(cfg).counts()["failed"] == 0
+
+
+def test_a_rescan_does_not_ask_again_and_a_changed_file_is_looked_at_again(world, fake_openai):
+    inbox, configure = world
+    cfg = configure()
+    photo = a_photo(inbox / "IMG_0001.jpg")
+    fake_openai.classify = kind_reply("photo")
+    run_scan(cfg)
+    again = run_scan(cfg)
+    assert len(fake_openai.classifications) == 1
+    assert [p for paths in again.skipped.values() for p in paths] == [photo]  # reported, not asked
+    a_page(photo, quality=90)  # the person replaced it with a page
+    fake_openai.classify = kind_reply("list")
+    run_scan(cfg)
+    assert len(fake_openai.classifications) == 2
+    assert front(photo.with_suffix(".md"))["kind"] == "list"
+
+
+def test_anyway_transcribes_a_skipped_file_and_the_choice_sticks(world, fake_openai, run_cli):
+    inbox, configure = world
+    cfg = configure()
+    photo = a_photo(inbox / "IMG_0001.jpg")
+    fake_openai.classify = kind_reply("photo")
+    run_scan(cfg)
+    assert not photo.with_suffix(".md").exists()
+    res = run_cli("retry", "-c", cfg, "--anyway", photo)
+    assert res.returncode == 0 and "1 file(s) back in the queue" in res.stdout, res.stderr
+    run_scan(cfg)
+    assert body(photo.with_suffix(".md")) == "default transcription"
+    asked = len(fake_openai.classifications)
+    a_photo(photo, seed=5)  # changed: still the person's choice for this file
+    run_scan(cfg)
+    assert len(fake_openai.classifications) == asked
+    assert queue_of(cfg).state_of(photo)["state"] == "done"
+
+
+def test_a_server_without_structured_output_still_classifies(world, fake_openai):
+    inbox, configure = world
+    cfg = configure()
+    fake_openai.response_format_mode = "reject"  # 400 for any response_format
+    fake_openai.classify = "photo"  # a plain word, as a model answers without a schema
+    a_photo(inbox / "IMG_0001.jpg")
+    run_scan(cfg)
+    asked = fake_openai.classifications
+    assert [bool(r.params.get("response_format")) for r in asked] == [True, False]  # refused, then asked plainly
+    assert queue_of(cfg).state_of(inbox / "IMG_0001.jpg")["state"] == "skipped"
+
+
+def test_an_endpoint_that_does_no_structured_output_is_asked_plainly(tmp_path, world, fake_openai):
+    inbox, configure = world
+    cfg_path = configure()
+    data = yaml.safe_load(cfg_path.read_text())
+    data["endpoints"][0]["structured_output"] = False
+    cfg_path.write_text(yaml.safe_dump(data))
+    fake_openai.classify = "```json\n" + kind_reply("photo") + "\n```"
+    a_photo(inbox / "IMG_0001.jpg")
+    run_scan(cfg_path)
+    assert [r.params.get("response_format") for r in fake_openai.classifications] == [None]
+    assert queue_of(cfg_path).state_of(inbox / "IMG_0001.jpg")["state"] == "skipped"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "I am not sure what this is.",  # unreadable
+        '{"kind": "selfie"}',  # not one of the kinds
+        {"status": 500, "error": "model crashed"},  # the request fails for this file (the probe answers)
+        {"status": 400, "error": "image too large"},
+    ],
+)
+def test_an_unreadable_or_failed_classification_transcribes_the_file(world, fake_openai, answer):
+    inbox, configure = world
+    cfg = configure()
+    fake_openai.classify = lambda rec: answer
+    page = a_page(inbox / "IMG_0002.jpg")
+    run_scan(cfg)
+    md = page.with_suffix(".md")
+    assert md.exists() and body(md) == "default transcription"
+    assert "kind" not in front(md)  # nothing was learnt about it
+
+
+def test_an_endpoint_down_during_classification_makes_the_file_wait(world, tmp_path):
+    inbox, configure = world
+    down = FakeOpenAI().start()
+    url = down.url
+    down.stop()
+    cfg_path = configure()
+    data = yaml.safe_load(cfg_path.read_text())
+    data["endpoints"] = [{"url": url, "model": "m"}]
+    cfg_path.write_text(yaml.safe_dump(data))
+    a_photo(inbox / "IMG_0001.jpg")
+    summary = run_scan(cfg_path)
+    state = queue_of(cfg_path).state_of(inbox / "IMG_0001.jpg")
+    assert state["state"] == "pending" and "waiting for endpoint" in state["reason"]
+    assert summary.unavailable and not summary.failed and not summary.skipped
+
+
+def test_a_scanner_folder_is_never_gated(world, fake_openai):
+    """`auto` is off for scans: a PNG or PDF from a scanner is transcribed without a question."""
+    inbox, configure = world
+    cfg = configure()
+    fake_openai.classify = kind_reply("photo")
+    a_page(inbox / "scan-1.png")
+    a_page(inbox / "scan-2.pdf", "Dear Anna", resolution=150)
+    run_scan(cfg)
+    assert not fake_openai.classifications
+    assert sorted(p.name for p in inbox.glob("*.md")) == ["scan-1.md", "scan-2.md"]
+
+
+def test_documents_only_false_transcribes_every_photo_and_true_checks_scans_too(world, fake_openai):
+    inbox, configure = world
+    fake_openai.classify = kind_reply("photo")
+    a_photo(inbox / "IMG_0001.jpg")
+    run_scan(configure(documents_only=False))
+    assert (inbox / "IMG_0001.md").exists()  # the only question asked, if any, was whether the page is blank
+    asked = len(fake_openai.classifications)
+    a_page(inbox / "scan-1.png")
+    run_scan(configure(documents_only=True))
+    assert not (inbox / "scan-1.md").exists() and len(fake_openai.classifications) == asked + 1
+
+
+def test_an_image_with_nothing_on_it_is_skipped_without_a_request(world, fake_openai):
+    inbox, configure = world
+    cfg = configure()
+    Image.new("RGB", (1600, 1200), (236, 232, 224)).save(inbox / "IMG_0001.jpg", quality=90)
+    run_scan(cfg)
+    assert not fake_openai.classifications and not fake_openai.requests
+    state = queue_of(cfg).state_of(inbox / "IMG_0001.jpg")
+    assert state["state"] == "skipped" and state["reason"] == "not a document (blank: nothing on it)"
+
+
+def test_a_file_whose_every_page_is_blank_is_skipped_in_any_folder_when_the_model_agrees(world, fake_openai):
+    inbox, configure = world
+    cfg = configure()  # a scanner's PNG: the check is off, but a blank scan needs no Markdown either
+    Image.new("RGB", (1700, 2200), "white").save(inbox / "back-side.png")
+    fake_openai.classify = kind_reply("blank")
+    run_scan(cfg)
+    assert len(fake_openai.classifications) == 1 and not fake_openai.requests
+    state = queue_of(cfg).state_of(inbox / "back-side.png")
+    assert state["state"] == "skipped" and state["kind"] == "blank"
+
+
+def test_a_page_the_ink_measure_calls_blank_is_transcribed_when_the_model_sees_writing(world, fake_openai):
+    """The ink measure alone never drops a page: a faint page it calls blank is read once the model says so."""
+    inbox, configure = world
+    cfg = configure()
+    Image.new("RGB", (1700, 2200), "white").save(inbox / "faint.png")  # the measure sees nothing here
+    fake_openai.classify = kind_reply("note")
+    run_scan(cfg)
+    assert body(inbox / "faint.md") == "default transcription"
+
+
+def test_profile_auto_and_kind_in_the_output_name(world, fake_openai):
+    inbox, configure = world
+    cfg = configure(profile="auto", output="{kind}/{stem}.md", languages=["de", "en"])
+    a_page(inbox / "card.png")
+    a_photo(inbox / "letter.jpg", seed=1)
+    fake_openai.classify = lambda rec: kind_reply("letter", "fr") if _corner(rec.image) == "dark" else kind_reply("recipe", "de")
+    fake_openai.reply("# Apfelkuchen\n\n- 3 Äpfel")  # the recipe's JSON attempt is refused below
+    fake_openai.response_format_mode = "honour"
+    run_scan(cfg)
+    recipe, letter = inbox / "recipe" / "card.md", inbox / "letter" / "letter.md"
+    assert recipe.exists() and letter.exists(), sorted(map(str, inbox.rglob("*.md")))
+    assert front(recipe)["kind"] == "recipe" and front(recipe)["profile"] == "recipe"
+    assert front(letter)["kind"] == "letter" and front(letter)["profile"] == "multilingual"
+    prompts = [r.prompt for r in fake_openai.requests]
+    assert any("recipe" in p.lower() for p in prompts)
+
+
+def test_a_photo_renamed_to_pdf_fails_with_one_line_and_asks_nothing(world, fake_openai):
+    inbox, configure = world
+    cfg = configure()
+    jpeg = a_photo(inbox / "holiday.jpg")
+    jpeg.rename(inbox / "holiday.pdf")  # JPEG bytes under a PDF name
+    summary = run_scan(cfg)
+    assert [(p.name, why) for p, why in summary.failed] == [
+        ("holiday.pdf", "content is JPEG but the name says .pdf; rename it to match")
+    ]
+    assert not fake_openai.classifications
+
+
+def test_status_json_counts_and_lists_skipped_files(world, fake_openai, run_cli):
+    inbox, configure = world
+    cfg = configure()
+    fake_openai.classify = kind_reply("photo")
+    for i in range(3):
+        a_photo(inbox / f"IMG_000{i}.jpg", seed=i)
+    run_scan(cfg)
+    res = run_cli("status", "-c", cfg, "--json")
+    data = json.loads(res.stdout)
+    assert data["counts"]["skipped"] == 3 and data["counts"]["failed"] == 0
+    assert data["folders"][0]["counts"]["skipped"] == 3
+    assert {s["kind"] for s in data["skipped"]} == {"photo"} and len(data["skipped"]) == 3
+    text = run_cli("status", "-c", cfg).stdout
+    assert "skipped 3" in text and "not a document (photo)" in text
