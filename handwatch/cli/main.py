@@ -125,7 +125,7 @@ def cmd_retry(cfg, args) -> int:
 
     queue = JobQueue(StateDB(cfg.state_dir))
     if not args.paths:
-        out(f"{queue.retry(None)} file(s) back in the queue")
+        out(f"{queue.retry(None, args.anyway)} file(s) back in the queue")
         return EX_OK
     known, code = [], EX_OK
     for raw in args.paths:
@@ -147,7 +147,7 @@ def cmd_retry(cfg, args) -> int:
             err(f"{raw}: being transcribed right now; nothing to retry")
         else:
             known.append(path)
-    n = queue.retry(known) if known else 0
+    n = queue.retry(known, args.anyway) if known else 0
     out(f"{n} file(s) back in the queue")
     return code
 
@@ -166,7 +166,10 @@ def cmd_redo(cfg, args) -> int:
     the_plan = redo.plan(cfg, db, folder, args.needs_review)
     todo, conflicts, skipped = the_plan.of(redo.REDO), the_plan.of(redo.CONFLICT), the_plan.of(redo.SKIP)
     for item in todo if args.dry_run else []:
-        out(f"would redo {item.source}: {item.why}")
+        if item.why == redo.UNCHECKED:
+            out(f"would check {item.source}: {item.why} ({item.output.name})")
+        else:
+            out(f"would redo {item.source}: {item.why}")
     for item in conflicts:
         out(f"conflict {item.source}: {item.why}")
     for item in skipped:
@@ -185,8 +188,14 @@ def cmd_redo(cfg, args) -> int:
     summary = redo.run(cfg, todo, progress)
     for path in summary.busy:
         out(f"skipped {path}: being transcribed by another process right now")
+    for path, why in summary.removed:
+        out(f"removed {path}: its original is {why}")
+    for path, why in summary.kept:
+        out(f"kept {path}: its original is not a document, but {why}")
     print(
-        f"redo: {summary.redone} transcribed again, {len(summary.failed)} failed, {len(summary.waiting)} waiting, "
+        f"redo: {summary.redone} transcribed again, "
+        + (f"{len(summary.removed)} removed (not documents), " if summary.removed else "")
+        + f"{len(summary.failed)} failed, {len(summary.waiting)} waiting, "
         f"{len(conflicts)} conflict(s), {len(skipped) + len(summary.busy)} skipped",
         file=sys.stderr,
     )

@@ -14,6 +14,7 @@ from handwatch.errors import (
     EngineUnavailable,
     HandwatchError,
     InputError,
+    NotADocument,
     NotReady,
 )
 
@@ -38,10 +39,15 @@ def cmd_once(cfg, args) -> int:
             if sig is None or not path.is_file():
                 raise InputError("no such file" if not os.path.lexists(path) else "not a regular file")
             sha = sha256_file(path)
-            outcome = pipeline.process(path, sha, sig)
+            anyway = args.anyway or bool((queue.state_of(path) or {}).get("anyway"))  # a choice made before sticks
+            outcome = pipeline.process(path, sha, sig, override={"anyway": True} if anyway else None)
             if outcome.source == path:  # a moved original (`after: move`) leaves no job behind
-                queue.record(path, sha, sig, "done", output=outcome.output)
+                queue.record(path, sha, sig, "done", output=outcome.output, anyway=anyway)
             out(outcome.output, flush=True)
+        except NotADocument as e:
+            assert sha is not None and sig is not None
+            queue.record(path, sha, sig, "skipped", reason=str(e), kind=e.kind)
+            out(f"skipped {raw}: {e}", flush=True)
         except (InputError, NotReady, Unsafe) as e:
             err(f"{raw}: {e.strerror if isinstance(e, Unsafe) else e}")
             if sha is not None and sig is not None:

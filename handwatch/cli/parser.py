@@ -63,9 +63,13 @@ def build() -> argparse.ArgumentParser:
         "once",
         "transcribe these files now; print each output path",
         "Transcribe the named files now, with the rules of the folder each lies in (or the defaults), "
-        "write their Markdown beside them and print each Markdown's path. For a whole folder use "
-        "`handwatch scan`.",
-        ["handwatch once ~/Sync/Camera/IMG_1234.jpg", "handwatch once scan-1.pdf scan-2.pdf"],
+        "write their Markdown beside them and print each Markdown's path. A file judged not a document "
+        "(where `documents_only` is on) prints `skipped PATH: reason` and exits 0; `--anyway` transcribes it. "
+        "For a whole folder use `handwatch scan`.",
+        ["handwatch once ~/Sync/Camera/IMG_1234.jpg", "handwatch once --anyway ~/Sync/Camera/IMG_1235.heic"],
+    )
+    once.add_argument(
+        "--anyway", action="store_true", help="transcribe even a file the document check skips (a photo); the choice sticks"
     )
     once.add_argument("paths", nargs="+", metavar="PATH")
     scan = _sub(
@@ -107,11 +111,17 @@ def build() -> argparse.ArgumentParser:
         sub,
         common,
         "retry",
-        "put failed files (or the named ones) back in the queue",
+        "put failed files (or the named ones; --anyway: skipped ones too) back in the queue",
         "Put every failed file back in the queue, or only the named ones (originals or their "
-        "Markdown), whatever their state. A running daemon picks them up; or run `handwatch scan`. "
-        "A path handwatch has no record of is reported and exits 65.",
-        ["handwatch retry", "handwatch retry ~/Sync/Camera/IMG_1234.jpg"],
+        "Markdown), whatever their state (a named skipped file is checked again). `--anyway` also takes "
+        "skipped files and has each transcribed whatever the document check says, from now on. A running "
+        "daemon picks them up; or run `handwatch scan`. A path handwatch has no record of is reported and exits 65.",
+        ["handwatch retry", "handwatch retry ~/Sync/Camera/IMG_1234.jpg", "handwatch retry --anyway ~/Sync/Camera/IMG_1235.heic"],
+    )
+    retry.add_argument(
+        "--anyway",
+        action="store_true",
+        help="also skipped files, transcribed whatever the document check says (the choice sticks for each file)",
     )
     retry.add_argument("paths", nargs="*", metavar="PATH")
     web = _sub(

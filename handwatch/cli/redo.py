@@ -14,9 +14,11 @@ from handwatch.errors import HandwatchError
 from handwatch.publish import provenance
 from handwatch.safefs import FileSig
 from handwatch.store.state import Ledger, StateDB, decode
+from handwatch.transcribe import gate
 
 REDO, CONFLICT, SKIP = "redo", "conflict", "skip"
 GONE = "the original is gone"
+UNCHECKED = "documents_only is on here and it was never checked: looked at again, its Markdown removed if it is not a document"
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,8 @@ def _reasons(r: provenance.Record, rule: Rule, cfg: Config, models: Models, note
     changed = [k for k in provenance.PART_NAMES if r.parts.get(k) != now.get(k)]
     reasons = provenance.changes(r.parts, now)
     retranscribe = any(k in provenance.TRANSCRIBING for k in changed)
+    if r.parts.get(provenance.GATE) != "on" and gate.applies(rule.documents_only, _photo(r.source)):
+        reasons.append(UNCHECKED)  # its text is kept unless the check says it is not a document
     if r.model:  # '' when every page was blank: no model read anything
         current, model_notes = models.for_engine(rule.engine)
         notes += model_notes
@@ -154,6 +158,13 @@ def _reasons(r: provenance.Record, rule: Rule, cfg: Config, models: Models, note
             reasons.append(f"model {r.model} → {', '.join(sorted(current))}")
             retranscribe = True
     return reasons, retranscribe
+
+
+def _photo(path: Path) -> bool:
+    from handwatch.prepare.formats import EXTENSIONS
+    from handwatch.prepare.inputs import PHOTO_FORMATS
+
+    return EXTENSIONS.get(path.suffix.lower()) in PHOTO_FORMATS
 
 
 def forget_gone(db: StateDB, items: list[Item]) -> None:
@@ -175,6 +186,8 @@ class Summary:
     failed: list[tuple[Path, str]] = field(default_factory=list)
     waiting: list[tuple[Path, str]] = field(default_factory=list)
     busy: list[Path] = field(default_factory=list)  # being transcribed by another process right now
+    removed: list[tuple[Path, str]] = field(default_factory=list)  # Markdown taken back: its original is not a document
+    kept: list[tuple[Path, str]] = field(default_factory=list)  # Markdown of a skipped original left alone, and why
     unavailable: bool = False  # an endpoint went away: the rest waits in the queue
 
 
@@ -186,10 +199,25 @@ def run(cfg: Config, items: list[Item], progress: Callable[[int, int, Item, str,
     from handwatch.store.jobs import LEASE_S, MAX_ATTEMPTS, RUNNING, this_owner
 
     db, queue, pipeline, candidates, n = build(cfg)
-    worker = Worker(queue, pipeline, candidates)
-    queue.recover()
-    summary = Summary()
     wanted: dict[Path, Item] = {}
+    summary = Summary()
+
+    def on_skipped(job, why) -> None:
+        """An original now judged not a document: its Markdown is taken back, unless a person edited it."""
+        item = wanted.get(job.path)
+        resolved, _ = candidates.resolve(job.path)
+        if item is None or resolved is None:
+            return
+        root = resolved.folder.path if resolved.folder else job.path.parent
+        try:
+            pipeline.publisher.retract(item.output, item.source, root)
+        except (HandwatchError, OSError) as e:
+            summary.kept.append((item.output, str(getattr(e, "strerror", None) or e)))
+        else:
+            summary.removed.append((item.output, str(why)))
+
+    worker = Worker(queue, pipeline, candidates, on_skipped=on_skipped)
+    queue.recover()
     conn = db.connect()
     for item in items:
         try:
@@ -230,6 +258,8 @@ def run(cfg: Config, items: list[Item], progress: Callable[[int, int, Item, str,
                 finished.add(job.path)
                 if outcome == "done":
                     summary.redone += 1
+                elif outcome == "skipped":
+                    pass  # on_skipped said what became of its Markdown
                 elif outcome == "waiting":
                     summary.waiting.append((job.path, reason or "waiting"))
                 else:

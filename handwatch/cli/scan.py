@@ -20,7 +20,7 @@ from handwatch.errors import EX_OK, EX_SOMEFAILED, EX_UNAVAILABLE
 from handwatch.intake.settle import Settler
 from handwatch.safefs import Unsafe, file_sig
 from handwatch.service.worker import Worker, build
-from handwatch.store.jobs import DONE, FAILED, LEASE_S, MAX_ATTEMPTS, PENDING, RUNNING, Job, this_owner
+from handwatch.store.jobs import DONE, FAILED, LEASE_S, MAX_ATTEMPTS, PENDING, RUNNING, SKIPPED, Job, this_owner
 
 SETTLE_PATIENCE_S = 60.0  # how long past its settle time a file that is still being written is waited for
 LIST_MOST = 20  # files needing review named in the summary; `status` names them all
@@ -129,6 +129,8 @@ def scan(cfg: Config, bar: NoBar | None = None, clock: Callable[[], float] = tim
             summary.done_before += 1
         elif state.get("state") == FAILED:
             summary.failed_before.append((path, state.get("reason") or "failed"))
+        elif state.get("state") == SKIPPED:
+            summary.skip(path, state.get("reason") or "not a document")
         elif state.get("state") == PENDING and queue.is_due(path):
             with lock:
                 expected.add(path)  # queued before, due now: this scan does it
@@ -169,9 +171,9 @@ def scan(cfg: Config, bar: NoBar | None = None, clock: Callable[[], float] = tim
                 wake.clear()
                 continue
             outcome = worker.handle(job)
-            if outcome not in ("done", "failed", "gone"):
+            if outcome not in ("done", "failed", "gone", "skipped"):
                 continue  # changed (queued again with its new content) or waiting: reported at the end if still so
-            reason = (queue.state_of(job.path) or {}).get("reason") if outcome == "failed" else None
+            reason = (queue.state_of(job.path) or {}).get("reason") if outcome in ("failed", "skipped") else None
             with lock:
                 finished.add(job.path)
                 if outcome == "done":
@@ -179,6 +181,8 @@ def scan(cfg: Config, bar: NoBar | None = None, clock: Callable[[], float] = tim
                     (summary.reused if job.path in reused else summary.transcribed).append((job.path, where))
                 elif outcome == "failed":
                     summary.failed.append((job.path, reason or "failed"))
+                elif outcome == "skipped":
+                    summary.skip(job.path, reason or "not a document")
                 else:
                     summary.skip(job.path, "vanished or stopped being an input before its turn")
                 if job.path in expected:

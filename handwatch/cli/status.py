@@ -9,10 +9,11 @@ import os
 from pathlib import Path
 
 from handwatch.config.schema import Config
-from handwatch.store.jobs import DONE, FAILED, PENDING, RUNNING, JobQueue
+from handwatch.store.jobs import DONE, FAILED, PENDING, RUNNING, SKIPPED, JobQueue
 from handwatch.store.state import FolderStates, Health, StateDB, decode
 
 LOCK_NAME = "daemon.lock"
+SKIPPED_SHOWN = 10  # the latest skipped files listed (the counts say how many there are in all)
 ELSEWHERE = "elsewhere"
 
 
@@ -55,7 +56,7 @@ def folders(cfg: Config, db: StateDB, queue: JobQueue) -> list[dict]:
 
 
 def _zero() -> dict[str, int]:
-    return {PENDING: 0, RUNNING: 0, DONE: 0, FAILED: 0}
+    return {PENDING: 0, RUNNING: 0, DONE: 0, FAILED: 0, SKIPPED: 0}
 
 
 def needs_review(db: StateDB, outputs: list[Path] | None = None) -> list[dict]:
@@ -94,6 +95,7 @@ def gather(cfg: Config) -> dict:
         "folders": folders(cfg, db, queue),
         "failed": queue.failed(),
         "waiting": queue.waiting(),
+        "skipped": [{k: s[k] for k in ("path", "kind", "reason")} for s in queue.skipped(SKIPPED_SHOWN)],
         "endpoints": endpoints,
         "needs_review": needs_review(db),
     }
@@ -116,7 +118,7 @@ def lines(data: dict) -> list[str]:
     else:
         out = ["daemon: not running (start it with `handwatch run`, or `systemctl start handwatch`)"]
     c = data["counts"]
-    out.append(f"pending {c['pending']}  running {c['running']}  done {c['done']}  failed {c['failed']}")
+    out.append(f"pending {c['pending']}  running {c['running']}  done {c['done']}  failed {c['failed']}  skipped {c['skipped']}")
     for e in data["endpoints"]:
         state = {True: "up", False: "down", None: "not contacted yet"}[e["up"]]
         out.append(f"endpoint {e['url']}: {state}" + (f" ({e['reason']})" if e["reason"] and e["up"] is False else ""))
@@ -129,6 +131,11 @@ def lines(data: dict) -> list[str]:
     out += listing("needs review", [(r["path"], "; ".join(r["reasons"]) or "flagged") for r in data["needs_review"]])
     out += listing("waiting", [(w["path"], w["reason"]) for w in data["waiting"]])
     out += listing("failed", [(f["path"], f["reason"]) for f in data["failed"]])
+    if data["skipped"]:
+        shown = len(data["skipped"])
+        title = f"skipped, not documents ({c['skipped']}" + (f", the latest {shown}" if shown < c["skipped"] else "") + ")"
+        out += [f"{title}:"] + [f"  {s['path']}: {s['reason']}" for s in data["skipped"]]
+        out.append("  `handwatch retry --anyway PATH` transcribes one regardless")
     return out
 
 

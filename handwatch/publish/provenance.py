@@ -11,7 +11,7 @@ from pathlib import Path
 from handwatch.config.schema import Config, Rule
 from handwatch.prepare import preprocess
 from handwatch.store.state import StateDB, decode, encode
-from handwatch.transcribe import doubt, profiles
+from handwatch.transcribe import doubt, gate, profiles
 
 # Created on first use by this module, so the state database's own schema stays as it is.
 SCHEMA = """
@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS provenance(
 """
 PART_NAMES = {"prompt": "prompt", "preprocess": "preprocessing", "rule": "rule", "review": "review thresholds"}
 TRANSCRIBING = ("prompt", "preprocess", "rule")  # parts whose change needs the model again; "review" does not
+GATE = "gate"  # "on" in the parts of a transcription whose original passed the document check (a redo cue, not a change)
 
 
 def _h(value) -> str:
@@ -42,6 +43,11 @@ def prompts(rule: Rule, cfg: Config) -> list[str]:
     does structured output), as the current handwatch writes them: a new prompt text is a change too."""
     if rule.engine != "vlm":
         return []
+    if rule.profile == "auto":  # chosen per page: each profile's prompts, and the question that chooses
+        out = [gate.PROMPT] + [
+            p for name in ("notes", "recipe", "multilingual") for p in prompts(rule.model_copy(update={"profile": name}), cfg)
+        ]
+        return out
     out = [profiles.prompt_for(rule.profile, rule.languages, rule.prompt)]
     if rule.profile == "recipe" and any(ep.structured_output for ep in cfg.endpoints):
         out.append(profiles.prompt_for("recipe", rule.languages, rule.prompt, structured=True))

@@ -42,7 +42,7 @@ class Publisher:
         `parts` and `asked_model`: what produced the text, for `redo`. Raises OutputConflict rather than
         write over a file handwatch did not write or a person edited."""
         source, sha = doc.source, doc.source_sha256
-        target = output.claim_target(source, sha, template, self.ledger)
+        target = output.claim_target(source, sha, template, self.ledger, doc.kind)
         text = markdown.render(doc)
         written = output.write(target, text, self.ledger, source, sha, root=root, mode=mode)
         moved = self._move_original(source, root, move_to)
@@ -62,6 +62,14 @@ class Publisher:
             )
         )
         return Placed(moved, written)
+
+    def retract(self, target: Path, source: Path, root: Path) -> None:
+        """Take back the Markdown of an original now skipped (not a document): the file, its index entry and its
+        provenance go, unless a person edited it (OutputConflict, nothing touched)."""
+        output.retract(target, source, self.ledger, root)
+        self.index.remove(target)
+        self.provenance.forget(source)
+        self.log.info("markdown.retracted", path=str(target), source=str(source))
 
     def _move_original(self, path: Path, root: Path, move_to: Path | None) -> Path:
         """`after: move`: into the move folder, under a name nothing holds yet (`scan-1.png`, …), never
