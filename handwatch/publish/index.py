@@ -13,6 +13,7 @@ from pathlib import Path
 from handwatch import safefs
 from handwatch.publish import markdown
 from handwatch.store.state import StateDB, decode, encode, within
+from handwatch.transcribe import gate
 
 # Words a person types around what they look for ("the recipe with cardamom"); dropped unless nothing else is left.
 STOP_WORDS = frozenset(
@@ -86,14 +87,15 @@ class SearchIndex:
             except OSError:
                 stat = None
         reviewed = fm.get("reviewed")
+        kind = fm.get("kind") if fm.get("kind") in gate.KINDS else None  # a person may write anything there
         self.db.connect().execute(
             """INSERT INTO docs(output, source, needs_review, reasons, reviewed, confidence, uncertain_words, title, meta,
-                                body, size, mtime_ns, updated)
-               VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)
+                                body, size, mtime_ns, updated, kind)
+               VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)
                ON CONFLICT(output) DO UPDATE SET source=excluded.source, needs_review=excluded.needs_review,
                    reasons=excluded.reasons, reviewed=excluded.reviewed, confidence=excluded.confidence,
                    uncertain_words=excluded.uncertain_words, title=excluded.title, meta=excluded.meta, body=excluded.body,
-                   size=excluded.size, mtime_ns=excluded.mtime_ns, updated=excluded.updated""",
+                   size=excluded.size, mtime_ns=excluded.mtime_ns, updated=excluded.updated, kind=excluded.kind""",
             (
                 encode(output),
                 encode(source),
@@ -108,6 +110,7 @@ class SearchIndex:
                 stat.st_size if stat else None,
                 stat.st_mtime_ns if stat else None,
                 time.time(),
+                kind,
             ),
         )
 

@@ -1,10 +1,13 @@
-"""The review page's routes: the list, a file's page (save, accept, retry), search, page images, metrics, health."""
+"""The review page's routes: the list, a file's page (save, accept, retry), search, page images, metrics, health
+(the skipped view's are in skipped.py)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlencode
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
@@ -28,23 +31,37 @@ from handwatch.store.state import StateDB
 from handwatch.web.health import Progress, StateCollector
 from handwatch.web.images import FULL_SIDE, THUMB_SIDE, Renderer
 from handwatch.web.security import Csrf, Guard, Password
-from handwatch.web.store import KINDS, Record, Store, display
+from handwatch.web.skipped import MESSAGES as SKIPPED_MESSAGES
+from handwatch.web.skipped import SkippedPages
+from handwatch.web.store import DOC_KINDS, MAX_ID, SHOWS, Record, Store, display, folder_index
 
 HERE = Path(__file__).parent
 PROFILES = ("notes", "recipe", "multilingual")
 MAX_FORM_BYTES = 4 << 20
-MAX_ID = (1 << 63) - 1  # SQLite's largest INTEGER
 MESSAGES = {  # ?m= codes: the page never echoes text from the request
     "saved": "Saved. handwatch will not overwrite your edit.",
     "accepted": "Accepted.",
     "unchanged": "Nothing changed.",
     "queued": "Back in the queue; the page shows the new transcription once it is done.",
     "running": "It is being transcribed right now; try again when it is done.",
+    "gone": SKIPPED_MESSAGES["gone"],
 }
 
 
 def _when(ts: float | None) -> str:
     return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M") if ts else ""
+
+
+def list_args(params: Mapping[str, str]) -> dict[str, str]:
+    """The list's filters (folder, kind) as a page passes them on to the next one (previous/next, after a save):
+    only valid values, so nothing else from the request is echoed into a link or a redirect."""
+    args = {}
+    folder = folder_index(params.get("folder"))
+    if folder is not None:
+        args["folder"] = folder
+    if params.get("kind") in DOC_KINDS:
+        args["kind"] = params["kind"]
+    return args
 
 
 class IdConvertor(IntegerConvertor):
@@ -69,7 +86,9 @@ class ReviewApp:
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(StateCollector(cfg, db, self.progress))
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
+        self.templates.env.autoescape = True  # file names, reasons and text are untrusted: escaped whatever a template is called
         self.templates.env.filters["when"] = _when
+        self.skipped = SkippedPages(self)
 
     def routes(self) -> list:
         return [
@@ -82,6 +101,7 @@ class ReviewApp:
             Route("/file/{id:id}/save", self.save, methods=["POST"]),
             Route("/doc/{id:id}/save", self.save, methods=["POST"]),
             Route("/file/{id:id}/retry", self.retry, methods=["POST"]),
+            *self.skipped.routes(),
             Route("/metrics", self.metrics),
             Route("/healthz", self.healthz),
             Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
@@ -89,16 +109,27 @@ class ReviewApp:
 
     def render(self, request: Request, template: str, status: int = 200, **context) -> Response:
         folders = [(str(i), str(f)) for i, f in enumerate(self.store.folders)]
-        context.update(csrf=self.csrf.token, folders=folders, folder_arg=request.query_params.get("folder", ""))
+        args = list_args(request.query_params)
+        context.update(
+            csrf=self.csrf.token,
+            folders=folders,
+            folder_arg=args.get("folder", ""),
+            kind_arg=args.get("kind", ""),
+            list_query=f"?{urlencode(args)}" if args else "",
+        )
         return self.templates.TemplateResponse(request, template, context, status_code=status)
 
     # --- pages -----------------------------------------------------------------------------------
 
     def list_page(self, request: Request) -> Response:
         show = request.query_params.get("show", "")
-        kinds = (show,) if show in KINDS else KINDS
-        items = self.store.review_items(self.store.scope(request.query_params.get("folder")), kinds)
-        return self.render(request, "list.html", items=items, show=show, kinds=KINDS)
+        shows = (show,) if show in SHOWS else SHOWS
+        args = list_args(request.query_params)
+        scope = self.store.scope(args.get("folder"))
+        items = self.store.review_items(scope, shows, args.get("kind"))
+        present = self.store.doc_kinds(scope)
+        kinds = [k for k in DOC_KINDS if k in present or k == args.get("kind")]
+        return self.render(request, "list.html", items=items, show=show, shows=SHOWS, kinds=kinds)
 
     def search_page(self, request: Request) -> Response:
         q = request.query_params.get("q", "")[:500]
@@ -136,7 +167,8 @@ class ReviewApp:
                 pages = self.renderer.page_count(src)
             except InputError as e:
                 image_problem = f"cannot show the original: {e}"
-        items = self.store.review_items(self.store.scope(request.query_params.get("folder")))
+        args = list_args(request.query_params)
+        items = self.store.review_items(self.store.scope(args.get("folder")), kind=args.get("kind"))
         urls = [i.url for i in items]
         at = urls.index(rec.url) if rec.url in urls else None
         prev_url = urls[at - 1] if at is not None and at > 0 else None
@@ -183,7 +215,8 @@ class ReviewApp:
 
     # --- actions ---------------------------------------------------------------------------------
 
-    async def _form(self, request: Request) -> dict[str, str]:
+    async def form(self, request: Request) -> dict[str, str]:
+        """The POSTed form, once its CSRF token is checked (the Guard has checked its origin)."""
         if int(request.headers.get("content-length") or 0) > MAX_FORM_BYTES:
             raise HTTPException(413, "too large")
         async with request.form(max_files=0, max_fields=20, max_part_size=MAX_FORM_BYTES) as form:
@@ -193,7 +226,7 @@ class ReviewApp:
         return data
 
     async def save(self, request: Request) -> Response:
-        form = await self._form(request)
+        form = await self.form(request)
         rec = self._record(request)
         try:
             where = await run_in_threadpool(self._save, request, rec, form)
@@ -215,13 +248,13 @@ class ReviewApp:
         if accept:
             stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             new = markdown.with_fields(new, {"needs_review": False, "reviewed": stamp})
-        folder = request.query_params.get("folder", "")
-        suffix = f"&folder={folder}" if folder.isdigit() else ""
+        args = list_args(request.query_params)
+        suffix = f"&{urlencode(args)}" if args else ""
         if new == text:
             return f"{rec.url}?m=unchanged{suffix}"
         next_url = None
         if accept:  # go on to the next file in the list, as a person working through it expects
-            urls = [i.url for i in self.store.review_items(self.store.scope(folder))]
+            urls = [i.url for i in self.store.review_items(self.store.scope(args.get("folder")), kind=args.get("kind"))]
             after = urls[urls.index(rec.url) + 1 :] if rec.url in urls else urls
             next_url = next((u for u in after if u != rec.url), None)
         output.save_edit(rec.output, new, self.store.ledger, form.get("sha", ""), root=self.store.root_of(md))
@@ -231,7 +264,7 @@ class ReviewApp:
         return f"{rec.url}?m=saved{suffix}"
 
     async def retry(self, request: Request) -> Response:
-        form = await self._form(request)
+        form = await self.form(request)
         rec = self._record(request)
         if rec.job_id is None:
             raise HTTPException(404, "this transcription has no job to retry (its original was moved)")

@@ -13,6 +13,7 @@ from PIL import Image
 from handwatch.prepare import inputs
 
 FULL_SIDE, THUMB_SIDE = 2400, 320
+SMALL_SIDE = 256  # the skipped view's thumbnails: many on one page, each only needs to be recognised
 MAX_MEGAPIXELS, MAX_PAGES = 200.0, 500
 
 

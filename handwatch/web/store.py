@@ -1,4 +1,5 @@
-"""What the review page reads: the review list, one file's record by id, and which paths may ever be served."""
+"""What the review page reads: the review list, the skipped files, one file's record by id, the kind of each
+Markdown, and which paths may ever be served."""
 
 from __future__ import annotations
 
@@ -11,22 +12,47 @@ from pathlib import Path
 from handwatch.config.schema import Config
 from handwatch.publish.markdown import printable_name
 from handwatch.safefs import inside
-from handwatch.store.jobs import FAILED, PENDING
+from handwatch.store.jobs import FAILED, PENDING, SKIPPED
 from handwatch.store.state import Ledger, StateDB, decode, encode, within
 
-KINDS = ("review", "failed", "waiting")
+SHOWS = ("review", "failed", "waiting")  # what the list's `show` picks: why a file needs a person
+# The kinds a page may be classified as (transcribe/gate.py's KINDS; tests/web checks they agree): the only values
+# `?kind=` takes and the only `kind:` values shown, since a person may write anything into the front matter.
+DOC_KINDS = ("note", "recipe", "letter", "list", "form", "printed", "drawing", "photo", "blank")
 LIST_LIMIT = 500
+MAX_ID = (1 << 63) - 1  # SQLite's largest INTEGER: a larger id in a URL is not even asked about
+
+
+def folder_index(value: str | None) -> str | None:
+    """A watched folder's index from the request as the pages pass it on, or None: ASCII digits only ("²" is a
+    digit to str.isdigit() and an error to int())."""
+    if value and value.isascii() and value.isdigit() and len(value) <= 6:
+        return value
+    return None
 
 
 @dataclass(frozen=True)
 class Item:
     """One row of the review list."""
 
-    kind: str  # review | failed | waiting
+    status: str  # review | failed | waiting
     url: str
     name: str  # relative to its watched folder
     folder: str
     reasons: list[str]
+    when: float
+    kind: str | None = None  # the Markdown's `kind:` (one of DOC_KINDS), when it has one
+
+
+@dataclass(frozen=True)
+class Skip:
+    """One row of the skipped view."""
+
+    job_id: int
+    name: str
+    folder: str
+    kind: str  # photo | blank, or "" when the store did not say
+    reason: str
     when: float
 
 
@@ -64,42 +90,86 @@ class Store:
         """The folders a page looks in: one, by its index in the config's folders (never a path from the request),
         else every watched folder. Nothing outside them is listed or searched, even if the database knows it
         (a folder dropped from the config)."""
-        if index is None or not index.isdigit() or int(index) >= len(self.folders):
+        index = folder_index(index)
+        if index is None or int(index) >= len(self.folders):
             return self.folders
         return [self.folders[int(index)]]
 
-    def review_items(self, folders: list[Path], kinds: tuple[str, ...] = KINDS) -> list[Item]:
+    def review_items(self, folders: list[Path], shows: tuple[str, ...] = SHOWS, kind: str | None = None) -> list[Item]:
+        """What needs a person, newest first. With `kind`, only flagged transcriptions whose front matter says so
+        (a failed or waiting file has no Markdown, so no kind)."""
+        items = self._flagged(folders, kind) if "review" in shows else []
         db = self.db.connect()
-        in_docs, args_docs = within("d.output", folders)
         in_jobs, args_jobs = within("path", folders)
-        items: list[Item] = []
-        if "review" in kinds:
-            rows = db.execute(
-                # When handwatch wrote it, not when it was last indexed: a person's save must not reorder the list.
-                f"""SELECT d.id, d.source, d.reasons, COALESCE(o.written, d.updated) AS written,
-                           (SELECT j.id FROM jobs j WHERE j.output = d.output ORDER BY j.updated DESC LIMIT 1) AS job
-                    FROM docs d LEFT JOIN outputs o ON o.path = d.output
-                    WHERE d.needs_review = 1{in_docs} ORDER BY written DESC LIMIT ?""",
-                (*args_docs, LIST_LIMIT),
-            ).fetchall()
-            for r in rows:
-                url = f"/file/{r['job']}" if r["job"] is not None else f"/doc/{r['id']}"
-                items.append(self._item("review", url, decode(r["source"]), json.loads(r["reasons"]), r["written"]))
-        for kind, state, extra in (("failed", FAILED, ""), ("waiting", PENDING, " AND reason IS NOT NULL")):
-            if kind not in kinds:
+        for status, state, extra in (("failed", FAILED, ""), ("waiting", PENDING, " AND reason IS NOT NULL")):
+            if status not in shows or kind is not None:
                 continue
             rows = db.execute(
                 f"""SELECT id, path, reason, updated FROM jobs WHERE state = ?{extra}{in_jobs}
                     ORDER BY updated DESC LIMIT ?""",
                 (state, *args_jobs, LIST_LIMIT),
             ).fetchall()
-            items += [self._item(kind, f"/file/{r['id']}", decode(r["path"]), [r["reason"] or ""], r["updated"]) for r in rows]
+            items += [self._item(status, f"/file/{r['id']}", decode(r["path"]), [r["reason"] or ""], r["updated"]) for r in rows]
         items.sort(key=lambda i: i.when, reverse=True)
         return items[:LIST_LIMIT]
 
-    def _item(self, kind: str, url: str, path: Path, reasons: list[str], when: float) -> Item:
+    def doc_kinds(self, folders: list[Path]) -> list[str]:
+        """The kinds among the flagged transcriptions in these folders, in DOC_KINDS' order: what the filter offers."""
+        in_docs, args = within("output", folders)
+        rows = self.db.connect().execute(f"SELECT DISTINCT kind FROM docs WHERE needs_review = 1{in_docs}", args).fetchall()
+        present = {r["kind"] for r in rows}
+        return [k for k in DOC_KINDS if k in present]
+
+    def _flagged(self, folders: list[Path], kind: str | None = None) -> list[Item]:
+        in_docs, args_docs = within("d.output", folders)
+        if kind is not None:
+            in_docs, args_docs = in_docs + " AND d.kind = ?", [*args_docs, kind]
+        rows = (
+            self.db.connect()
+            .execute(
+                # When handwatch wrote it, not when it was last indexed: a person's save must not reorder the list.
+                f"""SELECT d.id, d.source, d.reasons, d.kind, COALESCE(o.written, d.updated) AS written,
+                           (SELECT j.id FROM jobs j WHERE j.output = d.output ORDER BY j.updated DESC LIMIT 1) AS job
+                    FROM docs d LEFT JOIN outputs o ON o.path = d.output
+                    WHERE d.needs_review = 1{in_docs} ORDER BY written DESC LIMIT ?""",
+                (*args_docs, LIST_LIMIT),
+            )
+            .fetchall()
+        )
+        items = []
+        for r in rows:
+            url = f"/file/{r['job']}" if r["job"] is not None else f"/doc/{r['id']}"
+            shown = r["kind"] if r["kind"] in DOC_KINDS else None
+            items.append(self._item("review", url, decode(r["source"]), json.loads(r["reasons"]), r["written"], shown))
+        return items
+
+    def _item(self, status: str, url: str, path: Path, reasons: list[str], when: float, kind: str | None = None) -> Item:
         name, folder = display(path, self.folders)
-        return Item(kind, url, name, folder, reasons, when)
+        return Item(status, url, name, folder, reasons, when, kind)
+
+    def skipped(self, folders: list[Path], limit: int) -> tuple[list[Skip], int]:
+        """The latest `limit` skipped files in these folders, and how many there are in all. Queried here rather
+        than through JobQueue.skipped, which knows nothing of the watched folders: a folder dropped from the config
+        shows nothing, and its rows must not take the places of those shown."""
+        db = self.db.connect()
+        where, args = within("path", folders)
+        (total,) = db.execute(f"SELECT COUNT(*) FROM jobs WHERE state = ?{where}", (SKIPPED, *args)).fetchone()
+        rows = db.execute(
+            f"""SELECT id, path, kind, reason, updated FROM jobs WHERE state = ?{where}
+                ORDER BY updated DESC, id DESC LIMIT ?""",
+            (SKIPPED, *args, limit),
+        ).fetchall()
+        out = []
+        for r in rows:
+            name, folder = display(decode(r["path"]), self.folders)
+            out.append(Skip(r["id"], name, folder, r["kind"] or "", r["reason"] or "", r["updated"]))
+        return out, total
+
+    def job_in_folders(self, job_id: int) -> tuple[Path, str] | None:
+        """A job's original and state, if its path lies in a watched folder (as the lists decide it)."""
+        where, args = within("path", self.folders)
+        row = self.db.connect().execute(f"SELECT path, state FROM jobs WHERE id = ?{where}", (job_id, *args)).fetchone()
+        return (decode(row["path"]), row["state"]) if row else None
 
     def url_for_doc(self, doc_id: int, output: Path) -> str:
         """A transcription's page is its job's, when it has one."""
