@@ -238,7 +238,10 @@ def heif_look(path: Path, max_side: int, least: int, max_megapixels: float) -> n
     ensure_heif()
     with Image.open(path) as im:
         check_pixels(*im.size, max_megapixels)
-    arr = heif_preview(path, least)
+    try:
+        arr = heif_preview(path, least)
+    except (OSError, ValueError, RuntimeError):
+        return None  # a thumbnail that does not decode: the page itself is decoded, and says what is wrong
     return None if arr is None else _fit(arr, max_side)
 
 
@@ -247,11 +250,14 @@ def exif_thumbnail(path: Path, least: int) -> np.ndarray | None:
     `least` px long and has the picture's shape: reading it costs under a millisecond, against ~50 ms of
     entropy decoding that even a 1/8-scaled decode of 12 MP needs. A thumbnail of another shape is stale (an
     editor cropped or turned the picture and left it) or letterboxed: None, and the caller decodes."""
-    with Image.open(path) as im:
-        raw = im.info.get("exif") or b""
-        exif = im.getexif()
-        w, h = im.size
-    ifd1 = exif.get_ifd(ExifTags.IFD.IFD1) if exif else {}
+    try:
+        with Image.open(path) as im:
+            raw = im.info.get("exif") or b""
+            exif = im.getexif()
+            w, h = im.size
+            ifd1 = exif.get_ifd(ExifTags.IFD.IFD1) if exif else {}
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None  # whatever is wrong with the file, the decode that follows says it
     start, length = ifd1.get(0x0201), ifd1.get(0x0202)  # JPEGInterchangeFormat(Length), from the TIFF header
     if not isinstance(start, int) or not isinstance(length, int) or not raw.startswith(b"Exif\x00\x00"):
         return None

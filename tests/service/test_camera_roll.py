@@ -291,3 +291,111 @@ def test_status_json_counts_and_lists_skipped_files(world, fake_openai, run_cli)
     assert {s["kind"] for s in data["skipped"]} == {"photo"} and len(data["skipped"]) == 3
     text = run_cli("status", "-c", cfg).stdout
     assert "skipped 3" in text and "not a document (photo)" in text
+
+
+# --- real photos, the real daemon ---------------------------------------------------------------------------------
+
+
+def test_the_daemon_on_a_real_camera_roll_writes_markdown_for_the_documents_only(tmp_path, fake_openai, write_config):
+    """Real phone and camera photos (tests/data/photos): the daemon transcribes the four documents, skips the four
+    photos, shows them in `status --json` and the review page's Skipped view, and a rescan asks nothing again."""
+    import shutil
+
+    import httpx
+
+    from tests.support.daemon import DaemonProc, status
+    from tests.support.fakeopenai import free_port, wait_for
+    from tests.support.photos import by_picture, labelled
+
+    inbox = tmp_path / "Camera"
+    inbox.mkdir()
+    files = labelled()
+    fake_openai.classify = by_picture(files)
+    port = free_port()
+    cfg = write_config(
+        {
+            "endpoints": [{"url": fake_openai.url, "model": "fake-vl-7b"}],
+            "defaults": {"settle_s": 0.2},
+            "rescan_s": 5,
+            "folders": [{"path": str(inbox)}],
+            "web": {"listen": f"127.0.0.1:{port}"},
+        }
+    )
+    d = DaemonProc(cfg, tmp_path / "daemon.log")
+    try:
+        for src in files:
+            shutil.copyfile(src, inbox / src.name)
+        wait_for(lambda: sum(status(cfg)["counts"][k] for k in ("done", "skipped", "failed")) == len(files), 60, what="all")
+        documents = sorted(p.stem for p, label in files.items() if label == "document")
+        assert sorted(p.stem for p in inbox.glob("*.md")) == documents
+        data = status(cfg)
+        assert data["counts"]["skipped"] == 4 and data["counts"]["failed"] == 0
+        assert {Path(s["path"]).name for s in data["skipped"]} == {p.name for p, lb in files.items() if lb == "photo"}
+        assert {s["reason"] for s in data["skipped"]} == {"not a document (photo)"}
+        page = wait_for(lambda: _get(httpx, f"http://127.0.0.1:{port}/skipped"), 30, what="the review page")
+        assert all(p.name in page.text for p, lb in files.items() if lb == "photo")
+        asked = len(fake_openai.classifications)
+        rescans = len(d.events("rescan.done"))
+        wait_for(lambda: len(d.events("rescan.done")) > rescans, 30, what="a rescan")
+        assert len(fake_openai.classifications) == asked  # a rescan does not ask again
+    finally:
+        assert d.stop() == 0, d.log()
+
+
+def _get(httpx, url: str):
+    try:
+        r = httpx.get(url, timeout=5)
+    except httpx.TransportError:
+        return None
+    return r if r.status_code == 200 else None
+
+
+# --- once, and redo of what an earlier version wrote ----------------------------------------------------------------
+
+
+def test_once_says_skipped_and_exits_0_and_anyway_transcribes_and_sticks(world, fake_openai, run_cli):
+    inbox, configure = world
+    cfg = configure()
+    photo = a_photo(inbox / "IMG_0001.jpg")
+    fake_openai.classify = kind_reply("photo")
+    res = run_cli("once", "-c", cfg, photo)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == f"skipped {photo}: not a document (photo)\n"
+    assert not photo.with_suffix(".md").exists()
+    assert queue_of(cfg).state_of(photo)["state"] == "skipped"
+    res = run_cli("once", "-c", cfg, "--anyway", photo)
+    assert res.returncode == 0 and res.stdout.strip() == str(photo.with_suffix(".md")), res.stderr
+    asked = len(fake_openai.classifications)
+    a_photo(photo, seed=9)  # the file changes; the person's choice holds for it
+    res = run_cli("once", "-c", cfg, photo)
+    assert res.returncode == 0 and res.stdout.strip() == str(photo.with_suffix(".md")), res.stderr
+    assert len(fake_openai.classifications) == asked
+
+
+def test_redo_takes_back_the_unedited_markdown_an_earlier_version_wrote_for_photos(world, fake_openai, run_cli):
+    """Before the check, every holiday photo got an empty Markdown. With the check on, `redo --dry-run` lists them,
+    `redo` looks at each again, removes the Markdown of the photos nobody edited and never touches an edited one;
+    a document keeps its text (no new transcription is asked for)."""
+    inbox, configure = world
+    old = configure(documents_only=False)  # what an earlier handwatch did: no check
+    photos = [a_photo(inbox / f"IMG_000{i}.jpg", seed=i) for i in range(2)]
+    page = a_page(inbox / "IMG_0009.jpg")
+    run_scan(old)
+    assert all(p.with_suffix(".md").exists() for p in [*photos, page])
+    edited = photos[1].with_suffix(".md")
+    edited.write_text(edited.read_text() + "\nGreat holiday, Lisbon 2024\n")
+    cfg = configure()  # documents_only: auto, the default
+    fake_openai.classify = lambda rec: kind_reply("photo" if _corner(rec.image) == "dark" else "note")
+    transcriptions, asked = len(fake_openai.requests), len(fake_openai.classifications)
+    dry = run_cli("redo", "-c", cfg, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert f"would check {photos[0]}" in dry.stdout and f"would check {page}" in dry.stdout
+    assert f"conflict {photos[1]}" in dry.stdout  # edited: never touched
+    assert photos[0].with_suffix(".md").exists() and len(fake_openai.classifications) == asked  # a dry run asks nothing
+    res = run_cli("redo", "-c", cfg)
+    assert f"removed {photos[0].with_suffix('.md')}: its original is not a document (photo)" in res.stdout, res.stderr
+    assert not photos[0].with_suffix(".md").exists()
+    assert "Lisbon 2024" in edited.read_text()
+    assert front(page.with_suffix(".md"))["kind"] == "note"
+    assert len(fake_openai.requests) == transcriptions  # the document's text was kept, not asked for again
+    assert run_cli("redo", "-c", cfg, "--dry-run").stdout.count("would check") == 0  # checked now: nothing left
