@@ -166,7 +166,9 @@ def cmd_redo(cfg, args) -> int:
     the_plan = redo.plan(cfg, db, folder, args.needs_review)
     todo, conflicts, skipped = the_plan.of(redo.REDO), the_plan.of(redo.CONFLICT), the_plan.of(redo.SKIP)
     for item in todo if args.dry_run else []:
-        if item.why == redo.UNCHECKED:
+        if item.remove:
+            out(f"would remove {item.output}: its original is {item.why}")
+        elif item.why == redo.UNCHECKED:
             out(f"would check {item.source}: {item.why} ({item.output.name})")
         else:
             out(f"would redo {item.source}: {item.why}")

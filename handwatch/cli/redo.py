@@ -28,6 +28,7 @@ class Item:
     action: str  # redo | conflict | skip
     why: str
     retranscribe: bool = True  # False: only the review thresholds changed, the stored text is rendered again
+    remove: bool = False  # the original is skipped (not a document): its Markdown is taken back, nothing is asked
 
 
 @dataclass
@@ -126,6 +127,14 @@ def plan(cfg: Config, db: StateDB, folder: Path | None = None, needs_review: boo
         if rule is None:
             result.items.append(Item(r.source, r.output, SKIP, why or "not an input"))
             continue
+        skipped = _skipped(db, r.source)
+        if skipped is not None:  # judged not a document since its Markdown was written (its content changed)
+            problem = edited(r.output, ledger)
+            if problem:
+                result.items.append(Item(r.source, r.output, CONFLICT, problem))
+            elif r.output.exists():
+                result.items.append(Item(r.source, r.output, REDO, skipped, retranscribe=False, remove=True))
+            continue
         reasons, retranscribe = _reasons(r, rule, cfg, models, result.notes)
         if not reasons:
             continue
@@ -175,6 +184,15 @@ def forget_gone(db: StateDB, items: list[Item]) -> None:
             store.forget(item.source)
 
 
+def _skipped(db: StateDB, source: Path) -> str | None:
+    """The reason a skipped original was skipped; None when it is not skipped."""
+    from handwatch.store.jobs import SKIPPED
+    from handwatch.store.state import encode
+
+    row = db.connect().execute("SELECT state, reason FROM jobs WHERE path=?", (encode(source),)).fetchone()
+    return (row["reason"] or "not a document") if row is not None and row["state"] == SKIPPED else None
+
+
 def _done_paths(db: StateDB) -> list[Path]:
     rows = db.connect().execute("SELECT path FROM jobs WHERE state='done'").fetchall()
     return [decode(row["path"]) for row in rows]
@@ -219,7 +237,16 @@ def run(cfg: Config, items: list[Item], progress: Callable[[int, int, Item, str,
     worker = Worker(queue, pipeline, candidates, on_skipped=on_skipped)
     queue.recover()
     conn = db.connect()
-    for item in items:
+    for item in [i for i in items if i.remove]:  # already judged: nothing to ask, only the Markdown to take back
+        resolved, _ = candidates.resolve(item.source)
+        root = resolved.folder.path if resolved is not None and resolved.folder else item.source.parent
+        try:
+            pipeline.publisher.retract(item.output, item.source, root)
+        except (HandwatchError, OSError) as e:
+            summary.kept.append((item.output, str(getattr(e, "strerror", None) or e)))
+        else:
+            summary.removed.append((item.output, item.why))
+    for item in [i for i in items if not i.remove]:
         try:
             st = os.stat(item.source)
             sha = safefs.sha256_file(item.source)

@@ -399,3 +399,24 @@ def test_redo_takes_back_the_unedited_markdown_an_earlier_version_wrote_for_phot
     assert front(page.with_suffix(".md"))["kind"] == "note"
     assert len(fake_openai.requests) == transcriptions  # the document's text was kept, not asked for again
     assert run_cli("redo", "-c", cfg, "--dry-run").stdout.count("would check") == 0  # checked now: nothing left
+
+
+def test_redo_takes_back_the_markdown_of_a_file_that_changed_into_a_photo(world, fake_openai, run_cli):
+    """A page was transcribed; the phone then synced a photo under the same name. The new content is skipped and
+    its old Markdown, no longer the transcription of anything there, is taken back by `redo` (listed first)."""
+    inbox, configure = world
+    cfg = configure()
+    page = a_page(inbox / "IMG_0001.jpg", quality=90)
+    run_scan(cfg)
+    md = page.with_suffix(".md")
+    assert md.exists()
+    a_photo(page)
+    fake_openai.classify = kind_reply("photo")
+    run_scan(cfg)
+    assert queue_of(cfg).state_of(page)["state"] == "skipped" and md.exists()
+    dry = run_cli("redo", "-c", cfg, "--dry-run")
+    assert f"would remove {md}: its original is not a document (photo)" in dry.stdout, dry.stdout + dry.stderr
+    asked = len(fake_openai.classifications)
+    res = run_cli("redo", "-c", cfg)
+    assert res.returncode == 0 and not md.exists(), res.stdout + res.stderr
+    assert len(fake_openai.classifications) == asked  # nothing asked again: it was judged already
