@@ -115,10 +115,14 @@ def _folder(f: Folder, rule: Rule) -> Finding:
     return Finding(OK, subject, f"{fstype}, {mode}; {desc}")
 
 
+DOCUMENTS_ONLY = {"auto": "for camera photos", True: "for every file", False: "off"}
+
+
 def describe(rule: Rule) -> str:
     parts = [f"engine {rule.engine}", f"profile {rule.profile}", f"languages [{', '.join(rule.languages)}]"]
     if rule.translate_to:
         parts.append(f"translate_to {rule.translate_to}")
+    parts.append(f"documents only {DOCUMENTS_ONLY[rule.documents_only]}")
     parts += [f"settle_s {rule.settle_s:g}", f"output {rule.output}"]
     if not rule.recursive:
         parts.append("not recursive")

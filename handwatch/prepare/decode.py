@@ -232,48 +232,55 @@ def heif_preview(source: Path | BinaryIO, max_side: int) -> np.ndarray | None:
         return pixels(im)
 
 
-def heif_look(path: Path, max_side: int, least: int, max_megapixels: float) -> np.ndarray | None:
-    """A HEIC's own thumbnail for a quick look, if it has one at least `least` px long (a phone embeds 320 px):
-    a fraction of the ~1 s that decoding 12 MP of HEVC costs. None when there is none."""
-    ensure_heif()
-    with Image.open(path) as im:
-        check_pixels(*im.size, max_megapixels)
-    try:
-        arr = heif_preview(path, least)
-    except (OSError, ValueError, RuntimeError):
-        return None  # a thumbnail that does not decode: the page itself is decoded, and says what is wrong
-    return None if arr is None else _fit(arr, max_side)
+EXIF_THUMB_MAX = 1024  # cameras write 160-640 px; a thumbnail declaring more is not a camera's (a bomb is)
+EXIF_MAX_BYTES = 65533  # all of an APP1 segment: the thumbnail lies inside one
 
 
 def exif_thumbnail(path: Path, least: int) -> np.ndarray | None:
     """A camera JPEG's own EXIF thumbnail (IFD1; phones write 160x120, some 320x240), upright, if it is at least
     `least` px long and has the picture's shape: reading it costs under a millisecond, against ~50 ms of
     entropy decoding that even a 1/8-scaled decode of 12 MP needs. A thumbnail of another shape is stale (an
-    editor cropped or turned the picture and left it) or letterboxed: None, and the caller decodes."""
+    editor cropped or turned the picture and left it) or letterboxed: None, and the caller decodes. So is one
+    that is larger than a camera makes, not smaller than the picture, or progressive: a few hundred bytes of
+    progressive JPEG can declare 30000x30000 pixels, and none of it is decoded."""
     try:
-        with Image.open(path) as im:
+        with Image.open(path, formats=["JPEG"]) as im:
             raw = im.info.get("exif") or b""
             exif = im.getexif()
             w, h = im.size
             ifd1 = exif.get_ifd(ExifTags.IFD.IFD1) if exif else {}
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-        return None  # whatever is wrong with the file, the decode that follows says it
+    except Exception:  # whatever is wrong with the file, the decode that follows says it
+        return None
     start, length = ifd1.get(0x0201), ifd1.get(0x0202)  # JPEGInterchangeFormat(Length), from the TIFF header
     if not isinstance(start, int) or not isinstance(length, int) or not raw.startswith(b"Exif\x00\x00"):
         return None
-    blob = raw[6 + start : 6 + start + length]
+    blob = raw[6 + start : 6 + start + min(length, EXIF_MAX_BYTES)]
     try:
-        with Image.open(io.BytesIO(blob)) as th:
-            if th.format != "JPEG" or max(th.size) < least:
+        with Image.open(io.BytesIO(blob), formats=["JPEG"]) as th:
+            tw, th_h = th.size
+            if not least <= max(tw, th_h) <= EXIF_THUMB_MAX or tw >= w or th_h >= h or th.info.get("progressive"):
                 return None
-            th.draft("RGB", th.size)
+            if abs(tw / th_h - w / h) > 0.05 * (w / h):
+                return None
             arr = pixels(th.convert("RGB"))
-    except (OSError, ValueError, Image.DecompressionBombError):
-        return None
-    tw, th_ = arr.shape[1], arr.shape[0]
-    if abs(tw / th_ - w / h) > 0.05 * (w / h):
+    except Exception:  # a thumbnail that does not decode: the picture itself is decoded, and says what is wrong
         return None
     return _upright(arr, exif.get(ORIENTATION, 1))
+
+
+def heif_look(path: Path, max_side: int, least: int, max_megapixels: float) -> np.ndarray | None:
+    """A HEIC's own thumbnail for a quick look, if it has one at least `least` px long (a phone embeds 320 px):
+    a fraction of the ~1 s that decoding 12 MP of HEVC costs. None when there is none. The file is read once:
+    the thumbnail comes from the bytes whose picture passed the pixel limit."""
+    ensure_heif()
+    data = path.read_bytes()
+    with Image.open(io.BytesIO(data)) as im:
+        check_pixels(*im.size, max_megapixels)
+    try:
+        arr = heif_preview(io.BytesIO(data), least)
+    except Exception:  # a thumbnail that does not decode: the page itself is decoded, and says what is wrong
+        return None
+    return None if arr is None else _fit(arr, max_side)
 
 
 def _upright(arr: np.ndarray, orientation: int) -> np.ndarray:

@@ -43,6 +43,39 @@ def pixel_bomb(path: Path, size=(20000, 10000)) -> Path:
     return path
 
 
+def exif_thumbnail_bomb(path: Path, thumb=(30000, 30000), main=(640, 480)) -> Path:
+    """A small, valid JPEG whose EXIF thumbnail (IFD1) is a progressive JPEG of only AC scans with end-of-band
+    runs: under 2 kB that declare `thumb` pixels, gigabytes once decoded (found by the review of issue #22)."""
+
+    def seg(marker: int, payload: bytes) -> bytes:
+        return struct.pack(">HH", marker, len(payload) + 2) + payload
+
+    w, h = thumb
+    runs = -(-(((w + 7) // 8) * ((h + 7) // 8)) // 32767)  # EOBRUN of 32767 blocks each: 15 bits per run
+    bits = ([0] + [1] * 14) * runs
+    data = bytearray()
+    for k in range(0, len(bits), 8):
+        chunk = bits[k : k + 8]
+        byte = int("".join(map(str, chunk)).ljust(8, "1"), 2)
+        data += bytes([byte, 0]) if byte == 0xFF else bytes([byte])
+    sof = struct.pack(">BHHB", 8, h, w, 1) + bytes([1, 0x11, 0])
+    bomb = b"\xff\xd8" + seg(0xFFDB, bytes([0]) + bytes([1]) * 64) + seg(0xFFC2, sof)
+    bomb += (
+        seg(0xFFC4, bytes([0x10, 1] + [0] * 15 + [0xE0])) + seg(0xFFDA, bytes([1, 1, 0, 1, 63, 0])) + bytes(data) + b"\xff\xd9"
+    )
+    ifd0 = struct.pack("<H", 1) + struct.pack("<HHIHH", 0x0112, 3, 1, 1, 0)  # Orientation 1
+    ifd1_at = 8 + len(ifd0) + 4
+    ifd0 += struct.pack("<I", ifd1_at)
+    thumb_at = ifd1_at + 2 + 2 * 12 + 4
+    ifd1 = struct.pack("<H", 2) + struct.pack("<HHII", 0x0201, 4, 1, thumb_at) + struct.pack("<HHII", 0x0202, 4, 1, len(bomb))
+    tiff = b"II*\x00" + struct.pack("<I", 8) + ifd0 + ifd1 + struct.pack("<I", 0) + bomb
+    buf = io.BytesIO()
+    Image.new("RGB", main, (235, 230, 220)).save(buf, "JPEG")
+    picture = buf.getvalue()
+    path.write_bytes(picture[:2] + seg(0xFFE1, b"Exif\x00\x00" + tiff) + picture[2:])
+    return path
+
+
 def truncated_jpeg(path: Path) -> Path:
     buf = io.BytesIO()
     id_image(7, (800, 600)).save(buf, "JPEG", quality=90)

@@ -83,3 +83,28 @@ def test_the_exif_thumbnail_needs_only_the_headers(tmp_path):
     cut = tmp_path / "cut.jpg"
     cut.write_bytes(data[: len(data) // 2])
     assert decode.exif_thumbnail(cut, gate.EXIF_LEAST).shape[:2] == (160, 120)
+
+
+def test_an_exif_thumbnail_that_declares_gigapixels_is_never_decoded(tmp_path):
+    """Regression (review of #22): under 7 kB whose EXIF thumbnail decodes to 0.9 gigapixels. Under a 1 GB address
+    space limit the preview must come back from decoding the small picture itself, never from the thumbnail."""
+    import subprocess
+    import sys
+
+    from tests.faults.hostile import exif_thumbnail_bomb
+    from tests.support.paths import cli_env
+
+    path = exif_thumbnail_bomb(tmp_path / "bomb.jpg")
+    code = f"""
+import resource
+resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+from pathlib import Path
+from handwatch.prepare import decode, inputs
+decode.Image.MAX_IMAGE_PIXELS = 2_000_000_000  # as handwatch sets it: our own checks decide
+assert decode.exif_thumbnail(Path({str(path)!r}), 160) is None
+ref = inputs.open_pages(Path({str(path)!r}), 1288, 100, 50)[0]
+print(ref.preview(448, 256, 160).image.shape)
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(), timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip() == "(336, 448, 3)"
