@@ -13,12 +13,14 @@ from handwatch.config.schema import Config, Rule
 from handwatch.errors import HandwatchError
 from handwatch.publish import provenance
 from handwatch.safefs import FileSig
-from handwatch.store.state import Ledger, StateDB, decode
+from handwatch.store.jobs import SKIPPED
+from handwatch.store.state import Ledger, StateDB, decode, encode
 from handwatch.transcribe import gate
 
 REDO, CONFLICT, SKIP = "redo", "conflict", "skip"
 GONE = "the original is gone"
 UNCHECKED = "documents_only is on here and it was never checked: looked at again, its Markdown removed if it is not a document"
+RECHECK = "skipped as not a document, and documents_only is off here now: transcribed"
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,7 @@ class Item:
     why: str
     retranscribe: bool = True  # False: only the review thresholds changed, the stored text is rendered again
     remove: bool = False  # the original is skipped (not a document): its Markdown is taken back, nothing is asked
+    recheck: bool = False  # skipped where the check is off now: transcribed (it has no Markdown to take back)
 
 
 @dataclass
@@ -127,7 +130,8 @@ def plan(cfg: Config, db: StateDB, folder: Path | None = None, needs_review: boo
         if rule is None:
             result.items.append(Item(r.source, r.output, SKIP, why or "not an input"))
             continue
-        skipped = _skipped(db, r.source)
+        job = _job(db, r.source)
+        skipped = (job["reason"] or "not a document") if job is not None and job["state"] == SKIPPED else None
         if skipped is not None:  # judged not a document since its Markdown was written (its content changed)
             problem = edited(r.output, ledger)
             if problem:
@@ -135,7 +139,7 @@ def plan(cfg: Config, db: StateDB, folder: Path | None = None, needs_review: boo
             elif r.output.exists():
                 result.items.append(Item(r.source, r.output, REDO, skipped, retranscribe=False, remove=True))
             continue
-        reasons, retranscribe = _reasons(r, rule, cfg, models, result.notes)
+        reasons, retranscribe = _reasons(r, rule, cfg, models, result.notes, bool(job and job["anyway"]))
         if not reasons:
             continue
         problem = edited(r.output, ledger)
@@ -143,6 +147,18 @@ def plan(cfg: Config, db: StateDB, folder: Path | None = None, needs_review: boo
             result.items.append(Item(r.source, r.output, CONFLICT, problem))
         else:
             result.items.append(Item(r.source, r.output, REDO, "; ".join(reasons), retranscribe))
+    for path in _skipped_paths(db):  # skipped where the check is off now: a rule changed, so they are transcribed
+        if (folder is not None and not inside(path, folder)) or needs_review or path in known or not path.is_file():
+            continue
+        rule, _ = candidates.rule(path)
+        job = _job(db, path)
+        if (
+            rule is not None
+            and job is not None
+            and job["kind"] != "blank"
+            and not gate.applies(rule.documents_only, _photo(path))
+        ):
+            result.items.append(Item(path, path, REDO, RECHECK, retranscribe=False, recheck=True))
     older = [p for p in _done_paths(db) if p not in known and (folder is None or inside(p, folder))]
     if older and not needs_review:
         result.notes.append(
@@ -153,12 +169,14 @@ def plan(cfg: Config, db: StateDB, folder: Path | None = None, needs_review: boo
     return result
 
 
-def _reasons(r: provenance.Record, rule: Rule, cfg: Config, models: Models, notes: list[str]) -> tuple[list[str], bool]:
+def _reasons(
+    r: provenance.Record, rule: Rule, cfg: Config, models: Models, notes: list[str], anyway: bool = False
+) -> tuple[list[str], bool]:
     now = provenance.parts(rule, cfg)
     changed = [k for k in provenance.PART_NAMES if r.parts.get(k) != now.get(k)]
     reasons = provenance.changes(r.parts, now)
     retranscribe = any(k in provenance.TRANSCRIBING for k in changed)
-    if r.parts.get(provenance.GATE) != "on" and gate.applies(rule.documents_only, _photo(r.source)):
+    if r.parts.get(provenance.GATE) != "on" and not anyway and gate.applies(rule.documents_only, _photo(r.source)):
         reasons.append(UNCHECKED)  # its text is kept unless the check says it is not a document
     if r.model:  # '' when every page was blank: no model read anything
         current, model_notes = models.for_engine(rule.engine)
@@ -184,13 +202,12 @@ def forget_gone(db: StateDB, items: list[Item]) -> None:
             store.forget(item.source)
 
 
-def _skipped(db: StateDB, source: Path) -> str | None:
-    """The reason a skipped original was skipped; None when it is not skipped."""
-    from handwatch.store.jobs import SKIPPED
-    from handwatch.store.state import encode
+def _job(db: StateDB, source: Path):
+    return db.connect().execute("SELECT state, reason, kind, anyway FROM jobs WHERE path=?", (encode(source),)).fetchone()
 
-    row = db.connect().execute("SELECT state, reason FROM jobs WHERE path=?", (encode(source),)).fetchone()
-    return (row["reason"] or "not a document") if row is not None and row["state"] == SKIPPED else None
+
+def _skipped_paths(db: StateDB) -> list[Path]:
+    return [decode(r["path"]) for r in db.connect().execute("SELECT path FROM jobs WHERE state=?", (SKIPPED,))]
 
 
 def _done_paths(db: StateDB) -> list[Path]:
@@ -224,7 +241,7 @@ def run(cfg: Config, items: list[Item], progress: Callable[[int, int, Item, str,
         """An original now judged not a document: its Markdown is taken back, unless a person edited it."""
         item = wanted.get(job.path)
         resolved, _ = candidates.resolve(job.path)
-        if item is None or resolved is None:
+        if item is None or item.recheck or resolved is None:
             return
         root = resolved.folder.path if resolved.folder else job.path.parent
         try:
@@ -238,6 +255,9 @@ def run(cfg: Config, items: list[Item], progress: Callable[[int, int, Item, str,
     queue.recover()
     conn = db.connect()
     for item in [i for i in items if i.remove]:  # already judged: nothing to ask, only the Markdown to take back
+        if (queue.state_of(item.source) or {}).get("state") == RUNNING:
+            summary.busy.append(item.source)  # being looked at again right now (it changed): not behind its back
+            continue
         resolved, _ = candidates.resolve(item.source)
         root = resolved.folder.path if resolved is not None and resolved.folder else item.source.parent
         try:

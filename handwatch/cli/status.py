@@ -118,7 +118,8 @@ def lines(data: dict) -> list[str]:
     else:
         out = ["daemon: not running (start it with `handwatch run`, or `systemctl start handwatch`)"]
     c = data["counts"]
-    out.append(f"pending {c['pending']}  running {c['running']}  done {c['done']}  failed {c['failed']}  skipped {c['skipped']}")
+    skipped = f"  skipped {c['skipped']}" if c["skipped"] else ""  # only once documents_only has skipped anything
+    out.append(f"pending {c['pending']}  running {c['running']}  done {c['done']}  failed {c['failed']}{skipped}")
     for e in data["endpoints"]:
         state = {True: "up", False: "down", None: "not contacted yet"}[e["up"]]
         out.append(f"endpoint {e['url']}: {state}" + (f" ({e['reason']})" if e["reason"] and e["up"] is False else ""))

@@ -30,6 +30,7 @@ class Page:
     number: int
     photo: bool  # camera-made: the contrast default depends on it
     said: tuple[str, ...] = ()  # what the decoder complained about, though it could decode the page
+    embedded: bool = False  # a thumbnail the file carries, not a decode of its picture (it may show something else)
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ class PageRef:
                 else:
                     arr = decode.exif_thumbnail(self.path, exif_least or least)
             if arr is not None:
-                return Page(arr, self.number, self.photo, tuple(said))
+                return Page(arr, self.number, self.photo, tuple(said), embedded=True)
         return replace(self, max_side=max_side).load()
 
 

@@ -197,16 +197,22 @@ def _write_at(dfd: int, target: Path, data: bytes, ledger: Ledger, source: Path,
 
 def retract(target: Path, source: Path, ledger: Ledger, root: Path) -> None:
     """Remove a Markdown handwatch wrote for `source` and nobody edited since (its original is now judged not
-    a document). Checked and removed under the ledger's turn, through the folder's descriptor, never through
-    a link: a person's save cannot slip in between. Raises OutputConflict (left untouched) otherwise."""
-    with safefs.folder(root, target.parent, create=False) as dfd, ledger.replacing():
-        try:
-            _check_ours(dfd, target, ledger, source)
-        except FileNotFoundError:
-            ledger.forget(target)
+    a document), through the folder's descriptor, never through a link. It is hashed outside the ledger's turn;
+    under it only an lstat says the file is still the one hashed, so a person's save (from the review page, or an
+    editor's rename) between the two is seen and the file left alone. Raises OutputConflict otherwise."""
+    name = target.name
+    with safefs.folder(root, target.parent, create=False) as dfd:
+        if safefs.lstat_at(dfd, name) is None:
+            ledger.forget(target, source)
             return
-        os.unlink(target.name, dir_fd=dfd)
-        ledger.forget(target)
+        _, checked = _check_ours(dfd, target, ledger, source)
+        with ledger.replacing():
+            last = safefs.lstat_at(dfd, name)
+            if last is not None and _identity(last) != checked:
+                raise OutputConflict(f"{name} changed while handwatch was taking it back; left untouched")
+            if last is not None:
+                os.unlink(name, dir_fd=dfd)
+            ledger.forget(target, source)
         safefs.fsync_dir(dfd)
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from handwatch import log, safefs
+from handwatch.errors import HandwatchError
 from handwatch.publish import markdown, output, provenance
 from handwatch.publish.index import SearchIndex
 from handwatch.store.state import Ledger, StateDB
@@ -45,6 +46,8 @@ class Publisher:
         target = output.claim_target(source, sha, template, self.ledger, doc.kind)
         text = markdown.render(doc)
         written = output.write(target, text, self.ledger, source, sha, root=root, mode=mode)
+        if "{kind}" in template:
+            self._drop_stale(source, written, root)
         moved = self._move_original(source, root, move_to)
         self.index.update(written, text, moved)
         self.provenance.record(
@@ -62,6 +65,19 @@ class Publisher:
             )
         )
         return Placed(moved, written)
+
+    def _drop_stale(self, source: Path, written: Path, root: Path) -> None:
+        """`{kind}` in the name: an original judged another kind this time (it changed, or the first answer could
+        not be read) has a new name, and its old Markdown — nobody edited it — is no one's transcription now."""
+        for rec in self.ledger.owned(source):
+            if rec.path == written:
+                continue
+            try:
+                output.retract(rec.path, source, self.ledger, root)
+            except (HandwatchError, OSError) as e:  # edited, or not handwatch's any more: it stays
+                self.log.info("markdown.kept", path=str(rec.path), reason=str(getattr(e, "strerror", None) or e))
+            else:
+                self.index.remove(rec.path)
 
     def retract(self, target: Path, source: Path, root: Path) -> None:
         """Take back the Markdown of an original now skipped (not a document): the file, its index entry and its

@@ -157,7 +157,7 @@ class Pipeline:
         fresh, anyway = (override or {}).get("fresh"), bool((override or {}).get("anyway"))
         cached = None if fresh else self.texts.get(sha, fingerprint)
         reused, tokens = cached is not None, 0
-        if cached is not None and not cached.get("gated") and self._gating(path, resolved.rule, anyway):
+        if cached is not None and not cached.get("gated") and self._needs_gate(path, resolved.rule, anyway):
             # Text read before this file was checked (an earlier handwatch, or the kind not wanted then): the
             # text stays, the check and the kind are made now.
             kind = self._gate(path, resolved.rule, endpoint, decoding, anyway)
@@ -259,7 +259,7 @@ class Pipeline:
             refs = inputs.open_pages(
                 path, opts.max_side or preprocess.ENGINE_SIZES["vlm"][0], opts.max_input_megapixels, rule.max_pages
             )
-        gating = gate.applies(rule.documents_only, refs[0].photo) and not anyway
+        gating = _gating(rule, refs, anyway)
         kind = self._look(refs[0], rule, engine, decoding, gating)  # 3. gate
         asked = rule.profile
         if rule.profile == "auto":
@@ -301,10 +301,11 @@ class Pipeline:
             raise NotADocument("photo", "not a document (photo: Tesseract found no words on it)")
         joined = _joined(results, rule, engine)
         joined["tokens"] += sum(spent)
-        joined.update(gated=gating or kind.asked, kind=kind.kind or "", profile=rule.profile if asked == "auto" else "")
+        # gated: the check had its say (or a person overruled it): `redo` need not look at this file again for it.
+        joined.update(gated=gating or kind.asked or anyway, kind=kind.kind or "", profile=rule.profile if asked == "auto" else "")
         return joined
 
-    def _gating(self, path: Path, rule: Rule, anyway: bool) -> bool:
+    def _needs_gate(self, path: Path, rule: Rule, anyway: bool) -> bool:
         """Would the gate have anything to decide for this file (the check is on, or the kind is wanted)?"""
         photo = EXTENSIONS.get(path.suffix.lower()) in inputs.PHOTO_FORMATS
         return (gate.applies(rule.documents_only, photo) and not anyway) or (
@@ -318,7 +319,7 @@ class Pipeline:
         engine = self.engines.get(rule.engine, endpoint)
         with decoding():
             refs = inputs.open_pages(path, gate.LOOK_SIDE, rule.preprocess.max_input_megapixels, rule.max_pages)
-        return self._look(refs[0], rule, engine, decoding, gate.applies(rule.documents_only, refs[0].photo) and not anyway)
+        return self._look(refs[0], rule, engine, decoding, _gating(rule, refs, anyway))
 
     def _look(
         self, ref: inputs.PageRef, rule: Rule, engine: Engine, decoding: Callable[[], AbstractContextManager], gating: bool
@@ -328,11 +329,19 @@ class Pipeline:
         wanted = engine.name == "vlm" and gate.wants_kind(rule.profile, rule.output)
         if not gating and not wanted:
             return gate.Kind(None, why="not asked")
-        with decoding(), self.flow.decoded.held():
-            # Whether it is a document at all shows on a camera's 160 px EXIF thumbnail; which kind needs more.
-            preview = ref.preview(gate.LOOK_SIDE, gate.LEAST_SIDE, None if wanted else gate.EXIF_LEAST).image
+
+        def load() -> inputs.Page:
+            with decoding(), self.flow.decoded.held():
+                # Whether it is a document at all shows on a camera's 160 px EXIF thumbnail; which kind needs more.
+                return ref.preview(gate.LOOK_SIDE, gate.LEAST_SIDE, None if wanted else gate.EXIF_LEAST)
+
+        with self.flow.page():  # decoded on a preparer thread, within the bound on pages in memory, as pages are
+            page = self.flow.run(load)
+        preview = page.image
         assert preview is not None
-        if gating and max(preview.shape[:2]) >= gate.LEAST_SIDE and gate.empty(preview):  # a 160 px one hides a "7"
+        # "Nothing on it" only from the picture itself, large enough to show a "7": a thumbnail the file carries
+        # may be stale or forged, and a 160 px one hides a small note.
+        if gating and not page.embedded and max(preview.shape[:2]) >= gate.LEAST_SIDE and gate.empty(preview):
             raise NotADocument("blank", "not a document (blank: nothing on it)")
         if engine.name != "vlm":
             return gate.Kind(None, why="Tesseract decides after reading")
@@ -400,6 +409,13 @@ def _joined(results: list[PageText], rule: Rule, engine: Engine) -> dict:
 
 
 BLANK = "blank page"
+
+
+def _gating(rule: Rule, refs: list[inputs.PageRef], anyway: bool) -> bool:
+    """May the check skip this file? Where the rule says so, unless a person overruled it — and only a file of one
+    page: a PDF or TIFF is never judged by its first page (a blank cover sheet, a photo on a booklet's cover);
+    it is skipped only when every page is blank."""
+    return gate.applies(rule.documents_only, refs[0].photo) and not anyway and len(refs) == 1
 
 
 def _is_blank(r: PageText) -> bool:

@@ -154,7 +154,8 @@ class Worker:
                 else:
                     self.queue.complete(job, outcome.output)
         except NotADocument as e:
-            self.queue.skip(job, e.kind, str(e))
+            if not self.queue.skip(job, e.kind, str(e)):
+                return "changed"  # the file changed, or the job was handed back, meanwhile: that version is the job
             self.log.info("job.skipped", path=str(path), kind=e.kind, reason=str(e))
             if self.on_skipped is not None:
                 self.on_skipped(job, e)

@@ -305,18 +305,19 @@ class JobQueue:
 
     def retry(self, paths: Iterable[Path] | None = None, anyway: bool = False) -> int:
         """Failed files back to pending; named paths are redone whatever their state (except running).
-        `anyway`: skipped files too, and each retried file is from now on transcribed whatever the document
-        check says (the choice sticks for the file, through later changes). Without it, a named skipped file
-        is checked again (another model may judge it otherwise)."""
+        `anyway`: skipped files too, each from now on transcribed whatever the document check says (the choice
+        sticks for the file, through later changes): every skipped file, or each named file. A failed file was
+        never judged, so `retry --anyway` alone leaves its check as it was. Without `anyway`, a named skipped
+        file is checked again (another model may judge it otherwise)."""
         db = self.db.connect()
         now = self.clock()
         states = (FAILED, SKIPPED) if anyway else (FAILED,)
         if paths is None:
             marks = ",".join("?" * len(states))
             cur = db.execute(
-                f"""UPDATE jobs SET state=?, attempts=0, strikes=0, not_before=0, reason=NULL, anyway=MAX(anyway, ?), updated=?
-                    WHERE state IN ({marks})""",
-                (PENDING, int(anyway), now, *states),
+                f"""UPDATE jobs SET state=?, attempts=0, strikes=0, not_before=0, reason=NULL,
+                        anyway=MAX(anyway, state=?), updated=? WHERE state IN ({marks})""",
+                (PENDING, SKIPPED, now, *states),
             )
             return cur.rowcount
         n = 0

@@ -311,6 +311,10 @@ class Ledger:
                 return name
         raise NameTaken(f"every Markdown name for {source.name} is taken by other originals")
 
+    def owned(self, source: Path) -> list[OutputRecord]:
+        """Every Markdown name this original holds."""
+        return self._owned(source)
+
     def _owned(self, source: Path) -> list[OutputRecord]:
         rows = self.db.connect().execute("SELECT * FROM outputs WHERE source=?", (encode(source),)).fetchall()
         return [self._rec(r) for r in rows]
@@ -341,9 +345,9 @@ class Ledger:
         path is a different original and gets a name of its own."""
         self.db.connect().execute("UPDATE outputs SET source=? WHERE source=?", (encode(new_source), encode(old_source)))
 
-    def forget(self, path: Path) -> None:
-        """The Markdown was removed by handwatch (its original turned out not to be a document)."""
-        self.db.connect().execute("DELETE FROM outputs WHERE path=?", (encode(path),))
+    def forget(self, path: Path, source: Path) -> None:
+        """`source`'s Markdown at `path` was removed by handwatch (the original turned out not to be a document)."""
+        self.db.connect().execute("DELETE FROM outputs WHERE path=? AND source=?", (encode(path), encode(source)))
 
     @contextmanager
     def replacing(self) -> Iterator[None]:

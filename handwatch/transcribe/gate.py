@@ -54,7 +54,6 @@ KIND_SCHEMA = {
 }
 KIND_FORMAT = {"type": "json_schema", "json_schema": {"name": "page_kind", "schema": KIND_SCHEMA, "strict": True}}
 _OBJECT = re.compile(r"\{[^{}]{0,400}\}")  # no nesting, bounded: linear on any reply
-_WORD = re.compile(r"[a-z]+")
 _LANG = re.compile(r"^[a-z]{2,3}$")
 
 
@@ -98,8 +97,9 @@ def empty(image: np.ndarray) -> bool:
 
 
 def parse(content: str) -> Kind:
-    """A kind from the reply: the JSON object asked for, inside code fences or prose if need be; else the one
-    kind word the reply names. Anything else (no kind, two kinds, a kind not in the list) is unreadable."""
+    """A kind from the reply: the JSON object asked for, inside code fences or prose if need be; else a reply that
+    is one kind word and nothing more. Prose is never read for a kind: "not a photo", "a photo of my notes" and
+    "the page is not blank" all name a kind that would skip a document. Anything else is unreadable."""
     text = content[:REPLY_CAP]
     for m in _OBJECT.finditer(text):
         try:
@@ -113,9 +113,9 @@ def parse(content: str) -> Kind:
             if kind in KINDS:
                 return Kind(kind, lang)
             return Kind(None, why=f"the model named no known kind ({kind[:40]!r})")
-    named = {w for w in _WORD.findall(text.lower()) if w in KINDS}
-    if len(named) == 1:
-        return Kind(named.pop())
+    word = text.strip().strip("`'\".!*").strip().lower()  # a reply of one word: `photo`, "Blank.", **note**
+    if word in KINDS:
+        return Kind(word)
     shown = " ".join(text.split())[:60]
     return Kind(None, why=f"the reply names no single kind ({shown!r})" if shown else "the reply was empty")
 

@@ -63,16 +63,24 @@ def exif_thumbnail_bomb(path: Path, thumb=(30000, 30000), main=(640, 480)) -> Pa
     bomb += (
         seg(0xFFC4, bytes([0x10, 1] + [0] * 15 + [0xE0])) + seg(0xFFDA, bytes([1, 1, 0, 1, 63, 0])) + bytes(data) + b"\xff\xd9"
     )
+    buf = io.BytesIO()
+    Image.new("RGB", main, (235, 230, 220)).save(buf, "JPEG")
+    return jpeg_with_exif_thumbnail(path, buf.getvalue(), bomb)
+
+
+def jpeg_with_exif_thumbnail(path: Path, picture: bytes, thumbnail: bytes) -> Path:
+    """The JPEG `picture` with an EXIF block (Orientation 1) whose IFD1 thumbnail is `thumbnail`, whatever it shows."""
+
     ifd0 = struct.pack("<H", 1) + struct.pack("<HHIHH", 0x0112, 3, 1, 1, 0)  # Orientation 1
     ifd1_at = 8 + len(ifd0) + 4
     ifd0 += struct.pack("<I", ifd1_at)
     thumb_at = ifd1_at + 2 + 2 * 12 + 4
-    ifd1 = struct.pack("<H", 2) + struct.pack("<HHII", 0x0201, 4, 1, thumb_at) + struct.pack("<HHII", 0x0202, 4, 1, len(bomb))
-    tiff = b"II*\x00" + struct.pack("<I", 8) + ifd0 + ifd1 + struct.pack("<I", 0) + bomb
-    buf = io.BytesIO()
-    Image.new("RGB", main, (235, 230, 220)).save(buf, "JPEG")
-    picture = buf.getvalue()
-    path.write_bytes(picture[:2] + seg(0xFFE1, b"Exif\x00\x00" + tiff) + picture[2:])
+    ifd1 = (
+        struct.pack("<H", 2) + struct.pack("<HHII", 0x0201, 4, 1, thumb_at) + struct.pack("<HHII", 0x0202, 4, 1, len(thumbnail))
+    )
+    tiff = b"II*\x00" + struct.pack("<I", 8) + ifd0 + ifd1 + struct.pack("<I", 0) + thumbnail
+    app1 = b"Exif\x00\x00" + tiff
+    path.write_bytes(picture[:2] + struct.pack(">HH", 0xFFE1, len(app1) + 2) + app1 + picture[2:])
     return path
 
 

@@ -420,3 +420,85 @@ def test_redo_takes_back_the_markdown_of_a_file_that_changed_into_a_photo(world,
     res = run_cli("redo", "-c", cfg)
     assert res.returncode == 0 and not md.exists(), res.stdout + res.stderr
     assert len(fake_openai.classifications) == asked  # nothing asked again: it was judged already
+
+
+def test_a_booklet_is_never_judged_by_its_first_page(world, fake_openai):
+    """Regression (review of #22): under documents_only: true a 3-page PDF and TIFF with a blank first page (a
+    scanner's cover sheet) were skipped whole by the local look. Only the blank page is left out now."""
+    inbox, configure = world
+    cfg = configure(documents_only=True)
+    blank = Image.new("RGB", (1240, 1754), "white")
+    pages = [draw_page([f"Page {n} of the booklet"], size=(1240, 1754)) for n in (2, 3)]
+    blank.save(inbox / "booklet.pdf", save_all=True, append_images=pages, resolution=150)
+    blank.copy().save(
+        inbox / "booklet.tif", save_all=True, append_images=[p.copy() for p in pages]
+    )  # fresh: PDF saving left state
+    fake_openai.classify = lambda rec: kind_reply("blank" if np.asarray(rec.image).min() > 200 else "note")
+    summary = run_scan(cfg)
+    assert not summary.skipped and not summary.failed
+    written = sorted(inbox.glob("*.md"))
+    assert len(written) == 2  # booklet.md, and booklet.pdf.md or booklet.tif.md for whichever finished second
+    for md in written:
+        text = md.read_text()
+        assert "<!-- page 1 -->" in text and text.count("default transcription") == 2
+    assert len(fake_openai.requests) == 4  # pages 2 and 3 of each
+
+
+def test_a_thumbnail_the_file_carries_never_skips_it_without_a_question(world, fake_openai):
+    """Regression (review of #22): a page of writing whose EXIF thumbnail is a blank white 320x240 (forged, or left
+    by an editor) was skipped as blank by the local look, no model asked. Only a decode of the picture itself may
+    say "nothing on it"; a thumbnail goes to the model, which has the last word."""
+    import io
+
+    from tests.faults.hostile import jpeg_with_exif_thumbnail
+
+    inbox, configure = world
+    cfg = configure()
+    page, white = io.BytesIO(), io.BytesIO()
+    draw_page(["Call the plumber Tuesday 8am"], size=(1600, 1200)).save(page, "JPEG", quality=90)
+    Image.new("RGB", (320, 240), (250, 250, 250)).save(white, "JPEG", quality=60)
+    photo = jpeg_with_exif_thumbnail(inbox / "IMG_0003.jpg", page.getvalue(), white.getvalue())
+    run_scan(cfg)
+    assert len(fake_openai.classifications) == 1
+    assert body(photo.with_suffix(".md")) == "default transcription"
+
+
+def test_a_file_judged_another_kind_moves_to_its_new_name_and_leaves_no_stale_markdown(world, fake_openai):
+    """Regression (review of #22): with `{kind}` in the name, an answer that could not be read put the Markdown in
+    unknown/; judged a letter after it changed, it was written to letter/ and the stale unknown/ copy stayed."""
+    inbox, configure = world
+    cfg = configure(output="{kind}/{stem}.md")
+    page = a_page(inbox / "IMG_0001.jpg", quality=90)
+    fake_openai.classify = "I cannot tell."
+    run_scan(cfg)
+    assert (inbox / "unknown" / "IMG_0001.md").exists()
+    a_page(page, "Dear Anna, thank you", quality=90)
+    fake_openai.classify = kind_reply("letter")
+    run_scan(cfg)
+    assert sorted(p.relative_to(inbox).as_posix() for p in inbox.rglob("*.md")) == ["letter/IMG_0001.md"]
+
+
+def test_redo_leaves_a_file_the_person_had_transcribed_anyway_alone(world, fake_openai, run_cli):
+    """Regression (review of #22): a photo transcribed `--anyway` was listed by every `redo` as never checked,
+    and its Markdown written again each time."""
+    inbox, configure = world
+    cfg = configure()
+    photo = a_photo(inbox / "IMG_0001.jpg")
+    fake_openai.classify = kind_reply("photo")
+    assert run_cli("once", "-c", cfg, "--anyway", photo).returncode == 0
+    dry = run_cli("redo", "-c", cfg, "--dry-run")
+    assert "IMG_0001" not in dry.stdout and "0 to redo" in dry.stdout, dry.stdout
+
+
+def test_redo_transcribes_what_was_skipped_once_the_check_is_off(world, fake_openai, run_cli):
+    inbox, configure = world
+    configure()
+    photo = a_photo(inbox / "IMG_0001.jpg")
+    fake_openai.classify = kind_reply("photo")
+    run_scan(configure())
+    cfg = configure(documents_only=False)  # the person turned the check off for this folder
+    dry = run_cli("redo", "-c", cfg, "--dry-run")
+    assert f"would redo {photo}: skipped as not a document, and documents_only is off here now" in dry.stdout, dry.stdout
+    res = run_cli("redo", "-c", cfg)
+    assert res.returncode == 0, res.stderr
+    assert photo.with_suffix(".md").exists() and queue_of(cfg).state_of(photo)["state"] == "done"

@@ -10,9 +10,10 @@ from PIL import Image, ImageDraw
 
 from bench import gen
 from handwatch.config import loader
+from handwatch.errors import NotADocument
 from handwatch.service.pipeline import Pipeline
 from handwatch.store.state import StateDB
-from tests.support.fakeopenai import tokens
+from tests.support.fakeopenai import kind_reply, tokens
 from tests.support.pages import draw_page
 
 
@@ -77,14 +78,19 @@ def test_without_logprobs_there_are_no_confidence_fields(make, fake_openai):
     assert "confidence" not in meta and "uncertain_words" not in meta and body == "Buy flour\n"
 
 
-def test_a_blank_page_is_not_sent_and_says_so(make, fake_openai):
+def test_a_blank_photo_gets_no_markdown_and_is_never_transcribed(make, fake_openai):
+    """Issue #22: a blank page no longer gets an empty Markdown. In a camera folder the local look skips it without
+    a request; where the check is off the model is asked only whether it is blank, and agreeing, skips it too."""
     blank = make.inbox / "blank.jpg"
     gen.phone_photo(lines=[], size=(2016, 1512)).save(blank, quality=85)
-    outcome = make().process(blank)
-    meta, body = meta_and_body(outcome.output)
-    assert not fake_openai.requests
-    assert body.strip() == "" and meta["needs_review"] is True and meta["review_reasons"] == ["blank page"]
-    assert meta["model"] == ""
+    with pytest.raises(NotADocument, match=r"not a document \(blank: nothing on it\)"):
+        make().process(blank)
+    assert not fake_openai.requests and not fake_openai.classifications
+    fake_openai.classify = kind_reply("blank")
+    with pytest.raises(NotADocument, match=r"^not a document \(blank\)$"):
+        make(documents_only=False).process(blank)
+    assert not fake_openai.requests and len(fake_openai.classifications) == 1
+    assert not blank.with_suffix(".md").exists()
 
 
 def test_only_the_inked_pages_of_a_scan_are_sent(make, fake_openai):
@@ -92,8 +98,9 @@ def test_only_the_inked_pages_of_a_scan_are_sent(make, fake_openai):
     pages = [draw_page(["Page one"]), Image.new("RGB", (1800, 900), "white"), draw_page(["Page three"])]
     pages[0].save(tiff, save_all=True, append_images=pages[1:])
     fake_openai.reply("Page one", "Page three")
+    fake_openai.classify = kind_reply("blank")  # the model agrees page 2 is blank: the ink measure alone never drops it
     meta, body = meta_and_body(make().process(tiff).output)
-    assert len(fake_openai.requests) == 2
+    assert len(fake_openai.requests) == 2 and len(fake_openai.classifications) == 1
     assert body == "<!-- page 1 -->\n\nPage one\n\n<!-- page 2 -->\n\n\n\n<!-- page 3 -->\n\nPage three\n"
     assert meta["review_reasons"] == ["page 2: blank page"] and meta["model"] == "fake-vl-7b"
 

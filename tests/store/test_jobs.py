@@ -43,7 +43,7 @@ def test_changed_original_is_a_new_job_even_after_done(q):
     job = q.claim("me", 60)
     assert q.complete(job, Path("/w/a.md"))
     assert q.enqueue(p, "s2", sig(11, 2)) is True
-    assert q.counts() == {"pending": 1, "running": 0, "done": 0, "failed": 0}
+    assert q.counts() == {"pending": 1, "running": 0, "done": 0, "failed": 0, "skipped": 0}
 
 
 def test_stale_claim_cannot_finish_a_changed_job(q):

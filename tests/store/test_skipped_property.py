@@ -82,7 +82,7 @@ class SkippedFiles(RuleBasedStateMachine):
         for p, s in self.state.items():
             if s == FAILED or (anyway and s == SKIPPED):
                 self.state[p] = PENDING
-                if anyway:
+                if anyway and s == SKIPPED:  # a failed file was never judged: its check stays as it was
                     self.anyway.add(p)
 
     @rule(p=st.sampled_from(PATHS), anyway=st.booleans())

@@ -21,7 +21,8 @@ from tests.support.pages import draw_page
         ('Sure! {"kind":"Letter","language":"FR"} is my answer.', "letter", "fr"),  # prose around it, any case
         ('{"kind": "note", "language": "english"}', "note", ""),  # not a code: the kind stands, the language does not
         ("blank", "blank", ""),  # a bare word
-        ("It is a photo.", "photo", ""),
+        ("Photo.", "photo", ""),
+        ("`note`", "note", ""),
     ],
 )
 def test_a_kind_is_read_from_what_servers_send(reply, kind, language):
@@ -34,7 +35,11 @@ def test_a_kind_is_read_from_what_servers_send(reply, kind, language):
     [
         "",
         "I cannot tell.",
-        "This is a photo of a handwritten note.",  # two kinds named: unreadable, so the file is transcribed
+        "This is a photo of a handwritten note.",  # prose is never read for a kind: the file is transcribed
+        "A photo of handwritten notes.",  # regression (review of #22): read as `photo`, it skipped a page
+        "This is not a photo.",
+        "The page is not blank; it has handwriting.",
+        "It is a photo.",
         '{"kind": "selfie"}',  # not one of the kinds
         '{"kind": 3}',
         "<think>",
