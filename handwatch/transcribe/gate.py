@@ -142,7 +142,7 @@ def classify(engine, jpeg: bytes) -> Kind:
     structured = any(c.ep.structured_output for c in engine.clients)
     for fmt in (KIND_FORMAT, None) if structured else (None,):
         try:
-            reply = engine.call(messages, CLASSIFY_TOKENS, 0.0, fmt)
+            reply = engine.call(messages, CLASSIFY_TOKENS, 0.0, fmt, think=False)  # a few tokens: no room to think
         except (EngineResponseError, FileRejected) as e:
             log.get("gate").info("kind.failed", structured=fmt is not None, reason=str(e)[:200])
             if fmt is not None:

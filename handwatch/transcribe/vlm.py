@@ -131,12 +131,14 @@ class EndpointClient:
         response_format: dict | None = None,
         confidence: bool = False,
         timeout_s: float | None = None,
+        think: bool | None = None,
     ) -> Reply:
+        """`think`: None follows the endpoint's `thinking`; False asks the chat template to skip it whatever that says."""
         model = self.model()
         kwargs: dict = {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": temperature}
         if response_format is not None:
             kwargs["response_format"] = response_format
-        if not self.ep.thinking:
+        if not (self.ep.thinking if think is None else think):
             kwargs["extra_body"] = {"chat_template_kwargs": {"enable_thinking": False}}
         asked = self.wants_logprobs(confidence)
         if asked:
@@ -156,7 +158,7 @@ class EndpointClient:
                     self.url, [f"confidence: on, but the server rejects log-probabilities ({e}); set confidence: auto or off"]
                 ) from None
             self._no_logprobs(f"rejected: {e}")
-            return self.chat(messages, max_tokens, temperature, response_format, False, timeout_s)
+            return self.chat(messages, max_tokens, temperature, response_format, False, timeout_s, think)
         except Exception as e:
             outcome = "unavailable" if isinstance(e, (EngineUnavailable, http.ServerFailed)) else "error"
             metrics.request_done(self.url, outcome, time.monotonic() - started)
@@ -285,6 +287,7 @@ class VLMEngine:
         temperature: float = 0.0,
         response_format: dict | None = None,
         confidence: bool = False,
+        think: bool | None = None,
     ) -> Reply:
         """One request, moved to another endpoint if the chosen one turns out to be down.
 
@@ -298,7 +301,7 @@ class VLMEngine:
             except EngineUnavailable as e:  # it names each endpoint's reason: the file's waiting reason shows it
                 raise last or e from None
             try:
-                reply = c.chat(messages, max_tokens or c.ep.max_tokens, temperature, response_format, confidence)
+                reply = c.chat(messages, max_tokens or c.ep.max_tokens, temperature, response_format, confidence, think=think)
             except ServerFailed as e:
                 if c.probe():
                     self._release(c, None)

@@ -502,3 +502,52 @@ def test_redo_transcribes_what_was_skipped_once_the_check_is_off(world, fake_ope
     res = run_cli("redo", "-c", cfg)
     assert res.returncode == 0, res.stderr
     assert photo.with_suffix(".md").exists() and queue_of(cfg).state_of(photo)["state"] == "done"
+
+
+def test_the_question_is_small_a_thumbnail_a_few_tokens_and_thinking_off(world, fake_openai):
+    """Even where the endpoint lets the model think for transcriptions (`thinking: true`): a reply of a few tokens
+    has no room for it."""
+    inbox, configure = world
+    cfg_path = configure()
+    data = yaml.safe_load(cfg_path.read_text())
+    data["endpoints"][0]["thinking"] = True
+    cfg_path.write_text(yaml.safe_dump(data))
+    a_page(inbox / "IMG_0002.jpg", quality=90)
+    run_scan(cfg_path)
+    (asked,) = fake_openai.classifications
+    assert asked.params["chat_template_kwargs"] == {"enable_thinking": False}
+    assert asked.params["max_tokens"] <= 48 and max(asked.image_size) <= 512
+    assert asked.params["response_format"]["json_schema"]["schema"]["properties"]["kind"]["enum"] == [
+        "note",
+        "recipe",
+        "letter",
+        "list",
+        "form",
+        "printed",
+        "drawing",
+        "photo",
+        "blank",
+    ]
+    (page,) = fake_openai.requests
+    assert "chat_template_kwargs" not in page.params  # the transcription itself may think, as configured
+
+
+def test_with_tesseract_its_own_reading_decides(world, fake_openai):
+    """No model to ask: a real photo in which Tesseract finds no words is skipped; a printed page is transcribed."""
+    import shutil
+
+    from bench import gen
+    from tests.support.photos import PHOTOS
+
+    inbox, configure = world
+    cfg = configure(engine="tesseract")
+    photo = inbox / "pug.heic"
+    shutil.copyfile(PHOTOS / "photo-pug-indoors-iphone13pro.heic", photo)
+    gen.page(["Shopping list", "Flour and sugar", "Eggs and butter"], size=(1600, 1200), font="print", font_size=64).save(
+        inbox / "list.jpg", quality=92
+    )
+    run_scan(cfg)
+    assert not fake_openai.classifications and not fake_openai.requests
+    state = queue_of(cfg).state_of(photo)
+    assert state["state"] == "skipped" and state["reason"] == "not a document (photo: Tesseract found no words on it)"
+    assert "Flour" in body(inbox / "list.md")
