@@ -139,13 +139,14 @@ def classify(engine, jpeg: bytes) -> Kind:
     from handwatch.transcribe.vlm import image_messages
 
     messages = image_messages(PROMPT, jpeg)
-    structured = any(c.ep.structured_output for c in engine.clients)
+    structured = any(c.ep.structured_output for c in engine.clients) and not engine.schema_refused
     for fmt in (KIND_FORMAT, None) if structured else (None,):
         try:
             reply = engine.call(messages, CLASSIFY_TOKENS, 0.0, fmt, think=False)  # a few tokens: no room to think
         except (EngineResponseError, FileRejected) as e:
             log.get("gate").info("kind.failed", structured=fmt is not None, reason=str(e)[:200])
             if fmt is not None:
+                engine.schema_refused = True  # each file would cost a refusal, a probe and a second request
                 continue
             return Kind(None, why=f"the classification request failed ({str(e)[:120]})")
         kind = parse(reply.content)

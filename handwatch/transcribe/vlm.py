@@ -230,6 +230,7 @@ class VLMEngine:
         self.on_health = on_health or (lambda url, up, reason: None)
         self._cond = threading.Condition()
         self._answered = threading.local()
+        self.schema_refused = False  # a server refused the classification's JSON schema: ask it plainly from then on
         self.log = log.get("vlm")
 
     def answered_by(self) -> str:

@@ -14,6 +14,8 @@ from PIL import Image
 
 from handwatch.cli.scan import scan
 from handwatch.config import loader
+from handwatch.errors import NotADocument
+from handwatch.service.pipeline import Pipeline
 from handwatch.store.jobs import JobQueue
 from handwatch.store.state import StateDB
 from tests.support.daemon import body, front
@@ -135,13 +137,16 @@ def test_anyway_transcribes_a_skipped_file_and_the_choice_sticks(world, fake_ope
 def test_a_server_without_structured_output_still_classifies(world, fake_openai):
     inbox, configure = world
     cfg = configure()
-    fake_openai.response_format_mode = "reject"  # 400 for any response_format
+    fake_openai.response_format_mode = "reject"  # as an older llama.cpp answers a json_schema
     fake_openai.classify = "photo"  # a plain word, as a model answers without a schema
-    a_photo(inbox / "IMG_0001.jpg")
-    run_scan(cfg)
+    config = loader.load(cfg)
+    pipeline = Pipeline(config, StateDB(config.state_dir))  # one daemon's engine, files one after another
+    for i in (1, 2):
+        with pytest.raises(NotADocument, match=r"not a document \(photo\)"):
+            pipeline.process(a_photo(inbox / f"IMG_000{i}.jpg", seed=i))
     asked = fake_openai.classifications
-    assert [bool(r.params.get("response_format")) for r in asked] == [True, False]  # refused, then asked plainly
-    assert queue_of(cfg).state_of(inbox / "IMG_0001.jpg")["state"] == "skipped"
+    # refused once, then asked plainly — for this file and every later one
+    assert [bool(r.params.get("response_format")) for r in asked] == [True, False, False]
 
 
 def test_an_endpoint_that_does_no_structured_output_is_asked_plainly(tmp_path, world, fake_openai):

@@ -72,8 +72,10 @@ class FakeOpenAI:
         # kind as JSON), a dict as in `reply`, or a callable taking the Recorded request and returning either.
         self.classify: Any = kind_reply("note")
         self.classifications: list[Recorded] = []
-        # What the server does with `response_format`: "honour" (the content is what the rule says) or "reject"
-        # (HTTP 400, as a server without structured output answers a schema it cannot enforce).
+        # What the server does with `response_format`: "honour" (the content is what the rule says) or "reject":
+        # what llama.cpp's server answered a json_schema before it learnt them (ggml-org/llama.cpp PR #9527), and
+        # ik_llama.cpp still did in 2025 — HTTP 500, type server_error, as logged in ikawrakow/ik_llama.cpp issue
+        # #778 (the throw is in examples/server/utils.hpp's oaicompat_completion_params_parse).
         self.response_format_mode = "honour"
         self.lock = threading.Lock()
         self.in_flight = 0
@@ -198,9 +200,9 @@ class FakeOpenAI:
                         fake.requests.remove(rec)
                         fake.classifications.append(rec)
                     if body.get("response_format") and fake.response_format_mode == "reject":
-                        return self._send(
-                            400, {"error": {"message": "response_format is not supported", "type": "invalid_request_error"}}
-                        )
+                        kind = body["response_format"].get("type")
+                        message = f'response_format type must be one of "text" or "json_object", but got: {kind}'
+                        return self._send(500, {"error": {"code": 500, "message": message, "type": "server_error"}})
                     rule = fake.classify(rec) if callable(fake.classify) else fake.classify
                     item = {"content": rule} if isinstance(rule, str) else rule
                     if item.get("status"):
