@@ -55,6 +55,8 @@ bench: setup
 	$(PY) -m bench.search
 	$(PY) -m bench.throughput
 	$(PY) -m bench.doubt
+	$(PY) -m pip install -q -e '.[bench]'  # scikit-image's photos: bench.gate only
+	$(PY) -m bench.gate
 
 clean:
 	rm -rf $(VENV) demo site *.egg-info .pytest_cache
