@@ -26,15 +26,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
-import numpy as np
-
 from handwatch import log, metrics, safefs
 from handwatch.config.rules import Resolved, RuleBook
 from handwatch.config.schema import Config, Rule, RuleOverride
 from handwatch.errors import ConfigError, InputError, NotADocument, NotReady
 from handwatch.prepare import inputs, preprocess
 from handwatch.prepare.formats import EXTENSIONS
-from handwatch.prepare.pixels import fit_array, pixels, to_image
 from handwatch.publish import markdown, provenance
 from handwatch.publish.publisher import Publisher
 from handwatch.safefs import FileSig, file_sig
@@ -259,7 +256,7 @@ class Pipeline:
             refs = inputs.open_pages(
                 path, opts.max_side or preprocess.ENGINE_SIZES["vlm"][0], opts.max_input_megapixels, rule.max_pages
             )
-        gating = _gating(rule, refs, anyway)
+        gating = gate.skippable(rule.documents_only, refs, anyway)
         kind = self._look(refs[0], rule, engine, decoding, gating)  # 3. gate
         asked = rule.profile
         if rule.profile == "auto":
@@ -274,7 +271,7 @@ class Pipeline:
             with flow.page():
                 image, ink = flow.run(lambda: self._prepare(ref, opts, rule, encode, decoding))  # 4. prepare
                 if ink.blank:  # 5. check: the ink measure alone never drops a page; the model (or Tesseract) agrees
-                    if not said_document and self._agrees_blank(image, engine, spent):
+                    if not said_document and gate.agrees_blank(image, engine, spent):
                         return PageText("", "", [BLANK])
                     if encode is not None:
                         image = encode(image, rule)
@@ -319,7 +316,7 @@ class Pipeline:
         engine = self.engines.get(rule.engine, endpoint)
         with decoding():
             refs = inputs.open_pages(path, gate.LOOK_SIDE, rule.preprocess.max_input_megapixels, rule.max_pages)
-        return self._look(refs[0], rule, engine, decoding, _gating(rule, refs, anyway))
+        return self._look(refs[0], rule, engine, decoding, gate.skippable(rule.documents_only, refs, anyway))
 
     def _look(
         self, ref: inputs.PageRef, rule: Rule, engine: Engine, decoding: Callable[[], AbstractContextManager], gating: bool
@@ -337,33 +334,12 @@ class Pipeline:
 
         with self.flow.page():  # decoded on a preparer thread, within the bound on pages in memory, as pages are
             page = self.flow.run(load)
-        preview = page.image
-        assert preview is not None
-        # "Nothing on it" only from the picture itself, large enough to show a "7": a thumbnail the file carries
-        # may be stale or forged, and a 160 px one hides a small note.
-        if gating and not page.embedded and max(preview.shape[:2]) >= gate.LEAST_SIDE and gate.empty(preview):
-            raise NotADocument("blank", "not a document (blank: nothing on it)")
-        if engine.name != "vlm":
-            return gate.Kind(None, why="Tesseract decides after reading")
-        kind = gate.classify(engine, _thumbnail(preview))
-        if kind.kind is None:
-            self.log.info("kind.unreadable", path=str(ref.path), reason=kind.why)
-        elif gating and kind.skips:
-            raise NotADocument(kind.kind, f"not a document ({kind.kind})")
-        return replace(kind, asked=True)
-
-    def _agrees_blank(self, image, engine: Engine, spent: list[int]) -> bool:
-        """A page the ink measure calls blank: does the model agree? Tesseract is asked by reading it."""
-        if engine.name != "vlm":
-            return False
-        kind = gate.classify(engine, _thumbnail(image))
-        spent.append(kind.tokens)
-        return kind.kind == "blank"
+        return gate.judge(page, engine, gating, str(ref.path))
 
     def _prepare(
         self, ref: inputs.PageRef, opts, rule: Rule, encode: Callable | None, decoding: Callable[[], AbstractContextManager]
     ):
-        """Stage 3 and the measure stage 4 needs: the page decoded, prepared and measured for ink; encoded for
+        """Stage 4 and the measure stage 5 needs: the page decoded, prepared and measured for ink; encoded for
         the server unless it is blank (or the engine reads pixels). Runs on the flow's preparer threads."""
         with decoding(), self.flow.decoded.held():
             page = ref.load()
@@ -411,21 +387,8 @@ def _joined(results: list[PageText], rule: Rule, engine: Engine) -> dict:
 BLANK = "blank page"
 
 
-def _gating(rule: Rule, refs: list[inputs.PageRef], anyway: bool) -> bool:
-    """May the check skip this file? Where the rule says so, unless a person overruled it — and only a file of one
-    page: a PDF or TIFF is never judged by its first page (a blank cover sheet, a photo on a booklet's cover);
-    it is skipped only when every page is blank."""
-    return gate.applies(rule.documents_only, refs[0].photo) and not anyway and len(refs) == 1
-
-
 def _is_blank(r: PageText) -> bool:
     return not r.model and not r.text and r.review_reasons == [BLANK]
-
-
-def _thumbnail(image) -> bytes:
-    """What the classification request sends: at most gate.THUMB_SIDE on the long side, as JPEG."""
-    arr = image if isinstance(image, np.ndarray) else pixels(image)
-    return preprocess.encode_jpeg(to_image(fit_array(arr, gate.THUMB_SIDE)), 85)
 
 
 def _stat(path: Path) -> os.stat_result | None:

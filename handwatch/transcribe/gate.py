@@ -17,8 +17,10 @@ import cv2
 import numpy as np
 
 from handwatch import log
-from handwatch.errors import EngineResponseError
-from handwatch.prepare.pixels import fit_array, luma
+from handwatch.errors import EngineResponseError, NotADocument
+from handwatch.prepare.inputs import Page, PageRef
+from handwatch.prepare.pixels import fit_array, luma, pixels, to_image
+from handwatch.prepare.preprocess import encode_jpeg
 
 KINDS = ("note", "recipe", "letter", "list", "form", "printed", "drawing", "photo", "blank")
 NOT_DOCUMENTS = ("photo", "blank")
@@ -77,6 +79,13 @@ def applies(documents_only: bool | Literal["auto"], photo: bool) -> bool:
     return photo if documents_only == "auto" else bool(documents_only)
 
 
+def skippable(documents_only: bool | Literal["auto"], refs: list[PageRef], anyway: bool) -> bool:
+    """May the check skip this file? Where the rule says so, unless a person overruled it — and only a file of one
+    page: a PDF or TIFF is never judged by its first page (a blank cover sheet, a photo on a booklet's cover);
+    it is skipped only when every page is blank."""
+    return applies(documents_only, refs[0].photo) and not anyway and len(refs) == 1
+
+
 def wants_kind(profile: str, output: str) -> bool:
     """Is the kind needed even where every file is a document: to choose the profile, or to name the Markdown?"""
     return profile == "auto" or "{kind}" in output
@@ -128,6 +137,41 @@ def profile_for(kind: str | None, language: str, languages: tuple[str, ...]) -> 
     if kind == "letter" and language and language != languages[0].split("-")[0]:
         return "multilingual"
     return "notes"
+
+
+def judge(preview: Page, engine, gating: bool, name: str) -> Kind:
+    """The check on a file's preview: the local look may only skip an image with nothing on it, and only from a
+    decode of the picture itself, large enough to show a "7" (a thumbnail the file carries may be stale or forged,
+    and a 160 px one hides a small note); anything else is the model's call. Raises NotADocument where `gating`.
+    With Tesseract there is no model to ask: it decides after reading (`tesseract_found_text`)."""
+    image = preview.image
+    assert image is not None
+    if gating and not preview.embedded and max(image.shape[:2]) >= LEAST_SIDE and empty(image):
+        raise NotADocument("blank", "not a document (blank: nothing on it)")
+    if engine.name != "vlm":
+        return Kind(None, why="Tesseract decides after reading")
+    kind = classify(engine, thumbnail(image))
+    if kind.kind is None:
+        log.get("gate").info("kind.unreadable", path=name, reason=kind.why)
+    elif gating and kind.skips:
+        raise NotADocument(kind.kind, f"not a document ({kind.kind})")
+    return Kind(kind.kind, kind.language, kind.tokens, kind.why, asked=True)
+
+
+def agrees_blank(image, engine, spent: list[int]) -> bool:
+    """A page the ink measure calls blank: does the model agree? The ink measure alone never drops a page.
+    Tesseract is asked by reading it (the pipeline's check of its words)."""
+    if engine.name != "vlm":
+        return False
+    kind = classify(engine, thumbnail(image))
+    spent.append(kind.tokens)
+    return kind.kind == "blank"
+
+
+def thumbnail(image) -> bytes:
+    """What the classification request sends: at most THUMB_SIDE on the long side, as JPEG."""
+    arr = image if isinstance(image, np.ndarray) else pixels(image)
+    return encode_jpeg(to_image(fit_array(arr, THUMB_SIDE)), 85)
 
 
 def classify(engine, jpeg: bytes) -> Kind:
