@@ -11,6 +11,7 @@ from pathlib import Path
 from handwatch import log, safefs
 from handwatch.config.schema import Config, Rule
 from handwatch.errors import HandwatchError
+from handwatch.prepare.formats import camera_photo
 from handwatch.publish import provenance
 from handwatch.safefs import FileSig
 from handwatch.store.jobs import SKIPPED
@@ -156,7 +157,7 @@ def plan(cfg: Config, db: StateDB, folder: Path | None = None, needs_review: boo
             rule is not None
             and job is not None
             and job["kind"] != "blank"
-            and not gate.applies(rule.documents_only, _photo(path))
+            and not gate.applies(rule.documents_only, camera_photo(path))
         ):
             result.items.append(Item(path, path, REDO, RECHECK, retranscribe=False, recheck=True))
     older = [p for p in _done_paths(db) if p not in known and (folder is None or inside(p, folder))]
@@ -176,7 +177,7 @@ def _reasons(
     changed = [k for k in provenance.PART_NAMES if r.parts.get(k) != now.get(k)]
     reasons = provenance.changes(r.parts, now)
     retranscribe = any(k in provenance.TRANSCRIBING for k in changed)
-    if r.parts.get(provenance.GATE) != "on" and not anyway and gate.applies(rule.documents_only, _photo(r.source)):
+    if r.parts.get(provenance.GATE) != "on" and not anyway and gate.applies(rule.documents_only, camera_photo(r.source)):
         reasons.append(UNCHECKED)  # its text is kept unless the check says it is not a document
     if r.model:  # '' when every page was blank: no model read anything
         current, model_notes = models.for_engine(rule.engine)
@@ -185,13 +186,6 @@ def _reasons(
             reasons.append(f"model {r.model} → {', '.join(sorted(current))}")
             retranscribe = True
     return reasons, retranscribe
-
-
-def _photo(path: Path) -> bool:
-    from handwatch.prepare.formats import EXTENSIONS
-    from handwatch.prepare.inputs import PHOTO_FORMATS
-
-    return EXTENSIONS.get(path.suffix.lower()) in PHOTO_FORMATS
 
 
 def forget_gone(db: StateDB, items: list[Item]) -> None:
@@ -237,19 +231,21 @@ def run(cfg: Config, items: list[Item], progress: Callable[[int, int, Item, str,
     wanted: dict[Path, Item] = {}
     summary = Summary()
 
-    def on_skipped(job, why) -> None:
-        """An original now judged not a document: its Markdown is taken back, unless a person edited it."""
-        item = wanted.get(job.path)
-        resolved, _ = candidates.resolve(job.path)
-        if item is None or item.recheck or resolved is None:
-            return
-        root = resolved.folder.path if resolved.folder else job.path.parent
+    def take_back(item: Item, why: str) -> None:
+        """An original judged not a document: its Markdown is taken back, unless a person edited it."""
+        resolved, _ = candidates.resolve(item.source)
+        root = resolved.root(item.source) if resolved is not None else item.source.parent
         try:
             pipeline.publisher.retract(item.output, item.source, root)
         except (HandwatchError, OSError) as e:
             summary.kept.append((item.output, str(getattr(e, "strerror", None) or e)))
         else:
-            summary.removed.append((item.output, str(why)))
+            summary.removed.append((item.output, why))
+
+    def on_skipped(job, why) -> None:
+        item = wanted.get(job.path)
+        if item is not None and not item.recheck:  # a recheck had no Markdown to take back
+            take_back(item, str(why))
 
     worker = Worker(queue, pipeline, candidates, on_skipped=on_skipped)
     queue.recover()
@@ -258,14 +254,7 @@ def run(cfg: Config, items: list[Item], progress: Callable[[int, int, Item, str,
         if (queue.state_of(item.source) or {}).get("state") == RUNNING:
             summary.busy.append(item.source)  # being looked at again right now (it changed): not behind its back
             continue
-        resolved, _ = candidates.resolve(item.source)
-        root = resolved.folder.path if resolved is not None and resolved.folder else item.source.parent
-        try:
-            pipeline.publisher.retract(item.output, item.source, root)
-        except (HandwatchError, OSError) as e:
-            summary.kept.append((item.output, str(getattr(e, "strerror", None) or e)))
-        else:
-            summary.removed.append((item.output, item.why))
+        take_back(item, item.why)
     for item in [i for i in items if not i.remove]:
         try:
             st = os.stat(item.source)

@@ -20,6 +20,11 @@ class Resolved:
     move_to: Path | None = None  # where `after: move` sends the original, relative to the rule that said so
     managed: tuple[Path, ...] = ()  # every move folder a rule on the way to this path names: never inputs
 
+    def root(self, path: Path) -> Path:
+        """The folder nothing handwatch writes for `path` may leave: its watched folder, or, for a file in none
+        (`once`), the file's own folder."""
+        return self.folder.path if self.folder else path.parent
+
     def in_managed(self, path: Path) -> bool:
         return any(path == d or d in path.parents for d in self.managed)
 

@@ -23,5 +23,14 @@ EXTENSIONS = {
 }
 
 
+PHOTO_FORMATS = {"jpeg", "heif", "webp"}  # camera output: uneven light (worth CLAHE), and often not a document
+
+
 def readable(path: Path) -> bool:
     return path.suffix.lower() in EXTENSIONS
+
+
+def camera_photo(path: Path) -> bool:
+    """Is this name a camera's format? What `contrast: auto` and `documents_only: auto` turn on for; a file whose
+    content is another format than its name says is refused before either matters (inputs.check_kind)."""
+    return EXTENSIONS.get(path.suffix.lower()) in PHOTO_FORMATS

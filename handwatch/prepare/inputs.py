@@ -14,9 +14,8 @@ import numpy as np
 from handwatch import log
 from handwatch.errors import InputError, NotReady
 from handwatch.prepare import decode, notices, pdf
-from handwatch.prepare.formats import EXTENSIONS
+from handwatch.prepare.formats import EXTENSIONS, PHOTO_FORMATS
 
-PHOTO_FORMATS = {"jpeg", "heif", "webp"}  # camera output: uneven light, worth CLAHE by default
 HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"heif"}
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic TIFF and BigTIFF, both byte orders
 HEAD_BYTES = pdf.HEADER_WITHIN + 5

@@ -31,7 +31,7 @@ from handwatch.config.rules import Resolved, RuleBook
 from handwatch.config.schema import Config, Rule, RuleOverride
 from handwatch.errors import ConfigError, InputError, NotADocument, NotReady
 from handwatch.prepare import inputs, preprocess
-from handwatch.prepare.formats import EXTENSIONS
+from handwatch.prepare.formats import camera_photo
 from handwatch.publish import markdown, provenance
 from handwatch.publish.publisher import Publisher
 from handwatch.safefs import FileSig, file_sig
@@ -207,7 +207,7 @@ class Pipeline:
             kind=t.result.get("kind") or None,
             **self._trust(t.result, rule, parts),
         )
-        root = t.resolved.folder.path if t.resolved.folder else path.parent
+        root = t.resolved.root(path)
         asked = t.result.get("asked_model", t.result["model"])
         placed = self.publisher.publish(doc, rule.output, root, t.mode, t.resolved.move_to, parts, asked)  # 8. publish
         self.log.info(
@@ -304,8 +304,7 @@ class Pipeline:
 
     def _needs_gate(self, path: Path, rule: Rule, anyway: bool) -> bool:
         """Would the gate have anything to decide for this file (the check is on, or the kind is wanted)?"""
-        photo = EXTENSIONS.get(path.suffix.lower()) in inputs.PHOTO_FORMATS
-        return (gate.applies(rule.documents_only, photo) and not anyway) or (
+        return (gate.applies(rule.documents_only, camera_photo(path)) and not anyway) or (
             rule.engine == "vlm" and gate.wants_kind(rule.profile, rule.output)
         )
 

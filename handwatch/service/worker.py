@@ -118,7 +118,7 @@ class Worker:
     ):
         self.queue, self.pipeline, self.candidates = queue, pipeline, candidates
         self.on_done = on_done  # `scan` counts reused texts and names the Markdown it wrote
-        self.on_skipped = on_skipped  # `scan` and `redo` say which files were not documents
+        self.on_skipped = on_skipped  # `redo` takes back the Markdown of a file now judged not a document
         self.gate = gate or Gate()
         self.marks = marks
         self.log = log.get("worker")

@@ -175,7 +175,7 @@ def thumbnail(image) -> bytes:
 
 
 def classify(engine, jpeg: bytes) -> Kind:
-    """One small request: the thumbnail, the fixed kinds, thinking off (the endpoint's setting), a few tokens.
+    """One small request: the thumbnail, the fixed kinds, a few tokens, thinking off whatever the endpoint says.
     JSON through `response_format` where an endpoint does structured output; a plain reply, parsed
     tolerantly, where none does or the server refuses the schema. EngineUnavailable passes through (the file
     waits, as for transcription); any other failure is a Kind without a kind (the file is transcribed)."""

@@ -14,11 +14,12 @@ from handwatch.publish.markdown import printable_name
 from handwatch.safefs import inside
 from handwatch.store.jobs import FAILED, PENDING, SKIPPED
 from handwatch.store.state import Ledger, StateDB, decode, encode, within
+from handwatch.transcribe import gate
 
 SHOWS = ("review", "failed", "waiting")  # what the list's `show` picks: why a file needs a person
-# The kinds a page may be classified as (transcribe/gate.py's KINDS; tests/web checks they agree): the only values
-# `?kind=` takes and the only `kind:` values shown, since a person may write anything into the front matter.
-DOC_KINDS = ("note", "recipe", "letter", "list", "form", "printed", "drawing", "photo", "blank")
+# The kinds a page may be classified as: the only values `?kind=` takes and the only `kind:` values shown, since a
+# person may write anything into the front matter.
+DOC_KINDS = gate.KINDS
 LIST_LIMIT = 500
 MAX_ID = (1 << 63) - 1  # SQLite's largest INTEGER: a larger id in a URL is not even asked about
 

@@ -156,8 +156,11 @@ def test_names_and_reasons_are_escaped_on_the_skipped_page(world):
 
 def test_the_page_kinds_are_the_document_checks_kinds():
     from handwatch.transcribe import gate
+    from handwatch.web.app import list_args
 
     assert DOC_KINDS == gate.KINDS
+    assert [k for k in gate.KINDS if list_args({"kind": k}) == {"kind": k}] == list(gate.KINDS)
+    assert list_args({"kind": "selfie"}) == {} and list_args({"kind": "unknown"}) == {}
 
 
 def flag(world, name: str, kind: str | None) -> None:
