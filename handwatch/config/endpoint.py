@@ -40,12 +40,14 @@ class Endpoint(Frozen):
         "elsewhere must be deliberate.",
     )
     max_tokens: Annotated[int, Field(ge=16, le=262144)] = Field(
-        default=4096, description="Reply budget per page, in tokens; a reply cut off is retried once with twice the budget."
+        default=4096,
+        description="Reply budget per page, in tokens; a reply cut off is retried once with twice the budget. Never more "
+        "than the server's context leaves after the image and the prompt.",
     )
     thinking: bool = Field(
         default=False,
-        description="`false` asks the server's chat template to skip thinking (`enable_thinking: false`); `true` lets the "
-        "model think first.",
+        description="`false` asks the server to skip thinking, in its own way (vLLM and llama.cpp `enable_thinking: "
+        "false`, Ollama `reasoning_effort: none`; LM Studio has no way); `true` lets the model think first.",
     )
     structured_output: bool = Field(
         default=True,
@@ -56,6 +58,12 @@ class Endpoint(Frozen):
         default="auto",
         description="Token log-probabilities for word confidences: `auto` asks, and stops asking a server that rejects or "
         "ignores them; `on` insists (a rejection is a configuration error); `off` never asks.",
+    )
+    dialect: Literal["auto", "lmstudio", "ollama", "vllm", "llamacpp", "openai"] = Field(
+        default="auto",
+        description="Which server this is, for what the OpenAI API leaves to each (turning thinking off, where the "
+        "context size is read, how errors look): `auto` detects it from the server's own APIs; `openai` is plain "
+        "OpenAI-compatible.",
     )
     name: Annotated[str, Field(min_length=1, max_length=100)] | None = Field(
         default=None, description="What front matter's `endpoint:` calls this endpoint. Left out: its `host:port`."

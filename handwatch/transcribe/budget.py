@@ -1,20 +1,21 @@
 """The image budget: what one page costs in tokens with a model family, and the context the server gives it.
 
-A context too small for the image is the failure users meet most and see least: vLLM refuses the
-request, but Ollama and LM Studio cut the prompt and the model answers about half a picture. `check`
-compares the two. The costs are worst cases for a page handwatch sends (its size limits are in
-`preprocess`); the context comes from whatever each server says about itself."""
+A context too small for the image is the failure users meet most and see least: vLLM, llama.cpp, LM Studio
+and current Ollama refuse the request, but Ollama before 0.33 cut the prompt and shifted the context, so the
+model answered without the picture. `check` compares the two, and the engine fits every request's
+`max_tokens` to what the context leaves (`transcribe.client`). The costs are worst cases for a page
+handwatch sends (its size limits are in `preprocess`); the context comes from whatever each server says
+about itself (`transcribe.dialect`)."""
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
 
 from handwatch.config.preprocess import Preprocess
 from handwatch.prepare.pixels import PATCH
+from handwatch.transcribe.dialect import Context
 
 TEMPLATE_TOKENS = 40  # chat template, role markers and the image's start/end tokens, roughly
 CHARS_PER_TOKEN = 3.5  # English prompt text; other languages cost a little more
@@ -62,100 +63,16 @@ def image_tokens(family: Family, opts: Preprocess) -> int:
     return worst
 
 
+def page_tokens(family: Family, width: int, height: int) -> int:
+    """What one page of this size costs: its grid of cells, or the family's fixed figure."""
+    if family.fixed is not None:
+        return family.fixed
+    cell = family.px or 28
+    return math.ceil(width / cell) * math.ceil(height / cell)
+
+
 def prompt_tokens(prompt: str) -> int:
     return TEMPLATE_TOKENS + math.ceil(len(prompt) / CHARS_PER_TOKEN)
-
-
-@dataclass(frozen=True)
-class Context:
-    tokens: int | None  # what one request may hold; None: the server does not say
-    source: str  # where the figure comes from, in words
-    vision: bool | None = None  # the server's own word on whether the model takes images
-    server: str = ""  # vLLM, Ollama, LM Studio, llama.cpp, or "" when unknown
-
-
-def root_of(url: str) -> str:
-    """The server's root: native APIs live beside the OpenAI-compatible /v1."""
-    parts = urlsplit(url)
-    path = parts.path.rstrip("/")
-    if path.endswith("/v1"):
-        path = path[: -len("/v1")]
-    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
-
-
-Fetch = Callable[[str, str, dict | None], object]  # (method, url, json body) -> parsed JSON, or raise
-
-
-def server_context(url: str, model: str, listing: list[dict], fetch: Fetch) -> Context:
-    """The context one request gets, from whichever server answers: vLLM says it in /v1/models;
-    Ollama, LM Studio and llama.cpp in their native APIs. A server that answers none of them
-    leaves it unknown. `fetch` raises on anything but a JSON answer."""
-    entry = next((m for m in listing if m.get("id") == model), None)
-    if entry is not None and isinstance(entry.get("max_model_len"), int):
-        return Context(entry["max_model_len"], "vLLM's max_model_len", server="vLLM")
-    root = root_of(url)
-    for probe in (_ollama, _lmstudio, _llamacpp):
-        try:
-            found = probe(root, model, fetch)
-        except Exception:  # not this kind of server (404, HTML, another JSON): try the next
-            continue
-        if found is not None:
-            return found
-    return Context(None, "the server does not say")
-
-
-def _ollama(root: str, model: str, fetch: Fetch) -> Context | None:
-    def same(name: str) -> bool:
-        return name == model or name.removesuffix(":latest") == model.removesuffix(":latest")
-
-    try:
-        running = fetch("GET", f"{root}/api/ps", None)
-    except Exception:  # older Ollama, or none: /api/show decides
-        running = None
-    for m in (running or {}).get("models", []) if isinstance(running, dict) else []:
-        if same(str(m.get("model") or m.get("name") or "")) and int(m.get("context_length") or 0) > 0:
-            return Context(int(m["context_length"]), "Ollama: the loaded model's context_length", server="Ollama")
-    shown = fetch("POST", f"{root}/api/show", {"model": model})
-    if not isinstance(shown, dict) or "model_info" not in shown and "parameters" not in shown:
-        return None
-    caps = shown.get("capabilities")
-    vision = ("vision" in caps) if isinstance(caps, list) else None
-    m = re.search(r"(?m)^\s*num_ctx\s+(\d+)", str(shown.get("parameters") or ""))
-    if m:
-        return Context(int(m.group(1)), "Ollama: num_ctx in the model's parameters", vision, "Ollama")
-    return Context(
-        None,
-        "Ollama sets it when it loads the model (num_ctx, OLLAMA_CONTEXT_LENGTH; 4096 by default on GPUs under 24 GiB)",
-        vision,
-        "Ollama",
-    )
-
-
-def _lmstudio(root: str, model: str, fetch: Fetch) -> Context | None:
-    listed = fetch("GET", f"{root}/api/v1/models", None)
-    models = listed.get("models") if isinstance(listed, dict) else None
-    if not isinstance(models, list):
-        return None
-    entry = next((m for m in models if isinstance(m, dict) and model in (m.get("key"), m.get("id"))), None)
-    if entry is None:
-        return Context(None, "LM Studio does not list this model", server="LM Studio")
-    caps = entry.get("capabilities")
-    vision = caps.get("vision") if isinstance(caps, dict) and isinstance(caps.get("vision"), bool) else None
-    for inst in entry.get("loaded_instances") or []:
-        n = (inst.get("config") or {}).get("context_length") if isinstance(inst, dict) else None
-        if isinstance(n, int) and n > 0:
-            return Context(n, "LM Studio: the loaded model's context_length", vision, "LM Studio")
-    return Context(None, "LM Studio sets it when it loads the model (lms load MODEL --context-length N)", vision, "LM Studio")
-
-
-def _llamacpp(root: str, model: str, fetch: Fetch) -> Context | None:
-    props = fetch("GET", f"{root}/props", None)
-    settings = props.get("default_generation_settings") if isinstance(props, dict) else None
-    if not isinstance(settings, dict) or not isinstance(settings.get("n_ctx"), int):
-        return None
-    modalities = props.get("modalities") if isinstance(props, dict) else None
-    vision = modalities.get("vision") if isinstance(modalities, dict) else None
-    return Context(settings["n_ctx"], "llama.cpp: n_ctx per slot (-c divided by -np)", vision, "llama.cpp")
 
 
 @dataclass(frozen=True)

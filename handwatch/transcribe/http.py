@@ -14,9 +14,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import httpx  # here, not in a request thread: openai's reply parsing looks httpx up and must never see it half-imported
 import openai
 
 from handwatch.errors import EngineResponseError, EngineUnavailable
+from handwatch.transcribe import dialect
 
 _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("handwatch_deadline", default=None)
 MIN_STEP_S = 0.001
@@ -106,12 +108,16 @@ NOT_LOADED = (
     "unknown model",
     "not found",
 )
-CONTEXT = ("maximum context length", "context length", "context_length_exceeded", "too many tokens", "exceeds the context")
 URL_HINT = "does the URL end in /v1 (LM Studio :1234/v1, vLLM :8000/v1, Ollama :11434/v1)?"
 
 
 class ContextTooLong(EngineResponseError):
-    """The image (plus prompt) does not fit the model's context: a smaller image may."""
+    """The request does not fit the model's context: the image (a smaller one may) or the reply budget on top
+    of it (a smaller max_tokens will). `overflow` holds what the server's message said."""
+
+    def __init__(self, message: str, overflow: dialect.Overflow | None = None):
+        super().__init__(message)
+        self.overflow = overflow or dialect.Overflow("prompt")
 
 
 class ModelNotLoaded(EngineUnavailable):
@@ -134,11 +140,12 @@ def classify(url: str, e: Exception, timeout_s: float) -> Exception:
     if isinstance(e, openai.APIConnectionError):
         return EngineUnavailable(f"{url}: cannot connect ({e.__cause__ or e})", url)
     if isinstance(e, openai.APIStatusError):
-        msg = status_message(e)
+        msg, kind = status_message(e)
         low = msg.lower()
         code = e.status_code
-        if any(s in low for s in CONTEXT):
-            return ContextTooLong(f"{url}: {msg}")
+        over = dialect.overflow(msg, kind)
+        if over is not None:
+            return ContextTooLong(f"{url}: {msg}", over)
         if code in (400, 404) and "model" in low and any(s in low for s in NOT_LOADED):
             return ModelNotLoaded(f"{url}: model not loaded ({msg})", url)
         if code in (429, 503):
@@ -157,17 +164,19 @@ def classify(url: str, e: Exception, timeout_s: float) -> Exception:
     return e
 
 
-def status_message(e: openai.APIStatusError) -> str:
-    body = e.body
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict):
-            return str(inner.get("message") or inner)[:300]
-        return str(inner)[:300]
-    text = str(e.message or body or "")
-    if "<html" in text.lower():
-        return "an HTML page"
-    return text[:300]
+def status_message(e: openai.APIStatusError) -> tuple[str, str]:
+    """(message, error type) from the reply itself, not from what this openai version made of it: from
+    1.x to 3.x the client keeps only a dict's `error.message`, so LM Studio's {"error": "<string>"} became
+    "Error code: 400"; and Ollama nests llama-server's whole error JSON as a string in `error.message`."""
+    try:
+        text = e.response.text
+    except Exception:  # a streamed body, or none
+        text = ""
+    if "<html" in text[:500].lower():
+        return "an HTML page", ""
+    fallback = str(e.message or e.body or "")
+    message, kind = dialect.error_message(text, fallback)
+    return " ".join(str(message).split())[:300], kind
 
 
 def parsed(url: str, raw) -> Any:
@@ -191,3 +200,17 @@ def call(url: str, timeout_s: float, fn: Callable[[], Any]) -> Any:
     except openai.OpenAIError as e:
         raise classify(url, e, timeout_s) from None
     return parsed(url, raw)
+
+
+def native_fetcher(ep) -> Callable[[str, str, dict | None], Any]:
+    """GET/POST a server's native API beside its /v1 (Ollama's /api/ps, llama.cpp's /props, LM Studio's
+    /api/v1/models), with the endpoint's key; anything but a JSON answer raises."""
+    headers = {"Authorization": f"Bearer {ep.api_key()}"}
+
+    def fetch(method: str, url: str, body: dict | None):
+        with httpx.Client(timeout=min(ep.timeout_s, 10.0), headers=headers, follow_redirects=False) as client:
+            r = client.request(method, url, json=body)
+        r.raise_for_status()
+        return r.json()
+
+    return fetch

@@ -1,0 +1,438 @@
+"""What each model server really says and wants, beyond the OpenAI API they all claim to speak.
+
+LM Studio, Ollama, vLLM and llama.cpp's server differ where it matters to a page: how thinking is turned
+off, where the context size is read, how a request that does not fit is refused (or, worse, quietly cut),
+and what `max_tokens` they accept. One `Dialect` per server holds that knowledge; `detect` finds the
+server behind an endpoint once (from `/v1/models`' shape and the native APIs), or takes the endpoint's
+`dialect:`. A server none of them matches is spoken to as plain OpenAI, as before.
+
+The message shapes below are copied from each server's source (cited beside each pattern); the scripted
+server in tests/support/dialects.py replays the same bodies."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
+
+NAMES = ("auto", "lmstudio", "ollama", "vllm", "llamacpp", "openai")
+ENABLE_THINKING_OFF = {"chat_template_kwargs": {"enable_thinking": False}}
+
+
+@dataclass(frozen=True)
+class Dialect:
+    name: str  # as in the endpoint's `dialect:`
+    title: str  # as people call the server
+    thinking_off: dict | None  # request fields that turn thinking off; None: this server's API cannot
+    more_context: str  # how to give the model a larger context, in the server's own terms
+
+
+DIALECTS = {
+    d.name: d
+    for d in (
+        # vLLM passes chat_template_kwargs to the template (vllm/entrypoints/openai/protocol.py). It refuses a
+        # max_tokens the context cannot hold (vllm/renderers/params.py); the others stop at the context, with
+        # finish_reason "length": every server is sent a budget that fits (transcribe.client.fit).
+        Dialect("vllm", "vLLM", ENABLE_THINKING_OFF, "start vLLM with a larger --max-model-len"),
+        # llama-server reads chat_template_kwargs (tools/server/server-common.cpp, oaicompat_chat_params_parse);
+        # generation simply stops at the slot's context (finish_reason "length").
+        Dialect(
+            "llamacpp",
+            "llama.cpp",
+            ENABLE_THINKING_OFF,
+            "start llama-server with a larger -c (each of its -np slots gets -c divided by -np)",
+        ),
+        # Ollama ignores chat_template_kwargs; its OpenAI layer maps reasoning_effort "none" to think: false
+        # (openai/openai.go, FromChatRequest).
+        Dialect(
+            "ollama",
+            "Ollama",
+            {"reasoning_effort": "none"},
+            "raise Ollama's context (OLLAMA_CONTEXT_LENGTH=N for the server, or PARAMETER num_ctx N in a Modelfile)",
+        ),
+        # LM Studio has no request field for thinking: enable_thinking is not an API parameter there.
+        Dialect("lmstudio", "LM Studio", None, "load the model with a larger context (lms load MODEL --context-length N)"),
+        Dialect("openai", "an OpenAI-compatible server", ENABLE_THINKING_OFF, "give the model a larger context"),
+    )
+}
+GENERIC = DIALECTS["openai"]
+
+
+@dataclass(frozen=True)
+class Context:
+    tokens: int | None  # what one request may hold; None: the server does not say
+    source: str  # where the figure comes from, in words
+    vision: bool | None = None  # the server's own word on whether the model takes images
+    server: str = ""  # vLLM, Ollama, LM Studio, llama.cpp, or "" when unknown
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A model a server offers, with what its native API says about it (LM Studio: loaded or not)."""
+
+    key: str
+    vision: bool | None = None
+    loaded: bool | None = None
+    context: int | None = None
+
+
+@dataclass(frozen=True)
+class Server:
+    dialect: Dialect
+    how: str  # "configured", or what gave the server away
+    version: tuple[int, ...] = ()  # Ollama's /api/version
+    catalog: tuple[Listed, ...] = field(default=())  # LM Studio's own list of its models
+
+    @property
+    def shifts_context(self) -> bool:
+        """Ollama before 0.33 cut an over-long prompt and shifted the context while generating, silently."""
+        return self.dialect.name == "ollama" and bool(self.version) and self.version < (0, 33)
+
+
+Fetch = Callable[[str, str, dict | None], object]  # (method, url, json body) -> parsed JSON, or raise
+
+
+def fields(body: dict, prefix: str = "") -> str:
+    """Request fields as people write them: `chat_template_kwargs.enable_thinking: false`."""
+    out = []
+    for k, v in body.items():
+        out.append(fields(v, f"{prefix}{k}.") if isinstance(v, dict) else f"{prefix}{k}: {json.dumps(v)}")
+    return ", ".join(out)
+
+
+def root_of(url: str) -> str:
+    """The server's root: native APIs live beside the OpenAI-compatible /v1."""
+    parts = urlsplit(url)
+    path = parts.path.rstrip("/")
+    if path.endswith("/v1"):
+        path = path[: -len("/v1")]
+    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+def _try(fetch: Fetch, method: str, url: str, body: dict | None = None) -> object:
+    try:
+        return fetch(method, url, body)
+    except Exception:  # not this kind of server (404, HTML, another JSON, no answer)
+        return None
+
+
+def detect(url: str, listing: list[dict], fetch: Fetch, configured: str = "auto") -> Server:
+    """The server behind `url`: the configured dialect, else what its listing and native APIs give away."""
+    root = root_of(url)
+    if configured not in ("auto", ""):
+        dialect = DIALECTS[configured]
+        version = _ollama_version(root, fetch) if configured == "ollama" else ()
+        catalog = _lmstudio_catalog(root, fetch) if configured == "lmstudio" else ()
+        return Server(dialect, "configured", version or (), catalog or ())
+    owners = {str(m.get("owned_by") or "") for m in listing}
+    # vLLM adds max_model_len to each /v1/models entry and owns them as "vllm" (vllm/entrypoints/openai/serving_models.py).
+    if any("max_model_len" in m for m in listing) or "vllm" in owners:
+        return Server(DIALECTS["vllm"], "/v1/models names max_model_len")
+    # llama-server owns its models as "llamacpp" (tools/server/server-context.cpp, the /v1/models handler).
+    if "llamacpp" in owners:
+        return Server(DIALECTS["llamacpp"], "/v1/models is owned by llamacpp")
+    version = _ollama_version(root, fetch)
+    if version is not None:
+        return Server(DIALECTS["ollama"], "/api/version", version)
+    catalog = _lmstudio_catalog(root, fetch)
+    if catalog is not None:
+        return Server(DIALECTS["lmstudio"], "LM Studio's REST API", catalog=catalog)
+    if isinstance(_props(root, fetch), dict):
+        return Server(DIALECTS["llamacpp"], "/props")
+    return Server(GENERIC, "no native API answered")
+
+
+def _ollama_version(root: str, fetch: Fetch) -> tuple[int, ...] | None:
+    got = _try(fetch, "GET", f"{root}/api/version")
+    text = got.get("version") if isinstance(got, dict) else None
+    if not isinstance(text, str):
+        return None
+    m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
+    return tuple(int(p) for p in m.groups() if p is not None) if m else ()
+
+
+def _lmstudio_catalog(root: str, fetch: Fetch) -> tuple[Listed, ...] | None:
+    """LM Studio's REST API: /api/v1/models (0.4: `models`, with capabilities and loaded instances), or
+    /api/v0/models (`data`, with type "vlm" and state "loaded")."""
+    got = _try(fetch, "GET", f"{root}/api/v1/models")
+    models = got.get("models") if isinstance(got, dict) else None
+    if isinstance(models, list):
+        out = []
+        for m in models:
+            if not isinstance(m, dict) or not m.get("key"):
+                continue
+            caps = m.get("capabilities")
+            vision = caps.get("vision") if isinstance(caps, dict) and isinstance(caps.get("vision"), bool) else None
+            instances = [i for i in m.get("loaded_instances") or [] if isinstance(i, dict)]
+            ctx = next(
+                (n for i in instances if isinstance(n := (i.get("config") or {}).get("context_length"), int) and n > 0),
+                None,
+            )
+            out.append(Listed(str(m["key"]), vision, bool(instances), ctx))
+        return tuple(out)
+    got = _try(fetch, "GET", f"{root}/api/v0/models")
+    data = got.get("data") if isinstance(got, dict) else None
+    if not isinstance(data, list) or not all(isinstance(m, dict) and "state" in m for m in data):
+        return None
+    out = []
+    for m in data:
+        if m.get("type") == "embeddings":
+            continue
+        loaded = m.get("state") == "loaded"
+        n = m.get("loaded_context_length")
+        out.append(Listed(str(m.get("id")), m.get("type") == "vlm", loaded, n if isinstance(n, int) and n > 0 else None))
+    return tuple(out)
+
+
+def _props(root: str, fetch: Fetch) -> dict | None:
+    props = _try(fetch, "GET", f"{root}/props")
+    settings = props.get("default_generation_settings") if isinstance(props, dict) else None
+    if not isinstance(settings, dict) or not isinstance(settings.get("n_ctx"), int):
+        return None
+    return props  # type: ignore[return-value]
+
+
+# --- the context one request gets ------------------------------------------------------------------
+
+
+def context(server: Server, url: str, model: str, listing: list[dict], fetch: Fetch) -> Context:
+    """Read where this server says it: vLLM in /v1/models, the others in their native APIs."""
+    root = root_of(url)
+    name = server.dialect.name
+    if name in ("vllm", "openai"):
+        entry = next((m for m in listing if m.get("id") == model), None)
+        if entry is not None and isinstance(entry.get("max_model_len"), int):
+            return Context(entry["max_model_len"], "vLLM's max_model_len", server="vLLM")
+        if name == "vllm":
+            return Context(None, "vLLM does not list this model", server="vLLM")
+    if name == "ollama":
+        return _ollama_context(root, model, fetch)
+    if name == "lmstudio":
+        return _lmstudio_context(server, root, model, fetch)
+    if name == "llamacpp":
+        return _llamacpp_context(root, fetch)
+    return Context(None, "the server does not say")
+
+
+def _ollama_context(root: str, model: str, fetch: Fetch) -> Context:
+    def same(name: str) -> bool:
+        return name == model or name.removesuffix(":latest") == model.removesuffix(":latest")
+
+    running = _try(fetch, "GET", f"{root}/api/ps")
+    for m in (running or {}).get("models", []) if isinstance(running, dict) else []:
+        if isinstance(m, dict) and same(str(m.get("model") or m.get("name") or "")) and int(m.get("context_length") or 0) > 0:
+            return Context(int(m["context_length"]), "Ollama: the loaded model's context_length", server="Ollama")
+    shown = _try(fetch, "POST", f"{root}/api/show", {"model": model})
+    if not isinstance(shown, dict) or "model_info" not in shown and "parameters" not in shown:
+        return Context(None, "Ollama does not show this model", server="Ollama")
+    caps = shown.get("capabilities")
+    vision = ("vision" in caps) if isinstance(caps, list) else None
+    m = re.search(r"(?m)^\s*num_ctx\s+(\d+)", str(shown.get("parameters") or ""))
+    if m:
+        return Context(int(m.group(1)), "Ollama: num_ctx in the model's parameters", vision, "Ollama")
+    return Context(
+        None,
+        "Ollama sets it when it loads the model (num_ctx, OLLAMA_CONTEXT_LENGTH; 4096 by default on GPUs under 24 GiB)",
+        vision,
+        "Ollama",
+    )
+
+
+def _lmstudio_context(server: Server, root: str, model: str, fetch: Fetch) -> Context:
+    catalog = _lmstudio_catalog(root, fetch)
+    if catalog is None:
+        catalog = server.catalog
+    entry = next((m for m in catalog if m.key == model), None)
+    if entry is None:
+        return Context(None, "LM Studio does not list this model", server="LM Studio")
+    if entry.context:
+        return Context(entry.context, "LM Studio: the loaded model's context_length", entry.vision, "LM Studio")
+    return Context(
+        None, "LM Studio sets it when it loads the model (lms load MODEL --context-length N)", entry.vision, "LM Studio"
+    )
+
+
+def _llamacpp_context(root: str, fetch: Fetch) -> Context:
+    props = _props(root, fetch)
+    if props is None:
+        return Context(None, "llama.cpp's /props did not answer", server="llama.cpp")
+    modalities = props.get("modalities")
+    vision = modalities.get("vision") if isinstance(modalities, dict) else None
+    n_ctx = props["default_generation_settings"]["n_ctx"]
+    return Context(n_ctx, "llama.cpp: n_ctx per slot (-c divided by -np)", vision, "llama.cpp")
+
+
+# --- errors ----------------------------------------------------------------------------------------
+
+
+def error_message(text: str, fallback: str = "") -> tuple[str, str]:
+    """(message, type) from an error body as any of the servers sends it: {"error": {"message", "type"}}
+    (OpenAI, llama.cpp, vLLM), {"object": "error", "message"} (older vLLM), {"error": "<string>"} (LM
+    Studio), or Ollama's {"error": {"message": "<llama-server's whole error JSON, as a string>"}}."""
+    kind = ""
+    body: object = None
+    try:
+        body = json.loads(text) if text else None
+    except ValueError:
+        return (text or fallback), kind
+    for _ in range(3):  # an error inside an error inside an error, at most
+        inner = body.get("error", body) if isinstance(body, dict) else body
+        if isinstance(inner, dict):
+            kind = str(inner.get("type") or kind)
+            message = inner.get("message")
+            if not isinstance(message, str):
+                return (json.dumps(inner) if inner else fallback), kind
+        elif isinstance(inner, str):
+            message = inner
+        else:
+            return fallback, kind
+        stripped = message.strip()
+        if stripped.startswith("{"):
+            try:
+                body = json.loads(stripped)
+                continue
+            except ValueError:
+                pass
+        return message, kind
+    return fallback, kind
+
+
+@dataclass(frozen=True)
+class Overflow:
+    """A request the context cannot hold: the prompt itself ("prompt": send the image smaller) or the
+    reply budget on top of it ("budget": ask for fewer tokens)."""
+
+    part: str
+    context: int | None = None  # the server's context, when the message says it
+    prompt: int | None = None  # the request's prompt tokens, when the message says it
+
+
+# Each server's words for "this does not fit", with the numbers it gives (named in order of the groups).
+_N = r"([\d,]+)"
+OVERFLOWS: tuple[tuple[str, re.Pattern, tuple[str, ...]], ...] = (
+    # llama.cpp, tools/server/server-context.cpp (HTTP 400, type exceed_context_size_error):
+    # "request (%d tokens) exceeds the available context size (%d tokens), try increasing it"
+    ("prompt", re.compile(rf"request \({_N} tokens\) exceeds the available context size \({_N} tokens\)"), ("prompt", "context")),
+    # ... and where the slot cannot split the input: "input (%d tokens) is larger than the max context size (%d tokens)"
+    ("prompt", re.compile(rf"input \({_N} tokens\) is larger than the max context size \({_N} tokens\)"), ("prompt", "context")),
+    # vLLM, vllm/v1/engine/input_processor.py: "The decoder prompt (length %d) is longer than the maximum model
+    # length of %d." and, at exactly the limit, "... (length %d) plus the number of requested output tokens
+    # (at least 1) is longer than the maximum model length of %d."
+    (
+        "prompt",
+        re.compile(
+            rf"prompt \(length {_N}\) (?:plus the number of requested output tokens \(at least 1\) )?is longer than the maximum model length of {_N}"
+        ),
+        ("prompt", "context"),
+    ),
+    # vLLM, vllm/renderers/params.py: "You passed %d input tokens and requested %d output tokens. However, the
+    # model's context length is only %d tokens, resulting in a maximum input length of %d tokens."
+    (
+        "either",
+        re.compile(
+            rf"You passed {_N} input tokens and requested {_N} output tokens\. However, the model's context length is only {_N} tokens",
+            re.I,
+        ),
+        ("prompt", "", "context"),
+    ),
+    # vLLM, vllm/renderers/params.py: "max_tokens=%d cannot be greater than max_model_len=%d." (one release
+    # printed it as "max_tokens=20000cannot be greater than max_model_len=max_total_tokens=8192.")
+    (
+        "budget",
+        re.compile(rf"max_tokens={_N}\s*cannot be greater than max_model_len=(?:max_total_tokens=)?{_N}", re.I),
+        ("", "context"),
+    ),
+    # vLLM before the renderer (vllm/entrypoints/openai/serving_engine.py), and OpenAI: "This model's maximum
+    # context length is %d tokens. However, you requested %d tokens (%d in the messages, %d in the completion)."
+    (
+        "either",
+        re.compile(rf"maximum context length is {_N} tokens\. However, you requested {_N} tokens \({_N} in the messages", re.I),
+        ("context", "", "prompt"),
+    ),
+    (
+        "prompt",
+        re.compile(rf"maximum context length is {_N} tokens\. However, you requested {_N} tokens in the messages", re.I),
+        ("context", "prompt"),
+    ),
+    # LM Studio, {"error": "<string>"} (lmstudio-bug-tracker #546, #237): "Trying to keep the first %d tokens
+    # when context the overflows. However, the model is loaded with context length of only %d tokens, ..."
+    (
+        "prompt",
+        re.compile(rf"keep the first {_N} tokens when context the overflows.*?context length of only {_N}", re.I | re.S),
+        ("prompt", "context"),
+    ),
+    # LM Studio, newer (quoted in Gitlawb/openclaude#353): "The number of tokens to keep from the initial prompt
+    # is greater than the context length (n_keep: %d>= n_ctx: %d)."
+    (
+        "prompt",
+        re.compile(
+            rf"tokens to keep from the initial prompt is greater than the context length(?: \(n_keep: {_N}\s*>= n_ctx: {_N})?",
+            re.I,
+        ),
+        ("prompt", "context"),
+    ),
+    # Ollama: llm/llama_server.go (0.33, context shift off) "the prompt is longer than the context length currently
+    # available to the model"; runner/ollamarunner/runner.go (to 0.32, truncate off) "the input length exceeds the
+    # context length".
+    ("prompt", re.compile(r"prompt is longer than the context length|input length exceeds the context length", re.I), ()),
+    # llama.cpp before it counted: "the request exceeds the available context size, try increasing it"; OpenAI's own
+    # code; generic words of other servers.
+    (
+        "prompt",
+        re.compile(
+            r"exceeds the available context size|context_length_exceeded|exceeds the context|exceed_context_size|context (?:window|size) (?:is )?exceeded|too many tokens",
+            re.I,
+        ),
+        (),
+    ),
+    ("prompt", re.compile(r"maximum context length|context length", re.I), ()),
+)
+
+
+def overflow(message: str, kind: str = "") -> Overflow | None:
+    """The overflow an error message describes, or None when it is about something else."""
+    if kind == "exceed_context_size_error" and "exceed" not in message:  # llama.cpp's type says it, whatever the words
+        message = f"{message} exceeds the context"
+    for part, pattern, names in OVERFLOWS:
+        m = pattern.search(message)
+        if not m:
+            continue
+        got = {name: int(g.replace(",", "")) for name, g in zip(names, m.groups(), strict=False) if name and g}
+        ctx, prompt = got.get("context"), got.get("prompt")
+        if part == "either":
+            part = "budget" if ctx and prompt is not None and prompt < ctx else "prompt"
+        return Overflow(part, ctx, prompt)
+    return None
+
+
+# --- thinking ----------------------------------------------------------------------------------------
+
+# How a reasoning model's thinking starts when it arrives as bare text (a chat template that opens <think>
+# itself, served without a reasoning parser): it talks about the task, not from the page.
+THINKING_OPENER = re.compile(
+    r"^\s*(?:<think>\s*)?(?:okay|ok|alright|all right|got it|hmm+|so|well|first|let me|let's|let us|i need to|i'll|"
+    r"i will|i should|we need to|the user)\b",
+    re.I,
+)
+THINKING_TOPIC = re.compile(
+    r"\b(?:the user|the image|this image|the picture|the photo|the page|transcrib\w*|the handwriting|the text in)\b", re.I
+)
+
+
+def only_thinking(raw: str, finish_reason: str | None, reasoning: str = "") -> bool:
+    """Is this reply the model's thinking and nothing else? An unclosed <think>, a budget spent in the
+    reasoning field with no content, or bare reasoning about the task cut off at max_tokens."""
+    text = raw or ""
+    low = text.lower()
+    if "<think>" in low and "</think>" not in low and not text.split("<think>", 1)[0].strip():
+        return True
+    if "</think>" in low and not re.split(r"</think>", text, flags=re.I)[-1].strip():
+        return True
+    if not text.strip():
+        return bool(reasoning.strip())
+    if finish_reason != "length" or "</think>" in low:
+        return False
+    head = text[:600]
+    return bool(THINKING_OPENER.match(head) and THINKING_TOPIC.search(head))
