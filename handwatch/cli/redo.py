@@ -76,7 +76,7 @@ class Models:
 
 
 def _vlm_model(ep) -> str:
-    from handwatch.transcribe.vlm import EndpointClient
+    from handwatch.transcribe.client import EndpointClient
 
     return EndpointClient(ep).model()
 

@@ -179,8 +179,8 @@ def classify(engine, jpeg: bytes) -> Kind:
     JSON through `response_format` where an endpoint does structured output; a plain reply, parsed
     tolerantly, where none does or the server refuses the schema. EngineUnavailable passes through (the file
     waits, as for transcription); any other failure is a Kind without a kind (the file is transcribed)."""
+    from handwatch.transcribe.client import image_messages
     from handwatch.transcribe.http import FileRejected
-    from handwatch.transcribe.vlm import image_messages
 
     messages = image_messages(PROMPT, jpeg)
     structured = any(c.ep.structured_output for c in engine.clients) and not engine.schema_refused

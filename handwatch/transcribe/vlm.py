@@ -2,206 +2,24 @@
 
 from __future__ import annotations
 
-import base64
-import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
-import openai
 from PIL import Image
 
-from handwatch import log, metrics
+from handwatch import log
 from handwatch.config.endpoint import Endpoint
 from handwatch.config.schema import Rule
 from handwatch.errors import ConfigError, EngineResponseError, EngineUnavailable
 from handwatch.prepare.pixels import fit
-from handwatch.prepare.preprocess import encode_jpeg, probe_image
-from handwatch.transcribe import doubt, http, profiles
+from handwatch.prepare.preprocess import encode_jpeg
+from handwatch.transcribe import dialect, doubt, profiles
+from handwatch.transcribe.client import BACKOFF_START_S, EndpointClient, Reply, backoff, image_messages
 from handwatch.transcribe.engine import EncodedPage, PageText
 from handwatch.transcribe.http import ContextTooLong, FileRejected, ServerFailed
 
-BACKOFF_START_S, BACKOFF_CAP_S = 2.0, 240.0
-PROBE_TTL_S = 10.0  # one probe answers for every failure of the same endpoint within this time
-
-__all__ = ["ContextTooLong", "EndpointClient", "FileRejected", "Reply", "VLMEngine", "image_messages"]
-
-
-@dataclass(frozen=True)
-class Reply:
-    content: str
-    finish_reason: str | None
-    model: str
-    tokens: list[doubt.Token] | None = None  # with log-probabilities, when asked for and given
-    endpoint: str = ""  # the answering endpoint's label
-    asked: str = ""  # the model that was asked for
-    usage: int = 0  # tokens the server counted for this request (prompt and completion)
-
-    def words(self, text: str) -> list[doubt.Word] | None:
-        """Word probabilities for `text`, a cleaned or rendered form of this reply; None without tokens."""
-        if self.tokens is None:
-            return None
-        return doubt.transfer(doubt.token_words(self.content, self.tokens), self.content, text)
-
-
-def data_url(jpeg: bytes) -> str:
-    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
-
-
-def image_messages(prompt: str, jpeg: bytes) -> list[dict]:
-    return [
-        {
-            "role": "user",
-            "content": [
-                {"type": "image_url", "image_url": {"url": data_url(jpeg)}},
-                {"type": "text", "text": prompt},
-            ],
-        }
-    ]
-
-
-def backoff(failures: int, rng: Callable[[], float] = random.random) -> float:
-    """Exponential with full jitter's gentler cousin: between half and all of the capped step."""
-    step = min(BACKOFF_CAP_S, BACKOFF_START_S * (2 ** max(0, failures - 1)))
-    return step * (0.5 + 0.5 * rng())
-
-
-class EndpointClient:
-    """One server: its openai client, its model, its load and its health."""
-
-    def __init__(self, ep: Endpoint, clock: Callable[[], float] = time.monotonic):
-        self.ep = ep
-        self.url = ep.url
-        http_client, self.bounded = http.deadline_client(ep.timeout_s)
-        self.client = openai.OpenAI(
-            base_url=ep.url, api_key=ep.api_key(), timeout=ep.timeout_s, max_retries=0, http_client=http_client
-        )
-        self._model = ep.model
-        self.clock = clock
-        self.in_flight = 0
-        self.failures = 0
-        self.down_until = 0.0
-        self.down_reason: str | None = None
-        self.reported: tuple[bool, str | None] | None = None  # the health last written to the database
-        self.probed: tuple[float, bool] = (-1e9, False)
-        self.logprobs_ok: bool | None = None  # None: not known yet; False: rejected or ignored, stop asking
-        self.log = log.get("vlm")
-
-    def listing(self) -> list[dict]:
-        """/v1/models as the server sends it: beside `id`, servers add what they know (vLLM: max_model_len)."""
-        page = http.call(self.url, min(self.ep.timeout_s, 30.0), self.client.models.with_raw_response.list)
-        return [m.model_dump() for m in getattr(page, "data", None) or []]
-
-    def models(self) -> list[str]:
-        return [str(m.get("id")) for m in self.listing()]
-
-    def model(self) -> str:
-        """The configured model, or the only one the server lists — detected again after the server
-        says it no longer has it (LM Studio loaded another model and the old name is gone)."""
-        if self._model:
-            return self._model
-        listed = self.models()
-        if len(listed) == 1:
-            self._model = listed[0]
-            return self._model
-        if not listed:
-            raise EngineUnavailable(f"{self.url}: the server lists no models (none loaded)", self.url)
-        raise ConfigError(self.url, [f"model: the server lists several models ({', '.join(listed)}); set model: to one of them"])
-
-    def wants_logprobs(self, confidence: bool) -> bool:
-        if not confidence or self.ep.confidence == "off":
-            return False
-        return self.ep.confidence == "on" or self.logprobs_ok is not False
-
-    def _no_logprobs(self, why: str) -> None:
-        """`auto` stops asking a server that rejects or ignores log-probabilities (said once per process)."""
-        if self.ep.confidence == "auto" and self.logprobs_ok is not False:
-            self.logprobs_ok = False
-            self.log.info("confidence.unsupported", url=self.url, reason=why)
-        elif self.ep.confidence == "on" and self.logprobs_ok is None:
-            self.logprobs_ok = True  # keep asking, as configured, but say it only once
-            self.log.warning("confidence.missing", url=self.url, reason=why)
-
-    def chat(
-        self,
-        messages: list[dict],
-        max_tokens: int,
-        temperature: float,
-        response_format: dict | None = None,
-        confidence: bool = False,
-        timeout_s: float | None = None,
-        think: bool | None = None,
-    ) -> Reply:
-        """`think`: None follows the endpoint's `thinking`; False asks the chat template to skip it whatever that says."""
-        model = self.model()
-        kwargs: dict = {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": temperature}
-        if response_format is not None:
-            kwargs["response_format"] = response_format
-        if not (self.ep.thinking if think is None else think):
-            kwargs["extra_body"] = {"chat_template_kwargs": {"enable_thinking": False}}
-        asked = self.wants_logprobs(confidence)
-        if asked:
-            # top_logprobs too: some vLLM releases refuse logprobs without it.
-            kwargs.update(logprobs=True, top_logprobs=1)
-        started = time.monotonic()
-        try:
-            resp = http.call(
-                self.url, timeout_s or self.ep.timeout_s, lambda: self.client.chat.completions.with_raw_response.create(**kwargs)
-            )
-        except EngineResponseError as e:
-            metrics.request_done(self.url, "error", time.monotonic() - started)
-            if not (asked and getattr(e, "status", None) in (400, 422) and "logprob" in str(e).lower()):
-                raise
-            if self.ep.confidence == "on":
-                raise ConfigError(
-                    self.url, [f"confidence: on, but the server rejects log-probabilities ({e}); set confidence: auto or off"]
-                ) from None
-            self._no_logprobs(f"rejected: {e}")
-            return self.chat(messages, max_tokens, temperature, response_format, False, timeout_s, think)
-        except Exception as e:
-            outcome = "unavailable" if isinstance(e, (EngineUnavailable, http.ServerFailed)) else "error"
-            metrics.request_done(self.url, outcome, time.monotonic() - started)
-            if isinstance(e, http.ModelNotLoaded) and not self.ep.model:
-                self._model = None  # detect the model again next time
-            raise
-        metrics.request_done(self.url, "ok", time.monotonic() - started, getattr(resp, "usage", None))
-        if not getattr(resp, "choices", None):
-            raise EngineResponseError(f"{self.url}: reply without choices")
-        choice = resp.choices[0]
-        tokens = doubt.parse_logprobs(getattr(choice, "logprobs", None)) if asked else None
-        if asked and tokens is None:
-            self._no_logprobs("the reply carried no log-probabilities")
-        elif tokens is not None:
-            self.logprobs_ok = True
-        # reasoning / reasoning_content fields are thinking, never transcription: only `content` is read.
-        used = getattr(getattr(resp, "usage", None), "total_tokens", None)
-        return Reply(
-            choice.message.content or "",
-            choice.finish_reason,
-            resp.model or model,
-            tokens,
-            self.ep.label(),
-            model,
-            used if isinstance(used, int) else 0,
-        )
-
-    def probe(self) -> bool:
-        """Does the server answer a tiny picture right now? Tells "down" from "fails on that file"."""
-        if self.clock() - self.probed[0] < PROBE_TTL_S:
-            return self.probed[1]
-        try:
-            self.chat(
-                image_messages("What number is written here? Answer with the digits only.", encode_jpeg(probe_image("42"))),
-                16,
-                0.0,
-                timeout_s=min(self.ep.timeout_s, 60.0),
-            )
-            ok = True
-        except Exception:
-            ok = False
-        self.probed = (self.clock(), ok)
-        return ok
+__all__ = ["ContextTooLong", "EndpointClient", "FileRejected", "Reply", "VLMEngine", "backoff", "image_messages"]
 
 
 def _jpeg(image: Image.Image | EncodedPage, quality: int) -> bytes:
@@ -375,18 +193,22 @@ class VLMEngine:
         base_prompt = profiles.prompt_for(rule.profile, rule.languages, rule.prompt)
         quality = rule.preprocess.jpeg_quality
         jpeg = _jpeg(image, quality)
-        max_tokens, temperature, strict = self.max_tokens(), 0.0, False
+        max_tokens, temperature, strict, think = self.max_tokens(), 0.0, False, None
         seen: list[str] = []
-        best, grown, shrunk = "", False, False
+        best, grown, shrunk, thought = "", False, False, False
         best_reply: Reply | None = None
         reply: Reply | None = None
         for _attempt in range(4):
             prompt = base_prompt + (profiles.STRICT_SUFFIX if strict else "")
             try:
-                reply = self.call(image_messages(prompt, jpeg), max_tokens, temperature, confidence=True)
+                reply = self.call(image_messages(prompt, jpeg), max_tokens, temperature, confidence=True, think=think)
             except ContextTooLong as e:
+                if grown and best:  # a larger budget than the context holds: the cut-off reply stands
+                    seen.append("context: a longer reply does not fit the server's context")
+                    break
                 if shrunk:
-                    raise
+                    advice = getattr(e, "advice", "")
+                    raise ContextTooLong(f"{e}; {advice}" if advice else str(e), e.overflow) from None
                 shrunk = True
                 seen.append("context: image too large for the model's context; sent smaller")
                 if isinstance(image, EncodedPage):
@@ -395,10 +217,18 @@ class VLMEngine:
                 jpeg = encode_jpeg(image, quality)
                 self.log.info("reply.retry", problem="context", detail=str(e))
                 continue
+            seen.extend(reply.warnings)
+            if dialect.only_thinking(reply.content, reply.finish_reason, reply.reasoning):
+                seen.append("thinking: the reply was only the model's thinking, no transcription")
+                self.log.info("reply.retry", problem="thinking", detail=reply.finish_reason)
+                if reply.can_stop_thinking and not thought:
+                    thought, think = True, False
+                    continue
+                return PageText("", reply.model, list(dict.fromkeys(seen)), {}, None, reply.endpoint, reply.asked, reply.usage)
             text = profiles.clean(reply.content)
             verdict = profiles.judge(text, reply.finish_reason)
             if verdict.ok:
-                return _page(text, reply, [s for s in seen if s.startswith("context")])
+                return _page(text, reply, [s for s in dict.fromkeys(seen) if s.startswith("context")])
             seen.append(f"{verdict.problem}: {verdict.detail}")
             self.log.info("reply.retry", problem=verdict.problem, detail=verdict.detail)
             if text and verdict.problem in ("truncated", "loop"):
@@ -408,9 +238,9 @@ class VLMEngine:
             elif verdict.problem == "refusal" and sum(s.startswith("refusal") for s in seen) >= 2:
                 break
             elif verdict.problem == "truncated":
-                if grown:
+                if grown or reply.capped:  # capped: the server's context leaves no more room for a reply
                     break
-                max_tokens, grown = max_tokens * 2, True
+                max_tokens, grown = max(max_tokens, reply.budget) * 2, True
             elif verdict.problem == "loop":
                 temperature = min(0.8, temperature + 0.2)
         if profiles.repetition(best):
