@@ -9,7 +9,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := tesseract-ocr tesseract-ocr-eng tesseract-ocr-deu poppler-utils fonts-humor-sans fonts-dkg-handwriting fonts-dejavu-core chromium \
 	systemd libseccomp2 procps passwd util-linux
 
-.PHONY: setup system-deps test docs demo bench clean
+.PHONY: setup system-deps test test-openai-oldest docs demo bench clean
 
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -25,6 +25,16 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip list --format=freeze > $(VENV)/versions.txt
 	touch $@
 
+# The oldest openai client the package allows (pyproject's lower bound), beside the newest: the API moved
+# between them (how an error body reaches the exception), so the engine's server tests run with both.
+OPENAI_OLDEST := $(shell sed -n 's/.*"openai>=\([0-9.]*\)".*/\1/p' pyproject.toml)
+OLDEST_DIR    := $(VENV)/openai-oldest
+OLDEST_TESTS  := tests/transcribe/test_dialects.py tests/transcribe/test_vlm.py tests/transcribe/test_engine_replies.py tests/transcribe/test_gate.py
+
+$(OLDEST_DIR)/.installed: pyproject.toml $(VENV)/.installed
+	$(PY) -m pip install -q --no-deps --upgrade --target $(OLDEST_DIR) openai==$(OPENAI_OLDEST) distro tqdm
+	touch $@
+
 setup: system-deps $(VENV)/.installed
 
 test: setup
@@ -33,6 +43,11 @@ test: setup
 	$(VENV)/bin/mypy
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir site
 	$(PY) -m pytest -q
+	$(MAKE) --no-print-directory test-openai-oldest
+
+test-openai-oldest: setup $(OLDEST_DIR)/.installed
+	@PYTHONPATH=$(OLDEST_DIR) $(PY) -c "import openai; print('the engine with openai', openai.__version__, 'from', openai.__file__)"
+	PYTHONPATH=$(OLDEST_DIR) $(PY) -m pytest -q -p no:cacheprovider $(OLDEST_TESTS)
 
 # The docs site (docs/, mkdocs.yml) into site/; --strict fails on a broken link, a missing anchor or a page left out.
 docs: setup

@@ -188,7 +188,7 @@ def _endpoint(cfg: Config, ep, vlm: list[Rule]) -> Iterator[Finding]:
     from handwatch.prepare import preprocess
     from handwatch.publish import provenance
     from handwatch.transcribe import budget, profiles
-    from handwatch.transcribe.vlm import EndpointClient, image_messages
+    from handwatch.transcribe.client import EndpointClient, image_messages
 
     subject = f"endpoint {ep.url}"
     client = EndpointClient(ep)
@@ -199,14 +199,16 @@ def _endpoint(cfg: Config, ep, vlm: list[Rule]) -> Iterator[Finding]:
         yield Finding(ERROR, subject, f"unreachable: {_plain(e, ep.url)}{hint}", EX_UNAVAILABLE)
         return
     names = [str(m.get("id")) for m in listing]
-    yield Finding(OK, subject, f"reachable; models listed: {', '.join(names) or '(none)'}")
+    server = client.server(listing)
+    how = "as configured" if server.how == "configured" else f"detected from {server.how}"
+    yield Finding(OK, subject, f"reachable; {server.dialect.title} ({how}); models listed: {', '.join(names) or '(none)'}")
     try:
         model = client.model()
     except ConfigError as e:
         yield Finding(ERROR, subject, "; ".join(e.problems), EX_CONFIG)
         return
     except HandwatchError as e:
-        yield Finding(ERROR, subject, f"{_plain(e, ep.url)}: load a vision model on the server", EX_UNAVAILABLE)
+        yield Finding(ERROR, subject, f"{_plain(e, ep.url)}: {_load_hint(server)}", EX_UNAVAILABLE)
         return
     if ep.model and ep.model not in names:
         yield Finding(
@@ -216,19 +218,61 @@ def _endpoint(cfg: Config, ep, vlm: list[Rule]) -> Iterator[Finding]:
             f"and may be refused (set model: to one of {', '.join(names) or 'the loaded models'})",
         )
     elif not ep.model:
-        yield Finding(OK, subject, f"model {model}: the only one the server lists (model: is not set)")
+        yield Finding(OK, subject, f"model {model}: chosen from what the server lists (model: is not set)")
     else:
         yield Finding(OK, subject, f"model {model}: listed")
-    context = budget.server_context(ep.url, model, listing, _fetcher(ep))
-    yield _readback(client, model, context, subject, preprocess, profiles, image_messages)
+    context = client.read_context(model, listing, force=True)
+    yield _thinking(server, ep)
+    yield _readback(client, model, context, server, subject, preprocess, profiles, image_messages)
+    if context.tokens is None and client.context.tokens is not None:
+        context = client.context  # Ollama and LM Studio say it once the read-back has loaded the model
     pages = [preprocess.for_engine(r.preprocess, "vlm") for r in vlm]
     prompts = [p for r in vlm for p in provenance.prompts(r, cfg)]
     b = budget.budget(model, pages, prompts, ep.max_tokens)
     level, text = budget.verdict(b, context)
+    if level == ERROR:
+        text += f"; {server.dialect.more_context}"
     yield Finding(level, subject, f"image budget: {text}", EX_UNAVAILABLE if level == ERROR else EX_OK)
+    if server.shifts_context:
+        version = ".".join(map(str, server.version))
+        yield Finding(
+            WARN,
+            subject,
+            f"Ollama {version} cuts a prompt longer than its context without saying so (0.33 refuses it): "
+            "pages whose tokens exceed the context are flagged for review; update Ollama",
+        )
 
 
-def _readback(client, model, context, subject, preprocess, profiles, image_messages) -> Finding:
+def _load_hint(server) -> str:
+    """What to do about "no model loaded", in the server's own terms."""
+    if server.dialect.name == "lmstudio":
+        vision = [m.key for m in server.catalog if m.vision]
+        which = f"lms load {vision[0]}" if len(vision) == 1 else "lms load MODEL"
+        choose = f" (its vision models: {', '.join(vision)})" if len(vision) > 1 else ""
+        return f"load a vision model in LM Studio (`{which}`){choose}"
+    if server.dialect.name == "ollama":
+        return "pull a vision model (`ollama pull qwen2.5vl:7b`) and set model: to it"
+    return "load a vision model on the server"
+
+
+def _thinking(server, ep) -> Finding:
+    from handwatch.transcribe import dialect
+
+    subject = f"endpoint {ep.url}"
+    if ep.thinking:
+        return Finding(OK, subject, "thinking: on (thinking: true): max_tokens must cover the thinking and the transcription")
+    if server.dialect.thinking_off is None:
+        return Finding(
+            NOTE,
+            subject,
+            f"thinking: {server.dialect.title} has no request field that turns it off; with a thinking model, "
+            "max_tokens must cover its thinking as well as the transcription (or load a model without thinking)",
+        )
+    how = dialect.fields(server.dialect.thinking_off)
+    return Finding(OK, subject, f"thinking: turned off in each request ({how})")
+
+
+def _readback(client, model, context, server, subject, preprocess, profiles, image_messages) -> Finding:
     digits = "".join(random.choice("23456789") for _ in range(4))
     jpeg = preprocess.encode_jpeg(preprocess.probe_image(digits))
     prompt = "What number is written in this image? Answer with the digits only."
@@ -239,6 +283,18 @@ def _readback(client, model, context, subject, preprocess, profiles, image_messa
     seen = "".join(ch for ch in profiles.clean(reply.content) if ch.isdigit())
     if digits in seen:
         return Finding(OK, subject, f"reads images (drew {digits}, {model} read {seen})")
+    if (reply.reasoning or "<think>" in reply.content) and not profiles.clean(reply.content).strip():
+        return Finding(
+            ERROR,
+            subject,
+            f"{model} spent the whole read-back budget thinking (drew {digits}, no answer): "
+            + (
+                "set thinking: false"
+                if server.dialect.thinking_off is not None
+                else f"{server.dialect.title} cannot turn thinking off per request: load a model without thinking"
+            ),
+            EX_UNAVAILABLE,
+        )
     hint = f"is {model} a vision model?"
     if context.vision is False:
         hint = {"llama.cpp": "llama.cpp says this model takes no images: start llama-server with --mmproj"}.get(
@@ -255,18 +311,3 @@ def _readback(client, model, context, subject, preprocess, profiles, image_messa
 def _plain(e: Exception, url: str) -> str:
     """The error without the URL the line already names."""
     return str(e).removeprefix(f"{url}: ")
-
-
-def _fetcher(ep):
-    """GET/POST a native API next to the endpoint, with the same key; anything but JSON raises."""
-    import httpx
-
-    headers = {"Authorization": f"Bearer {ep.api_key()}"}
-
-    def fetch(method: str, url: str, body: dict | None):
-        with httpx.Client(timeout=min(ep.timeout_s, 10.0), headers=headers, follow_redirects=False) as http:
-            r = http.request(method, url, json=body)
-        r.raise_for_status()
-        return r.json()
-
-    return fetch

@@ -66,7 +66,10 @@ def test_the_shipped_example_config_passes_once_its_folders_and_server_exist(tmp
     for f in data["folders"]:
         assert f"ok    folder {f['path']}: " in out
     assert "rule: engine vlm, profile multilingual, languages [fr, de, en], translate_to en" in out
-    assert f"ok    endpoint {server.url}: reachable; models listed: qwen2.5-vl-7b-instruct" in out
+    assert (
+        f"ok    endpoint {server.url}: reachable; vLLM (detected from /v1/models names max_model_len); models listed: qwen2.5-vl-7b-instruct"
+        in out
+    )
     assert f"ok    endpoint {server.url}: model qwen2.5-vl-7b-instruct: listed" in out
     assert f"ok    endpoint {server.url}: reads images (drew " in out
     assert "image budget: a page costs up to 1,600 image tokens (Qwen2.5-VL)" in out
@@ -160,6 +163,7 @@ def test_ollama_context_from_the_loaded_model_or_its_num_ctx(inbox, fake_openai,
     fake_openai.models = ["qwen2.5vl:7b"]
     fake_openai.default = reads_digits
     cfg = write_config({"endpoints": [{"url": fake_openai.url}], "folders": [{"path": str(inbox)}]})
+    fake_openai.native[("GET", "/api/version")] = {"version": "0.33.0"}  # every Ollama answers it (server/routes.go)
     fake_openai.native[("POST", "/api/show")] = {
         "parameters": "num_ctx                        1024",
         "model_info": {"qwen25vl.context_length": 128000},

@@ -305,9 +305,14 @@ def empty(root: Path) -> list[str]:
 @matrix("reasoning", "200 with only reasoning")
 def only_reasoning(root: Path) -> list[str]:
     thought = "The user wants a transcription. I believe it says milk and honey."
-    md, _, _ = _bad_reply(root, {"content": "", "reasoning_content": thought}, "empty: the reply was empty")
-    assert "milk" not in md.read_text()
-    return ["the reasoning never became the text; a placeholder Markdown flagged 'empty'"]
+    md, _, server = _bad_reply(
+        root, {"content": "", "reasoning_content": thought}, "thinking: the reply was only the model's thinking"
+    )
+    body = md.read_text().split("\n---\n", 1)[1]
+    assert "milk" not in body and "transcription" not in body
+    asked = [r for r in server.requests if r.image is not None and ident_of(r.image) == 0]
+    assert len(asked) == 2, f"{len(asked)} requests: one retry with thinking off, then no more"
+    return ["the reasoning never became the text: asked once more, then an empty page flagged 'thinking'"]
 
 
 @matrix("loop", "200 with a repetition loop")

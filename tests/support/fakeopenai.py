@@ -21,6 +21,8 @@ from typing import Any
 
 from PIL import Image
 
+from tests.support.dialects import Speaker
+
 
 @dataclass
 class Recorded:
@@ -77,6 +79,9 @@ class FakeOpenAI:
         # ik_llama.cpp still did in 2025 — HTTP 500, type server_error, as logged in ikawrakow/ik_llama.cpp issue
         # #778 (the throw is in examples/server/utils.hpp's oaicompat_completion_params_parse).
         self.response_format_mode = "honour"
+        # A real server's manner (tests/support/dialects.py): its token counts, context, errors, listings, native
+        # APIs and thinking. None: the OpenAI API as documented, with every request fitting.
+        self.dialect: Speaker | None = None
         self.lock = threading.Lock()
         self.in_flight = 0
         self.server = _Server(("127.0.0.1", port), self._handler())
@@ -161,6 +166,12 @@ class FakeOpenAI:
 
             def _native(self, method: str, body) -> bool:
                 answer = fake.native.get((method, self.path))
+                if answer is None and fake.dialect is not None:
+                    spoken = fake.dialect.native(method, self.path, body, fake.models)
+                    if spoken is not None:
+                        fake.native_requests.append((method, self.path, body))
+                        self._send(200, spoken)
+                        return True
                 if answer is None:
                     return False
                 fake.native_requests.append((method, self.path, body))
@@ -172,7 +183,9 @@ class FakeOpenAI:
                     return
                 if self._native("GET", None):
                     return
-                if self.path.rstrip("/").endswith("/models"):
+                if self.path.rstrip("/").endswith("/models") and fake.dialect is not None:
+                    self._send(200, fake.dialect.models(fake.models))
+                elif self.path.rstrip("/").endswith("/models"):
                     extra = {"max_model_len": fake.max_model_len} if fake.max_model_len is not None else {}
                     self._send(
                         200,
@@ -263,6 +276,9 @@ class FakeOpenAI:
                         return self._send(
                             item["status"], {"error": {"message": item.get("error", "error"), "type": "error"}}, item
                         )
+                    if fake.dialect is not None:
+                        status, reply = fake.dialect.chat(rec, body, item, fake.models)
+                        return self._send(status, reply, item)
                     message = {"role": "assistant", "content": item.get("content", "")}
                     if "reasoning_content" in item:
                         message["reasoning_content"] = item["reasoning_content"]
