@@ -282,7 +282,8 @@ def _readback(client, model, context, server, subject, preprocess, profiles, ima
         return Finding(ERROR, subject, f"a test picture failed: {_plain(e, client.url)}", EX_UNAVAILABLE)
     seen = "".join(ch for ch in profiles.clean(reply.content) if ch.isdigit())
     if digits in seen:
-        return Finding(OK, subject, f"reads images (drew {digits}, {model} read {seen})")
+        said = f"; {context.server} lists it as a vision model" if context.vision else ""
+        return Finding(OK, subject, f"reads images (drew {digits}, {model} read {seen}{said})")
     if (reply.reasoning or "<think>" in reply.content) and not profiles.clean(reply.content).strip():
         return Finding(
             ERROR,

@@ -55,6 +55,7 @@ def test_check_names_the_server_and_reads_images_with_thinking_off_its_way(setup
         assert speaker.asked[-1]["reasoning_effort"] == "none"
     if speaker.name == "lmstudio":
         assert "note thinking: LM Studio has no request field that turns it off" in text
+        assert "LM Studio lists it as a vision model" in text  # capabilities.vision in /api/v1/models
 
 
 def test_a_read_back_that_only_thought_says_so(setup):

@@ -110,6 +110,21 @@ def test_a_cut_off_reply_is_kept_when_the_context_leaves_no_more_room(fake_opena
     assert any(r.startswith("truncated: the reply hit max_tokens") for r in page.review_reasons)
 
 
+def test_a_larger_budget_refused_keeps_the_cut_off_reply_not_a_smaller_image(fake_openai):
+    # Any server whose context is not known ahead: the doubled budget is refused in generic words. Before, the
+    # refusal was read as "image too large": the page went out smaller and the first reply was thrown away.
+    engine = VLMEngine([Endpoint(url=fake_openai.url, model="m", max_tokens=1000)])
+    fake_openai.reply(
+        {"content": "Dear Anna, the garden is full of roses", "finish_reason": "length"},
+        {"status": 400, "error": "context_length_exceeded"},
+        "A different page entirely",
+    )
+    page = engine.transcribe_page(SMALL, Rule())
+    assert page.text == "Dear Anna, the garden is full of roses"
+    assert [r.image_size for r in fake_openai.requests] == [(800, 600), (800, 600)]
+    assert any(r.startswith("truncated: the reply hit max_tokens") for r in page.review_reasons)
+
+
 def test_the_budget_is_never_more_than_the_context_leaves_on_any_server(fake_openai):
     speaker = Speaker("llamacpp", context=3000)
     engine = engine_for(fake_openai, speaker, max_tokens=4096)
