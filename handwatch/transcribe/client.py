@@ -43,6 +43,7 @@ class Reply:
     warnings: tuple[str, ...] = ()  # what the server did quietly (a full context), as review reasons
     reasoning: str = ""  # the model's thinking, when the server sent it apart (never the transcription)
     can_stop_thinking: bool = False  # this server can be asked to turn thinking off
+    thinking_opened: bool = False  # thinking was left on, or a server that cannot turn it off serves a thinking model
 
     def words(self, text: str) -> list[doubt.Word] | None:
         """Word probabilities for `text`, a cleaned or rendered form of this reply; None without tokens."""
@@ -117,6 +118,7 @@ class EndpointClient:
         self._context_read = -1e9
         self._read_after_reply = False
         self._lock = threading.Lock()
+        self._detecting = threading.Lock()  # one detection at a time: the others wait for its answer
         self.log = log.get("vlm")
 
     # --- what the server is ----------------------------------------------------------------------------
@@ -131,16 +133,17 @@ class EndpointClient:
 
     def server(self, listing: list[dict] | None = None) -> dialect.Server:
         """The dialect, detected once (or configured); a server that cannot be asked now is generic for now."""
-        with self._lock:
+        if self._server is not None:
+            return self._server
+        with self._detecting:
             if self._server is not None:
                 return self._server
-        fetch = http.native_fetcher(self.ep)
-        try:
-            found = dialect.detect(self.url, self.listing() if listing is None else listing, fetch, self.ep.dialect)
-        except Exception as e:  # down: the request itself will say so; detect again next time
-            self.log.debug("dialect.unknown", url=self.url, reason=str(e))
-            return dialect.Server(dialect.DIALECTS.get(self.ep.dialect, dialect.GENERIC), "not detected yet")
-        with self._lock:
+            fetch = http.native_fetcher(self.ep)
+            try:
+                found = dialect.detect(self.url, self.listing() if listing is None else listing, fetch, self.ep.dialect)
+            except Exception as e:  # down: the request itself will say so; detect again next time
+                self.log.debug("dialect.unknown", url=self.url, reason=str(e))
+                return dialect.Server(dialect.DIALECTS.get(self.ep.dialect, dialect.GENERIC), "not detected yet")
             self._server = found
         self.log.info("dialect.detected", url=self.url, server=found.dialect.title, how=found.how)
         return found
@@ -159,10 +162,21 @@ class EndpointClient:
         except Exception as e:
             self.log.debug("context.unknown", url=self.url, reason=str(e))
             return self.context
-        if got.tokens != self.context.tokens:
-            self.log.info("context.read", url=self.url, tokens=got.tokens, source=got.source)
-        self.context = got
+        with self._lock:
+            if got.tokens is None and self.context.tokens is not None:
+                return self.context  # a server that stops saying it has not lost it (another thread learnt it)
+            if got.tokens != self.context.tokens:
+                self.log.info("context.read", url=self.url, tokens=got.tokens, source=got.source)
+            self.context = got
         return got
+
+    def forget(self) -> None:
+        """The server changed its model: what was learnt about the old one (its context, LM Studio's list) goes."""
+        with self._lock:
+            self._server = None
+            self.context = dialect.Context(None, "not read yet")
+            self._context_read = -1e9
+            self._read_after_reply = False
 
     def model(self) -> str:
         """The configured model, or the only one the server offers — detected again after the server says
@@ -176,6 +190,9 @@ class EndpointClient:
             self._model = listed[0]
             return self._model
         server = self.server(listing)
+        if server.dialect.name == "lmstudio":  # what is loaded now, not when the server was first seen
+            fresh = dialect.lmstudio_catalog(dialect.root_of(self.url), http.native_fetcher(self.ep))
+            server = dialect.Server(server.dialect, server.how, server.version, fresh or server.catalog)
         if server.catalog:
             loaded = [m.key for m in server.catalog if m.loaded and m.key in listed]
             vision = [m.key for m in server.catalog if m.vision and m.key in listed]
@@ -244,7 +261,7 @@ class EndpointClient:
         out = []
         if ctx and isinstance(total, int) and total > ctx:
             out.append(f"{DROPPED} ({total:,} tokens used of a context of {ctx:,})")
-        elif budget.family_of(model) and isinstance(prompt, int) and 0 < prompt < estimate[1] // 2:
+        elif (f := budget.family_of(model)) and f.fixed is None and isinstance(prompt, int) and 0 < prompt < estimate[1] // 2:
             out.append(f"{DROPPED} (the server counted {prompt:,} prompt tokens; the image alone costs about {estimate[1]:,})")
         return tuple(out)
 
@@ -275,7 +292,8 @@ class EndpointClient:
             )
         except ContextTooLong as e:
             over = e.overflow
-            if over.context:
+            self.read_context(model, force=True)  # the server's own API first: an error message is not the last word
+            if over.context and self.context.tokens is None:
                 self.context = dialect.Context(
                     over.context, f"{server.dialect.title}'s own error message", self.context.vision, server.dialect.title
                 )
@@ -327,8 +345,10 @@ class EndpointClient:
         except Exception as e:
             outcome = "unavailable" if isinstance(e, (EngineUnavailable, http.ServerFailed)) else "error"
             metrics.request_done(self.url, outcome, time.monotonic() - started)
-            if isinstance(e, http.ModelNotLoaded) and not self.ep.model:
-                self._model = None  # detect the model again next time
+            if isinstance(e, http.ModelNotLoaded):
+                self.forget()
+                if not self.ep.model:
+                    self._model = None  # detect the model again next time
             raise
         usage = getattr(resp, "usage", None)
         metrics.request_done(self.url, "ok", time.monotonic() - started, usage)
@@ -361,7 +381,12 @@ class EndpointClient:
             self._quiet_loss(model, usage, estimate),
             reasoning,
             server.dialect.thinking_off is not None,
+            thinking or (server.dialect.thinking_off is None and self._reasons(server, model)),
         )
+
+    @staticmethod
+    def _reasons(server: dialect.Server, model: str) -> bool:
+        return any(m.key == model and m.reasons for m in server.catalog)
 
     def probe(self) -> bool:
         """Does the server answer a tiny picture right now? Tells "down" from "fails on that file"."""

@@ -68,6 +68,16 @@ class Context:
     server: str = ""  # vLLM, Ollama, LM Studio, llama.cpp, or "" when unknown
 
 
+LEAST_CONTEXT, MOST_CONTEXT = 256, 100_000_000  # what a real server can have; anything else is not believed
+
+
+def tokens_or_none(value: object) -> int | None:
+    """A context size a server said, if it is one: an int (not a bool) within what real servers have."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value if LEAST_CONTEXT <= value <= MOST_CONTEXT else None
+
+
 @dataclass(frozen=True)
 class Listed:
     """A model a server offers, with what its native API says about it (LM Studio: loaded or not)."""
@@ -76,6 +86,7 @@ class Listed:
     vision: bool | None = None
     loaded: bool | None = None
     context: int | None = None
+    reasons: bool | None = None  # a thinking model (LM Studio 0.4: capabilities.reasoning)
 
 
 @dataclass(frozen=True)
@@ -88,7 +99,7 @@ class Server:
     @property
     def shifts_context(self) -> bool:
         """Ollama before 0.33 cut an over-long prompt and shifted the context while generating, silently."""
-        return self.dialect.name == "ollama" and bool(self.version) and self.version < (0, 33)
+        return self.dialect.name == "ollama" and (0, 0, 0) < self.version < (0, 33)
 
 
 Fetch = Callable[[str, str, dict | None], object]  # (method, url, json body) -> parsed JSON, or raise
@@ -119,12 +130,13 @@ def _try(fetch: Fetch, method: str, url: str, body: dict | None = None) -> objec
 
 
 def detect(url: str, listing: list[dict], fetch: Fetch, configured: str = "auto") -> Server:
-    """The server behind `url`: the configured dialect, else what its listing and native APIs give away."""
+    """The server behind `url`: the configured dialect, else what its listing and native APIs give away.
+    A native answer that cannot be read is "not this server", never an error."""
     root = root_of(url)
     if configured not in ("auto", ""):
         dialect = DIALECTS[configured]
         version = _ollama_version(root, fetch) if configured == "ollama" else ()
-        catalog = _lmstudio_catalog(root, fetch) if configured == "lmstudio" else ()
+        catalog = lmstudio_catalog(root, fetch) if configured == "lmstudio" else ()
         return Server(dialect, "configured", version or (), catalog or ())
     owners = {str(m.get("owned_by") or "") for m in listing}
     # vLLM adds max_model_len to each /v1/models entry and owns them as "vllm" (vllm/entrypoints/openai/serving_models.py).
@@ -136,7 +148,7 @@ def detect(url: str, listing: list[dict], fetch: Fetch, configured: str = "auto"
     version = _ollama_version(root, fetch)
     if version is not None:
         return Server(DIALECTS["ollama"], "/api/version", version)
-    catalog = _lmstudio_catalog(root, fetch)
+    catalog = lmstudio_catalog(root, fetch)
     if catalog is not None:
         return Server(DIALECTS["lmstudio"], "LM Studio's REST API", catalog=catalog)
     if isinstance(_props(root, fetch), dict):
@@ -144,16 +156,30 @@ def detect(url: str, listing: list[dict], fetch: Fetch, configured: str = "auto"
     return Server(GENERIC, "no native API answered")
 
 
+def _guarded(parse):
+    """A native API's reader: whatever a server sends that it cannot read means "not this server"."""
+
+    def read(*args):
+        try:
+            return parse(*args)
+        except Exception:
+            return None
+
+    return read
+
+
+@_guarded
 def _ollama_version(root: str, fetch: Fetch) -> tuple[int, ...] | None:
     got = _try(fetch, "GET", f"{root}/api/version")
     text = got.get("version") if isinstance(got, dict) else None
     if not isinstance(text, str):
         return None
-    m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
+    m = re.match(r"v?(\d{1,6})\.(\d{1,6})(?:\.(\d{1,6}))?", text[:100])
     return tuple(int(p) for p in m.groups() if p is not None) if m else ()
 
 
-def _lmstudio_catalog(root: str, fetch: Fetch) -> tuple[Listed, ...] | None:
+@_guarded
+def lmstudio_catalog(root: str, fetch: Fetch) -> tuple[Listed, ...] | None:
     """LM Studio's REST API: /api/v1/models (0.4: `models`, with capabilities and loaded instances), or
     /api/v0/models (`data`, with type "vlm" and state "loaded")."""
     got = _try(fetch, "GET", f"{root}/api/v1/models")
@@ -181,15 +207,15 @@ def _lmstudio_catalog(root: str, fetch: Fetch) -> tuple[Listed, ...] | None:
         if m.get("type") == "embeddings":
             continue
         loaded = m.get("state") == "loaded"
-        n = m.get("loaded_context_length")
-        out.append(Listed(str(m.get("id")), m.get("type") == "vlm", loaded, n if isinstance(n, int) and n > 0 else None))
+        out.append(Listed(str(m.get("id")), m.get("type") == "vlm", loaded, tokens_or_none(m.get("loaded_context_length"))))
     return tuple(out)
 
 
+@_guarded
 def _props(root: str, fetch: Fetch) -> dict | None:
     props = _try(fetch, "GET", f"{root}/props")
     settings = props.get("default_generation_settings") if isinstance(props, dict) else None
-    if not isinstance(settings, dict) or not isinstance(settings.get("n_ctx"), int):
+    if not isinstance(settings, dict) or "n_ctx" not in settings:
         return None
     return props  # type: ignore[return-value]
 
@@ -198,13 +224,22 @@ def _props(root: str, fetch: Fetch) -> dict | None:
 
 
 def context(server: Server, url: str, model: str, listing: list[dict], fetch: Fetch) -> Context:
-    """Read where this server says it: vLLM in /v1/models, the others in their native APIs."""
+    """Read where this server says it: vLLM in /v1/models, the others in their native APIs. A figure no
+    real server could have (0, negative, a bool, 10**30) is not believed."""
+    try:
+        return _context(server, url, model, listing, fetch)
+    except Exception:  # an answer of the wrong shape: the context stays unknown
+        return Context(None, f"{server.dialect.title} answered in a shape handwatch does not know")
+
+
+def _context(server: Server, url: str, model: str, listing: list[dict], fetch: Fetch) -> Context:
     root = root_of(url)
     name = server.dialect.name
     if name in ("vllm", "openai"):
         entry = next((m for m in listing if m.get("id") == model), None)
-        if entry is not None and isinstance(entry.get("max_model_len"), int):
-            return Context(entry["max_model_len"], "vLLM's max_model_len", server="vLLM")
+        n = tokens_or_none(entry.get("max_model_len")) if entry is not None else None
+        if n is not None:
+            return Context(n, "vLLM's max_model_len", server="vLLM")
         if name == "vllm":
             return Context(None, "vLLM does not list this model", server="vLLM")
     if name == "ollama":
@@ -222,16 +257,21 @@ def _ollama_context(root: str, model: str, fetch: Fetch) -> Context:
 
     running = _try(fetch, "GET", f"{root}/api/ps")
     for m in (running or {}).get("models", []) if isinstance(running, dict) else []:
-        if isinstance(m, dict) and same(str(m.get("model") or m.get("name") or "")) and int(m.get("context_length") or 0) > 0:
-            return Context(int(m["context_length"]), "Ollama: the loaded model's context_length", server="Ollama")
+        if (
+            isinstance(m, dict)
+            and same(str(m.get("model") or m.get("name") or ""))
+            and (n := tokens_or_none(m.get("context_length")))
+        ):
+            return Context(n, "Ollama: the loaded model's context_length", server="Ollama")
     shown = _try(fetch, "POST", f"{root}/api/show", {"model": model})
     if not isinstance(shown, dict) or "model_info" not in shown and "parameters" not in shown:
         return Context(None, "Ollama does not show this model", server="Ollama")
     caps = shown.get("capabilities")
     vision = ("vision" in caps) if isinstance(caps, list) else None
-    m = re.search(r"(?m)^\s*num_ctx\s+(\d+)", str(shown.get("parameters") or ""))
-    if m:
-        return Context(int(m.group(1)), "Ollama: num_ctx in the model's parameters", vision, "Ollama")
+    # [ \t], not \s: a run of blank lines must not make the search quadratic; and only the first 16 kB.
+    m = re.search(r"(?m)^[ \t]*num_ctx[ \t]+(\d{1,9})[ \t]*$", str(shown.get("parameters") or "")[:16384])
+    if m and (n := tokens_or_none(int(m.group(1)))):
+        return Context(n, "Ollama: num_ctx in the model's parameters", vision, "Ollama")
     return Context(
         None,
         "Ollama sets it when it loads the model (num_ctx, OLLAMA_CONTEXT_LENGTH; 4096 by default on GPUs under 24 GiB)",
@@ -241,7 +281,7 @@ def _ollama_context(root: str, model: str, fetch: Fetch) -> Context:
 
 
 def _lmstudio_context(server: Server, root: str, model: str, fetch: Fetch) -> Context:
-    catalog = _lmstudio_catalog(root, fetch)
+    catalog = lmstudio_catalog(root, fetch)
     if catalog is None:
         catalog = server.catalog
     entry = next((m for m in catalog if m.key == model), None)
@@ -260,8 +300,14 @@ def _llamacpp_context(root: str, fetch: Fetch) -> Context:
         return Context(None, "llama.cpp's /props did not answer", server="llama.cpp")
     modalities = props.get("modalities")
     vision = modalities.get("vision") if isinstance(modalities, dict) else None
-    n_ctx = props["default_generation_settings"]["n_ctx"]
-    return Context(n_ctx, "llama.cpp: n_ctx per slot (-c divided by -np)", vision, "llama.cpp")
+    n_ctx = tokens_or_none(props["default_generation_settings"]["n_ctx"])
+    if n_ctx is None:
+        return Context(
+            None, "llama.cpp's /props names no usable n_ctx", vision if isinstance(vision, bool) else None, "llama.cpp"
+        )
+    return Context(
+        n_ctx, "llama.cpp: n_ctx per slot (-c divided by -np)", vision if isinstance(vision, bool) else None, "llama.cpp"
+    )
 
 
 # --- errors ----------------------------------------------------------------------------------------
@@ -273,9 +319,10 @@ def error_message(text: str, fallback: str = "") -> tuple[str, str]:
     Studio), or Ollama's {"error": {"message": "<llama-server's whole error JSON, as a string>"}}."""
     kind = ""
     body: object = None
+    text = text[:65536]  # an error message, not a document
     try:
         body = json.loads(text) if text else None
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or JSON nested past what Python parses
         return (text or fallback), kind
     for _ in range(3):  # an error inside an error inside an error, at most
         inner = body.get("error", body) if isinstance(body, dict) else body
@@ -293,7 +340,7 @@ def error_message(text: str, fallback: str = "") -> tuple[str, str]:
             try:
                 body = json.loads(stripped)
                 continue
-            except ValueError:
+            except (ValueError, RecursionError):
                 pass
         return message, kind
     return fallback, kind
@@ -399,8 +446,8 @@ def overflow(message: str, kind: str = "") -> Overflow | None:
         m = pattern.search(message)
         if not m:
             continue
-        got = {name: int(g.replace(",", "")) for name, g in zip(names, m.groups(), strict=False) if name and g}
-        ctx, prompt = got.get("context"), got.get("prompt")
+        got = {name: int(g.replace(",", "")[:10]) for name, g in zip(names, m.groups(), strict=False) if name and g}
+        ctx, prompt = tokens_or_none(got.get("context")), got.get("prompt")
         if part == "either":
             part = "budget" if ctx and prompt is not None and prompt < ctx else "prompt"
         return Overflow(part, ctx, prompt)
@@ -417,13 +464,16 @@ THINKING_OPENER = re.compile(
     re.I,
 )
 THINKING_TOPIC = re.compile(
-    r"\b(?:the user|the image|this image|the picture|the photo|the page|transcrib\w*|the handwriting|the text in)\b", re.I
+    r"\b(?:the user|the image|this image|the picture|the photo|the page|transcrib\w*|handwrit\w*|the text in)\b", re.I
 )
 
 
-def only_thinking(raw: str, finish_reason: str | None, reasoning: str = "") -> bool:
-    """Is this reply the model's thinking and nothing else? An unclosed <think>, a budget spent in the
-    reasoning field with no content, or bare reasoning about the task cut off at max_tokens."""
+def only_thinking(raw: str, finish_reason: str | None, reasoning: str = "", opened: bool = False) -> bool:
+    """Is this reply the model's thinking and nothing else? Certain: an unclosed <think>, a closing
+    </think> with nothing after it, or thinking in the reasoning field and no content. Bare reasoning
+    about the task ("Okay, the user wants...") cut off at max_tokens counts only where thinking was
+    `opened` (left on, or a server that cannot turn it off serving a thinking model): a note may begin
+    "Okay, let me tell you about the photo", and its text is never thrown away on a guess."""
     text = raw or ""
     low = text.lower()
     if "<think>" in low and "</think>" not in low and not text.split("<think>", 1)[0].strip():
@@ -432,7 +482,7 @@ def only_thinking(raw: str, finish_reason: str | None, reasoning: str = "") -> b
         return True
     if not text.strip():
         return bool(reasoning.strip())
-    if finish_reason != "length" or "</think>" in low:
+    if not opened or finish_reason != "length" or "</think>" in low:
         return False
     head = text[:600]
     return bool(THINKING_OPENER.match(head) and THINKING_TOPIC.search(head))

@@ -9,6 +9,7 @@ every connect, read and write is bounded by the time left until the request's ow
 from __future__ import annotations
 
 import contextvars
+import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -143,7 +144,7 @@ def classify(url: str, e: Exception, timeout_s: float) -> Exception:
         msg, kind = status_message(e)
         low = msg.lower()
         code = e.status_code
-        over = dialect.overflow(msg, kind)
+        over = dialect.overflow(msg, kind) if code not in (429, 503) else None  # "too many tokens" per minute is busy
         if over is not None:
             return ContextTooLong(f"{url}: {msg}", over)
         if code in (400, 404) and "model" in low and any(s in low for s in NOT_LOADED):
@@ -202,15 +203,25 @@ def call(url: str, timeout_s: float, fn: Callable[[], Any]) -> Any:
     return parsed(url, raw)
 
 
+NATIVE_MAX_BYTES = 4 << 20  # a model list or a server's properties; a longer answer is not one
+
+
 def native_fetcher(ep) -> Callable[[str, str, dict | None], Any]:
     """GET/POST a server's native API beside its /v1 (Ollama's /api/ps, llama.cpp's /props, LM Studio's
     /api/v1/models), with the endpoint's key; anything but a JSON answer raises."""
     headers = {"Authorization": f"Bearer {ep.api_key()}"}
 
     def fetch(method: str, url: str, body: dict | None):
-        with httpx.Client(timeout=min(ep.timeout_s, 10.0), headers=headers, follow_redirects=False) as client:
-            r = client.request(method, url, json=body)
-        r.raise_for_status()
-        return r.json()
+        with (
+            httpx.Client(timeout=min(ep.timeout_s, 10.0), headers=headers, follow_redirects=False) as client,
+            client.stream(method, url, json=body) as r,
+        ):
+            r.raise_for_status()
+            data = b""
+            for chunk in r.iter_bytes():
+                data += chunk
+                if len(data) > NATIVE_MAX_BYTES:
+                    raise ValueError(f"{url}: more than {NATIVE_MAX_BYTES} bytes")
+        return json.loads(data)
 
     return fetch

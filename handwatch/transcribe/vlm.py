@@ -218,9 +218,11 @@ class VLMEngine:
                 self.log.info("reply.retry", problem="context", detail=str(e))
                 continue
             seen.extend(reply.warnings)
-            if dialect.only_thinking(reply.content, reply.finish_reason, reply.reasoning):
+            if dialect.only_thinking(reply.content, reply.finish_reason, reply.reasoning, reply.thinking_opened):
                 seen.append("thinking: the reply was only the model's thinking, no transcription")
                 self.log.info("reply.retry", problem="thinking", detail=reply.finish_reason)
+                if best:  # an earlier reply was a real (cut-off) reading: it stands, flagged
+                    break
                 if reply.can_stop_thinking and not thought:
                     thought, think = True, False
                     continue

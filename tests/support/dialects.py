@@ -118,7 +118,11 @@ class Speaker:
                     {
                         "type": "llm",
                         "key": m,
-                        "capabilities": {"vision": self.vision, "trained_for_tool_use": False},
+                        "capabilities": {
+                            "vision": self.vision,
+                            "trained_for_tool_use": False,
+                            **({"reasoning": {"allowed_options": ["off", "on"], "default": "on"}} if self.thinks else {}),
+                        },
                         "loaded_instances": [{"id": m, "config": {"context_length": self.context}}] if m in loaded else [],
                         "max_context_length": 131072,
                     }
