@@ -19,7 +19,7 @@ from handwatch import log, metrics
 from handwatch.config.endpoint import Endpoint
 from handwatch.errors import ConfigError, EngineResponseError, EngineUnavailable
 from handwatch.prepare.preprocess import encode_jpeg, probe_image
-from handwatch.transcribe import budget, dialect, doubt, http
+from handwatch.transcribe import budget, dialect, doubt, http, overflow
 from handwatch.transcribe.http import ContextTooLong
 
 BACKOFF_START_S, BACKOFF_CAP_S = 2.0, 240.0
@@ -305,7 +305,7 @@ class EndpointClient:
             if room is None:
                 room = self.fit(budget_, estimate[0] + max(64, estimate[0] // 4))[0] if self.context.tokens else budget_ // 2
             if room < LEAST_REPLY or room >= budget_:
-                err = ContextTooLong(str(e), dialect.Overflow("prompt", over.context, over.prompt))
+                err = ContextTooLong(str(e), overflow.Overflow("prompt", over.context, over.prompt))
                 err.advice = self._more_context(server)  # type: ignore[attr-defined]
                 raise err from None
             self.log.info("reply.budget", url=self.url, asked=budget_, fits=room, reason=str(e))

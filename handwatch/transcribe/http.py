@@ -19,7 +19,7 @@ import httpx  # here, not in a request thread: openai's reply parsing looks http
 import openai
 
 from handwatch.errors import EngineResponseError, EngineUnavailable
-from handwatch.transcribe import dialect
+from handwatch.transcribe import overflow
 
 _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("handwatch_deadline", default=None)
 MIN_STEP_S = 0.001
@@ -116,9 +116,9 @@ class ContextTooLong(EngineResponseError):
     """The request does not fit the model's context: the image (a smaller one may) or the reply budget on top
     of it (a smaller max_tokens will). `overflow` holds what the server's message said."""
 
-    def __init__(self, message: str, overflow: dialect.Overflow | None = None):
+    def __init__(self, message: str, over: overflow.Overflow | None = None):
         super().__init__(message)
-        self.overflow = overflow or dialect.Overflow("prompt")
+        self.overflow = over or overflow.Overflow("prompt")
 
 
 class ModelNotLoaded(EngineUnavailable):
@@ -144,7 +144,7 @@ def classify(url: str, e: Exception, timeout_s: float) -> Exception:
         msg, kind = status_message(e)
         low = msg.lower()
         code = e.status_code
-        over = dialect.overflow(msg, kind) if code not in (429, 503) else None  # "too many tokens" per minute is busy
+        over = overflow.overflow(msg, kind) if code not in (429, 503) else None  # "too many tokens" per minute is busy
         if over is not None:
             return ContextTooLong(f"{url}: {msg}", over)
         if code in (400, 404) and "model" in low and any(s in low for s in NOT_LOADED):
@@ -176,7 +176,7 @@ def status_message(e: openai.APIStatusError) -> tuple[str, str]:
     if "<html" in text[:500].lower():
         return "an HTML page", ""
     fallback = str(e.message or e.body or "")
-    message, kind = dialect.error_message(text, fallback)
+    message, kind = overflow.error_message(text, fallback)
     return " ".join(str(message).split())[:300], kind
 
 

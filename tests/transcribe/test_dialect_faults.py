@@ -11,7 +11,7 @@ from PIL import Image
 from handwatch.config.endpoint import Endpoint
 from handwatch.config.schema import Rule
 from handwatch.errors import EngineUnavailable
-from handwatch.transcribe import dialect
+from handwatch.transcribe import dialect, overflow
 from handwatch.transcribe.client import EndpointClient
 from handwatch.transcribe.http import ContextTooLong
 from handwatch.transcribe.vlm import VLMEngine
@@ -41,7 +41,7 @@ def test_a_real_reading_stands_when_a_later_attempt_is_only_thinking(fake_openai
 
 def test_deeply_nested_error_json_is_a_message_not_a_traceback(fake_openai):
     body = '{"error":' * 50_000 + '"x"' + "}" * 50_000
-    assert dialect.error_message(body, "fallback")[0].startswith('{"error"')
+    assert overflow.error_message(body, "fallback")[0].startswith('{"error"')
     fake_openai.reply({"raw": body, "status": 400, "content_type": "application/json"})
     with pytest.raises(Exception) as err:
         EndpointClient(Endpoint(url=fake_openai.url, model="m")).chat([{"role": "user", "content": "x"}], 10, 0.0)

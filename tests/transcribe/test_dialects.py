@@ -267,6 +267,6 @@ def test_a_configured_dialect_is_taken_as_said(fake_openai):
     ],
 )
 def test_error_messages_in_every_envelope(body, message):
-    from handwatch.transcribe import dialect
+    from handwatch.transcribe import overflow
 
-    assert dialect.error_message(body, "fallback")[0] == message
+    assert overflow.error_message(body, "fallback")[0] == message
