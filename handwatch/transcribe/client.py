@@ -26,6 +26,7 @@ BACKOFF_START_S, BACKOFF_CAP_S = 2.0, 240.0
 PROBE_TTL_S = 10.0  # one probe answers for every failure of the same endpoint within this time
 CONTEXT_TTL_S = 60.0  # a context the server did not say yet (Ollama before it loads the model) is asked again after this
 LEAST_REPLY = 16  # a budget smaller than this is no transcription: the image must shrink instead
+HEADER_B64 = 65536  # base64 characters holding a JPEG's header (its size) many times over: 48 kB of a page
 DROPPED = "context: the server's context was full, so the image may have been dropped"
 
 
@@ -81,7 +82,8 @@ def _request_shape(messages: list[dict]) -> tuple[tuple[int, int] | None, str]:
             elif part.get("type") == "image_url" and size is None:
                 url = part["image_url"]["url"]
                 try:
-                    with Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))) as im:
+                    head = base64.b64decode(url.split(",", 1)[1][:HEADER_B64])  # the header, not the whole picture
+                    with Image.open(io.BytesIO(head)) as im:
                         size = im.size
                 except Exception:  # not ours to judge here: the server will say
                     size = None
