@@ -82,7 +82,7 @@ def test_other_commands_keep_stdout_for_results_even_under_journald(tmp_path, fa
         )
     assert res.returncode == 0
     assert out.read_text() == f"{tmp_path / 'a.md'}\n"  # only the output path
-    assert [e["event"] for e in json_lines(res.stderr)] == ["confidence.unsupported", "file.transcribed"]
+    assert [e["event"] for e in json_lines(res.stderr)] == ["dialect.detected", "confidence.unsupported", "file.transcribed"]
 
 
 def test_log_level_on_the_command_line_wins_over_the_config(tmp_path, fake_openai, write_config, run_cli):
