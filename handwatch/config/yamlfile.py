@@ -53,6 +53,64 @@ class _UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: 
             raise RefusedYaml(f"line {node.start_mark.line + 1}: merge keys copy more than {MAX_MERGED:,} entries")
 
 
+MAX_NODES = 100_000  # values a document may hold once its aliases are expanded; a real one holds hundreds
+MAX_DEPTH = 100  # nesting; a real one nests a few levels
+
+
+class _BoundedLoader(_UniqueKeyLoader):
+    """The rule files' loader, and for YAML that anyone may have written (a Markdown's front matter, rewritten
+    by another device): every alias counts as the whole value it repeats, so ten lines of `&a [*b, *b, …]`
+    cannot become a billion values (each consumer that walks them — JSON, the index, a page — would take
+    hours and gigabytes), and nesting is bounded before anything is built."""
+
+    def get_single_node(self):
+        node = super().get_single_node()
+        if node is not None:
+            _budget(node)
+        return node
+
+
+def _budget(root) -> None:
+    """Expanded size and depth of a composed node graph, in one pass over its distinct nodes (no recursion)."""
+    size: dict[int, int] = {}
+    stack = [(root, 1, False)]
+    while stack:
+        node, depth, done = stack.pop()
+        if depth > MAX_DEPTH:
+            raise RefusedYaml(f"line {node.start_mark.line + 1}: nested more than {MAX_DEPTH} levels deep")
+        children = _children(node)
+        if done:
+            size[id(node)] = min(MAX_NODES + 1, 1 + sum(size[id(c)] for c in children))
+            if size[id(node)] > MAX_NODES:
+                raise RefusedYaml(
+                    f"line {node.start_mark.line + 1}: more than {MAX_NODES:,} values once its aliases are expanded"
+                )
+            continue
+        if id(node) in size:
+            continue
+        stack.append((node, depth, True))
+        stack.extend((c, depth + 1, False) for c in children if id(c) not in size)
+
+
+def _children(node) -> list:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [x for pair in node.value for x in pair]
+    return []
+
+
+def load_untrusted(text: str) -> Any:
+    """YAML from a file anyone may have written: safe, bounded in size, aliases, merges and depth.
+    Raises RefusedYaml or yaml.YAMLError; never hangs, never a RecursionError."""
+    if len(text) > MAX_YAML_BYTES:
+        raise RefusedYaml(f"more than {MAX_YAML_BYTES:,} characters")
+    try:
+        return yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 - a safe loader with bounds
+    except RecursionError:
+        raise RefusedYaml(f"nested more than {MAX_DEPTH} levels deep") from None
+
+
 MAX_YAML_BYTES = 1 << 20  # a config or rule file is a few KB; anything this large is not one
 
 
@@ -71,7 +129,7 @@ def read_yaml(path: Path, untrusted: bool = False) -> Any:
     except UnicodeDecodeError:
         raise ConfigError(str(path), ["not UTF-8 text"]) from None
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a safe loader with one more check
+        data = yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 - a safe loader with bounds
     except RefusedYaml as e:
         raise ConfigError(str(path), [str(e)]) from None
     except yaml.YAMLError as e:

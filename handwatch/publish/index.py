@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from handwatch import safefs
+from handwatch import log, safefs
 from handwatch.publish import markdown
 from handwatch.store.state import StateDB, decode, encode, within
 from handwatch.transcribe import gate
@@ -154,7 +154,10 @@ class SearchIndex:
                     removed += 1
                 continue
             if full or known.get(blob) != (st.st_size, st.st_mtime_ns):
-                indexed += self.update_file(out, decode(row["source"]))
+                try:
+                    indexed += self.update_file(out, decode(row["source"]))
+                except Exception as e:  # one file another device mangled never keeps the others from search
+                    log.get("index").warning("index.file_failed", path=str(out), error=f"{type(e).__name__}: {e}"[:300])
         for blob in set(known) - seen:  # no longer in the ledger
             db.execute("DELETE FROM docs WHERE output=?", (blob,))
             removed += 1

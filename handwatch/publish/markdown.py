@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from handwatch import __version__
+from handwatch.config import yamlfile
 from handwatch.transcribe import doubt
 
 
@@ -91,7 +92,9 @@ def render(doc: Document) -> str:
 
 
 FENCE = "---\n"
-DOUBT = re.compile(r"==(?=\S)(.+?)(?<=\S)==")  # `==word==`: a word the engine was unsure of (issue #14's marking)
+# `==word==`: a word the engine was unsure of (issue #14's marking). Linear: the inside may hold a lone `=` but
+# never `==`, so a line of unclosed marks (`==w0 ==w1 …`, which a model can write) is scanned once, not once per mark.
+DOUBT = re.compile(r"==(?=\S)((?:[^=\n]|=(?!=))+?)(?<=\S)==")
 
 
 def split(text: str) -> tuple[str, str]:
@@ -111,8 +114,8 @@ def fields(text: str) -> dict[str, Any]:
     if not block:
         return {}
     try:
-        data = yaml.safe_load(block[len(FENCE) : -len(FENCE)])
-    except yaml.YAMLError:
+        data = yamlfile.load_untrusted(block[len(FENCE) : -len(FENCE)])
+    except Exception:  # invalid YAML, an alias bomb, nesting past the bound, a 5,000-digit integer: no fields
         return {}
     return data if isinstance(data, dict) else {}
 

@@ -14,6 +14,7 @@ from handwatch.config.schema import Config
 from handwatch.publish import markdown
 from handwatch.publish.markdown import printable_name
 from handwatch.store.state import StateDB, decode
+from handwatch.transcribe import profiles
 
 POLL_S = 5.0
 OVERLAP_S = 30.0  # rows committed slightly out of order are still seen; `seen` drops the repeats
@@ -59,6 +60,18 @@ class Batch:
     def put_back(self, events: list[Event]) -> None:
         """Sending failed: keep them for the next message (newer ones win when there are too many)."""
         self.pending = (events + self.pending)[-MAX_PENDING:]
+
+
+def _unquoted(reason: str) -> str:
+    """A review reason without the model's words in it: "narration: The image shows …" is "narration"."""
+    name = reason.split(":", 1)[0].strip()
+    return name if name in profiles.QUOTING else reason
+
+
+def shown_name(name: str) -> str:
+    """A file name as a message may show it: valid UTF-8, and every control character escaped, so a name
+    holding a newline cannot forge a line of the message ("- fake.jpg: all clear")."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in printable_name(name)[:300])
 
 
 TITLES = {
@@ -107,6 +120,7 @@ class Notifier:
         self.cfg, self.db, self.rule = cfg, db, cfg.notify
         self.clock, self.poll_s = clock, poll_s
         self.base_url = cfg.web.base_url() if cfg.web else None
+        self.redactor = log.Redactor(cfg.secrets())  # the logs' masking: no key or URL password leaves in a message
         self.batch = Batch(self.rule.every, time.monotonic)
         self.cursor = clock()  # what happened before the daemon started was either sent then, or is in the list
         self.seen: dict[str, float] = {}
@@ -140,11 +154,13 @@ class Notifier:
                     text = "".join(p for p, _ in markdown.doubt_spans(r["body"]))
                     excerpt = " ".join(text.split())[:200]
                 reasons = json.loads(r["reasons"])
+                if not self.rule.include_text:  # a reason may quote the model ("narration: The image shows …")
+                    reasons = [_unquoted(str(x)) for x in reasons]
                 events.append(
                     Event(
                         "needs_review",
                         f"review:{r['id']}:{r['updated']}",
-                        printable_name(decode(r["path"]).name),
+                        shown_name(decode(r["path"]).name),
                         "; ".join(reasons)[:200],
                         self._link(r["id"]),
                         excerpt,
@@ -160,7 +176,7 @@ class Notifier:
                     Event(
                         "failed",
                         f"failed:{r['id']}:{r['updated']}",
-                        printable_name(decode(r["path"]).name),
+                        shown_name(decode(r["path"]).name),
                         (r["reason"] or "")[:200],
                         self._link(r["id"]),
                     )
@@ -186,7 +202,7 @@ class Notifier:
         if not self.batch.due():
             return False
         events = self.batch.take()
-        title, body = compose(events, self.base_url)
+        title, body = (self.redactor.text(t) for t in compose(events, self.base_url))
         if self.apprise.notify(title=title, body=body):
             self.log.info("notify.sent", events=len(events))
             return True

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import random
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +27,8 @@ BACKOFF_START_S, BACKOFF_CAP_S = 2.0, 240.0
 PROBE_TTL_S = 10.0  # one probe answers for every failure of the same endpoint within this time
 CONTEXT_TTL_S = 60.0  # a context the server did not say yet (Ollama before it loads the model) is asked again after this
 LEAST_REPLY = 16  # a budget smaller than this is no transcription: the image must shrink instead
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+MAX_REPLY_CHARS = 200_000  # far above any real page (a dense page is ~20,000 characters)
 HEADER_B64 = 65536  # base64 characters holding a JPEG's header (its size) many times over: 48 kB of a page
 DROPPED = "context: the server's context was full, so the image may have been dropped"
 
@@ -88,6 +91,17 @@ def _request_shape(messages: list[dict]) -> tuple[tuple[int, int] | None, str]:
                 except Exception:  # not ours to judge here: the server will say
                     size = None
     return size, text
+
+
+def _bounded(content: str) -> tuple[str, tuple[str, ...]]:
+    """A reply as handwatch may keep it: at most MAX_REPLY_CHARS (a page is a few thousand words; a reply past
+    this is a loop or an attack), and only what UTF-8 can hold — a lone surrogate (`"\ud800"` in the JSON)
+    can be neither written nor stored, so it becomes U+FFFD."""
+    why: tuple[str, ...] = ()
+    if len(content) > MAX_REPLY_CHARS:
+        content = content[:MAX_REPLY_CHARS]
+        why = (f"truncated: the reply was longer than {MAX_REPLY_CHARS:,} characters and was cut there",)
+    return LONE_SURROGATE.sub("\ufffd", content), why
 
 
 def backoff(failures: int, rng: Callable[[], float] = random.random) -> float:
@@ -370,8 +384,9 @@ class EndpointClient:
         extra = getattr(choice.message, "model_extra", None) or {}
         reasoning = next((v for k in ("reasoning_content", "reasoning") if isinstance(v := extra.get(k), str) and v), "")
         used = getattr(usage, "total_tokens", None)
+        content, warnings = _bounded(choice.message.content or "")
         return Reply(
-            choice.message.content or "",
+            content,
             choice.finish_reason,
             resp.model or model,
             tokens,
@@ -380,7 +395,7 @@ class EndpointClient:
             used if isinstance(used, int) else 0,
             max_tokens,
             capped,
-            self._quiet_loss(model, usage, estimate),
+            warnings + self._quiet_loss(model, usage, estimate),
             reasoning,
             server.dialect.thinking_off is not None,
             thinking or (server.dialect.thinking_off is None and self._reasons(server, model)),

@@ -88,7 +88,6 @@ def prompt_for(profile: str, languages, extra: str | None = None, structured: bo
 
 # --- cleaning ---------------------------------------------------------------------------------
 
-THINK_BLOCK = re.compile(r"<think>.*?</think>", re.S | re.I)
 FENCE = re.compile(r"^\s*```(?:markdown|md|text)?[ \t]*\n(.*?)\n?```\s*$", re.S | re.I)
 PREAMBLE = re.compile(
     r"^\s*(?:sure[,!.]?\s*|certainly[,!.]?\s*|okay[,!.]?\s*)?"
@@ -99,15 +98,36 @@ PREAMBLE = re.compile(
 )
 
 
+def without_thinking(text: str) -> str:
+    """The text with every <think>…</think> block removed; after a last </think> whose opening tag the template
+    ate, only what follows; before an unclosed <think>, only what precedes. In one pass over the text (a
+    regular expression's lazy match would scan to the end once per unclosed tag: quadratic in a hostile reply)."""
+    low = text.lower()
+    if "<think>" not in low and "</think>" not in low:
+        return text
+    out: list[str] = []
+    pos = 0
+    while True:
+        start = low.find("<think>", pos)
+        close = low.find("</think>", pos)
+        if close >= 0 and (start < 0 or close < start):  # a closing tag with no opening: all before it was thinking
+            out, pos = [], close + len("</think>")
+            continue
+        if start < 0:
+            out.append(text[pos:])
+            break
+        out.append(text[pos:start])
+        if close < 0:  # never closed: nothing after it is transcription
+            break
+        pos = close + len("</think>")
+    return "".join(out)
+
+
 def clean(text: str | None) -> str:
     """Strip what models add around a transcription: thinking, a Markdown fence, a chatty preamble."""
     if not text:
         return ""
-    text = THINK_BLOCK.sub("", text)
-    if re.search(r"</think>", text, re.I):  # thinking whose opening tag the template ate
-        text = re.split(r"</think>", text, flags=re.I)[-1]
-    if re.search(r"<think>", text, re.I):  # thinking that never closed: nothing after it is transcription
-        text = re.split(r"<think>", text, flags=re.I)[0]
+    text = without_thinking(text)
     text = text.strip()
     text = PREAMBLE.sub("", text, count=1).strip()
     m = FENCE.match(text)
@@ -174,6 +194,11 @@ def cut_loop(text: str, keep: int = 2) -> str:
                 words = words[: i + size * keep] + words[j:]
             i += 1
     return " ".join(words).strip()
+
+
+# Review reasons whose detail quotes the model's reply (its first line, or what in its JSON did not validate):
+# a notification without the transcription (`include_text: false`) gives only their name.
+QUOTING = ("narration", "refusal", "recipe JSON did not validate")
 
 
 @dataclass(frozen=True)

@@ -230,7 +230,7 @@ class VLMEngine:
             text = profiles.clean(reply.content)
             verdict = profiles.judge(text, reply.finish_reason)
             if verdict.ok:
-                return _page(text, reply, [s for s in dict.fromkeys(seen) if s.startswith("context")])
+                return _page(text, reply, [s for s in dict.fromkeys(seen) if s.startswith("context") or s in reply.warnings])
             seen.append(f"{verdict.problem}: {verdict.detail}")
             self.log.info("reply.retry", problem=verdict.problem, detail=verdict.detail)
             if text and verdict.problem in ("truncated", "loop"):

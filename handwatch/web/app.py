@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -21,7 +22,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from handwatch import safefs
+from handwatch import log, safefs
 from handwatch.config.schema import Config
 from handwatch.errors import InputError, OutputConflict
 from handwatch.publish import markdown, output
@@ -83,6 +84,7 @@ class ReviewApp:
         self.renderer = Renderer()
         self.csrf = Csrf()
         self.progress = Progress(cfg, db, beat)
+        self.redactor = log.Redactor(cfg.secrets())  # the same masking as the logs: no password leaves in a reply
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(StateCollector(cfg, db, self.progress))
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -147,17 +149,21 @@ class ReviewApp:
         if rid > MAX_ID:  # the route takes any digits; SQLite cannot even be asked about more
             raise HTTPException(404, "no such file")
         rec = self.store.by_job(rid) if request.url.path.startswith("/file/") else self.store.by_doc(rid)
-        if rec is None:
+        # Only what lies in a watched folder: the database may remember a folder dropped from the config, and its
+        # files' names, paths and states are not this page's to show or act on.
+        if rec is None or not any(p is not None and self.store.root_of(p) for p in (rec.source, rec.output)):
             raise HTTPException(404, "no such file")
         return rec
 
     def file_page(self, request: Request, error: str | None = None, status: int = 200) -> Response:
         rec = self._record(request)
         md = self.store.servable(rec.output)
-        text, sha = "", ""
+        text, sha, partial = "", "", ""
         if md is not None:
-            data = md.read_bytes()
+            data, size = _read_shown(md)
             sha, text = safefs.sha256_bytes(data), data.decode("utf-8", "replace")
+            if size > MAX_SHOWN_BYTES:  # another device may have put anything in its place, of any size
+                partial = f"{size:,} bytes"
         src = self.store.servable(rec.source)
         pages, image_problem = 0, None
         if src is None:
@@ -187,6 +193,7 @@ class ReviewApp:
             spans=markdown.doubt_spans(body),
             sha=sha,
             has_markdown=md is not None,
+            partial=partial,
             pages=pages,
             image_problem=image_problem,
             prev_url=prev_url,
@@ -238,7 +245,9 @@ class ReviewApp:
         md = self.store.servable(rec.output)
         if md is None or rec.output is None:
             raise OutputConflict("there is no Markdown file for this original to save")
-        raw = md.read_bytes()
+        raw, size = _read_shown(md)
+        if size > MAX_SHOWN_BYTES:
+            raise OutputConflict(f"{md.name} is {size:,} bytes, more than this page edits; edit it with your own editor")
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
@@ -277,11 +286,28 @@ class ReviewApp:
     # --- for machines ----------------------------------------------------------------------------
 
     def metrics(self, request: Request) -> Response:
-        return Response(generate_latest(REGISTRY) + generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+        text = (generate_latest(REGISTRY) + generate_latest(self.registry)).decode("utf-8")
+        return Response(self.redactor.text(text), media_type=CONTENT_TYPE_LATEST)
 
     def healthz(self, request: Request) -> Response:
+        """Ok or not, and which check failed, for anyone (an uptime monitor has no password); the details
+        (endpoint addresses, the state folder) only for a caller who gave the password, and masked even then."""
         ok, checks = self.progress.check()
-        return JSONResponse({"ok": ok, "checks": checks}, status_code=200 if ok else 503, headers={"cache-control": "no-store"})
+        if request.scope.get("state", {}).get("authenticated"):
+            body: dict = {"ok": ok, "checks": self.redactor.value(checks)}
+        else:
+            body = {"ok": ok, "failed": sorted(k for k, v in checks.items() if v != "ok")}
+        return JSONResponse(body, status_code=200 if ok else 503, headers={"cache-control": "no-store"})
+
+
+MAX_SHOWN_BYTES = 1 << 20  # a transcription is a few kB; a Markdown larger than this is shown in part, never edited
+
+
+def _read_shown(path: Path) -> tuple[bytes, int]:
+    """The first MAX_SHOWN_BYTES of a Markdown file and its size: a 200 MB file in its place is not read whole."""
+    with os.fdopen(safefs.open_regular(path), "rb") as f:  # never blocks on a FIFO swapped in since it was checked
+        size = os.fstat(f.fileno()).st_size
+        return f.read(MAX_SHOWN_BYTES), size
 
 
 def create_app(cfg: Config, db: StateDB, password: Password | None = None, hosts: set[str] | None = None, beat=None) -> Starlette:

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
 import hmac
+import math
 import os
 import secrets
+import time
 from urllib.parse import urlsplit
 
+from starlette.concurrency import run_in_threadpool
+
+from handwatch import log
 from handwatch.config.web import Web, is_loopback
 from handwatch.errors import ConfigError
 
@@ -106,12 +112,56 @@ def _hostname(host_header: str) -> str:
     return (urlsplit("//" + host_header).hostname or "").lower()
 
 
-class Guard:
-    """ASGI middleware in front of every route: Host, password (HTTP Basic), same-origin POSTs, headers."""
+class Throttle:
+    """Failed password attempts per client: a few typos are free, then each failure makes that client wait
+    longer before its next try is even checked (1 s, doubling, at most MAX_WAIT_S), so guessing runs at about
+    one try a minute, not thousands a second. Pure: `clock` is injected. Bounded: past MAX_CLIENTS the
+    longest-quiet clients are forgotten."""
 
-    def __init__(self, app, password: Password | None, hosts: set[str] | None, public_url: str | None = None):
+    FREE, FIRST_WAIT_S, MAX_WAIT_S, MAX_CLIENTS = 3, 1.0, 60.0, 10_000
+
+    def __init__(self, clock=time.monotonic):
+        self.clock = clock
+        self.failures: dict[str, tuple[int, float]] = {}  # client -> (failures in a row, may try again at)
+
+    def wait(self, client: str) -> float:
+        """Seconds this client must still wait before its next attempt is even checked (0: go ahead)."""
+        count, until = self.failures.get(client, (0, 0.0))
+        return max(0.0, until - self.clock()) if count else 0.0
+
+    def failed(self, client: str) -> int:
+        now = self.clock()
+        count, _ = self.failures.pop(client, (0, 0.0))
+        count += 1
+        extra = count - self.FREE
+        self.failures[client] = (
+            count,
+            now + (min(self.MAX_WAIT_S, self.FIRST_WAIT_S * 2 ** min(extra - 1, 16)) if extra > 0 else 0.0),
+        )
+        if len(self.failures) > self.MAX_CLIENTS:  # insertion order: the first keys are the longest quiet
+            for key in list(self.failures)[: len(self.failures) - self.MAX_CLIENTS]:
+                del self.failures[key]
+        return count
+
+    def succeeded(self, client: str) -> None:
+        self.failures.pop(client, None)
+
+
+class Guard:
+    """ASGI middleware in front of every route: Host, password (HTTP Basic), same-origin POSTs, headers.
+
+    The password is checked off the event loop (scrypt takes tens of milliseconds and memory on purpose), a few
+    at a time, and each client that gets it wrong waits longer before its next try is checked; every failure is
+    logged (`auth.failed`). A request that passed the password carries `scope["state"]["authenticated"]`."""
+
+    CHECKS_AT_ONCE = 2
+
+    def __init__(self, app, password: Password | None, hosts: set[str] | None, public_url: str | None = None, clock=None):
         self.app, self.password, self.hosts = app, password, hosts
         self.public_origin = _origin(public_url) if public_url else None
+        self.throttle = Throttle(clock or time.monotonic)
+        self._checks: asyncio.Semaphore | None = None
+        self.log = log.get("web")
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -125,12 +175,21 @@ class Guard:
             await send(message)
 
         problem = None
+        authorised = None if self.password else True  # without a password, only loopback reaches the page at all
+        client = (scope.get("client") or ("?", 0))[0]
+        wait = self.throttle.wait(client) if self.password else 0.0
         if self.hosts is not None and _hostname(host) not in self.hosts:
             problem = (421, "this address is not served here", [])
-        elif self.password and scope["path"] not in OPEN_PATHS and not self._authorised(headers.get("authorization", "")):
-            problem = (401, "password required", [(b"www-authenticate", b'Basic realm="handwatch", charset="UTF-8"')])
-        elif scope["method"] not in ("GET", "HEAD", "OPTIONS") and not self._same_origin(headers, host):
-            problem = (403, "cross-site request refused", [])
+        elif wait > 0 and scope["path"] not in OPEN_PATHS:
+            problem = (429, "too many wrong passwords: wait and try again", [(b"retry-after", str(math.ceil(wait)).encode())])
+        else:
+            if self.password and headers.get("authorization") and wait <= 0:
+                authorised = await self._authorised(headers["authorization"], client)
+            if not authorised and self.password and scope["path"] not in OPEN_PATHS:
+                problem = (401, "password required", [(b"www-authenticate", b'Basic realm="handwatch", charset="UTF-8"')])
+            elif scope["method"] not in ("GET", "HEAD", "OPTIONS") and not self._same_origin(headers, host):
+                problem = (403, "cross-site request refused", [])
+        scope.setdefault("state", {})["authenticated"] = bool(authorised)
         if problem is None:
             return await self.app(scope, receive, send_with_headers)
         status, text, extra = problem
@@ -148,15 +207,26 @@ class Guard:
         )
         await send({"type": "http.response.body", "body": body})
 
-    def _authorised(self, header: str) -> bool:
+    async def _authorised(self, header: str, client: str) -> bool:
         scheme, _, value = header.partition(" ")
-        if scheme.lower() != "basic":
-            return False
-        try:
-            _user, _, password = base64.b64decode(value.strip()).decode("utf-8").partition(":")
-        except (binascii.Error, UnicodeDecodeError, ValueError):
-            return False
-        return self.password is not None and self.password.check(password)
+        password: str | None = None
+        if scheme.lower() == "basic":
+            try:
+                _user, _, password = base64.b64decode(value.strip()).decode("utf-8").partition(":")
+            except (binascii.Error, UnicodeDecodeError, ValueError):
+                password = None
+        ok = False
+        if password is not None and self.password is not None:
+            if self._checks is None:
+                self._checks = asyncio.Semaphore(self.CHECKS_AT_ONCE)
+            async with self._checks:
+                ok = await run_in_threadpool(self.password.check, password)
+        if ok:
+            self.throttle.succeeded(client)
+            return True
+        failures = self.throttle.failed(client)
+        self.log.warning("auth.failed", client=client, failures=failures, retry_in_s=round(self.throttle.wait(client), 1))
+        return False
 
     def _same_origin(self, headers: dict, host: str) -> bool:
         """A browser names the page a POST comes from; it must be this server (by Host, or the public URL)."""

@@ -189,7 +189,8 @@ def test_merge_keys_that_double_with_each_line_cost_little_whatever_the_pyyaml(t
     try:
         data = yamlfile.read_yaml(rules, untrusted=True)
     except ConfigError as err:
-        assert "merge keys copy more than 10,000 entries" in err.problems[0]
+        # refused by the merge budget, or first by the bound on values once aliases are expanded
+        assert "merge keys copy more than 10,000 entries" in err.problems[0] or "aliases are expanded" in err.problems[0]
     else:
         assert data["a40"] == {"profile": "notes"} and len(data) == 41
     finally:

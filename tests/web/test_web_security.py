@@ -75,9 +75,8 @@ def test_only_originals_and_markdown_inside_watched_folders_are_served(world, tm
     )
     with world.client() as c:
         for jid in ids:
-            page = c.get(f"/file/{jid}")
-            assert page.status_code == 200 and "TOP SECRET" not in page.text
-            assert "not in a watched folder" in page.text
+            page = c.get(f"/file/{jid}")  # neither its original nor its Markdown really lies in a watched folder
+            assert page.status_code == 404 and "TOP SECRET" not in page.text and "outside" not in page.text
             assert c.get(f"/file/{jid}/page/1.jpg").status_code == 404
         assert c.get("/file/999999").status_code == 404 and c.get("/doc/999999").status_code == 404
 
