@@ -55,6 +55,7 @@ class _UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: 
 
 MAX_NODES = 100_000  # values a document may hold once its aliases are expanded; a real one holds hundreds
 MAX_DEPTH = 100  # nesting; a real one nests a few levels
+MAX_CHARS = 4 << 20  # characters once expanded: a file is at most 1 MiB, and aliases may not multiply it much
 
 
 class _BoundedLoader(_UniqueKeyLoader):
@@ -71,8 +72,10 @@ class _BoundedLoader(_UniqueKeyLoader):
 
 
 def _budget(root) -> None:
-    """Expanded size and depth of a composed node graph, in one pass over its distinct nodes (no recursion)."""
-    size: dict[int, int] = {}
+    """Expanded size (values and characters) and depth of a composed node graph, in one pass over its
+    distinct nodes (no recursion). Characters count too: one alias of a long string is one value, but
+    10,000 of them are 400 MB once anything renders them."""
+    size: dict[int, tuple[int, int]] = {}
     stack = [(root, 1, False)]
     while stack:
         node, depth, done = stack.pop()
@@ -80,11 +83,18 @@ def _budget(root) -> None:
             raise RefusedYaml(f"line {node.start_mark.line + 1}: nested more than {MAX_DEPTH} levels deep")
         children = _children(node)
         if done:
-            size[id(node)] = min(MAX_NODES + 1, 1 + sum(size[id(c)] for c in children))
-            if size[id(node)] > MAX_NODES:
+            own = len(node.value) if isinstance(node, yaml.ScalarNode) else 0
+            values = 1 + sum(size[id(c)][0] for c in children)
+            chars = own + sum(size[id(c)][1] for c in children)
+            if values > MAX_NODES:
                 raise RefusedYaml(
                     f"line {node.start_mark.line + 1}: more than {MAX_NODES:,} values once its aliases are expanded"
                 )
+            if chars > MAX_CHARS:
+                raise RefusedYaml(
+                    f"line {node.start_mark.line + 1}: more than {MAX_CHARS:,} characters once its aliases are expanded"
+                )
+            size[id(node)] = (values, chars)
             continue
         if id(node) in size:
             continue

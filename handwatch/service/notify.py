@@ -4,6 +4,7 @@ at most one message per `notify.every`, each with a link to the review page, no 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -63,15 +64,26 @@ class Batch:
 
 
 def _unquoted(reason: str) -> str:
-    """A review reason without the model's words in it: "narration: The image shows …" is "narration"."""
-    name = reason.split(":", 1)[0].strip()
-    return name if name in profiles.QUOTING else reason
+    """A review reason without the model's words in it: "narration: The image shows …" is "narration", and
+    "page 2: narration: …" is "page 2: narration"."""
+    page = PAGE_PREFIX.match(reason)
+    prefix, rest = (page.group(0), reason[page.end() :]) if page else ("", reason)
+    name = rest.split(":", 1)[0].strip()
+    return prefix + name if name in profiles.QUOTING else reason
+
+
+PAGE_PREFIX = re.compile(r"page \d{1,6}: ")
 
 
 def shown_name(name: str) -> str:
     """A file name as a message may show it: valid UTF-8, and every control character escaped, so a name
     holding a newline cannot forge a line of the message ("- fake.jpg: all clear")."""
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in printable_name(name)[:300])
+    return one_line(printable_name(name)[:300])
+
+
+def one_line(text: str) -> str:
+    """Text from a file name, a reason or a server's error on one line: control characters escaped."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 TITLES = {
@@ -99,9 +111,9 @@ def compose(events: list[Event], base_url: str | None) -> tuple[str, str]:
             continue
         lines.append(TITLES[kind][1].capitalize() + ":" if len(group) > 1 else TITLES[kind][0].capitalize() + ":")
         for e in group[:MAX_LINES]:
-            lines.append(f"- {e.what}" + (f": {e.detail}" if e.detail else ""))
+            lines.append(f"- {one_line(e.what)}" + (f": {one_line(e.detail)}" if e.detail else ""))
             if e.excerpt:
-                lines.append("  " + e.excerpt)
+                lines.append("  " + one_line(e.excerpt))
             if e.link:
                 lines.append(f"  {e.link}")
         if len(group) > MAX_LINES:

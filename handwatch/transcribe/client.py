@@ -385,6 +385,8 @@ class EndpointClient:
         reasoning = next((v for k in ("reasoning_content", "reasoning") if isinstance(v := extra.get(k), str) and v), "")
         used = getattr(usage, "total_tokens", None)
         content, warnings = _bounded(choice.message.content or "")
+        if len(content) < len(choice.message.content or ""):
+            tokens = None  # they spell what was cut away: aligning them with what is left would take minutes
         return Reply(
             content,
             choice.finish_reason,

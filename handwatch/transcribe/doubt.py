@@ -20,6 +20,8 @@ from handwatch.transcribe import script
 # digit follows ("don't", "7:45", "1,5", "e.g", "1/2"). Markdown syntax and punctuation around it stay out,
 # so marking a word never takes a list bullet, a heading's # or a sentence's full stop with it.
 WORD = re.compile(r"[^\W_]+(?:['’.,:/-][^\W_]+)*")
+MAX_ALIGN = 20_000  # characters difflib may align (a page is a few thousand); beyond, only the common beginning
+MAX_ALIGN_WORDS = 4_000  # words likewise; beyond, only the common beginning and end
 ILLEGIBLE = re.compile(r"\[illegible\]", re.I)
 PLACEHOLDER = re.compile(r"^\s*\[no (?:text|transcription)\b", re.I)
 MIN_LOGPROB = -50.0  # servers write -inf or -9999 for "impossible"; one such token must not swamp the arithmetic
@@ -53,7 +55,14 @@ class Token:
 def spans(text: str) -> list[tuple[int, int]]:
     """Where the words of `text` are; the word inside an `[illegible]` marker is not one."""
     blocked = [(m.start(), m.end()) for m in ILLEGIBLE.finditer(text)]
-    return [(m.start(), m.end()) for m in WORD.finditer(text) if not any(a <= m.start() < b for a, b in blocked)]
+    out, i = [], 0
+    for m in WORD.finditer(text):  # both in order: one pointer through the markers, not a scan of all per word
+        while i < len(blocked) and blocked[i][1] <= m.start():
+            i += 1
+        if i < len(blocked) and blocked[i][0] <= m.start() < blocked[i][1]:
+            continue
+        out.append((m.start(), m.end()))
+    return out
 
 
 # --- from token log-probabilities -----------------------------------------------------------------
@@ -64,9 +73,9 @@ def _token_text(tokens: Sequence[Token]) -> tuple[str, list[tuple[int, int]]]:
     Byte-level tokens may split one UTF-8 character between them; that character then belongs to both."""
     owner: list[int] = []
     for i, t in enumerate(tokens):
-        raw = t.raw if t.raw is not None else t.text.encode("utf-8")
+        raw = t.raw if t.raw is not None else t.text.encode("utf-8", "replace")  # a lone surrogate is no UTF-8
         owner += [i] * len(raw)
-    data = b"".join(t.raw if t.raw is not None else t.text.encode("utf-8") for t in tokens)
+    data = b"".join(t.raw if t.raw is not None else t.text.encode("utf-8", "replace") for t in tokens)
     decoder = codecs.getincrementaldecoder("utf-8")("replace")
     chars: list[str] = []
     owners: list[tuple[int, int]] = []
@@ -96,6 +105,12 @@ def token_words(content: str, tokens: Sequence[Token]) -> list[Word]:
     char_tokens: list[tuple[int, int] | None]
     if spelled == content:
         char_tokens = list(owners)
+    elif max(len(spelled), len(content)) > MAX_ALIGN:  # difflib over this many characters takes minutes
+        char_tokens = [None] * len(content)
+        for k, (x, y) in enumerate(zip(spelled, content, strict=False)):  # the common beginning keeps its tokens
+            if x != y:
+                break
+            char_tokens[k] = owners[k]
     else:
         char_tokens = [None] * len(content)
         matcher = difflib.SequenceMatcher(None, spelled, content, autojunk=False)
@@ -132,9 +147,22 @@ def transfer(words: Sequence[Word], old: str, new: str) -> list[Word]:
         return [Word(w.start - at, w.end - at, w.p) for w in words if w.start >= at and w.end <= end]
     by_span = {(w.start, w.end): w.p for w in words}
     old_spans, new_spans = spans(old), spans(new)
-    matcher = difflib.SequenceMatcher(None, [old[a:b] for a, b in old_spans], [new[a:b] for a, b in new_spans], autojunk=False)
+    old_words, new_words = [old[a:b] for a, b in old_spans], [new[a:b] for a, b in new_spans]
+    if max(len(old_words), len(new_words)) > MAX_ALIGN_WORDS:  # difflib is quadratic: the common ends only
+        head = next(
+            (k for k, (x, y) in enumerate(zip(old_words, new_words, strict=False)) if x != y), min(len(old_words), len(new_words))
+        )
+        tail = next(
+            (k for k, (x, y) in enumerate(zip(reversed(old_words[head:]), reversed(new_words[head:]), strict=False)) if x != y),
+            min(len(old_words), len(new_words)) - head,
+        )
+        blocks = [(0, 0, head), (len(old_words) - tail, len(new_words) - tail, tail)]
+    else:
+        blocks = [
+            (b.a, b.b, b.size) for b in difflib.SequenceMatcher(None, old_words, new_words, autojunk=False).get_matching_blocks()
+        ]
     out = []
-    for a, b, n in matcher.get_matching_blocks():
+    for a, b, n in blocks:
         for k in range(n):
             p = by_span.get(old_spans[a + k])
             if p is not None:

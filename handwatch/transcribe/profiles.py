@@ -88,6 +88,7 @@ def prompt_for(profile: str, languages, extra: str | None = None, structured: bo
 
 # --- cleaning ---------------------------------------------------------------------------------
 
+THINK_TAG = re.compile(r"<(/?)think>", re.I)
 FENCE = re.compile(r"^\s*```(?:markdown|md|text)?[ \t]*\n(.*?)\n?```\s*$", re.S | re.I)
 PREAMBLE = re.compile(
     r"^\s*(?:sure[,!.]?\s*|certainly[,!.]?\s*|okay[,!.]?\s*)?"
@@ -102,24 +103,19 @@ def without_thinking(text: str) -> str:
     """The text with every <think>…</think> block removed; after a last </think> whose opening tag the template
     ate, only what follows; before an unclosed <think>, only what precedes. In one pass over the text (a
     regular expression's lazy match would scan to the end once per unclosed tag: quadratic in a hostile reply)."""
-    low = text.lower()
-    if "<think>" not in low and "</think>" not in low:
-        return text
     out: list[str] = []
-    pos = 0
-    while True:
-        start = low.find("<think>", pos)
-        close = low.find("</think>", pos)
-        if close >= 0 and (start < 0 or close < start):  # a closing tag with no opening: all before it was thinking
-            out, pos = [], close + len("</think>")
-            continue
-        if start < 0:
-            out.append(text[pos:])
-            break
-        out.append(text[pos:start])
-        if close < 0:  # never closed: nothing after it is transcription
-            break
-        pos = close + len("</think>")
+    pos, inside = 0, False
+    for m in THINK_TAG.finditer(text):  # literal tags, found in one pass, at their positions in the text itself
+        closing = m.group(1) == "/"
+        if not inside and not closing:  # thinking begins: keep what came before it
+            out.append(text[pos : m.start()])
+            inside = True
+        elif inside and closing:  # the block ends (a <think> inside it changes nothing, as with a lazy match)
+            inside, pos = False, m.end()
+        elif closing:  # a closing tag with no opening (the template ate it): all before it was thinking
+            out, pos = [], m.end()
+    if not inside:  # never closed: nothing after it is transcription
+        out.append(text[pos:])
     return "".join(out)
 
 
@@ -183,16 +179,20 @@ def cut_loop(text: str, keep: int = 2) -> str:
     text = "\n".join(out)
     words = text.split(" ")
     for size in (1, 2, 3, 4, 5, 6, 8):
+        kept: list[str] = []  # built in one pass: cutting by slicing the list again per cut was quadratic
         i = 0
-        while i + size * (keep + 1) <= len(words):
+        while i < len(words):
             unit = words[i : i + size]
             j = i + size
-            while words[j : j + size] == unit:
+            while len(unit) == size and words[j : j + size] == unit:
                 j += size
-            reps = (j - i) // size
-            if reps > keep + 1:
-                words = words[: i + size * keep] + words[j:]
-            i += 1
+            if (j - i) // size > keep + 1:
+                kept += words[i : i + size * keep]
+                i = j
+            else:
+                kept.append(words[i])
+                i += 1
+        words = kept
     return " ".join(words).strip()
 
 
@@ -345,21 +345,29 @@ def render_recipe(r: Recipe) -> str:
 
 
 def markdown_title(text: str) -> str | None:
-    m = re.search(r"^#\s+(.+?)\s*#*\s*$", text, re.M)
-    return m.group(1).strip() if m else None
+    r"""The first level-one heading's text. Line by line, trimmed in Python: a pattern with `\s*#*\s*` around a
+    lazy group tries every split of a run of spaces (cubic in a hostile reply)."""
+    for line in text.splitlines():
+        if line.startswith("#") and line[1:2] in (" ", "\t"):
+            title = line[1:].strip().rstrip("#").strip()
+            if title:
+                return title
+    return None
 
 
 # --- languages ---------------------------------------------------------------------------------
 
 LANG_TRAILER = re.compile(
-    r"\n?[ \t]*(?:\*\*)?languages?(?:\*\*)?\s*:\s*(?:\*\*)?\s*([A-Za-z]{2,3}(?:\s*[,/;]\s*[A-Za-z]{2,3})*)\s*\.?\s*$", re.I
+    r"^[ \t]*(?:\*\*)?languages?(?:\*\*)?\s*:\s*(?:\*\*)?\s*([A-Za-z]{2,3}(?:\s*[,/;]\s*[A-Za-z]{2,3})*)\s*\.?\s*$", re.I
 )
 
 
 def split_languages(text: str) -> tuple[str, list[str]]:
     """The transcription without its "Languages: de, fr" trailer, and the codes it named."""
-    m = LANG_TRAILER.search(text.rstrip())
+    body = text.rstrip()
+    start = body.rfind("\n") + 1  # only the last line can be the trailer: matched there, not searched for
+    m = LANG_TRAILER.match(body[start:][:300])
     if not m:
         return text, []
     codes = [c.lower() for c in re.split(r"\s*[,/;]\s*", m.group(1)) if c]
-    return text.rstrip()[: m.start()].rstrip(), list(dict.fromkeys(codes))
+    return body[:start].rstrip(), list(dict.fromkeys(codes))

@@ -7,6 +7,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import ipaddress
 import math
 import os
 import secrets
@@ -62,6 +63,10 @@ class Password:
         self._good: set[bytes] = set()
         self._key = secrets.token_bytes(32)
 
+    def known(self, password: str) -> bool:
+        """Checked right before: no scrypt needed (each request of a page sends the password again)."""
+        return hmac.new(self._key, password.encode(), "sha256").digest() in self._good
+
     def check(self, password: str) -> bool:
         tag = hmac.new(self._key, password.encode(), "sha256").digest()
         if tag in self._good:
@@ -110,6 +115,27 @@ def allowed_hosts(web: Web) -> set[str] | None:
 
 def _hostname(host_header: str) -> str:
     return (urlsplit("//" + host_header).hostname or "").lower()
+
+
+def client_key(address: str) -> str:
+    """Whom a failure counts against: the IPv4 address, or the IPv6 /64 (one home or host has a whole /64)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        return address
+    if ip.version == 6 and ip.ipv4_mapped is None:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip.ipv4_mapped or ip) if ip.version == 6 else str(ip)
+
+
+def _basic_password(header: str) -> str | None:
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        return base64.b64decode(value.strip()).decode("utf-8").partition(":")[2]
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
 
 
 class Throttle:
@@ -161,6 +187,7 @@ class Guard:
         self.public_origin = _origin(public_url) if public_url else None
         self.throttle = Throttle(clock or time.monotonic)
         self._checks: asyncio.Semaphore | None = None
+        self._pending: dict[str, int] = {}  # unknown passwords being checked, per client
         self.log = log.get("web")
 
     async def __call__(self, scope, receive, send):
@@ -176,15 +203,23 @@ class Guard:
 
         problem = None
         authorised = None if self.password else True  # without a password, only loopback reaches the page at all
-        client = (scope.get("client") or ("?", 0))[0]
-        wait = self.throttle.wait(client) if self.password else 0.0
+        client = client_key((scope.get("client") or ("?", 0))[0])
+        password = _basic_password(headers.get("authorization", "")) if self.password else None
+        known = password is not None and self.password is not None and self.password.known(password)
+        # A client that got it wrong waits; and has one unknown password checked at a time, so sending guesses
+        # at once cannot outrun the wait (a browser sends the same, known password with each request).
+        wait = self.throttle.wait(client) if self.password and not known else 0.0
+        if wait <= 0 and password is not None and not known and self._pending.get(client):
+            wait = 1.0
         if self.hosts is not None and _hostname(host) not in self.hosts:
             problem = (421, "this address is not served here", [])
         elif wait > 0 and scope["path"] not in OPEN_PATHS:
             problem = (429, "too many wrong passwords: wait and try again", [(b"retry-after", str(math.ceil(wait)).encode())])
         else:
-            if self.password and headers.get("authorization") and wait <= 0:
-                authorised = await self._authorised(headers["authorization"], client)
+            if known:
+                authorised = True
+            elif self.password and headers.get("authorization") and wait <= 0:
+                authorised = await self._authorised(password, client)
             if not authorised and self.password and scope["path"] not in OPEN_PATHS:
                 problem = (401, "password required", [(b"www-authenticate", b'Basic realm="handwatch", charset="UTF-8"')])
             elif scope["method"] not in ("GET", "HEAD", "OPTIONS") and not self._same_origin(headers, host):
@@ -207,20 +242,19 @@ class Guard:
         )
         await send({"type": "http.response.body", "body": body})
 
-    async def _authorised(self, header: str, client: str) -> bool:
-        scheme, _, value = header.partition(" ")
-        password: str | None = None
-        if scheme.lower() == "basic":
-            try:
-                _user, _, password = base64.b64decode(value.strip()).decode("utf-8").partition(":")
-            except (binascii.Error, UnicodeDecodeError, ValueError):
-                password = None
+    async def _authorised(self, password: str | None, client: str) -> bool:
         ok = False
         if password is not None and self.password is not None:
             if self._checks is None:
                 self._checks = asyncio.Semaphore(self.CHECKS_AT_ONCE)
-            async with self._checks:
-                ok = await run_in_threadpool(self.password.check, password)
+            self._pending[client] = self._pending.get(client, 0) + 1
+            try:
+                async with self._checks:
+                    ok = await run_in_threadpool(self.password.check, password)
+            finally:
+                self._pending[client] -= 1
+                if not self._pending[client]:
+                    del self._pending[client]
         if ok:
             self.throttle.succeeded(client)
             return True

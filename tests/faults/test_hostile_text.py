@@ -168,3 +168,51 @@ def test_a_notification_without_text_carries_no_model_words_no_password_and_no_f
         assert "\n- fake.jpg: all clear" not in msg and "x.jpg\\n- fake.jpg: all clear" in msg
     finally:
         receiver.stop()
+
+
+# --- found by attacking the first fixes --------------------------------------------------------------------------
+
+
+def test_every_reading_of_a_reply_is_linear_on_hostile_input():
+    from handwatch.transcribe import doubt
+
+    assert finishes(profiles.markdown_title, "# a" + " " * 200_000 + "b") == "a" + " " * 200_000 + "b"
+    assert finishes(profiles.split_languages, "x" + " " * 200_000 + "x")[1] == []
+    assert profiles.split_languages("Hello\n\nLanguages: de, fr")[1] == ["de", "fr"]
+    assert finishes(doubt.spans, "[illegible] a " * 30_000)[:1] == [(12, 13)]
+    assert len(finishes(profiles.cut_loop, "a a a a b " * 20_000)) < 200_000
+    words = " ".join(f"w{i % 97}x{i % 89}" for i in range(30_000))  # no loop, and no piece of the other
+    shuffled = " ".join(reversed(words.split()))
+    tokens = [doubt.Token(" " + w, -0.1, None) for w in words.split()]
+    assert finishes(doubt.token_words, shuffled, tokens) is not None
+    assert finishes(doubt.transfer, [doubt.Word(0, 2, 0.5)], words, "<h1>" + shuffled) is not None
+
+
+def test_thinking_is_cut_where_the_tags_are_whatever_the_letters_before_them():
+    assert profiles.clean("İ" * 20 + "Real text<think>secret reasoning</think> more") == "İ" * 20 + "Real text more"
+
+
+def test_a_lone_surrogate_in_a_token_is_no_crash():
+    from handwatch.transcribe import doubt
+
+    words = doubt.token_words(
+        "milk \ufffd honey",
+        [doubt.Token("milk", -0.1, None), doubt.Token(" \ud800", -0.1, None), doubt.Token(" honey", -0.1, None)],
+    )
+    assert [round(w.p, 2) for w in words] == [0.9, 0.9]
+
+
+def test_aliases_of_long_strings_are_counted_by_their_characters():
+    text = 'a: &a "' + "x" * 40_000 + '"\nb: [' + ", ".join(["*a"] * 10_000) + "]\n"
+    with pytest.raises(yamlfile.RefusedYaml, match="characters once its aliases are expanded"):
+        yamlfile.load_untrusted(text)
+    assert markdown.fields("---\n" + text + "---\nbody\n") == {}
+
+
+def test_a_multi_page_reason_quoting_the_model_is_named_only():
+    from handwatch.service.notify import Event, _unquoted, compose
+
+    assert _unquoted("page 2: narration: The image shows PIN 2468") == "page 2: narration"
+    assert _unquoted("page 2: truncated: the reply hit max_tokens") == "page 2: truncated: the reply hit max_tokens"
+    body = compose([Event("failed", "k", "a.jpg", "x\n- fake.jpg: all clear")], None)[1]
+    assert "\n- fake.jpg" not in body and "x\\n- fake.jpg: all clear" in body

@@ -108,3 +108,34 @@ def test_a_huge_file_in_a_markdowns_place_is_shown_in_part_and_not_edited(tmp_pa
             assert "Apple cake" in r.text and "cardamon" in r.text  # its beginning: the transcription as it was
     finally:
         w.stop()
+
+
+def test_guesses_sent_at_once_cannot_outrun_the_wait_nor_stall_the_owner(tmp_path, fake_openai, monkeypatch):
+    import concurrent.futures
+
+    import httpx
+
+    monkeypatch.setenv("HW_TEST_PW", "correct horse")
+    w = serve(make_world(tmp_path, fake_openai, web={"password_env": "HW_TEST_PW"}))
+    try:
+        with w.client() as c:
+            assert c.get("/", auth=("me", "correct horse")).status_code == 200  # the owner, known from now on
+
+        def guess(i):
+            return httpx.get(w.base + "/", auth=("me", f"guess{i}"), timeout=60).status_code
+
+        with concurrent.futures.ThreadPoolExecutor(30) as pool:
+            codes = list(pool.map(guess, range(30)))
+            with w.client() as c:
+                assert c.get("/", auth=("me", "correct horse")).status_code == 200  # a known password: never queued
+        # 3 free tries and 1 s, 2 s, 4 s … after: however slowly the 30 arrive (within a minute), at most 10 are checked
+        assert codes.count(401) <= 10 and codes.count(401) + codes.count(429) == 30, codes
+    finally:
+        w.stop()
+
+
+def test_an_ipv6_client_is_its_slash_64():
+    from handwatch.web.security import client_key
+
+    assert client_key("2001:db8:1:2:aaaa::1") == client_key("2001:db8:1:2:bbbb::9") == "2001:db8:1:2::/64"
+    assert client_key("::ffff:192.0.2.7") == "192.0.2.7" and client_key("192.0.2.7") == "192.0.2.7"
