@@ -307,7 +307,8 @@ def _decode_jpeg(frame: Image.Image, path: Path, max_side: int) -> np.ndarray | 
     smallest M/8 scale still at least `max_side` long. libjpeg's recoverable complaints ("Corrupt
     JPEG data: 3 extraneous bytes before marker") come back as text, not printed to the terminal
     (OpenCV's decoder prints them): the page is decoded anyway and the complaint goes to the log.
-    None for CMYK and other modes, which Pillow decodes."""
+    None for CMYK and other modes, and for a file libjpeg-turbo will not decode even leniently: Pillow
+    decodes those, and fails the file only if it cannot either."""
     import simplejpeg
 
     if frame.mode not in ("RGB", "L"):
@@ -324,8 +325,11 @@ def _decode_jpeg(frame: Image.Image, path: Path, max_side: int) -> np.ndarray | 
             raise InputError(f"corrupt or truncated JPEG: {said}") from None
         try:
             arr = simplejpeg.decode_jpeg(data, space, strict=False, **wanted)
-        except ValueError as fatal:
-            raise InputError(f"corrupt JPEG: {fatal}") from None
+        except ValueError:
+            # libjpeg-turbo stops at bytes Pillow's own libjpeg reads past (junk before a marker, a short APP14
+            # segment): cameras write such files. Pillow decodes it; only what Pillow refuses too is corrupt.
+            notices.say(f"libjpeg: {said}; decoded by Pillow instead")
+            return None
         notices.say(f"libjpeg: {said}")
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]

@@ -371,3 +371,26 @@ def test_heic_preview_smaller_than_the_page_is_not_used(tmp_path):
     [page] = load(p, max_side=500)
     assert max(page.image.shape[:2]) == 500
     assert_upright(np.asarray(Image.fromarray(page.image).resize(upright_page().size, Image.Resampling.BOX)))
+
+
+def _with_junk(where: str) -> bytes:
+    buf = io.BytesIO()
+    Image.effect_noise((400, 300), 50).convert("RGB").save(buf, "JPEG", quality=90)
+    data = buf.getvalue()
+    if where == "before a marker":  # 5 bytes of junk before the quantisation table (0xFFDB), as cameras write
+        i = data.find(b"\xff\xdb")
+        return data[:i] + b"\x00\x01\x02\x03\x04" + data[i:]
+    return data[:2] + b"\xff\xee\x00\x0eAdobe\x00" + data[2:]  # an APP14 segment shorter than its length says
+
+
+@pytest.mark.parametrize("where", ["before a marker", "a truncated APP14"])
+def test_a_jpeg_pillow_reads_is_never_refused_by_the_fast_decoder(tmp_path, where):
+    # libjpeg-turbo refuses these even leniently ("Corrupt JPEG data: 5 extraneous bytes before marker 0xdb");
+    # Pillow reads them, and so did handwatch before the fast decoder.
+    p = tmp_path / "junk.jpg"
+    p.write_bytes(_with_junk(where))
+    with Image.open(p) as im:
+        im.load()  # the premise: Pillow reads it
+    [page] = load(p)
+    assert page.image.shape[:2] == (300, 400)
+    assert any("decoded by Pillow instead" in m for m in page.said)
