@@ -284,7 +284,8 @@ def test_the_daemon_runs_reloads_and_stops_under_the_units_filters(tmp_path, fak
         page = draw_page(["two"], size=(400, 200))
         page.save(inbox / "b.pdf", "PDF")
         wait_for(lambda: (inbox / "a.md").exists() and (inbox / "b.md").exists(), 60, what="two Markdown files")
-        assert (inbox / "done" / "a.jpg").exists()
+        # the original moves after its Markdown is written: poll for it too (asserting at once raced under load)
+        wait_for(lambda: (inbox / "done" / "a.jpg").exists(), 30, what="a.jpg moved to done/")
         d.proc.send_signal(signal.SIGHUP)
         wait_for(lambda: d.events("config.reloaded"), 30, what="a reload under the filters")
         assert d.stop() == 0
