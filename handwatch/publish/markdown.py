@@ -4,6 +4,7 @@ the front matter of what it wrote, line by line, leaving every other byte alone 
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,6 +51,24 @@ def _scalar(value) -> str:
     text = yaml.safe_dump(value, default_flow_style=True, allow_unicode=True, width=1 << 20, sort_keys=False)
     text = text.strip()
     return text[: -len("...")].strip() if text.endswith("...") else text
+
+
+def one_line(text: str) -> str:
+    """Text shown on one line where a line break would mean something (an sd_notify message, a notification):
+    every control or line-breaking character as an escape (`\\n`, `\\x1b`, `\\u2028`), the bytes of a name
+    that were not UTF-8 (surrogate escapes) as `\\xe9`; accents, CJK and emoji stay as they are."""
+    out = []
+    for ch in text:
+        o = ord(ch)
+        if 0xDC80 <= o <= 0xDCFF:  # os.fsdecode's stand-in for an undecodable byte
+            out.append(f"\\x{o - 0xDC00:02x}")
+        elif ch == "\n":
+            out.append("\\n")
+        elif unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp"):
+            out.append(f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 def printable_name(name: str) -> str:

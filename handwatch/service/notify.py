@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from handwatch import log
 from handwatch.config.schema import Config
 from handwatch.publish import markdown
-from handwatch.publish.markdown import printable_name
+from handwatch.publish.markdown import one_line, printable_name
 from handwatch.store.state import StateDB, decode
 from handwatch.transcribe import profiles
 
@@ -79,11 +79,6 @@ def shown_name(name: str) -> str:
     """A file name as a message may show it: valid UTF-8, and every control character escaped, so a name
     holding a newline cannot forge a line of the message ("- fake.jpg: all clear")."""
     return one_line(printable_name(name)[:300])
-
-
-def one_line(text: str) -> str:
-    """Text from a file name, a reason or a server's error on one line: control characters escaped."""
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 TITLES = {

@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 import socket
 import time
-import unicodedata
 
 import sdnotify
+
+from handwatch.publish import markdown
 
 STATUS_MAX = 400  # characters: `systemctl status` shows one line; systemd keeps more, nobody reads it
 
@@ -24,18 +25,7 @@ def clean_status(text: str) -> str:
     message of its own: every control or line-breaking character is shown as an escape instead
     (`\\n`, `\\x1b`, `\\u2028`). Bytes that were not UTF-8 in a name (surrogate escapes) are shown as
     `\\xe9`; everything else — accents, CJK, emoji — stays as it is."""
-    out = []
-    for ch in text:
-        o = ord(ch)
-        if 0xDC80 <= o <= 0xDCFF:  # os.fsdecode's stand-in for an undecodable byte
-            out.append(f"\\x{o - 0xDC00:02x}")
-        elif ch == "\n":
-            out.append("\\n")
-        elif unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp"):
-            out.append(f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}")
-        else:
-            out.append(ch)
-    line = "".join(out)
+    line = markdown.one_line(text)
     return line if len(line) <= STATUS_MAX else line[: STATUS_MAX - 1] + "…"
 
 
