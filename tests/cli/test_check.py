@@ -12,15 +12,8 @@ from handwatch.cli import check
 from handwatch.config import loader
 from handwatch.config.preprocess import Preprocess
 from handwatch.transcribe import budget
-from tests.support.fakeopenai import FakeOpenAI
+from tests.support.fakeopenai import FakeOpenAI, reads_digits
 from tests.support.paths import REPO
-
-
-def reads_digits(req):
-    """A "vision model" that really reads the picture it is sent: Tesseract on the decoded request image."""
-    import pytesseract
-
-    return pytesseract.image_to_string(req.image, config="--psm 7 -c tessedit_char_whitelist=0123456789")
 
 
 def dead_url() -> str:

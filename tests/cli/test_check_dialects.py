@@ -9,8 +9,8 @@ import pytest
 
 from handwatch.cli import check
 from handwatch.config import loader
-from tests.cli.test_check import reads_digits
 from tests.support.dialects import Speaker
+from tests.support.fakeopenai import reads_digits
 from tests.support.pages import draw_page
 
 

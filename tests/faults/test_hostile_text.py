@@ -21,6 +21,7 @@ from handwatch.store.state import StateDB
 from handwatch.transcribe import profiles
 from handwatch.transcribe.vlm import VLMEngine
 from tests.support.pages import draw_page
+from tests.support.receiver import Receiver
 from tests.support.webworld import make_world
 
 DEADLINE_S = 30.0  # a linear pass over these inputs takes milliseconds; the quadratic ones took minutes to hours
@@ -135,8 +136,6 @@ def test_one_mangled_markdown_never_keeps_the_others_from_search(tmp_path, fake_
 
 
 def test_a_notification_without_text_carries_no_model_words_no_password_and_no_forged_line(tmp_path, fake_openai):
-    from tests.service.test_notify import Receiver
-
     receiver = Receiver()
     try:
         w = make_world(

@@ -402,3 +402,10 @@ def wait_for(condition: Callable[[], Any], timeout: float = 30.0, interval: floa
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
         time.sleep(interval)
+
+
+def reads_digits(req):
+    """A "vision model" that really reads the picture it is sent: Tesseract on the decoded request image."""
+    import pytesseract
+
+    return pytesseract.image_to_string(req.image, config="--psm 7 -c tessedit_char_whitelist=0123456789")
