@@ -12,6 +12,7 @@ from PIL import Image
 from handwatch.errors import InputError
 from handwatch.prepare import inputs, pdf
 from tests.support import rawfiles
+from tests.support.paths import DATA
 
 T = Image.Transpose
 # What turns the upright page into what a camera stores under each EXIF orientation (the inverse
@@ -394,3 +395,24 @@ def test_a_jpeg_pillow_reads_is_never_refused_by_the_fast_decoder(tmp_path, wher
     [page] = load(p)
     assert page.image.shape[:2] == (300, 400)
     assert any("decoded by Pillow instead" in m for m in page.said)
+
+
+# Real files from Pillow's test images (tests/data/jpeg/PROVENANCE.md), each with libjpeg-turbo's complaint.
+REFUSED_JPEGS = {
+    "jpeg-junk-before-marker-pillow.jpg": "Corrupt JPEG data: 5 extraneous bytes before marker 0xdb",
+    "jpeg-truncated-app14-pillow.jpg": "Corrupt JPEG data: 1 extraneous bytes before marker 0xdb",
+    "jpeg-short-app13-pillow.jpg": "Corrupt JPEG data: 16 extraneous bytes before marker 0xe1",
+    "jpeg-bad-icc-marker-pillow.jpg": "Corrupt JPEG data: bad ICC marker",
+}
+
+
+@pytest.mark.parametrize("name", REFUSED_JPEGS)
+def test_real_jpegs_the_fast_decoder_refuses_are_read_as_pillow_reads_them(name):
+    # Before 4f7099b handwatch failed each as "corrupt JPEG: <the complaint>", though Pillow reads them all.
+    p = DATA / "jpeg" / name
+    with Image.open(p) as im:
+        want = np.asarray(im.convert("L" if im.mode == "L" else "RGB"), dtype=np.int16)
+    [page] = load(p)
+    assert page.image.shape == want.shape
+    assert np.abs(page.image.astype(np.int16) - want).mean() < 1.0
+    assert any(REFUSED_JPEGS[name] in m for m in page.said), page.said
