@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from prometheus_client import Counter, Histogram
 
 REQUESTS = Counter(
@@ -35,3 +40,37 @@ def page_done(engine) -> None:
     """`engine.answered_by()` names the endpoint a VLM page went to on this thread; Tesseract has no endpoint."""
     answered = getattr(engine, "answered_by", None)
     PAGES.labels(answered() if answered else engine.name).inc()
+
+
+CPU = Counter(
+    "handwatch_cpu_seconds",
+    "CPU seconds the daemon's threads spent in each stage of a file's way (intake, gate, decode, prepare, ink, "
+    "encode, request, publish), by input kind for the stages of a page (jpeg, heif, pdf, ...; empty for a file's)",
+    ["stage", "kind"],
+)
+_on_thread = threading.local()
+
+
+@contextmanager
+def cpu(stage: str, kind: str = "") -> Iterator[None]:
+    """Charge this thread's CPU time (`time.thread_time`) to `stage` while inside. A stage entered
+    inside another keeps its own time: the outer one is charged only for what is not in an inner one.
+    A poppler child's CPU is not a thread's and is not counted here (the process's children's times)."""
+    stack = _on_thread.__dict__.setdefault("stack", [])
+    now = time.thread_time()
+    if stack:
+        _charge(stack[-1], now)
+    stack.append([stage, kind, now])
+    try:
+        yield
+    finally:
+        now = time.thread_time()
+        _charge(stack.pop(), now)
+        if stack:
+            stack[-1][2] = now
+
+
+def _charge(entry: list, now: float) -> None:
+    stage, kind, since = entry
+    if now > since:
+        CPU.labels(stage, kind).inc(now - since)

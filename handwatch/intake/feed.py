@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from handwatch import log, safefs
+from handwatch import log, metrics, safefs
 from handwatch.errors import ConfigError
 from handwatch.intake.candidates import LINK_OUT, Candidates
 from handwatch.intake.settle import NOT_READ, Settler
@@ -149,7 +149,8 @@ class Intake:
             except stdqueue.Empty:
                 return
             try:
-                self._one(kind, path)
+                with metrics.cpu("intake"):
+                    self._one(kind, path)
             except sqlite3.OperationalError as e:  # "database is locked": look at it again shortly
                 self.log.warning("intake.db_busy", path=str(path), error=str(e))
                 if kind == "dir":  # the walk again shortly, not the folder as if it were a file to settle
@@ -202,7 +203,8 @@ class Intake:
             except stdqueue.Empty:
                 continue
             try:
-                self._enqueue(path)
+                with metrics.cpu("intake"):
+                    self._enqueue(path)
             except sqlite3.OperationalError as e:
                 self.log.warning("intake.db_busy", path=str(path), error=str(e))
                 self.put("scan", path)

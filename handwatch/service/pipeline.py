@@ -271,12 +271,14 @@ class Pipeline:
             with flow.page():
                 image, ink = flow.run(lambda: self._prepare(ref, opts, rule, encode, decoding))  # 4. prepare
                 if ink.blank:  # 5. check: the ink measure alone never drops a page; the model (or Tesseract) agrees
-                    if not said_document and gate.agrees_blank(image, engine, spent):
-                        return PageText("", "", [BLANK])
+                    with metrics.cpu("gate", ref.kind):
+                        if not said_document and gate.agrees_blank(image, engine, spent):
+                            return PageText("", "", [BLANK])
                     if encode is not None:
-                        image = encode(image, rule)
-                with flow.encoded.held() if encode else flow.decoded.held():  # Tesseract reads the pixels
-                    result = engine.transcribe_page(image, rule)  # 6. engine
+                        with metrics.cpu("encode", ref.kind):
+                            image = encode(image, rule)
+                with flow.encoded.held() if encode else flow.decoded.held(), metrics.cpu("request", ref.kind):
+                    result = engine.transcribe_page(image, rule)  # 6. engine (Tesseract reads the pixels)
                 del image
             metrics.page_done(engine)
             if ink.blank and engine.name != "vlm" and not result.words:
@@ -327,28 +329,34 @@ class Pipeline:
             return gate.Kind(None, why="not asked")
 
         def load() -> inputs.Page:
-            with decoding(), self.flow.decoded.held():
+            with decoding(), self.flow.decoded.held(), metrics.cpu("gate", ref.kind):
                 # Whether it is a document at all shows on a camera's 160 px EXIF thumbnail; which kind needs more.
                 return ref.preview(gate.LOOK_SIDE, gate.LEAST_SIDE, None if wanted else gate.EXIF_LEAST)
 
         with self.flow.page():  # decoded on a preparer thread, within the bound on pages in memory, as pages are
             page = self.flow.run(load)
-        return gate.judge(page, engine, gating, str(ref.path))
+        with metrics.cpu("gate", ref.kind):
+            return gate.judge(page, engine, gating, str(ref.path))
 
     def _prepare(
         self, ref: inputs.PageRef, opts, rule: Rule, encode: Callable | None, decoding: Callable[[], AbstractContextManager]
     ):
         """Stage 4 and the measure stage 5 needs: the page decoded, prepared and measured for ink; encoded for
         the server unless it is blank (or the engine reads pixels). Runs on the flow's preparer threads."""
+        kind = ref.kind
         with decoding(), self.flow.decoded.held():
-            page = ref.load()
+            with metrics.cpu("decode", kind):
+                page = ref.load()
             assert page.image is not None  # load() decodes; only prepare() lets it go
-            image = preprocess.prepare(page.image, opts, page.photo)
+            with metrics.cpu("prepare", kind):
+                image = preprocess.prepare(page.image, opts, page.photo)
             page.image = None  # the decoded original is not needed once prepared
-            ink = doubt.measure_ink(image)
+            with metrics.cpu("ink", kind):
+                ink = doubt.measure_ink(image)
             if ink.blank or encode is None:
                 return image, ink
-            return encode(image, rule), ink
+            with metrics.cpu("encode", kind):
+                return encode(image, rule), ink
 
 
 def _joined(results: list[PageText], rule: Rule, engine: Engine) -> dict:
@@ -367,7 +375,8 @@ def _joined(results: list[PageText], rule: Rule, engine: Engine) -> dict:
     appendix = ""
     joined = "\n\n".join(r.text for r in results)
     if rule.translate_to and joined.strip():
-        translation = engine.translate(joined, rule.translate_to)
+        with metrics.cpu("request"):
+            translation = engine.translate(joined, rule.translate_to)
         appendix = f"## Translation ({rule.translate_to})\n\n{translation}"
     sent = [r for r in results if r.model]  # blank pages were never sent
     return {

@@ -15,7 +15,7 @@ from functools import partial
 
 import structlog
 
-from handwatch import log, safefs
+from handwatch import log, metrics, safefs
 from handwatch.config.schema import Config
 from handwatch.errors import ConfigError, EngineUnavailable, HandwatchError, NotADocument, NotReady
 from handwatch.intake.candidates import Candidates
@@ -125,7 +125,7 @@ class Worker:
         self.unavailable = threading.Event()  # set when a job had to wait for an endpoint
 
     def handle(self, job: Job) -> str:
-        with structlog.contextvars.bound_contextvars(job=job.id):  # every line logged for this job names it
+        with structlog.contextvars.bound_contextvars(job=job.id), metrics.cpu("intake"):  # every line logged names the job
             return self._handle(job)
 
     def _handle(self, job: Job) -> str:
@@ -147,7 +147,7 @@ class Worker:
                 return "changed"
             decoding = partial(self.marks.decoding, job.id) if self.marks is not None else nullcontext
             transcript = self.pipeline.transcribe(path, sha, sig, job.override, decoding)
-            with self.gate.passage():
+            with self.gate.passage(), metrics.cpu("publish"):
                 outcome = self.pipeline.publish(transcript)
                 if outcome.source != path:
                     self.queue.drop(job)  # moved by `after: move`: the moved file is not a new input

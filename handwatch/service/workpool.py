@@ -15,7 +15,7 @@ import traceback
 from collections import deque
 from collections.abc import Callable
 
-from handwatch import log
+from handwatch import log, metrics
 from handwatch.service.worker import STRIKE_DELAY_S, STRIKES, Runtime
 from handwatch.store.jobs import LEASE_S, MAX_ATTEMPTS, Job, JobQueue
 
@@ -135,7 +135,8 @@ class WorkerPool:
         while not self.stopping.is_set() and slot < self.runtime().n:
             job = None
             try:
-                job = self.queue.claim(self.owner, LEASE_S, MAX_ATTEMPTS)
+                with metrics.cpu("intake"):
+                    job = self.queue.claim(self.owner, LEASE_S, MAX_ATTEMPTS)
                 if job is None:
                     # Idle: one worker looks every second for jobs another process queued (`retry`);
                     # the others sleep until woken, so fifty idle workers cost no more than one.
