@@ -24,11 +24,13 @@ import json
 import os
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
@@ -100,21 +102,27 @@ def pages_of(files: list[tuple[str, bytes]], pdf_pages: int) -> int:
 
 
 class Daemon:
-    def __init__(self, root: Path, url: str, slots: int, settle_s: float = 1.0, rescan_s: float = 600.0):
+    def __init__(
+        self, root: Path, url: str, slots: int, settle_s: float = 1.0, rescan_s: float = 600.0, code: Path | None = None
+    ):
         self.inbox = root / "inbox"
         self.inbox.mkdir(parents=True, exist_ok=True)
         self.log_path = root / "daemon.log"
         cfg = root / "config.yaml"
+        self.web = f"127.0.0.1:{free_port()}"  # its /metrics says where the CPU went, stage by stage
         cfg.write_text(
             f"state_dir: {root / 'state'}\nrescan_s: {rescan_s}\nlog_level: info\n"
             f"endpoints:\n  - url: {url}\n    model: sim-vl\n    max_concurrency: {slots}\n    timeout_s: 120\n"
             f"    confidence: 'off'\n"
-            f"defaults:\n  settle_s: {settle_s}\nfolders:\n  - path: {self.inbox}\n"
+            f"defaults:\n  settle_s: {settle_s}\nfolders:\n  - path: {self.inbox}\nweb:\n  listen: {self.web}\n"
         )
         env = {k: v for k, v in os.environ.items() if not k.startswith("HANDWATCH")}
+        if code is not None:  # another build of handwatch: the baseline's
+            env["PYTHONPATH"] = str(code)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "handwatch", "-c", str(cfg), "run"],
             env=env,
+            cwd=root,  # not the checkout's: `-m` puts the working directory ahead of PYTHONPATH
             stdout=subprocess.DEVNULL,
             stderr=open(self.log_path, "wb"),
             stdin=subprocess.DEVNULL,
@@ -142,6 +150,28 @@ class Daemon:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return sum(int(x) for x in fields[11:15]) / TICK
 
+    def children_cpu_s(self) -> float:
+        """The waited-for children's part of `cpu_s` (poppler rendering PDF pages)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return sum(int(x) for x in fields[13:15]) / TICK
+
+    def stage_cpu_s(self) -> dict[tuple[str, str], float]:
+        """{(stage, kind): CPU seconds} from the daemon's own `handwatch_cpu_seconds` counter."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        try:
+            with urllib.request.urlopen(f"http://{self.web}/metrics", timeout=10) as r:
+                text = r.read().decode()
+        except OSError:
+            return {}
+        out: dict[tuple[str, str], float] = {}
+        for family in text_string_to_metric_families(text):
+            if family.name == "handwatch_cpu_seconds":
+                for sample in family.samples:
+                    if sample.name.endswith("_total"):
+                        out[(sample.labels["stage"], sample.labels["kind"])] = sample.value
+        return out
+
     def cpu_wait_s(self) -> float:
         """Seconds the daemon's threads spent runnable but waiting for a core (/proc schedstat): CPU it
         wanted and the other processes had. A thread waiting for the GIL sleeps and is not counted."""
@@ -166,6 +196,12 @@ class Daemon:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def machine_busy_s() -> float:
@@ -197,14 +233,15 @@ def drop(files: list[tuple[str, bytes]], root: Path, inbox: Path) -> None:
 # --- the measurements ---------------------------------------------------------------------------------
 
 
-def burst(files: list[tuple[str, bytes]], pages: int, slots: int, seconds: float) -> dict:
+def burst(files: list[tuple[str, bytes]], pages: int, slots: int, seconds: float, code: Path | None = None) -> dict:
     server = BatchingServer(slots, seconds).start()
     root = Path(tempfile.mkdtemp(prefix="hw-burst-"))
-    d = Daemon(root, server.url, slots)
+    d = Daemon(root, server.url, slots, code=code)
     try:
         drop(files, root, d.inbox)
         wait(lambda: server.arrived, 120, "the first request")
         cpu0, busy0, queued0 = d.cpu_s(), machine_busy_s(), d.cpu_wait_s()
+        stages0, children0 = d.stage_cpu_s(), d.children_cpu_s()
         peak_rss = 0.0
         deadline = time.monotonic() + 60 + pages * seconds * 3
         while len(server.replied) < pages:
@@ -213,19 +250,24 @@ def burst(files: list[tuple[str, bytes]], pages: int, slots: int, seconds: float
                 raise SystemExit(f"only {len(server.replied)} of {pages} pages answered")
             time.sleep(0.05)
         cpu1, busy1, queued1 = d.cpu_s(), machine_busy_s(), d.cpu_wait_s()
+        stages1, children1 = d.stage_cpu_s(), d.children_cpu_s()
         wait(lambda: d.count("file.transcribed") >= len(files), 60, "every Markdown")
         span = server.replied[-1] - server.arrived[0]
         time.sleep(3)  # the monitor hands the free heap back once the work has run out
         rss, peak = d.memory_mb()
         rate = len(server.replied) / span
         cpu_page = (cpu1 - cpu0) / len(server.replied)
+        # The server's capacity in pages/s, its slots also answering the camera roll's question about each photo.
+        looks = len(server.looked) / len(server.replied)
+        capacity = slots / (seconds + looks * server.look_seconds)
         return {
             "slots": slots,
             "files": len(files),
             "pages": len(server.replied),
             "seconds": span,
             "pages_s": rate,
-            "capacity": rate / (slots / seconds),
+            "capacity": rate / capacity,
+            "looks": looks,
             "cpu_page_ms": 1000 * cpu_page,
             "prep_bound": 2 / cpu_page,
             "of_prep": rate / (2 / cpu_page),
@@ -236,11 +278,35 @@ def burst(files: list[tuple[str, bytes]], pages: int, slots: int, seconds: float
             "others": (busy1 - busy0 - (cpu1 - cpu0)) / span,
             # cores' worth of CPU its threads were ready to use and did not get: with `cores`, what it asked for
             "queued": (queued1 - queued0) / span,
+            "split": split(files, len(server.replied), stages0, stages1, children1 - children0, cpu1 - cpu0),
         }
     finally:
         d.stop()
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+STAGES = ("intake", "gate", "decode", "prepare", "ink", "encode", "request", "publish")
+KINDS = {".jpg": "jpeg", ".HEIC": "heif", ".pdf": "pdf"}
+
+
+def split(files: list[tuple[str, bytes]], n: int, before: dict, after: dict, children: float, total: float) -> dict:
+    """The burst's client CPU per page, stage by stage (the daemon's own counters over the same span):
+    {"all": {stage: ms}, "jpeg"/"heif"/"pdf": {stage: ms per page of that kind}}. Poppler's children are
+    the PDF pages' decoding; *other* is what no stage counted (threads waiting, watching, logging, the GC)."""
+    spent = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+    pages = {kind: sum(KINDS[Path(name).suffix] == kind for name, _ in files) for kind in ("jpeg", "heif")}
+    pages["pdf"] = n - sum(pages.values())  # `n` pages in all
+    out: dict = {"all": {st: 1000 * sum(v for (s, _), v in spent.items() if s == st) / n for st in STAGES}}
+    out["all"]["poppler"] = 1000 * children / n
+    out["all"]["other"] = 1000 * total / n - sum(out["all"].values())
+    for kind, count in pages.items():
+        if count:
+            row = {st: 1000 * spent.get((st, kind), 0.0) / count for st in STAGES}
+            row["poppler"] = 1000 * children / count if kind == "pdf" else 0.0
+            out[kind] = row
+    out["pages"] = pages
+    return out
 
 
 def latency(files: list[tuple[str, bytes]], settle_s: float, seconds: float) -> dict:
@@ -255,8 +321,8 @@ def latency(files: list[tuple[str, bytes]], settle_s: float, seconds: float) -> 
             (staging / name).write_bytes(data)
             t0 = time.monotonic()
             os.rename(staging / name, d.inbox / name)
-            wait(lambda i=i: len(server.arrived) > i, 60, f"the request for {name}", every=0.005)
-            delays.append(server.arrived[i] - t0)
+            wait(lambda t0=t0: [t for t in server.first if t >= t0], 60, f"the request for {name}", every=0.005)
+            delays.append(min(t for t in server.first if t >= t0) - t0)  # its first: the camera roll's question
             wait(lambda i=i: len(server.replied) > i, 60, f"the reply for {name}", every=0.01)
             time.sleep(0.2)  # one at a time: nothing else in flight when the next file arrives
     finally:
@@ -371,6 +437,37 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({model}), load average before the run {os.getloadavg()[0]:.2f}"
 
 
+def checkout(ref: str) -> Path:
+    """The handwatch package of commit `ref`, unpacked beside the bench's cache: the baseline's code."""
+    sha = subprocess.run(["git", "rev-parse", "--short", ref], capture_output=True, text=True, check=True).stdout.strip()
+    out = CACHE / f"code-{sha}"
+    if not (out / "handwatch").exists():
+        out.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "archive", sha, "handwatch"], capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True)
+    return out
+
+
+def print_split(runs: list[tuple[str, str, dict]]) -> None:
+    """Where each burst's client CPU went, ms per page: every page, then the pages of each kind
+    (whose rows leave out intake, publishing and *other*, which are a file's, not a kind's)."""
+    cols = (*STAGES, "poppler", "other")
+    print("\n| photos | C | pages of | pages | " + " | ".join(cols) + " | total |")
+    print("|---|---|---|---|" + "---|" * (len(cols) + 1))
+    for size, label, r in runs:
+        sp = r["split"]
+        if not sum(sp["all"][st] for st in STAGES):
+            continue  # a build without the counters (the baseline's)
+        for kind in ("all", "jpeg", "heif", "pdf"):
+            if kind not in sp or (kind != "all" and not sp["pages"].get(kind)):
+                continue
+            row = sp[kind]
+            n = r["pages"] if kind == "all" else sp["pages"][kind]
+            cells = " | ".join(f"{row[c]:.0f}" if c in row else "" for c in cols)
+            print(f"| {size} | {label} | {kind} | {n} | {cells} | {sum(row.values()):.0f} |")
+    print(flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer files and shorter waits")
@@ -378,6 +475,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="1600x1200,12MP")
     ap.add_argument("--slots", default="8,32")
     ap.add_argument("--seconds", type=float, default=0.5, help="each request's time on the server")
+    ap.add_argument("--baseline", metavar="REF", help="also run each burst with the handwatch of this commit (e.g. 98d85c3)")
     args = ap.parse_args()
     only = set(args.only.split(","))
     q = args.quick
@@ -389,21 +487,27 @@ def main() -> None:
             "| slots busy (peak) | cores used | other processes | cores it waited for | peak RSS | RSS 3 s after |"
         )
         print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        splits = []
         for size in args.sizes.split(","):
             files = photos(size, n, pdfs, pdf_pages)
             pages = pages_of(files, pdf_pages)
             base_files = files[pdfs : pdfs + (8 if q else 20)]
             runs = [burst(base_files, len(base_files), 1, args.seconds)]
             runs += [burst(files, pages, int(c), args.seconds) for c in args.slots.split(",")]
-            for r in runs:
-                label = "baseline: one at a time" if r["slots"] == 1 else f"{r['slots']}"
+            labels = ["baseline: one at a time"] + args.slots.split(",")
+            if args.baseline:
+                old = checkout(args.baseline)
+                runs += [burst(files, pages, int(c), args.seconds, old) for c in args.slots.split(",")]
+                labels += [f"{c}, baseline: {args.baseline}" for c in args.slots.split(",")]
+            for label, r in zip(labels, runs, strict=True):
                 print(
                     f"| {size} | {label} | {r['files']} | {r['pages']} | {r['pages_s']:.2f} | {r['capacity']:.0%} "
                     f"| {r['cpu_page_ms']:.0f} ms | {r['prep_bound']:.1f}/s | {r['of_prep']:.0%} | {r['busy_peak']} "
                     f"| {r['cores']:.2f} | {r['others']:.2f} cores | {r['queued']:.2f} | {r['peak_rss_mb']:.0f} MB | {r['rss_after_mb']:.0f} MB |",
                     flush=True,
                 )
-        print()
+                splits.append((size, label, r))
+        print_split(splits)
     if "latency" in only:
         files = photos("1600x1200", 60, 0, 0)[: 15 if q else 50]
         r = latency(files, 1.0, args.seconds)
