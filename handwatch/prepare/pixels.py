@@ -9,6 +9,12 @@ import cv2
 import numpy as np
 from PIL import Image
 
+# One thread per call. OpenCV's own pool (a thread per core, spinning briefly for work) would split
+# each filter across the cores the preparer threads already fill, one page each. Two threads preparing
+# 12 MP JPEGs side by side spent 184 ms of CPU a page with it and 171 ms without; and in the daemon
+# its threads' CPU belonged to no stage of bench.throughput's split. Every module calling OpenCV imports this one.
+cv2.setNumThreads(1)
+
 PATCH = 28  # Qwen2.5-VL's (and Qwen3-VL's 32 is close) patch grid: a budget in pixels is a budget in tokens
 
 
