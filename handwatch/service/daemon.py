@@ -412,6 +412,10 @@ class Daemon:
                 duration_ms=int((time.monotonic() - started) * 1000),
             )
             first = False
+            # The walk's leftovers (its page cache, the free heap) would stay resident until the next walk.
+            self.db.shrink()
+            if not self.pool.current:  # in a burst the workers reuse the free heap: give_back() follows it
+                alloc.give_back()
             self.rescan_now.wait(self.rt.cfg.rescan_s)
             self.rescan_now.clear()
 

@@ -214,6 +214,13 @@ class StateDB:
             self._local.conn = conn
         return conn
 
+    def shrink(self) -> None:
+        """Hand back the page cache of this thread's connection (up to SQLite's 2 MB each): a rescan's
+        lookups fill the rescan thread's with the jobs index, which nothing reads until the next walk."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.execute("PRAGMA shrink_memory")
+
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
         if conn is not None:

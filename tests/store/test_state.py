@@ -1,6 +1,9 @@
 """The state database's own failures: which are temporary (another process's lock) and which are not."""
 
+import ctypes
 import sqlite3
+import threading
+from pathlib import Path
 
 import pytest
 
@@ -47,3 +50,38 @@ def test_failures_that_may_pass_are_not_configuration_errors():
         assert not state.lasting(failure(code)), code
     for code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY):
         assert state.lasting(failure(code)), code
+
+
+def _sqlite_memory_used() -> int:
+    """SQLite's own count of the memory it holds (sqlite3_status64), from the library this Python's
+    sqlite3 module uses; skipped where that library is built in rather than shared, or does not count."""
+    maps = Path("/proc/self/maps")
+    libs = {line.split()[-1] for line in maps.read_text().splitlines() if "libsqlite3" in line} if maps.exists() else set()
+    if len(libs) != 1:
+        pytest.skip("the sqlite3 module does not use one shared libsqlite3 here")
+    lib = ctypes.CDLL(libs.pop())
+    cur, high = ctypes.c_int64(), ctypes.c_int64()
+    if lib.sqlite3_status64(0, ctypes.byref(cur), ctypes.byref(high), 0) != 0 or not cur.value:  # SQLITE_STATUS_MEMORY_USED
+        pytest.skip("this libsqlite3 keeps no memory statistics")
+    return cur.value
+
+
+def test_shrink_hands_back_the_page_cache_a_walk_filled(tmp_path):
+    """A rescan's lookups fill its thread's page cache (up to 2 MB) with pages nothing reads until the next
+    walk; shrink() hands them back, the connection still answers, and a thread without one opens none."""
+    db = state.StateDB(tmp_path)
+    conn = db.connect()
+    with db.transaction():
+        conn.execute("CREATE TABLE big(x TEXT)")
+        conn.executemany("INSERT INTO big VALUES(?)", ((f"{i:0100d}",) for i in range(30_000)))
+    conn.execute("SELECT count(*) FROM big WHERE x LIKE '%7'").fetchone()  # every page read: the cache is full
+    full = _sqlite_memory_used()
+    db.shrink()
+    assert full - _sqlite_memory_used() > 1 << 20
+    assert conn.execute("SELECT count(*) FROM big").fetchone()[0] == 30_000
+
+    opened = []
+    worker = threading.Thread(target=lambda: (db.shrink(), opened.append(getattr(db._local, "conn", None))))
+    worker.start()
+    worker.join()
+    assert opened == [None]
