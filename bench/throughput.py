@@ -6,7 +6,8 @@
 
 - burst: N generated phone photos (JPEG, some HEIC, a few multi-page PDFs) dropped at once into the
   watched folder of a real `handwatch run` subprocess whose endpoint is `bench/batching.py` with C
-  slots of 0.5 s (capacity C / 0.5 pages/s) and `max_concurrency: C`. Pages/s from the first request
+  slots of 0.5 s (capacity C / 0.5 pages/s, less the 0.1 s of a slot each camera-roll question
+  takes) and `max_concurrency: C`. Pages/s from the first request
   to the last reply, as a share of capacity and of what two cores can prepare (2 / client CPU-s per
   page, measured in the same run from /proc), peak RSS; and the baseline in the same run: one request
   at a time (C = 1) on the first files of the same set.
@@ -145,15 +146,19 @@ class Daemon:
     def count(self, name: str) -> int:
         return len(self.events(name))
 
+    def _ticks(self, first: int, last: int) -> float:
+        """Seconds from fields `first`..`last` (after the name) of /proc/PID/stat: 11-12 the process's own
+        user and system time, 13-14 its waited-for children's."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return sum(int(x) for x in fields[first : last + 1]) / TICK
+
     def cpu_s(self) -> float:
         """User + system CPU of the daemon and its waited-for children (pdftoppm, pdfinfo)."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return sum(int(x) for x in fields[11:15]) / TICK
+        return self._ticks(11, 14)
 
     def children_cpu_s(self) -> float:
         """The waited-for children's part of `cpu_s` (poppler rendering PDF pages)."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return sum(int(x) for x in fields[13:15]) / TICK
+        return self._ticks(13, 14)
 
     def stage_cpu_s(self) -> dict[tuple[str, str], float]:
         """{(stage, kind): CPU seconds} from the daemon's own `handwatch_cpu_seconds` counter."""
