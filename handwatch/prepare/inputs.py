@@ -15,6 +15,7 @@ from handwatch import log
 from handwatch.errors import InputError, NotReady
 from handwatch.prepare import decode, notices, pdf
 from handwatch.prepare.formats import EXTENSIONS, PHOTO_FORMATS
+from handwatch.prepare.pixels import fit_array
 
 HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"heif"}
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic TIFF and BigTIFF, both byte orders
@@ -30,6 +31,11 @@ class Page:
     photo: bool  # camera-made: the contrast default depends on it
     said: tuple[str, ...] = ()  # what the decoder complained about, though it could decode the page
     embedded: bool = False  # a thumbnail the file carries, not a decode of its picture (it may show something else)
+
+    def reduced(self, max_side: int) -> Page:
+        """A smaller copy of this decoded page (a preview of a page decoded anyway); the page keeps its pixels."""
+        assert self.image is not None
+        return replace(self, image=fit_array(self.image, max_side))
 
 
 @dataclass(frozen=True)
@@ -54,9 +60,13 @@ class PageRef:
         return Page(image, self.number, self.photo, tuple(said))
 
     def preview(self, max_side: int, least: int, exif_least: int | None = None) -> Page:
-        """The page small and cheap, for a look at what it is: a HEIC's own thumbnail when it has one at least
-        `least` px long; with `exif_least`, a JPEG's EXIF thumbnail at least that long; else the page decoded
-        at `max_side` (a JPEG's DCT scaling makes that a fraction of a full decode)."""
+        """The page small and cheap, for a look at what it is: the thumbnail the file carries (`carried`),
+        else the page decoded at `max_side` (a JPEG's DCT scaling makes that a fraction of a full decode)."""
+        return self.carried(max_side, least, exif_least) or replace(self, max_side=max_side).load()
+
+    def carried(self, max_side: int, least: int, exif_least: int | None = None) -> Page | None:
+        """The first page's own thumbnail, when the file carries one fit to look at: a HEIC's at least `least`
+        px long; with `exif_least`, a JPEG's EXIF thumbnail at least that long. None: the picture must be decoded."""
         if self.number == 1 and (self.kind == "heif" or (self.kind == "jpeg" and exif_least)):
             st = os.stat(self.path)
             with _reasons(self.path, st, self.kind, self.number) as said:
@@ -66,7 +76,7 @@ class PageRef:
                     arr = decode.exif_thumbnail(self.path, exif_least or least)
             if arr is not None:
                 return Page(arr, self.number, self.photo, tuple(said), embedded=True)
-        return replace(self, max_side=max_side).load()
+        return None
 
 
 class _reasons:

@@ -12,6 +12,11 @@ decoded pixels (a 12 MP photo is 36 MB):
 - `ahead` bounds every page between the start of its decoding and its reply (request slots plus
   the prefetch depth plus one), so a 200-page PDF cannot prepare all its pages ahead either.
 
+A few first pages wait as pixels: when a file carries no thumbnail for the camera roll's check to look
+at, its first page is decoded once, the check looks at a reduced copy while the model is asked about
+it, and the page is prepared from the same decode if it is a document. At most KEEP_PAGES wait so;
+beyond that the check decodes its own preview, as it did before.
+
 `Flow` counts both, with their peaks, for the log and the tests."""
 
 from __future__ import annotations
@@ -24,6 +29,11 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 T = TypeVar("T")
+
+
+# First pages kept as pixels while the check asks about them: a page decodes near its prepared size (12 MP at
+# 3/8 scale, 1512x1134), ~5-6 MB, so at most ~70 MB; the rest decode a preview and their page again.
+KEEP_PAGES = 12
 
 
 def depth(requests: int) -> int:
@@ -42,16 +52,18 @@ class Gauge:
         self._lock = threading.Lock()
         self.now = self.peak = 0
 
+    def add(self, n: int) -> None:
+        with self._lock:
+            self.now += n
+            self.peak = max(self.peak, self.now)
+
     @contextmanager
     def held(self) -> Iterator[None]:
-        with self._lock:
-            self.now += 1
-            self.peak = max(self.peak, self.now)
+        self.add(1)
         try:
             yield
         finally:
-            with self._lock:
-                self.now -= 1
+            self.add(-1)
 
 
 class Flow:
@@ -62,7 +74,9 @@ class Flow:
         self.ahead = threading.BoundedSemaphore(ahead)
         self.limit = ahead
         self.pool = pool  # a DaemonPool of `preparers()` threads; None: prepare on the caller's thread
-        self.decoded = Gauge()  # pages decoded and not yet encoded
+        self.decoded = Gauge()  # pages being decoded, prepared and encoded (on a preparer thread)
+        self.keeping = threading.BoundedSemaphore(KEEP_PAGES)
+        self.kept = Gauge()  # first pages decoded for the check, waiting for its answer (Kept)
         self.encoded = Gauge()  # pages encoded and not yet answered (waiting for a slot, or in flight)
 
     @contextmanager
@@ -75,3 +89,38 @@ class Flow:
         if self.pool is None:
             return fn()
         return self.pool.map(lambda _: fn(), [None])[0]
+
+
+class Kept:
+    """A file's first page decoded for the camera roll's check and kept for its preparation: one of at most
+    KEEP_PAGES (`Flow.keeping`), counted in `Flow.kept` until it is taken, by its preparation or by whoever
+    drops it (the check skipped the file, or it failed)."""
+
+    def __init__(self, flow: Flow):
+        self._flow = flow
+        self._page = None
+        self._reserved = False
+        self._lock = threading.Lock()
+
+    def reserve(self) -> bool:
+        """Room to keep a page? If not, the check decodes its own small preview and the page is decoded later."""
+        with self._lock:
+            assert not self._reserved
+            self._reserved = self._flow.keeping.acquire(blocking=False)
+            return self._reserved
+
+    def put(self, page) -> None:
+        with self._lock:
+            assert self._reserved and self._page is None
+            self._page = page
+        self._flow.kept.add(1)
+
+    def take(self):
+        with self._lock:
+            page, self._page = self._page, None
+            reserved, self._reserved = self._reserved, False
+        if page is not None:
+            self._flow.kept.add(-1)
+        if reserved:
+            self._flow.keeping.release()
+        return page

@@ -7,6 +7,7 @@ from typing import Protocol
 
 from PIL import Image
 
+from handwatch import metrics
 from handwatch.config.schema import Rule
 from handwatch.transcribe.doubt import Word
 
@@ -46,3 +47,43 @@ class Engine(Protocol):
     def transcribe_page(self, image: Image.Image | EncodedPage, rule: Rule) -> PageText: ...
 
     def translate(self, text: str, target: str) -> str: ...
+
+
+def joined(results: list[PageText], rule: Rule, engine: Engine) -> dict:
+    """The pages' texts as one transcription: reasons numbered by page, the first page's recipe fields, every
+    page's languages, the translation when the rule asks for one. This dict is what the text cache keeps."""
+    reasons: list[str] = []
+    for i, r in enumerate(results, 1):
+        reasons += [f"page {i}: {x}" if len(results) > 1 else x for x in r.review_reasons]
+    extra: dict = {}
+    for r in results:  # the first page names the recipe; languages are those of any page
+        for k, v in r.extra.items():
+            if isinstance(v, list) and isinstance(extra.get(k), list):
+                extra[k] = list(dict.fromkeys(extra[k] + v))
+            else:
+                extra.setdefault(k, v)
+    appendix = ""
+    joined = "\n\n".join(r.text for r in results)
+    if rule.translate_to and joined.strip():
+        with metrics.cpu("request"):
+            translation = engine.translate(joined, rule.translate_to)
+        appendix = f"## Translation ({rule.translate_to})\n\n{translation}"
+    sent = [r for r in results if r.model]  # blank pages were never sent
+    return {
+        "pages": [r.text for r in results],
+        "model": sent[0].model if sent else "",
+        "review_reasons": reasons,
+        "extra": extra,
+        "appendix": appendix,
+        "words": [None if r.words is None else [w.to_json() for w in r.words] for r in results],
+        "endpoint": next((r.endpoint for r in sent if r.endpoint), ""),
+        "tokens": sum(r.tokens for r in results),
+        "asked_model": next((r.asked_model for r in sent if r.asked_model), sent[0].model if sent else ""),
+    }
+
+
+BLANK = "blank page"
+
+
+def is_blank(r: PageText) -> bool:
+    return not r.model and not r.text and r.review_reasons == [BLANK]

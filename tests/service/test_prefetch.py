@@ -8,16 +8,24 @@ from __future__ import annotations
 import io
 import threading
 from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
 
 from handwatch.config import loader
+from handwatch.errors import NotADocument
+from handwatch.prepare import decode
 from handwatch.safefs import file_sig, sha256_file
 from handwatch.service import prefetch
 from handwatch.service.worker import build_runtime
 from handwatch.service.workpool import WorkerPool
 from handwatch.store.jobs import JobQueue
 from handwatch.store.state import StateDB
+from handwatch.transcribe import gate
 from tests.support.daemon import inked
-from tests.support.fakeopenai import wait_for
+from tests.support.fakeopenai import kind_reply, wait_for
 
 SLOTS = 3
 
@@ -93,6 +101,7 @@ def test_a_long_pdf_holds_only_a_few_decoded_pages(tmp_path, write_config, fake_
     assert len(done["t"].result["pages"]) == 200
     assert server["peak"] == SLOTS
     assert 1 <= flow.decoded.peak <= prefetch.preparers()
+    assert flow.kept.peak == 0  # a PDF is never skipped by the check: nothing to keep
     assert flow.encoded.peak <= flow.limit
 
 
@@ -123,6 +132,7 @@ def test_workers_prepare_pages_ahead_of_free_slots_and_no_further(tmp_path, writ
         wait_for(lambda: queue.counts()["done"] == 30, 120, what="every photo done")
     assert server["peak"] == SLOTS
     assert flow.decoded.peak <= prefetch.preparers()
+    assert 1 <= flow.kept.peak <= prefetch.KEEP_PAGES and flow.kept.now == 0  # photos: decoded once, for the check too
     assert flow.encoded.peak <= SLOTS + depth
 
 
@@ -144,3 +154,45 @@ def test_the_same_bytes_taken_by_two_workers_at_once_are_sent_once(tmp_path, wri
         wait_for(lambda: queue.counts()["done"] == 2, 60, what="both done")
     assert len(fake_openai.requests) == 1
     assert (folder / "a.md").read_text().split("---")[-1] == (folder / "a-copy.md").read_text().split("---")[-1]
+
+
+def test_the_camera_rolls_check_and_the_page_share_one_decode(tmp_path, write_config, fake_openai, monkeypatch):
+    """A camera photo that carries no thumbnail is decoded once: the check looks at a reduced copy and the page
+    is prepared from the same pixels. A photo the check skips lets its pixels go, and when KEEP_PAGES pages
+    wait for the check's answer already, the next file decodes a preview of its own and its page later."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    decodes: list[tuple[str, int]] = []
+    real_page = decode.page
+
+    def counted(path, kind, number, max_side, *rest):
+        decodes.append((Path(path).name, max_side))
+        return real_page(path, kind, number, max_side, *rest)
+
+    monkeypatch.setattr(decode, "page", counted)  # a spy: every decode still happens, and is counted
+    note, scene = folder / "IMG_0001.jpg", folder / "IMG_0002.jpg"
+    inked((1600, 1200)).save(note, quality=90)
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 255, (12, 16, 3), dtype=np.uint8)).resize((1600, 1200), Image.NEAREST).save(scene)
+    fake_openai.classify = lambda rec: kind_reply("photo" if np.asarray(rec.image)[0:8, 0:8].mean() < 250 else "note")
+    fake_openai.default = lambda rec: {"content": "Buy milk and eggs"}
+    rt, _ = runtime(write_config, fake_openai, folder)
+    flow = rt.pipeline.flow
+
+    assert rt.pipeline.transcribe(note).result["pages"] == ["Buy milk and eggs"]
+    assert decodes == [("IMG_0001.jpg", 1288)]  # once, at the page's size: no preview decode of its own
+    assert flow.kept.peak == 1 and flow.kept.now == 0
+
+    with pytest.raises(NotADocument):
+        rt.pipeline.transcribe(scene)
+    assert decodes[1:] == [("IMG_0002.jpg", 1288)] and flow.kept.now == 0  # skipped: its pixels are let go
+
+    taken = [flow.keeping.acquire(blocking=False) for _ in range(prefetch.KEEP_PAGES)]
+    assert all(taken)  # every page kept so far was given back; now the room is full
+    del decodes[:]
+    try:
+        rt.pipeline.transcribe(note, override={"fresh": True})
+    finally:
+        for _ in taken:
+            flow.keeping.release()
+    assert decodes == [("IMG_0001.jpg", gate.LOOK_SIDE), ("IMG_0001.jpg", 1288)]  # a preview, then the page
