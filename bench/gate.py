@@ -125,7 +125,8 @@ def _small_on_table(card: Image.Image, frame=(1600, 1200)) -> Image.Image:
 
 
 def local_look(items: list[Item]) -> list[tuple]:
-    """Per item: (item, empty by the look, blank by the old ink measure, look CPU ms)."""
+    """Per item: (item, empty by the look at its own preview, blank by the old ink measure, look CPU ms, empty by the
+    look at a reduced copy of the page's decode)."""
     from handwatch.config.preprocess import Preprocess
     from handwatch.prepare import inputs, preprocess
     from handwatch.transcribe import doubt, gate
@@ -138,15 +139,20 @@ def local_look(items: list[Item]) -> list[tuple]:
         empty = gate.empty(ref.preview(gate.LOOK_SIDE, gate.LEAST_SIDE).image)
         look_ms = (time.process_time() - t) * 1000
         page = ref.load()
+        # What the daemon looks at when the file carries no thumbnail: a reduced copy of the page's own decode.
+        from_page = gate.empty(page.reduced(gate.LOOK_SIDE).image)
         old_blank = doubt.measure_ink(preprocess.prepare(page.image, opts, page.photo)).blank
-        rows.append((it, empty, old_blank, look_ms))
+        rows.append((it, empty, old_blank, look_ms, from_page))
     return rows
 
 
 def print_local_look(rows: list[tuple]) -> None:
     print("\n## 1. The local look alone (no request) — baseline: the ink measure that dropped pages before\n")
-    print("| set | documents | wrongly skipped by the look | called blank by the ink measure | photos | caught by the look |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print(
+        "| set | documents | wrongly skipped by the look | called blank by the ink measure | photos | caught by the look "
+        "| from the page's decode: skipped documents, caught photos |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for group in ("real", "skimage", "generated", "all"):
         sel = [r for r in rows if group in ("all", r[0].group)]
         if not sel:
@@ -155,7 +161,8 @@ def print_local_look(rows: list[tuple]) -> None:
         photos = [r for r in sel if r[0].label != "document"]
         print(
             f"| {group} | {len(docs)} | {sum(r[1] for r in docs)} | {sum(r[2] for r in docs)} | {len(photos)} | "
-            f"{sum(r[1] for r in photos)} ({_share(sum(r[1] for r in photos), len(photos))}) |"
+            f"{sum(r[1] for r in photos)} ({_share(sum(r[1] for r in photos), len(photos))}) | "
+            f"{sum(r[4] for r in docs)}, {sum(r[4] for r in photos)} |"
         )
     wrong = [r[0].path.name for r in rows if r[0].label == "document" and r[1]]
     inked = [r[0].path.name for r in rows if r[0].label == "document" and r[2]]
