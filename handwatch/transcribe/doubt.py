@@ -359,9 +359,11 @@ def measure_ink(image: Image.Image | np.ndarray) -> Ink:
     dev = cv2.absdiff(lum, np.full_like(lum, paper))
     grain = 1.4826 * _median(dev)
     mask = (dev > max(INK_CONTRAST, 4 * grain)).astype(np.uint8)
-    n, _labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    # Only the pieces' areas are needed: counting the labels costs half of what OpenCV's statistics do (they
+    # also find every piece's bounding box), for the same areas.
+    n, labels = cv2.connectedComponents(mask, connectivity=8)
     scale = (MEASURE_SIDE / max(lum.shape)) ** 2  # mask pixels → pixels at MEASURE_SIDE
-    areas = stats[1:n, cv2.CC_STAT_AREA].astype(np.float64) * scale
+    areas = np.bincount(labels.ravel(), minlength=n)[1:].astype(np.float64) * scale
     kept = areas[areas >= SPECK_PX]
     return Ink(float(kept.sum()), int((kept >= LETTER_PX).sum()))
 
