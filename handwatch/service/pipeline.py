@@ -35,7 +35,7 @@ from handwatch.prepare.formats import camera_photo
 from handwatch.publish import markdown, provenance
 from handwatch.publish.publisher import Publisher
 from handwatch.safefs import FileSig, file_sig
-from handwatch.service.prefetch import Flow, Kept
+from handwatch.service.prefetch import KEEP_SIDE, Flow, Kept
 from handwatch.store.state import Health, StateDB, TextCache
 from handwatch.transcribe import doubt, gate
 from handwatch.transcribe.engine import BLANK, Engine, PageText, is_blank, joined
@@ -257,7 +257,8 @@ class Pipeline:
                 path, opts.max_side or preprocess.ENGINE_SIZES["vlm"][0], opts.max_input_megapixels, rule.max_pages
             )
         gating = gate.skippable(rule.documents_only, refs, anyway)
-        kept = Kept(self.flow)  # the first page, when the check had to decode it anyway
+        # The first page, when the check has to decode it anyway (and it is no larger than a VLM's).
+        kept = Kept(self.flow, (opts.max_side or 0) <= KEEP_SIDE)
         try:
             return self._pages(refs, rule, engine, opts, decoding, gating, anyway, kept)
         finally:
@@ -356,7 +357,7 @@ class Pipeline:
                     if carried is not None:
                         return carried
                     if kept is None or not kept.reserve():
-                        return ref.preview(gate.LOOK_SIDE, gate.LEAST_SIDE)
+                        return replace(ref, max_side=gate.LOOK_SIDE).load()  # a preview decode of its own
                 with metrics.cpu("decode", ref.kind):
                     page = ref.load()
                 kept.put(page)

@@ -31,9 +31,11 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-# First pages kept as pixels while the check asks about them: a page decodes near its prepared size (12 MP at
-# 3/8 scale, 1512x1134), ~5-6 MB, so at most ~70 MB; the rest decode a preview and their page again.
+# First pages kept as pixels while the check asks about them: a page decodes to its prepared size (1288 px for a
+# VLM: 1288x966 RGB, 3.7 MB), so at most ~45 MB; the rest decode a preview and their page again. A page larger
+# than KEEP_SIDE (Tesseract's 2400 px, 13 MB; a rule's own max_side) is never kept.
 KEEP_PAGES = 12
+KEEP_SIDE = 1600
 
 
 def depth(requests: int) -> int:
@@ -96,8 +98,9 @@ class Kept:
     KEEP_PAGES (`Flow.keeping`), counted in `Flow.kept` until it is taken, by its preparation or by whoever
     drops it (the check skipped the file, or it failed)."""
 
-    def __init__(self, flow: Flow):
+    def __init__(self, flow: Flow, allowed: bool = True):
         self._flow = flow
+        self._allowed = allowed
         self._page = None
         self._reserved = False
         self._lock = threading.Lock()
@@ -106,7 +109,7 @@ class Kept:
         """Room to keep a page? If not, the check decodes its own small preview and the page is decoded later."""
         with self._lock:
             assert not self._reserved
-            self._reserved = self._flow.keeping.acquire(blocking=False)
+            self._reserved = self._allowed and self._flow.keeping.acquire(blocking=False)
             return self._reserved
 
     def put(self, page) -> None:

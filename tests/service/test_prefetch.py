@@ -101,7 +101,7 @@ def test_a_long_pdf_holds_only_a_few_decoded_pages(tmp_path, write_config, fake_
     assert len(done["t"].result["pages"]) == 200
     assert server["peak"] == SLOTS
     assert 1 <= flow.decoded.peak <= prefetch.preparers()
-    assert flow.kept.peak == 0  # a PDF is never skipped by the check: nothing to keep
+    assert flow.kept.peak == 0  # a PDF is never skipped by the check, and its kind is not wanted here: nothing kept
     assert flow.encoded.peak <= flow.limit
 
 
@@ -166,7 +166,8 @@ def test_the_camera_rolls_check_and_the_page_share_one_decode(tmp_path, write_co
     real_page = decode.page
 
     def counted(path, kind, number, max_side, *rest):
-        decodes.append((Path(path).name, max_side))
+        if Path(path).parent == folder:  # this test's files only
+            decodes.append((Path(path).name, max_side))
         return real_page(path, kind, number, max_side, *rest)
 
     monkeypatch.setattr(decode, "page", counted)  # a spy: every decode still happens, and is counted
@@ -183,8 +184,9 @@ def test_the_camera_rolls_check_and_the_page_share_one_decode(tmp_path, write_co
     assert decodes == [("IMG_0001.jpg", 1288)]  # once, at the page's size: no preview decode of its own
     assert flow.kept.peak == 1 and flow.kept.now == 0
 
-    with pytest.raises(NotADocument):
+    with pytest.raises(NotADocument) as skipped:
         rt.pipeline.transcribe(scene)
+    assert skipped.value.kind == "photo"  # the model's answer, not the local look
     assert decodes[1:] == [("IMG_0002.jpg", 1288)] and flow.kept.now == 0  # skipped: its pixels are let go
 
     taken = [flow.keeping.acquire(blocking=False) for _ in range(prefetch.KEEP_PAGES)]
@@ -196,3 +198,24 @@ def test_the_camera_rolls_check_and_the_page_share_one_decode(tmp_path, write_co
         for _ in taken:
             flow.keeping.release()
     assert decodes == [("IMG_0001.jpg", gate.LOOK_SIDE), ("IMG_0001.jpg", 1288)]  # a preview, then the page
+
+
+def test_a_page_larger_than_a_vlms_is_never_kept_for_the_check(tmp_path, write_config, fake_openai, monkeypatch):
+    """Tesseract's pages are 2400 px (13 MB of pixels): the check decodes its own preview rather than keep one."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    decodes: list[int] = []
+    real_page = decode.page
+
+    def counted(path, kind, number, max_side, *rest):
+        if Path(path).parent == folder:
+            decodes.append(max_side)
+        return real_page(path, kind, number, max_side, *rest)
+
+    monkeypatch.setattr(decode, "page", counted)
+    note = folder / "IMG_0001.jpg"
+    inked((1600, 1200)).save(note, quality=90)
+    rt, _ = runtime(write_config, fake_openai, folder, engine="tesseract", documents_only=True)
+    with pytest.raises(NotADocument):
+        rt.pipeline.transcribe(note)  # Tesseract finds no words in one stroke of ink
+    assert decodes == [gate.LOOK_SIDE, 2400] and rt.pipeline.flow.kept.peak == 0

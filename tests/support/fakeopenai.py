@@ -6,6 +6,7 @@ over a socket exactly as it would to a GPU server. Every request is recorded, wi
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import json
 import math
@@ -430,23 +431,22 @@ def _nearest_digit(piece) -> str:
         resized = cv2.resize(piece, (glyph.shape[1], glyph.shape[0]), interpolation=cv2.INTER_NEAREST)
         return float(np.count_nonzero(resized != glyph)) / glyph.size
 
-    best = min(_glyphs().items(), key=lambda kv: mismatch(kv[1]))
-    return best[0] if mismatch(best[1]) < 0.2 else "?"
+    score, digit = min((mismatch(glyph), d) for d, glyph in _glyphs().items())
+    return digit if score < 0.2 else "?"
 
 
-_GLYPHS: dict = {}
-
-
+@functools.cache
 def _glyphs() -> dict:
-    """Each digit as `check` draws it, cropped to its ink."""
-    if not _GLYPHS:
-        import numpy as np
-        from PIL import ImageDraw, ImageFont
+    """Each digit as `check` draws it (`probe_image`: Pillow's default font at 72 px), cropped to its ink. Cached
+    once, whole: the server's request threads may ask at the same time."""
+    import numpy as np
+    from PIL import ImageDraw, ImageFont
 
-        for d in "0123456789":
-            im = Image.new("L", (120, 120), 255)
-            ImageDraw.Draw(im).text((60, 60), d, fill=0, font=ImageFont.load_default(size=72), anchor="mm")
-            ink = np.asarray(im) < 128
-            ys, xs = np.nonzero(ink)
-            _GLYPHS[d] = ink[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1].astype(np.uint8)
-    return _GLYPHS
+    glyphs = {}
+    for d in "0123456789":
+        im = Image.new("L", (120, 120), 255)
+        ImageDraw.Draw(im).text((60, 60), d, fill=0, font=ImageFont.load_default(size=72), anchor="mm")
+        ink = np.asarray(im) < 128
+        ys, xs = np.nonzero(ink)
+        glyphs[d] = ink[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1].astype(np.uint8)
+    return glyphs
