@@ -64,6 +64,20 @@ def runtime(write_config, fake, folder, **rule):
     return build_runtime(cfg, db, queue), queue
 
 
+def counted_decodes(monkeypatch, folder: Path) -> list[tuple[str, int]]:
+    """(name, size decoded at) of every page decode of a file in `folder`: a spy, every decode still happens."""
+    decodes: list[tuple[str, int]] = []
+    real_page = decode.page
+
+    def counted(path, kind, number, max_side, *rest):
+        if Path(path).parent == folder:
+            decodes.append((Path(path).name, max_side))
+        return real_page(path, kind, number, max_side, *rest)
+
+    monkeypatch.setattr(decode, "page", counted)
+    return decodes
+
+
 @contextmanager
 def workers(rt, queue, release):
     """The daemon's worker pool over `queue`, stopped (and the server let go) however the test ends."""
@@ -162,15 +176,7 @@ def test_the_camera_rolls_check_and_the_page_share_one_decode(tmp_path, write_co
     wait for the check's answer already, the next file decodes a preview of its own and its page later."""
     folder = tmp_path / "in"
     folder.mkdir()
-    decodes: list[tuple[str, int]] = []
-    real_page = decode.page
-
-    def counted(path, kind, number, max_side, *rest):
-        if Path(path).parent == folder:  # this test's files only
-            decodes.append((Path(path).name, max_side))
-        return real_page(path, kind, number, max_side, *rest)
-
-    monkeypatch.setattr(decode, "page", counted)  # a spy: every decode still happens, and is counted
+    decodes = counted_decodes(monkeypatch, folder)
     note, scene = folder / "IMG_0001.jpg", folder / "IMG_0002.jpg"
     inked((1600, 1200)).save(note, quality=90)
     rng = np.random.default_rng(1)
@@ -204,18 +210,10 @@ def test_a_page_larger_than_a_vlms_is_never_kept_for_the_check(tmp_path, write_c
     """Tesseract's pages are 2400 px (13 MB of pixels): the check decodes its own preview rather than keep one."""
     folder = tmp_path / "in"
     folder.mkdir()
-    decodes: list[int] = []
-    real_page = decode.page
-
-    def counted(path, kind, number, max_side, *rest):
-        if Path(path).parent == folder:
-            decodes.append(max_side)
-        return real_page(path, kind, number, max_side, *rest)
-
-    monkeypatch.setattr(decode, "page", counted)
+    decodes = counted_decodes(monkeypatch, folder)
     note = folder / "IMG_0001.jpg"
     inked((1600, 1200)).save(note, quality=90)
     rt, _ = runtime(write_config, fake_openai, folder, engine="tesseract", documents_only=True)
     with pytest.raises(NotADocument):
         rt.pipeline.transcribe(note)  # Tesseract finds no words in one stroke of ink
-    assert decodes == [gate.LOOK_SIDE, 2400] and rt.pipeline.flow.kept.peak == 0
+    assert decodes == [("IMG_0001.jpg", gate.LOOK_SIDE), ("IMG_0001.jpg", 2400)] and rt.pipeline.flow.kept.peak == 0
