@@ -38,9 +38,16 @@ def fit_size(w: int, h: int, max_side: int, max_pixels: int | None = None) -> tu
 
 
 def resize(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Shrink fast without aliasing: bilinear when shrinking by less than 2x (each output pixel's
-    footprint is covered; 2.4 ms on a 2016 px photo), area averaging beyond (17.9 ms)."""
+    """Shrink fast without aliasing: halve by averaging 2x2 blocks while the picture is still at least
+    twice the size, then bilinear for the rest (less than 2x: each output pixel's footprint is covered).
+    OpenCV averages exact 2x2 blocks on a fast path and any other factor on a slow one: a 12 MP photo
+    to 1288 px took 99 ms by area averaging and takes 13 ms this way, 1265 to 448 px 8.5 against 1.3 ms.
+    Area averaging stays for a picture shrunk 2x or more along one side only (a fax's tall pixels)."""
+    while size[0] * 2 <= arr.shape[1] and size[1] * 2 <= arr.shape[0]:
+        arr = shrink_by(arr, 2)
     h, w = arr.shape[:2]
+    if (w, h) == size:
+        return arr
     linear = size[0] >= w / 2 and size[1] >= h / 2
     return cv2.resize(arr, size, interpolation=cv2.INTER_LINEAR if linear else cv2.INTER_AREA)
 

@@ -28,6 +28,18 @@ def test_fit_shrinks_to_max_side_and_max_pixels_but_never_enlarges():
     assert pixels.fit(Image.new("RGB", (300, 200)), 1288).size == (300, 200)
 
 
+@pytest.mark.parametrize("side", [1288, 1000, 448])
+def test_shrinking_averages_fine_detail_instead_of_sampling_it(side):
+    """One-pixel stripes shrunk 3-9x come out grey, as averaging makes them (OpenCV's area averaging leaves a
+    spread of 1.5-23 levels here). Sampling, even bilinear, turns them into bands of black and white (moire, a
+    spread of 73-128 levels) that a reader takes for strokes."""
+    stripes = np.zeros((3024, 4032), np.uint8)
+    stripes[:, ::2] = 255
+    out = pixels.fit_array(stripes, side)
+    assert out.shape == (round(3024 * side / 4032), side)
+    assert abs(float(out.mean()) - 127.5) < 2 and float(out.std()) < 30
+
+
 @pytest.mark.parametrize("angle", [-12.0, -5.0, 3.0, 8.0, 14.0])
 @pytest.mark.parametrize("font", ["humor", "dkg"])
 def test_skew_is_recovered_within_a_degree(angle, font):
