@@ -110,11 +110,11 @@ def _profile_scorer(mask: np.ndarray, max_deg: float, strip: int = 4):
 
     def score(angle: float) -> float:
         a = math.radians(angle)
-        rows = (ys[None, :] * math.cos(a) + xs[:, None] * math.sin(a) + bins / 2).ravel()
+        rows = np.add.outer(xs * math.sin(a) + bins / 2, ys * math.cos(a)).ravel()
         low = rows.astype(np.intp)  # rows > 0: floor
-        frac = rows - low
-        profile = np.bincount(low, values * (1 - frac), bins + 1)
-        profile += np.bincount(low + 1, values * frac, bins + 1)
+        upper = values * (rows - low)  # each value's share for the row below it, and the rest for its own
+        profile = np.bincount(low, values - upper, bins + 1)
+        profile[1:] += np.bincount(low, upper, bins)
         return float(np.sum(np.diff(profile) ** 2))
 
     return score
