@@ -1,0 +1,34 @@
+"""Prepare the same-pixels check's pages (tests/support/benchpages.py) with whichever handwatch is first on
+sys.path, and save each page's grey levels as PNG here. See PROVENANCE.md for the commit these came from.
+
+    git worktree add /tmp/old ce98ca4
+    PYTHONPATH=/tmp/old:. .venv/bin/python tests/data/prepared/make_references.py
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+import handwatch
+from handwatch.config.preprocess import Preprocess
+from handwatch.prepare import pixels, preprocess
+from tests.support import benchpages
+
+HERE = Path(__file__).parent
+
+
+def main() -> None:
+    print("handwatch from", Path(handwatch.__file__).parent)
+    for name, (engine, _) in benchpages.CASES.items():
+        opts = preprocess.for_engine(Preprocess(), engine)
+        out = preprocess.prepare(benchpages.drawn(name), opts, photo=True)
+        grey = pixels.luma(np.asarray(out.convert("RGB")))
+        Image.fromarray(grey).save(HERE / f"{name}.png", optimize=True)
+        print(name, grey.shape)
+
+
+if __name__ == "__main__":
+    main()
