@@ -1,16 +1,21 @@
-"""The bench's generated pages (bench/gen.py, as bench.legibility damages them) that the same-pixels check
-prepares: each case names the engine whose page size it is prepared for, and a function drawing the page.
-`tests/data/prepared/make_references.py` prepares the same pages with an older handwatch, for the check to
-compare against."""
+"""The bench's generated pages (bench/gen.py, as bench.legibility damages them, and phone photos as
+bench.throughput saves them) that the same-pixels check prepares: each case names the engine whose page size
+it is prepared for, and a function drawing the page. A photo saved as a file goes through handwatch's decoder
+as a dropped file would. `tests/data/prepared/make_references.py` prepares the same pages with an older
+handwatch, for the check to compare against."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from bench import gen
+from handwatch.config.preprocess import Preprocess
+from handwatch.prepare import inputs, pixels, preprocess
 
 TEXT = [
     "Dear Anna, thank you for the lovely",
@@ -39,5 +44,34 @@ CASES: dict[str, tuple[str, Callable[[], Image.Image]]] = {
 }
 
 
+def _jpeg(im: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=88)  # as bench.throughput saves its photos
+    return buf.getvalue()
+
+
+# name -> (engine, file bytes): decoded by handwatch (a 1600 px JPEG in full, a 12 MP one at a reduced scale).
+FILES: dict[str, tuple[str, Callable[[], bytes]]] = {
+    "photo-1600": ("vlm", lambda: _jpeg(gen.phone_photo(gen.NOTE, size=(1600, 1200), degrees=3.0))),
+    "photo-12mp": ("vlm", lambda: _jpeg(gen.phone_photo(gen.RECIPE, degrees=5.0))),
+}
+
+NAMES = sorted([*CASES, *FILES])
+
+
 def drawn(name: str) -> np.ndarray:
     return np.asarray(CASES[name][1]().convert("RGB"))
+
+
+def prepared(name: str, folder: Path) -> np.ndarray:
+    """The grey levels of the page `name` as this handwatch prepares it (a file case is written to `folder`)."""
+    engine = (CASES.get(name) or FILES[name])[0]
+    opts = preprocess.for_engine(Preprocess(), engine)
+    if name in CASES:
+        out = preprocess.prepare(drawn(name), opts, photo=True)
+    else:
+        path = folder / f"{name}.jpg"
+        path.write_bytes(FILES[name][1]())
+        page = inputs.open_pages(path, opts.max_side, opts.max_input_megapixels, 1)[0].load()
+        out = preprocess.prepare(page.image, opts, page.photo)
+    return pixels.luma(np.asarray(out.convert("RGB")))

@@ -7,14 +7,12 @@ sys.path, and save each page's grey levels as PNG here. See PROVENANCE.md for th
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 import handwatch
-from handwatch.config.preprocess import Preprocess
-from handwatch.prepare import pixels, preprocess
 from tests.support import benchpages
 
 HERE = Path(__file__).parent
@@ -22,12 +20,11 @@ HERE = Path(__file__).parent
 
 def main() -> None:
     print("handwatch from", Path(handwatch.__file__).parent)
-    for name, (engine, _) in benchpages.CASES.items():
-        opts = preprocess.for_engine(Preprocess(), engine)
-        out = preprocess.prepare(benchpages.drawn(name), opts, photo=True)
-        grey = pixels.luma(np.asarray(out.convert("RGB")))
-        Image.fromarray(grey).save(HERE / f"{name}.png", optimize=True)
-        print(name, grey.shape)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in benchpages.NAMES:
+            grey = benchpages.prepared(name, Path(tmp))
+            Image.fromarray(grey).save(HERE / f"{name}.png", optimize=True)
+            print(name, grey.shape)
 
 
 if __name__ == "__main__":
