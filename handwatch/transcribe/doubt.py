@@ -360,15 +360,21 @@ def measure_ink(image: Image.Image | np.ndarray) -> Ink:
     grain = 1.4826 * _median(dev)
     mask = (dev > max(INK_CONTRAST, 4 * grain)).astype(np.uint8)
     # Only the pieces' areas are needed: counting the labels costs half of what OpenCV's statistics do (they
-    # also find every piece's bounding box), for the same areas.
+    # also find every piece's bounding box), for the same areas; and only the ink's own labels are counted
+    # (the paper's, label 0, is most of the page and never wanted): 2.6 -> 1.2 ms at 1288 px.
     n, labels = cv2.connectedComponents(mask, connectivity=8)
     scale = (MEASURE_SIDE / max(lum.shape)) ** 2  # mask pixels → pixels at MEASURE_SIDE
-    areas = np.bincount(labels.ravel(), minlength=n)[1:].astype(np.float64) * scale
+    areas = np.bincount(labels[mask.view(bool)], minlength=n)[1:].astype(np.float64) * scale
     kept = areas[areas >= SPECK_PX]
     return Ink(float(kept.sum()), int((kept >= LETTER_PX).sum()))
 
 
 def _median(gray: np.ndarray) -> int:
+    """The median grey level, read off every other pixel of every other row: a page's paper level and grain
+    are properties of the whole page, and a quarter of its pixels tell them as well (OpenCV's histogram
+    costs ~2 ms for all of a 1288 px page, on one core)."""
+    if min(gray.shape) >= 64:
+        gray = gray[::2, ::2]
     cdf = np.cumsum(cv2.calcHist([gray], [0], None, [256], [0, 256]).ravel())
     return int(np.searchsorted(cdf, cdf[-1] / 2))
 
