@@ -15,15 +15,15 @@ import pytest
 from PIL import Image
 from skimage.metrics import structural_similarity
 
-from tests.support import benchpages
+from bench import pages
 
 REFERENCES = Path(__file__).parent.parent / "data" / "prepared"
 FLOOR = 0.99
 
 
-@pytest.mark.parametrize("name", benchpages.NAMES)
+@pytest.mark.parametrize("name", pages.NAMES)
 def test_the_prepared_page_stays_close_to_the_old_preparation(name, tmp_path):
-    grey = benchpages.prepared(name, tmp_path)
+    grey = pages.prepared(name, tmp_path)
     before = np.asarray(Image.open(REFERENCES / f"{name}.png"))
     assert grey.shape == before.shape
     assert structural_similarity(before, grey, data_range=255) >= FLOOR

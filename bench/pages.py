@@ -1,12 +1,14 @@
 """The bench's generated pages (bench/gen.py, as bench.legibility damages them, and phone photos as
 bench.throughput saves them) that the same-pixels check prepares: each case names the engine whose page size
 it is prepared for, and a function drawing the page. A photo saved as a file goes through handwatch's decoder
-as a dropped file would. `tests/data/prepared/make_references.py` prepares the same pages with an older
-handwatch, for the check to compare against."""
+as a dropped file would. `python -m bench.samepixels --baseline REF` prepares them with the handwatch of
+commit REF and with this one, side by side; with `--save`, it keeps REF's pages as the references
+`tests/prepare/test_same_pixels.py` compares against."""
 
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -65,13 +67,23 @@ def drawn(name: str) -> np.ndarray:
 
 def prepared(name: str, folder: Path) -> np.ndarray:
     """The grey levels of the page `name` as this handwatch prepares it (a file case is written to `folder`)."""
+    return prepare(name, folder)[0]
+
+
+def prepare(name: str, folder: Path) -> tuple[np.ndarray, int, float]:
+    """The page `name` as this handwatch prepares it: its grey levels, the bytes of the JPEG sent to a server,
+    and this thread's CPU seconds for decoding (a file case) and preparing it."""
     engine = (CASES.get(name) or FILES[name])[0]
     opts = preprocess.for_engine(Preprocess(), engine)
     if name in CASES:
-        out = preprocess.prepare(drawn(name), opts, photo=True)
+        arr = drawn(name)
+        start = time.thread_time()
+        out = preprocess.prepare(arr, opts, photo=True)
     else:
         path = folder / f"{name}.jpg"
         path.write_bytes(FILES[name][1]())
+        start = time.thread_time()
         page = inputs.open_pages(path, opts.max_side, opts.max_input_megapixels, 1)[0].load()
         out = preprocess.prepare(page.image, opts, page.photo)
-    return pixels.luma(np.asarray(out.convert("RGB")))
+    spent = time.thread_time() - start
+    return pixels.luma(np.asarray(out.convert("RGB"))), len(preprocess.encode_jpeg(out, opts.jpeg_quality)), spent
