@@ -67,6 +67,7 @@ bench: setup
 	$(PY) -m bench.preprocess
 	$(PY) -m bench.spawn
 	$(PY) -m bench.legibility
+	$(PY) -m bench.samepixels
 	$(PY) -m bench.search
 	$(PY) -m bench.throughput
 	$(PY) -m bench.doubt
