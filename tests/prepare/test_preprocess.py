@@ -28,16 +28,29 @@ def test_fit_shrinks_to_max_side_and_max_pixels_but_never_enlarges():
     assert pixels.fit(Image.new("RGB", (300, 200)), 1288).size == (300, 200)
 
 
+@pytest.mark.parametrize("period", [2, 3, 4, 5])
 @pytest.mark.parametrize("side", [1288, 1000, 448])
-def test_shrinking_averages_fine_detail_instead_of_sampling_it(side):
-    """One-pixel stripes shrunk 3-9x come out grey, as averaging makes them (OpenCV's area averaging leaves a
-    spread of 1.5-23 levels here). Sampling, even bilinear, turns them into bands of black and white (moire, a
-    spread of 73-128 levels) that a reader takes for strokes."""
+def test_shrinking_averages_fine_detail_instead_of_sampling_it(side, period):
+    """Stripes 2-5 px apart shrunk 3-9x come out grey, as averaging makes them (OpenCV's area averaging leaves
+    a spread of up to 33 levels here, handwatch's at most 24). Sampling, even bilinear, turns them into bands
+    of black and white (moire, a spread of 73-128 levels) that a reader takes for strokes."""
     stripes = np.zeros((3024, 4032), np.uint8)
-    stripes[:, ::2] = 255
+    stripes[:, ::period] = 255
     out = pixels.fit_array(stripes, side)
     assert out.shape == (round(3024 * side / 4032), side)
-    assert abs(float(out.mean()) - 127.5) < 2 and float(out.std()) < 30
+    assert abs(float(out.mean()) - 255 / period) < 2 and float(out.std()) < 30
+
+
+@pytest.mark.parametrize(("size", "to"), [((5, 5), (2, 2)), ((1023, 1023), (127, 127)), ((4031, 3023), (1288, 966))])
+def test_shrinking_keeps_the_last_row_and_column(size, to):
+    """A dark line along the right and bottom edge of an odd-sized picture still darkens the shrunk one's
+    edge: halving repeats an odd last row or column to fill its block instead of dropping it."""
+    arr = np.full((size[1], size[0]), 255, np.uint8)
+    arr[:, -1] = 0
+    arr[-1, :] = 0
+    out = pixels.resize(arr, to)
+    assert out.shape == (to[1], to[0])
+    assert out[:, -1].max() < 250 and out[-1, :].max() < 250 and out[0, 0] >= 230
 
 
 @pytest.mark.parametrize("angle", [-12.0, -5.0, 3.0, 8.0, 14.0])
