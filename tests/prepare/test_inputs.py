@@ -5,8 +5,6 @@ import os
 
 import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 from PIL import Image
 
 from handwatch.errors import InputError
@@ -26,20 +24,32 @@ def test_jpeg_is_decoded_reduced_to_the_target_size(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("side", "max_side", "eighths"), [(1600, 1288, 8), (4032, 1288, 4), (4032, 2400, 8), (4032, 448, 1), (1000, 1288, 8)]
+    ("side", "max_side", "eighths"),
+    [(1600, 1288, 8), (2000, 1288, 8), (4032, 1288, 3), (4032, 2400, 5), (4032, 448, 1), (1000, 1288, 8), (2576, 1288, 4)],
 )
-def test_jpeg_scales_for_the_bench_photos(side, max_side, eighths):
+def test_jpeg_scales_skip_the_eighths_slower_than_a_whole_decode(side, max_side, eighths):
+    """The smallest M/8 that reaches the page, but never 6/8 or 7/8 (slower than decoding it whole)."""
     assert decode._eighths(side, max_side) == eighths
 
 
-@given(side=st.integers(1, 20_000), max_side=st.integers(16, 5_000))
-def test_a_jpeg_is_decoded_at_the_smallest_simd_scale_that_reaches_the_page(side, max_side):
-    """1/8, 1/4, 1/2 or the whole picture: libjpeg-turbo's other eighths run a plain C inverse DCT, slower
-    than decoding more pixels (a 1600 px photo at 7/8: 21.6 ms, whole: 13.3 ms). Never smaller than the page."""
-    m = decode._eighths(side, max_side)
-    assert m in (1, 2, 4, 8)
-    reaches = [k for k in (1, 2, 4, 8) if -(-side * k // 8) >= max_side]
-    assert m == (reaches[0] if reaches else 8)
+@pytest.mark.parametrize(("size", "decoded"), [((1600, 1200), (1200, 1600, 3)), ((4032, 3024), (1134, 1512, 3))])
+def test_a_jpeg_is_decoded_at_the_scale_chosen_for_it(tmp_path, monkeypatch, size, decoded):
+    """What libjpeg-turbo is asked for: a 1600 px photo whole (not at 7/8), a 12 MP one at 3/8."""
+    import simplejpeg
+
+    seen = []
+    real = simplejpeg.decode_jpeg
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        seen.append(out.shape)
+        return out
+
+    monkeypatch.setattr(simplejpeg, "decode_jpeg", spy)
+    p = tmp_path / "photo.jpg"
+    Image.new("RGB", size, (200, 190, 180)).save(p, quality=85)
+    [page] = load(p)
+    assert seen == [decoded] and max(page.image.shape) == 1288
 
 
 def test_exif_orientation_is_applied(tmp_path):
