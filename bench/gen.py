@@ -28,12 +28,14 @@ def page(
     paper=(250, 248, 240),
     ink=(20, 20, 60),
     rules: str | None = None,
+    layout: ImageFont.Layout | None = None,
 ) -> Image.Image:
     """Text on a page; `rules` draws ruled ("ruled": lines under the text and a margin) or squared
-    paper in light blue, as exercise books have."""
+    paper in light blue, as exercise books have. `layout`: Pillow's text layout engine (None: libraqm
+    where Pillow finds it, which places glyphs a little differently from BASIC, always there)."""
     im = Image.new("RGB", size, paper)
     d = ImageDraw.Draw(im)
-    f = ImageFont.truetype(FONTS[font], font_size)
+    f = ImageFont.truetype(FONTS[font], font_size, layout_engine=layout)
     top, pitch = size[1] // 10, int(font_size * 1.7)
     if rules:
         rule = (150, 180, 225) if rules == "ruled" else (200, 214, 238)  # squared paper: fainter, denser
@@ -90,9 +92,9 @@ def on_table(im: Image.Image, margin: float = 0.15, table=(70, 55, 45)) -> Image
     return canvas
 
 
-def phone_photo(lines=NOTE, size=(4032, 3024), degrees=6.0, font="dkg", sigma: float = 8.0) -> Image.Image:
+def phone_photo(lines=NOTE, size=(4032, 3024), degrees=6.0, font="dkg", sigma: float = 8.0, layout=None) -> Image.Image:
     """A 12 MP phone-style photo: handwriting font, tilt, uneven light and sensor noise (σ in grey levels)."""
-    im = page(lines, size=size, font=font, font_size=size[0] // 24)
+    im = page(lines, size=size, font=font, font_size=size[0] // 24, layout=layout)
     im = tilt(im, degrees).resize(size, Image.Resampling.BILINEAR)
     return noise(shadow(im), sigma=sigma)
 
