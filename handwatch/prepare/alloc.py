@@ -26,7 +26,7 @@ def keep_image_buffers() -> bool:
 
     By default glibc gives each multi-megabyte buffer its own mapping and unmaps it when freed, so
     every page decoded touches fresh memory: ~3,000 page faults and ~9 ms of a 12 MP JPEG's 50 ms
-    here (`bench/preprocess.py`). A 12 MP JPEG decoded at 1/2 scale (9 MB) now reuses the heap; a
+    here (`bench/preprocess.py`). A 12 MP JPEG decoded at 3/8 scale (5 MB) now reuses the heap; a
     full-size HEIC (36 MB) still gets its own mapping, handed back as soon as it is freed, so it does
     not raise the heap's high-water mark for good. By default glibc also makes up to 8 arenas per
     core, and with a worker per request slot plus the prefetch (40 threads at 32 slots) the free
