@@ -13,7 +13,7 @@ is the reader's noise sigma (per case, floored by the spread pooled over all rea
 case is worse than the baseline only if prepared - resize exceeds 2 sigma sqrt(pages)
 characters, and the same rule calls it better.
 
-    python -m bench.legibility [--cases drawn|real|all]
+    python -m bench.legibility [--cases drawn|real|all|NAME]
 """
 
 from __future__ import annotations
@@ -215,11 +215,15 @@ def main() -> None:
     import multiprocessing as mp
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cases", choices=("drawn", "real", "all"), default="all")
+    ap.add_argument("--cases", default="all", help="drawn, real, all, or one case by name (e.g. 'curled page')")
     args = ap.parse_args()
     os.environ.setdefault("OMP_THREAD_LIMIT", "1")  # Tesseract's OpenMP threads only spin on 2 cores
     cv2.setNumThreads(1)
-    CASES.update({"drawn": DRAWN, "real": REAL, "all": {**DRAWN, **REAL}}[args.cases])
+    every = {**DRAWN, **REAL}
+    groups = {"drawn": DRAWN, "real": REAL, "all": every}
+    if args.cases not in groups and args.cases not in every:
+        ap.error(f"--cases: drawn, real, all or one of {', '.join(every)}")
+    CASES.update(groups.get(args.cases) or {args.cases: every[args.cases]})
     _PAGES[:] = [(lines, size) for size in FONT_SIZES for lines in PAGES]
     started = time.monotonic()
     tasks = [(name, i) for name in CASES for i in range(len(_PAGES))]
