@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from handwatch.config import loader
-from handwatch.errors import NotADocument
+from handwatch.errors import EngineUnavailable, NotADocument
 from handwatch.prepare import decode
 from handwatch.safefs import file_sig, sha256_file
 from handwatch.service import prefetch
@@ -217,3 +217,23 @@ def test_a_page_larger_than_a_vlms_is_never_kept_for_the_check(tmp_path, write_c
     with pytest.raises(NotADocument):
         rt.pipeline.transcribe(note)  # Tesseract finds no words in one stroke of ink
     assert decodes == [("IMG_0001.jpg", gate.LOOK_SIDE), ("IMG_0001.jpg", 2400)] and rt.pipeline.flow.kept.peak == 0
+
+
+def test_a_page_kept_for_the_check_is_let_go_when_the_checks_request_fails(tmp_path, write_config, fake_openai, monkeypatch):
+    """The server answers the check with 503 (a model loading): the file waits for the server, and the page kept
+    for the check is given back. More failures than there is room to keep pages: a page not given back would
+    leave the next photos no room, and they would decode a preview of their own again."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    decodes = counted_decodes(monkeypatch, folder)
+    note = folder / "IMG_0001.jpg"
+    inked((1600, 1200)).save(note, quality=90)
+    fake_openai.classify = {"status": 503, "error": "model is loading"}
+    rt, _ = runtime(write_config, fake_openai, folder)
+    flow = rt.pipeline.flow
+    for _ in range(prefetch.KEEP_PAGES + 1):
+        with pytest.raises(EngineUnavailable):
+            rt.pipeline.transcribe(note)
+    assert flow.kept.now == 0 and flow.kept.peak == 1
+    assert decodes == [("IMG_0001.jpg", 1288)] * (prefetch.KEEP_PAGES + 1)  # kept every time: the room never ran out
+    assert not fake_openai.requests  # no page was sent while the check could not be asked
