@@ -36,6 +36,11 @@ def _page(**kw) -> Image.Image:
     return gen.page(TEXT, size=(2400, 1600), font="humor", font_size=84, layout=LAYOUT, **kw)
 
 
+def _jpeg_q60() -> Image.Image:
+    """bench.legibility's "JPEG q60": a shadow, sensor noise, then saved at quality 60."""
+    return gen.jpeg(gen.noise(gen.shadow(_page(), 0.4), 6, 1), 60)
+
+
 # name -> (engine, page). Chosen to go through every step of the clean-up: turning (and shrinking by more than
 # 2x, from the tilted canvas and from 12 MP), the paper map around a table, light (shadows, a curl), thin printed
 # lines that a heavier denoise would erase, and sensor noise that CLAHE would amplify without one.
@@ -45,9 +50,9 @@ CASES: dict[str, tuple[str, Callable[[], Image.Image]]] = {
     "perspective": ("vlm", lambda: gen.perspective(_page())),
     "curled": ("vlm", lambda: gen.curl(_page())),
     "squared-paper": ("vlm", lambda: _page(rules="squared")),
-    "jpeg-q60": ("vlm", lambda: gen.jpeg(gen.noise(gen.shadow(_page(), 0.4), 6, 1), 60)),
+    "jpeg-q60": ("vlm", _jpeg_q60),
     "phone-12mp": ("vlm", lambda: gen.phone_photo(layout=LAYOUT)),
-    "jpeg-q60-tesseract": ("tesseract", lambda: gen.jpeg(gen.noise(gen.shadow(_page(), 0.4), 6, 1), 60)),
+    "jpeg-q60-tesseract": ("tesseract", _jpeg_q60),
 }
 
 
@@ -57,11 +62,15 @@ def _jpeg(im: Image.Image) -> bytes:
     return buf.getvalue()
 
 
+def _recipe_12mp() -> bytes:
+    return _jpeg(gen.phone_photo(gen.RECIPE, degrees=5.0, layout=LAYOUT))
+
+
 # name -> (engine, file bytes): decoded by handwatch (a 1600 px JPEG in full, a 12 MP one at 3/8 or 5/8).
 FILES: dict[str, tuple[str, Callable[[], bytes]]] = {
     "photo-1600": ("vlm", lambda: _jpeg(gen.phone_photo(gen.NOTE, size=(1600, 1200), degrees=3.0, layout=LAYOUT))),
-    "photo-12mp": ("vlm", lambda: _jpeg(gen.phone_photo(gen.RECIPE, degrees=5.0, layout=LAYOUT))),
-    "photo-12mp-tesseract": ("tesseract", lambda: _jpeg(gen.phone_photo(gen.RECIPE, degrees=5.0, layout=LAYOUT))),
+    "photo-12mp": ("vlm", _recipe_12mp),
+    "photo-12mp-tesseract": ("tesseract", _recipe_12mp),
 }
 
 NAMES = sorted([*CASES, *FILES])

@@ -320,8 +320,8 @@ def _decode_jpeg(frame: Image.Image, path: Path, max_side: int) -> np.ndarray | 
     """A colour or grey JPEG, decoded by libjpeg-turbo (simplejpeg) straight into an array at the
     smallest M/8 scale still at least `max_side` long, or whole instead of 6/8 and 7/8 (`_eighths`).
     libjpeg's recoverable complaints ("Corrupt JPEG data: 3 extraneous bytes before marker") come back
-    as text, not printed to the terminal
-    (OpenCV's decoder prints them): the page is decoded anyway and the complaint goes to the log.
+    as text, not printed to the terminal (OpenCV's decoder prints them): the page is decoded anyway and
+    the complaint goes to the log.
     None for CMYK and other modes, and for a file libjpeg-turbo will not decode even leniently: Pillow
     decodes those, and fails the file only if it cannot either."""
     import simplejpeg

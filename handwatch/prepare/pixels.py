@@ -42,8 +42,8 @@ def resize(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     By 2x or more: halve by averaging 2x2 blocks while the picture is still at least twice the size, then
     blur away what is finer than the output's pixels and finish bilinear. OpenCV averages exact 2x2 blocks on
     a fast path and any other factor on a slow one: a 12 MP photo to 1288 px took 84 ms by area averaging,
-    and takes 16 ms this way; 1265 to 448 px 9 against 1.9 ms (one core, the same run). Area averaging stays for a picture shrunk
-    2x or more along one side only (a fax's tall pixels)."""
+    and takes 16 ms this way; 1265 to 448 px 9 against 1.9 ms (one core, the same run). Area averaging stays
+    for a picture shrunk 2x or more along one side only (a fax's tall pixels)."""
     halved = False
     while size[0] * 2 <= arr.shape[1] and size[1] * 2 <= arr.shape[0]:
         arr, halved = _halve(arr), True
