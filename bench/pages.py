@@ -66,7 +66,7 @@ def _recipe_12mp() -> bytes:
     return _jpeg(gen.phone_photo(gen.RECIPE, degrees=5.0, layout=LAYOUT))
 
 
-# name -> (engine, file bytes): decoded by handwatch (a 1600 px JPEG in full, a 12 MP one at 3/8 or 5/8).
+# name -> (engine, file bytes): decoded by handwatch (a 1600 px JPEG at 7/8, a 12 MP one at 3/8 or 5/8).
 FILES: dict[str, tuple[str, Callable[[], bytes]]] = {
     "photo-1600": ("vlm", lambda: _jpeg(gen.phone_photo(gen.NOTE, size=(1600, 1200), degrees=3.0, layout=LAYOUT))),
     "photo-12mp": ("vlm", _recipe_12mp),

@@ -302,24 +302,11 @@ def _fit(arr: np.ndarray, max_side: int, x_res: float = 0, y_res: float = 0) -> 
     return resize(arr, size)
 
 
-SLOW_EIGHTHS = (6, 7)  # JPEG scales (in eighths) that take longer than decoding the whole picture
-
-
-def _eighths(side: int, max_side: int) -> int:
-    """The JPEG scale M/8 to decode a picture `side` px long at, for a page of `max_side`: the smallest that is
-    still at least that long, except 6/8 and 7/8, where the whole picture is decoded instead. libjpeg-turbo has
-    a SIMD inverse DCT only for the whole 8x8 block and for 1/2 and 1/4 (1/8 keeps only the DC term); the other
-    eighths run plain C. Most are cheap for having few pixels, but 6/8 and 7/8 cost more than the whole: on one
-    core, with the shrink to 1288 px, a 1600 px photo at 7/8 21.6 ms, whole 13.3 ms; a 12 MP one at 3/8 62 ms,
-    4/8 61, 5/8 89, 6/8 102, 7/8 122 and whole 85 ms."""
-    m = next((m for m in range(1, 9) if -(-side * m // 8) >= max_side), 8)
-    return 8 if m in SLOW_EIGHTHS else m
-
-
 def _decode_jpeg(frame: Image.Image, path: Path, max_side: int) -> np.ndarray | None:
     """A colour or grey JPEG, decoded by libjpeg-turbo (simplejpeg) straight into an array at the
-    smallest M/8 scale still at least `max_side` long, or whole instead of 6/8 and 7/8 (`_eighths`).
-    libjpeg's recoverable complaints ("Corrupt JPEG data: 3 extraneous bytes before marker") come back
+    smallest M/8 scale still at least `max_side` long (6/8 and 7/8 are plain C in libjpeg-turbo and slower
+    than a whole decode, but their smoother pixels are what the paper search was tuned on: see
+    docs/develop/benchmarks.md). libjpeg's recoverable complaints ("Corrupt JPEG data: 3 extraneous bytes before marker") come back
     as text, not printed to the terminal (OpenCV's decoder prints them): the page is decoded anyway and
     the complaint goes to the log.
     None for CMYK and other modes, and for a file libjpeg-turbo will not decode even leniently: Pillow
@@ -330,8 +317,7 @@ def _decode_jpeg(frame: Image.Image, path: Path, max_side: int) -> np.ndarray | 
         return None
     data = path.read_bytes()
     w, h = frame.size
-    m = _eighths(max(w, h), max_side)
-    wanted = {} if m == 8 else {"min_width": -(-w * m // 8)} if w >= h else {"min_height": -(-h * m // 8)}
+    wanted = {} if max(w, h) <= max_side else {"min_width": max_side} if w >= h else {"min_height": max_side}
     space = "RGB" if frame.mode == "RGB" else "GRAY"
     try:
         arr = simplejpeg.decode_jpeg(data, space, **wanted)
