@@ -287,7 +287,7 @@ def run(cfg: Config, items: list[Item], progress: Callable[[int, int, Item, str,
                 return
             outcome = worker.handle(job)
             item = wanted.get(job.path)
-            if item is None or outcome == "changed":
+            if item is None or outcome in ("changed", "again"):  # again: its second opinion is queued
                 continue
             reason = (queue.state_of(job.path) or {}).get("reason") if outcome != "done" else None
             with lock:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
+from handwatch.config import routing
 from handwatch.config.schema import KEY_HOMES, SEARCH_PATHS, Config, RuleFileOverride, RuleOverride, expand_path
 from handwatch.config.yamlfile import read_yaml
 from handwatch.errors import ConfigError
@@ -103,6 +104,7 @@ def load(path: str | os.PathLike) -> Config:
         for j, g in enumerate(folders[:i]):
             if f.path == g.path:
                 problems.append(f"folders[{i}].path: same folder as folders[{j}]")
+    problems += routing.config_problems(cfg)
     if problems:
         raise ConfigError(str(path), problems)
     return cfg.model_copy(update={"folders": folders, "state_dir": expand_path(state_dir, base), "source": str(path)})

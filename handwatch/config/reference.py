@@ -18,7 +18,7 @@ from pydantic.fields import FieldInfo
 
 from handwatch.config.endpoint import Endpoint
 from handwatch.config.preprocess import Preprocess, PreprocessOverride
-from handwatch.config.schema import RULE_FILE, Config, Folder, MoveAfter, Rule, RuleFileOverride, RuleOverride
+from handwatch.config.schema import RULE_FILE, Config, Folder, MoveAfter, Rule, RuleFileOverride, RuleOverride, SecondOpinion
 from handwatch.config.web import Notify, Web
 
 COMMAND = "python -m handwatch.config.reference > docs/reference/config-keys.md"
@@ -31,6 +31,7 @@ SECTIONS: dict[type[BaseModel], tuple[str, str]] = {
     Preprocess: ("preprocess", "`preprocess`"),
     PreprocessOverride: ("preprocess", "`preprocess`"),
     MoveAfter: ("after", "`after`"),
+    SecondOpinion: ("second_opinion", "`second_opinion`"),
     Web: ("web", "`web`"),
     Notify: ("notify", "`notify`"),
 }
@@ -228,7 +229,9 @@ def render() -> str:
         "## `endpoints[]`",
         "",
         "Each entry of `endpoints` is one OpenAI-compatible server (LM Studio, vLLM, Ollama, llama.cpp's server). "
-        "Jobs go to the one with the most free capacity; one that is down is skipped until it answers again.",
+        "Jobs go to the one with the most free capacity; one that is down is skipped until it answers again. A rule's "
+        "`endpoint` key sends a folder's pages to the endpoints it names instead, and `second_opinion` names the one "
+        "that reads pages in doubt again: both by the endpoint's `name`.",
         "",
         *table(Endpoint),
         "",
@@ -264,6 +267,14 @@ def render() -> str:
         "and `~` and variables are not expanded there, so a rule file cannot reach outside its tree.",
         "",
         *table(MoveAfter),
+        "",
+        "## `second_opinion`",
+        "",
+        "The rule key `second_opinion` is an endpoint's `name`, or a mapping with these keys. The endpoint must not "
+        "serve the folder's first reading: without `endpoint`, every endpoint but this one does. `second_opinion: "
+        f"false` in a `{RULE_FILE}` turns it off for that subtree. See [Two readers](../two-readers.md).",
+        "",
+        *table(SecondOpinion),
         "",
         "## `web`",
         "",

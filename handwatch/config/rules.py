@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from handwatch.config import routing
 from handwatch.config.loader import load_rule_file
 from handwatch.config.schema import RULE_FILE, Config, Folder, MoveAfter, Rule, RuleOverride
 from handwatch.errors import ConfigError
@@ -66,15 +67,20 @@ def resolve(cfg: Config, path: Path, overrides: Mapping[Path, RuleOverride]) -> 
     rule = cfg.folder_rule(folder)
     after_base = folder.path
     managed = [folder.path / rule.after.move] if isinstance(rule.after, MoveAfter) else []
+    routed: Path | None = None  # the nearest rule file that names endpoints: it answers for them
     for d in rule_dirs(folder.path, path):
         ov = overrides.get(d)
         if ov is None:
             continue
         rule = rule.merged(ov)
+        if ov.endpoint is not None or ov.second_opinion is not None:
+            routed = d
         if ov.after is not None:
             after_base = d
             if isinstance(ov.after, MoveAfter):
                 managed.append(d / ov.after.move)
+    if routed is not None and (wrong := routing.problems(rule, cfg.endpoints)):
+        raise ConfigError(str(routed / RULE_FILE), wrong)
     move_to = after_base / rule.after.move if isinstance(rule.after, MoveAfter) else None
     return Resolved(rule, folder, move_to, tuple(dict.fromkeys(managed)))
 

@@ -50,6 +50,25 @@ class MoveAfter(Frozen):
         return v
 
 
+class SecondOpinion(Frozen):
+    """`second_opinion:`: which endpoint reads a page again, and when."""
+
+    endpoint: Annotated[str, Field(min_length=1, max_length=100)] = Field(
+        description="The `name` of the endpoint that reads the page a second time (not one that serves the first reading)."
+    )
+    when: Literal["needs_review", "always"] = Field(
+        default="needs_review",
+        description="`needs_review`: only pages the first reading leaves in doubt; `always`: every page that has text.",
+    )
+
+
+def _names(v):
+    """`endpoint: big` or `endpoint: [big, small]`: the names in order of preference."""
+    if v is None:
+        return v
+    return (v,) if isinstance(v, str) else v
+
+
 class RuleOverride(Frozen):
     """Rule keys as written in `defaults`, a folder entry or a `.handwatch.yaml`: any may be left out."""
 
@@ -117,6 +136,19 @@ class RuleOverride(Frozen):
     max_pages: Annotated[int, Field(ge=1, le=10000)] | None = Field(
         default=None, description="A PDF or multi-page TIFF with more pages fails with a clear reason, not tying up the GPU."
     )
+    endpoint: Annotated[tuple[Annotated[str, Field(min_length=1, max_length=100)], ...], Field(min_length=1)] | None = Field(
+        default=None,
+        description="Which endpoints serve this folder: a `name`, or a list of names in order of preference (the first "
+        "with a free slot takes the page; a busy or down one passes it to the next). Left out: every endpoint serves, "
+        "except one named by `second_opinion`.",
+    )
+    second_opinion: SecondOpinion | Literal[False] | None = Field(
+        default=None,
+        description="An endpoint's `name` (or a mapping `{endpoint: NAME, when: always}`, see below): a page the first reading "
+        "leaves in doubt is read again there, the readings are compared word by word, and every word they read differently "
+        "is marked. The first reading is written at once; the second refines it later, never over a person's edit. "
+        "`false` turns it off below a folder that has it.",
+    )
     mark_uncertain: bool | None = Field(
         default=None, description="Mark uncertain words as `==word==` in the Markdown (the front matter counts them either way)."
     )
@@ -131,6 +163,18 @@ class RuleOverride(Frozen):
     review_uncertain_words: Annotated[int, Field(ge=1, le=100000)] | None = Field(
         default=None, description="A page with this many uncertain words (`[illegible]` counts) or more needs review. Unset: 1."
     )
+
+    @field_validator("endpoint", mode="before")
+    @classmethod
+    def _endpoint(cls, v):
+        return _names(v)
+
+    @field_validator("second_opinion", mode="before")
+    @classmethod
+    def _second(cls, v):
+        if v is True:
+            raise ValueError("name the endpoint that reads the second time, like `second_opinion: big`")
+        return {"endpoint": v} if isinstance(v, str) else v
 
     @field_validator("languages")
     @classmethod
@@ -197,6 +241,8 @@ class Rule(Frozen):
     preprocess: Preprocess = Field(default=Preprocess(), description=doc_of(RuleOverride, "preprocess"))
     after: Literal["keep"] | MoveAfter = Field(default="keep", description=doc_of(RuleOverride, "after"))
     max_pages: int = Field(default=50, description=doc_of(RuleOverride, "max_pages"))
+    endpoint: tuple[str, ...] = Field(default=(), description=doc_of(RuleOverride, "endpoint"))
+    second_opinion: SecondOpinion | None = Field(default=None, description=doc_of(RuleOverride, "second_opinion"))
     # Doubt (transcribe/doubt.py): None is the engine's own default, chosen with bench/doubt.py.
     mark_uncertain: bool = Field(default=True, description=doc_of(RuleOverride, "mark_uncertain"))
     uncertain_below: float | None = Field(default=None, description=doc_of(RuleOverride, "uncertain_below"))
@@ -209,6 +255,8 @@ class Rule(Frozen):
         for key, value in override.model_dump(exclude_none=True, include=rule_keys).items():
             if key == "preprocess":
                 value = {**data["preprocess"], **value}  # exclude_none already dropped unset keys
+            elif key == "second_opinion" and value is False:
+                value = None
             data[key] = value
         return Rule.model_validate(data)
 

@@ -27,6 +27,7 @@ class Document:
     engine: str
     model: str
     transcribed: datetime
+    second_model: str | None = None  # the model of the second opinion, when one read any page again
     needs_review: bool = False
     review_reasons: tuple[str, ...] = ()
     extra: dict = field(default_factory=dict)  # profile-specific front matter (title, tags, detected languages)
@@ -34,6 +35,7 @@ class Document:
     confidence: float | None = None  # None: the engine gave no word confidences (and the fields are left out)
     uncertain_words: int | None = None
     marks: tuple = ()  # per page, the (start, end) spans of uncertain words to highlight; () marks nothing
+    other_readings: tuple = ()  # {page, word, other}: each word the two readings read differently, in order
     endpoint: str | None = None  # provenance: the endpoint's name (never its key)
     fingerprint: str | None = None  # provenance: prompt + preprocessing + rule, short
     kind: str | None = None  # what the model said the page is (note, recipe, letter …), when it was asked
@@ -86,6 +88,7 @@ def front_matter(doc: Document) -> str:
         ("languages", _scalar(list(doc.languages))),
         ("engine", doc.engine),
         ("model", _scalar(doc.model)),
+        *((("second_model", _scalar(doc.second_model)),) if doc.second_model else ()),
         ("transcribed", stamp),
         ("handwatch", __version__),
         *((("kind", _scalar(doc.kind)),) if doc.kind else ()),
@@ -94,6 +97,8 @@ def front_matter(doc: Document) -> str:
     ]
     if doc.confidence is not None:
         fields += [("confidence", _scalar(doc.confidence)), ("uncertain_words", str(doc.uncertain_words or 0))]
+    if doc.other_readings:
+        fields.append(("other_readings", _scalar([dict(x) for x in doc.other_readings])))
     fields += [(k, _scalar(v)) for k, v in (("endpoint", doc.endpoint), ("fingerprint", doc.fingerprint)) if v]
     fields += [(k, _scalar(v)) for k, v in doc.extra.items()]
     return "---\n" + "".join(f"{k}: {v}\n" for k, v in fields) + "---\n"

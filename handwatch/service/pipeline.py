@@ -29,12 +29,14 @@ from typing import Protocol
 from handwatch import log, metrics, safefs
 from handwatch.config.rules import Resolved, RuleBook
 from handwatch.config.schema import Config, Rule, RuleOverride
-from handwatch.errors import ConfigError, InputError, NotADocument, NotReady
+from handwatch.errors import EngineUnavailable, InputError, NotADocument, NotReady
 from handwatch.prepare import inputs, preprocess
 from handwatch.prepare.formats import camera_photo
 from handwatch.publish import markdown, provenance
 from handwatch.publish.publisher import Publisher
 from handwatch.safefs import FileSig, file_sig
+from handwatch.service import second
+from handwatch.service.engines import Engines
 from handwatch.service.prefetch import KEEP_SIDE, Flow, Kept
 from handwatch.store.state import Health, StateDB, TextCache
 from handwatch.transcribe import doubt, gate
@@ -62,35 +64,6 @@ class Transcript:
     reused: bool
     started: float
     tokens: int = 0  # spent on this transcription (0 when the text was reused)
-
-
-class Engines:
-    """Engines are built on first use, so a tesseract-only setup never touches the network code."""
-
-    def __init__(self, cfg: Config, health: Health | None = None):
-        self.cfg = cfg
-        self.health = health
-        self._built: dict[str, Engine] = {}
-        self._lock = threading.Lock()
-
-    def get(self, name: str, endpoint: str | None = None) -> Engine:
-        """`endpoint`: a VLM engine that uses only that configured endpoint (a person's retry asked for it)."""
-        key = f"{name}@{endpoint}" if name == "vlm" and endpoint else name
-        with self._lock:
-            if key not in self._built:
-                if name == "vlm":
-                    from handwatch.transcribe.vlm import VLMEngine
-
-                    on_health = self.health.set if self.health is not None else None
-                    endpoints = [ep for ep in self.cfg.endpoints if endpoint in (None, ep.url)]
-                    if not endpoints:
-                        raise ConfigError(self.cfg.source, [f"endpoints: engine vlm needs {endpoint or 'at least one endpoint'}"])
-                    self._built[key] = VLMEngine(endpoints, on_health)
-                else:
-                    from handwatch.transcribe.tesseract import TesseractEngine
-
-                    self._built[key] = TesseractEngine()
-            return self._built[key]
 
 
 class PagePool(Protocol):
@@ -126,7 +99,17 @@ class Pipeline:
         return self.rules.resolve(path).rule
 
     def process(self, path: Path, sha: str | None = None, before: FileSig | None = None, override: dict | None = None) -> Outcome:
-        return self.publish(self.transcribe(path, sha, before, override))
+        """A file start to end, now (`once`): the first reading published, then its second opinion if the rule
+        asks for one (a second endpoint that is down leaves the first reading, as the daemon would)."""
+        t = self.transcribe(path, sha, before, override)
+        if not self.wants_second(t):
+            return self.publish(t)
+        self.publish(t, final=False)
+        try:
+            t = self.transcribe(path, t.sha, t.sig, {**(override or {}), "second": True})
+        except EngineUnavailable as e:
+            self.log.warning("second.unavailable", path=str(path), reason=str(e))  # the first reading is the last
+        return self.publish(t)
 
     def transcribe(
         self,
@@ -172,6 +155,14 @@ class Pipeline:
                     if file_sig(path) != before:
                         raise NotReady("file changed while it was being transcribed")
                     self.texts.put(sha, fingerprint, cached)
+        if (override or {}).get("second") and second.due(cached, resolved.rule):  # 6b. the second opinion
+            with self._same_bytes(sha + fingerprint):
+                cached = self.texts.get(sha, fingerprint) or cached
+                if second.due(cached, resolved.rule):
+                    cached = second.read(self, path, resolved.rule, cached, decoding)
+                    if file_sig(path) != before:
+                        raise NotReady("file changed while it was being read a second time")
+                    self.texts.put(sha, fingerprint, cached)
         return Transcript(path, sha, before, stat.S_IMODE(st.st_mode), resolved, cached, reused, started, tokens)
 
     @contextmanager
@@ -189,8 +180,14 @@ class Pipeline:
                 if not entry[1]:
                     del self._busy[key]
 
-    def publish(self, t: Transcript) -> Outcome:
-        """The quick part: judge the doubt (7) and publish (8): claim, write, move the original, index, record."""
+    def wants_second(self, t: Transcript) -> bool:
+        """The rule asks for a second opinion and this text has pages in doubt that had none yet."""
+        return bool(second.due(t.result, t.resolved.rule)) and self.engines.second(t.resolved.rule) is not None
+
+    def publish(self, t: Transcript, final: bool = True) -> Outcome:
+        """The quick part: judge the doubt (7) and publish (8): claim, write, move the original, index, record.
+        `final`: False for a first reading a second opinion will refine: the original is moved (`after: move`)
+        only with the last one."""
         rule, path = t.resolved.rule, t.path
         parts = provenance.parts(rule, self.cfg) | ({provenance.GATE: "on"} if t.result.get("gated") else {})
         doc = markdown.Document(  # 7. doubt: how far to trust the text, under the rule's current thresholds
@@ -201,6 +198,7 @@ class Pipeline:
             languages=tuple(rule.languages),
             engine=rule.engine,
             model=t.result["model"],
+            second_model=(t.result.get("second") or {}).get("model") or None,
             transcribed=self.now(),
             extra=t.result.get("extra", {}),
             appendix=t.result.get("appendix", ""),
@@ -209,7 +207,8 @@ class Pipeline:
         )
         root = t.resolved.root(path)
         asked = t.result.get("asked_model", t.result["model"])
-        placed = self.publisher.publish(doc, rule.output, root, t.mode, t.resolved.move_to, parts, asked)  # 8. publish
+        move_to = t.resolved.move_to if final else None
+        placed = self.publisher.publish(doc, rule.output, root, t.mode, move_to, parts, asked)  # 8. publish
         self.log.info(
             "file.transcribed",
             path=str(path),
@@ -242,6 +241,12 @@ class Pipeline:
             "confidence": judged.confidence,
             "uncertain_words": judged.uncertain_words,
             "marks": tuple(map(tuple, judged.marks)) if rule.mark_uncertain else (),
+            "other_readings": tuple(
+                {"page": i + 1, "word": cached["pages"][i][w.start : w.end], "other": w.other}
+                for i, page in enumerate(words)
+                for w in page or ()
+                if w.other is not None
+            ),
             "endpoint": cached.get("endpoint") or None,
             "fingerprint": provenance.fingerprint(parts),
         }
@@ -250,7 +255,7 @@ class Pipeline:
         self, path: Path, rule: Rule, endpoint: str | None, decoding: Callable[[], AbstractContextManager], anyway: bool = False
     ) -> dict:
         """Stages 2-6 for every page, side by side where the daemon gives a pool; then the pages joined."""
-        engine = self.engines.get(rule.engine, endpoint)
+        engine = self.engines.for_rule(rule, endpoint)
         opts = preprocess.for_engine(rule.preprocess, rule.engine)
         with decoding():  # 2. pages
             refs = inputs.open_pages(
@@ -325,7 +330,7 @@ class Pipeline:
         self, path: Path, rule: Rule, endpoint: str | None, decoding: Callable[[], AbstractContextManager], anyway: bool
     ) -> gate.Kind:
         """Stage 3 alone, for a file whose text is already known."""
-        engine = self.engines.get(rule.engine, endpoint)
+        engine = self.engines.for_rule(rule, endpoint)
         with decoding():
             refs = inputs.open_pages(path, gate.LOOK_SIDE, rule.preprocess.max_input_megapixels, rule.max_pages)
         return self._look(refs[0], rule, engine, decoding, gate.skippable(rule.documents_only, refs, anyway))

@@ -17,13 +17,14 @@ import structlog
 
 from handwatch import log, metrics, safefs
 from handwatch.config.schema import Config
-from handwatch.errors import ConfigError, EngineUnavailable, HandwatchError, NotADocument, NotReady
+from handwatch.errors import ConfigError, EngineUnavailable, HandwatchError, NotADocument, NotReady, OutputConflict
 from handwatch.intake.candidates import Candidates
 from handwatch.intake.watch import WatchSpec
 from handwatch.safefs import file_sig
 from handwatch.service import prefetch
 from handwatch.service.crashmarks import DecodeMarks
-from handwatch.service.pipeline import Engines, Outcome, Pipeline
+from handwatch.service.engines import Engines
+from handwatch.service.pipeline import Outcome, Pipeline
 from handwatch.store.jobs import Job, JobQueue
 from handwatch.store.state import Health, StateDB
 from handwatch.transcribe.http import FileRejected
@@ -147,10 +148,21 @@ class Worker:
                 return "changed"
             decoding = partial(self.marks.decoding, job.id) if self.marks is not None else nullcontext
             transcript = self.pipeline.transcribe(path, sha, sig, job.override, decoding)
+            later = self.pipeline.wants_second(transcript)  # published now, refined by a second opinion next
             with self.gate.passage(), metrics.cpu("publish"):
-                outcome = self.pipeline.publish(transcript)
+                try:
+                    outcome = self.pipeline.publish(transcript, final=not later)
+                except OutputConflict as e:
+                    if not (job.override or {}).get("second"):
+                        raise
+                    self.log.info("second.kept_edit", path=str(path), reason=str(e))  # a person's text stands
+                    self.queue.complete(job, None if (state := self.queue.state_of(path)) is None else state["output"])
+                    return "done"
                 if outcome.source != path:
                     self.queue.drop(job)  # moved by `after: move`: the moved file is not a new input
+                elif later:
+                    self.queue.again(job, outcome.output, f"waiting for a second reading by {second_name(transcript)}")
+                    return "again"
                 else:
                     self.queue.complete(job, outcome.output)
         except NotADocument as e:
@@ -171,7 +183,8 @@ class Worker:
                 self.log.warning("job.server_failed", path=str(path), reason=str(e))
                 return "waiting"
         except EngineUnavailable as e:
-            engine = self.pipeline.engines.get(rule.engine)
+            engines = self.pipeline.engines
+            engine = (engines.second(rule) if (job.override or {}).get("second") else None) or engines.for_rule(rule)
             delay = engine.retry_after() if hasattr(engine, "retry_after") else 30.0
             self.queue.defer(job, delay, f"waiting for endpoint: {e}")
             self.unavailable.set()
@@ -198,6 +211,11 @@ class Worker:
         state = self.queue.state_of(path) or {}
         self.log.warning("job.failed", path=str(path), reason=state.get("reason"))
         return "failed"
+
+
+def second_name(t) -> str:
+    opinion = t.resolved.rule.second_opinion
+    return repr(opinion.endpoint) if opinion is not None else "another endpoint"
 
 
 def worker_count(cfg: Config) -> int:

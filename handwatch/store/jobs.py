@@ -191,6 +191,18 @@ class JobQueue:
             (DONE, encode(output) if output else None, self.clock()),
         )
 
+    def again(self, job: Job, output: Path, reason: str) -> bool:
+        """Published, with more to do for the same content (a second opinion): pending again and due now, its Markdown
+        noted, a person's override for this content kept and `second` added."""
+        now = self.clock()
+        return self._finish(
+            job,
+            """UPDATE jobs SET state=?, output=?, reason=?, not_before=?, strikes=0, lease_until=NULL, updated=?, override=json_set(
+               CASE WHEN json_valid(override) AND json_extract(override, '$.sha256')=sha256 THEN override ELSE '{}' END,
+               '$.second', json('true'), '$.sha256', sha256)""",
+            (PENDING, encode(output), reason, now, now),
+        )
+
     def skip(self, job: Job, kind: str, reason: str) -> bool:
         """Not a document (a photo, a blank frame): no Markdown, nothing failed; not looked at again until it changes."""
         return self._finish(
@@ -432,5 +444,7 @@ def _made_for(text: str | None, sha: str) -> dict | None:
         return None
     if not isinstance(data, dict) or data.get("sha256") != sha:
         return None
-    # A person asked for a new transcription: the stored text of this content is not reused.
-    return {"fresh": True, **{k: data[k] for k in ("profile", "endpoint") if data.get(k)}}
+    kept = {k: data[k] for k in ("profile", "endpoint") if data.get(k)}
+    # `second`: the first reading is published (with any override above), its second opinion is next. Else a person
+    # asked for a new transcription: the stored text of this content is not reused.
+    return {"second": True, **kept} if data.get("second") else {"fresh": True, **kept}

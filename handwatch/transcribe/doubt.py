@@ -29,18 +29,22 @@ MIN_LOGPROB = -50.0  # servers write -inf or -9999 for "impossible"; one such to
 
 @dataclass(frozen=True)
 class Word:
-    """A word of a page's text, as the character span [start, end), and the probability that it is right."""
+    """A word of a page's text, as the character span [start, end), and the probability that it is right;
+    `other`: what a second reading has in its place, where the two readings disagree ("" for nothing)."""
 
     start: int
     end: int
     p: float
+    other: str | None = None
 
     def to_json(self) -> list:
-        return [self.start, self.end, round(self.p, 4)]
+        out: list = [self.start, self.end, round(self.p, 4)]
+        return out if self.other is None else [*out, self.other]
 
     @staticmethod
     def from_json(item: Sequence) -> Word:
-        return Word(int(item[0]), int(item[1]), float(item[2]))
+        other = item[3] if len(item) > 3 and isinstance(item[3], str) else None
+        return Word(int(item[0]), int(item[1]), float(item[2]), other)
 
 
 @dataclass(frozen=True)
@@ -299,8 +303,9 @@ def assess(pages: Sequence[str], words: Sequence[Sequence[Word] | None], t: Thre
     for i, text in enumerate(pages):
         page_words = words[i] if i < len(words) else None
         prefix = f"page {i + 1}: " if len(pages) > 1 else ""
-        low = [w for w in page_words or () if w.p < t.word]
+        low = [w for w in page_words or () if w.p < t.word or w.other is not None]  # two readers disagree: doubt
         marks.append([(w.start, w.end) for w in low])
+        disputed = sum(w.other is not None for w in low)
         uncertain = len(low) + len(ILLEGIBLE.findall(text))
         total_uncertain += uncertain
         if page_words:
@@ -311,6 +316,7 @@ def assess(pages: Sequence[str], words: Sequence[Sequence[Word] | None], t: Thre
                 reasons.append(f"{prefix}confidence {conf:.2f} is under {t.page:g}")
         if uncertain >= t.words:
             said = f"{uncertain} uncertain word{'s' if uncertain != 1 else ''}"
+            said += f", {disputed} of them read differently by the second reading" if disputed else ""
             reasons.append(prefix + said + (f" (review from {t.words})" if t.words > 1 else ""))
     confidence = round(sum(all_p) / len(all_p), 2) if all_p else None
     return Assessment(reasons, confidence, total_uncertain if all_p else None, marks)

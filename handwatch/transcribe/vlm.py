@@ -19,7 +19,7 @@ from handwatch.transcribe.client import BACKOFF_START_S, EndpointClient, Reply, 
 from handwatch.transcribe.engine import EncodedPage, PageText
 from handwatch.transcribe.http import ContextTooLong, FileRejected, ServerFailed
 
-__all__ = ["ContextTooLong", "EndpointClient", "FileRejected", "Reply", "VLMEngine", "backoff", "image_messages"]
+__all__ = ["ContextTooLong", "EndpointClient", "FileRejected", "Reply", "Slots", "VLMEngine", "backoff", "image_messages"]
 
 
 def _jpeg(image: Image.Image | EncodedPage, quality: int) -> bytes:
@@ -32,6 +32,21 @@ def _page(text: str, reply: Reply | None, reasons: list[str], extra: dict | None
     return PageText(text, reply.model, reasons, extra or {}, reply.words(text), reply.endpoint, reply.asked, reply.usage)
 
 
+class Slots:
+    """The configured endpoints' clients, once per daemon: every engine (a folder's route, a second opinion, a
+    person's retry on one endpoint) counts its requests in flight and the endpoints' health here."""
+
+    def __init__(
+        self,
+        endpoints: list[Endpoint],
+        on_health: Callable[[str, bool, str | None], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.clients = [EndpointClient(ep, clock) for ep in endpoints]
+        self.on_health = on_health or (lambda url, up, reason: None)
+        self.cond = threading.Condition()
+
+
 class VLMEngine:
     name = "vlm"
 
@@ -40,13 +55,23 @@ class VLMEngine:
         endpoints: list[Endpoint],
         on_health: Callable[[str, bool, str | None], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        slots: Slots | None = None,
+        route: tuple[int, ...] | None = None,
+        ordered: bool = False,
     ):
+        """`slots`: the endpoints' clients shared with every other engine of the daemon (one in-flight count and
+        one health per endpoint, whichever folder's pages it serves); `route`: the indexes of `endpoints` this
+        engine may use; `ordered`: take the first of them with a free slot (a rule's order of preference), not
+        the least busy."""
         if not endpoints:
             raise ConfigError("handwatch", ["endpoints: engine vlm needs at least one endpoint"])
-        self.clients = [EndpointClient(ep, clock) for ep in endpoints]
+        self.slots = slots or Slots(endpoints, on_health, clock)
+        self.clients = [self.slots.clients[i] for i in (route if route is not None else range(len(endpoints)))]
+        if not self.clients:
+            raise ConfigError("handwatch", ["endpoints: engine vlm needs at least one endpoint"])
+        self.ordered = ordered
         self.clock = clock
-        self.on_health = on_health or (lambda url, up, reason: None)
-        self._cond = threading.Condition()
+        self._cond = self.slots.cond
         self._answered = threading.local()
         self.schema_refused = False  # a server refused the classification's JSON schema: ask it plainly from then on
         self.log = log.get("vlm")
@@ -63,7 +88,8 @@ class VLMEngine:
         return max(0.5, min(waits)) if waits else BACKOFF_START_S
 
     def _acquire(self, structured: bool = False) -> EndpointClient:
-        """The up endpoint with the most room relative to its max_concurrency; wait while all are busy."""
+        """The up endpoint with the most room relative to its max_concurrency (or, `ordered`, the first up one with
+        room); wait while all are busy."""
         with self._cond:
             while True:
                 now = self.clock()
@@ -73,7 +99,7 @@ class VLMEngine:
                     raise EngineUnavailable(f"every endpoint is down: {reasons}")
                 free = [c for c in up if c.in_flight < c.ep.max_concurrency]
                 if free:
-                    best = min(free, key=lambda c: c.in_flight / c.ep.max_concurrency)
+                    best = free[0] if self.ordered else min(free, key=lambda c: c.in_flight / c.ep.max_concurrency)
                     best.in_flight += 1
                     return best
                 self._cond.wait(timeout=1.0)
@@ -97,7 +123,7 @@ class VLMEngine:
         if error is not None:
             self.log.warning("endpoint.down", url=c.url, reason=str(error), retry_in_s=round(c.down_until - self.clock(), 1))
         if changed:  # one database write per change of health, not one per request
-            self.on_health(c.url, *health)
+            self.slots.on_health(c.url, *health)
 
     def call(
         self,
