@@ -195,3 +195,24 @@ def doubt_spans(text: str) -> list[tuple[str, bool]]:
     if pos < len(text):
         out.append((text[pos:], False))
     return out
+
+
+def doubt_pieces(text: str, others: Any) -> list[tuple[str, bool, str | None]]:
+    """`doubt_spans` with each doubtful word's other reading: front matter's `other_readings` entries are taken in
+    order, each by the next doubtful word that is its `word` (a person's edits may have removed some). The front
+    matter is the file's, so anything in it that is not a list of {word, other} strings is ignored."""
+    queue = [
+        (x["word"], x["other"])
+        for x in (others if isinstance(others, list) else [])
+        if isinstance(x, dict) and isinstance(x.get("word"), str) and isinstance(x.get("other"), str)
+    ]
+    out: list[tuple[str, bool, str | None]] = []
+    k = 0
+    for piece, doubtful in doubt_spans(text):
+        other = None
+        if doubtful:
+            at = next((j for j in range(k, len(queue)) if queue[j][0] == piece), None)
+            if at is not None:
+                other, k = queue[at][1], at + 1
+        out.append((piece, doubtful, other))
+    return out
