@@ -53,9 +53,7 @@ def test_a_disputed_word_shows_the_other_reading_beside_it_escaped(tmp_path):
     w = serve(_world(tmp_path, small, big))
     try:
         md = (w.inbox / "note.md").read_text()
-        assert markdown.fields(md)["other_readings"] == [
-            {"page": 1, "word": "flower", "other": "script>alert(1)</script"}
-        ]
+        assert markdown.fields(md)["other_readings"] == [{"page": 1, "word": "flower", "other": "script>alert(1)</script"}]
         with w.client() as c:
             page = c.get(f"/file/{w.job_id('note')}").text
         shown = re.search(r'<div class="rendered" id="rendered">(.*?)</div>', page, re.S).group(1)
