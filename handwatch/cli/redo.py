@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from handwatch import log, safefs
+from handwatch.config import routing
 from handwatch.config.schema import Config, Rule
 from handwatch.errors import HandwatchError
 from handwatch.prepare.formats import camera_photo
@@ -52,11 +53,13 @@ class Models:
         self.cfg = cfg
         self._list_vlm = list_vlm or _vlm_model
         self._tesseract = tesseract_version or _tesseract_version
-        self._cache: dict[str, tuple[set[str], list[str]]] = {}
+        self._cache: dict[tuple, tuple[set[str], list[str]]] = {}
 
-    def for_engine(self, engine: str) -> tuple[set[str], list[str]]:
-        """(models, notes): models is empty when any of them is unknown."""
-        if engine not in self._cache:
+    def for_engine(self, engine: str, route: tuple[int, ...] | None = None) -> tuple[set[str], list[str]]:
+        """(models, notes): models is empty when any of them is unknown. `route`: only these endpoints (the ones a
+        rule's `endpoint` names)."""
+        key = (engine, route if engine == "vlm" else None)
+        if key not in self._cache:
             models, notes = set(), []
             if engine == "tesseract":
                 try:
@@ -64,15 +67,17 @@ class Models:
                 except HandwatchError as e:
                     notes.append(f"tesseract: {e}; model changes not checked")
             else:
-                for ep in self.cfg.endpoints:
+                for i, ep in enumerate(self.cfg.endpoints):
+                    if route is not None and i not in route:
+                        continue
                     try:
                         models.add(ep.model or self._list_vlm(ep))
                     except HandwatchError as e:
                         notes.append(f"cannot tell which model {ep.url} serves ({e}); model changes not checked")
                 if notes:
                     models = set()
-            self._cache[engine] = (models, notes)
-        return self._cache[engine]
+            self._cache[key] = (models, notes)
+        return self._cache[key]
 
 
 def _vlm_model(ep) -> str:
@@ -180,7 +185,7 @@ def _reasons(
     if r.parts.get(provenance.GATE) != "on" and not anyway and gate.applies(rule.documents_only, camera_photo(r.source)):
         reasons.append(UNCHECKED)  # its text is kept unless the check says it is not a document
     if r.model:  # '' when every page was blank: no model read anything
-        current, model_notes = models.for_engine(rule.engine)
+        current, model_notes = models.for_engine(rule.engine, routing.first_route(rule, cfg.endpoints) if rule.endpoint else None)
         notes += model_notes
         if current and r.model not in current:
             reasons.append(f"model {r.model} → {', '.join(sorted(current))}")

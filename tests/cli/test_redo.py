@@ -187,3 +187,22 @@ def test_fingerprint_parts_name_what_changed():
     ]:
         other = schema.Rule.model_validate({**rule.model_dump(), **change})
         assert provenance.changes(base, provenance.parts(other, cfg)) == said
+
+
+def test_a_folder_routed_to_another_endpoint_is_redone_with_its_model(setup, run_cli, fake_openai, write_config):
+    """With `endpoint:` a folder is read by the model of the endpoints it names, not by any configured one: a
+    transcription by the model it no longer uses is done again (issue #26)."""
+    folders, _ = setup
+    routed = write_config(
+        {
+            "endpoints": [
+                {"url": fake_openai.url, "model": "model-a", "name": "small"},
+                {"url": fake_openai.url, "model": "model-b", "name": "big"},
+            ],
+            "defaults": {"settle_s": 0},
+            "folders": [{"path": str(folders["notes"])}, {"path": str(folders["letters"]), "endpoint": "big"}],
+        }
+    )
+    lines = run_cli("redo", "--dry-run", "-c", routed).stdout.splitlines()
+    assert lines[-1] == "2 to redo, 0 conflict(s), 0 skipped"
+    assert f"would redo {folders['letters'] / 'n0.png'}: model model-a → model-b" in lines
