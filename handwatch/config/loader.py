@@ -19,7 +19,7 @@ def format_loc(loc: tuple) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("MoveAfter", "literal['keep']") or str(part).startswith(("function-", "literal[", "bool")):
+        elif part in ("MoveAfter", "SecondOpinion", "literal['keep']") or str(part).startswith(("function-", "literal[", "bool")):
             continue  # pydantic's union-branch labels are noise to a person
         else:
             out += ("." if out else "") + str(part)
@@ -50,6 +50,8 @@ def problems_of(exc: ValidationError, prefix: tuple = (), model: type[BaseModel]
         seen.setdefault(path, msg)  # one message per key path: union branches repeat themselves
     for k in [k for k in seen if k.endswith("after.move")]:
         seen.pop(k[: -len(".move")], None)  # the `keep` branch's complaint only hides the real one
+    for k in [k for k in seen if ".second_opinion." in k]:
+        seen.pop(k[: k.index(".second_opinion.") + len(".second_opinion")], None)  # likewise the `false` branch's
     return [f"{k}: {v}" for k, v in seen.items()]
 
 

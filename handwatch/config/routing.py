@@ -32,7 +32,7 @@ def problems(rule: Rule, endpoints: Sequence[Endpoint], where: str = "") -> list
             f"{where}second_opinion: {second.endpoint!r} also serves the first reading (endpoint: "
             f"{list(rule.endpoint)}); a second opinion must come from another endpoint"
         )
-    elif not rule.endpoint and len(endpoints) == 1:
+    elif rule.engine == "vlm" and not rule.endpoint and len(endpoints) == 1:  # Tesseract reads first elsewhere
         out.append(
             f"{where}second_opinion: {second.endpoint!r} is the only endpoint, so it would read the page twice; "
             "add another endpoint for the first reading"

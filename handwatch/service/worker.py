@@ -16,7 +16,7 @@ from functools import partial
 import structlog
 
 from handwatch import log, metrics, safefs
-from handwatch.config.schema import Config
+from handwatch.config.schema import Config, Rule
 from handwatch.errors import ConfigError, EngineUnavailable, HandwatchError, NotADocument, NotReady, OutputConflict
 from handwatch.intake.candidates import Candidates
 from handwatch.intake.watch import WatchSpec
@@ -161,7 +161,9 @@ class Worker:
                 if outcome.source != path:
                     self.queue.drop(job)  # moved by `after: move`: the moved file is not a new input
                 elif later:
-                    self.queue.again(job, outcome.output, f"waiting for a second reading by {second_name(transcript)}")
+                    self.queue.again(
+                        job, outcome.output, f"waiting for a second reading by {second_name(transcript.resolved.rule)}"
+                    )
                     return "again"
                 else:
                     self.queue.complete(job, outcome.output)
@@ -186,7 +188,10 @@ class Worker:
             engines = self.pipeline.engines
             engine = (engines.second(rule) if (job.override or {}).get("second") else None) or engines.for_rule(rule)
             delay = engine.retry_after() if hasattr(engine, "retry_after") else 30.0
-            self.queue.defer(job, delay, f"waiting for endpoint: {e}")
+            waits = (
+                f"waiting for a second reading by {second_name(rule)}: " if (job.override or {}).get("second") else "waiting for "
+            )
+            self.queue.defer(job, delay, f"{waits}endpoint: {e}")
             self.unavailable.set()
             return "waiting"
         except ConfigError as e:
@@ -213,8 +218,8 @@ class Worker:
         return "failed"
 
 
-def second_name(t) -> str:
-    opinion = t.resolved.rule.second_opinion
+def second_name(rule: Rule) -> str:
+    opinion = rule.second_opinion
     return repr(opinion.endpoint) if opinion is not None else "another endpoint"
 
 
