@@ -197,6 +197,9 @@ def doubt_spans(text: str) -> list[tuple[str, bool]]:
     return out
 
 
+LOOK_AHEAD = 16  # other readings skipped over looking for a word's (a person removed marks); a bound, so a planted file is linear
+
+
 def doubt_pieces(text: str, others: Any) -> list[tuple[str, bool, str | None]]:
     """`doubt_spans` with each doubtful word's other reading: front matter's `other_readings` entries are taken in
     order, each by the next doubtful word that is its `word` (a person's edits may have removed some). The front
@@ -211,7 +214,7 @@ def doubt_pieces(text: str, others: Any) -> list[tuple[str, bool, str | None]]:
     for piece, doubtful in doubt_spans(text):
         other = None
         if doubtful:
-            at = next((j for j in range(k, len(queue)) if queue[j][0] == piece), None)
+            at = next((j for j in range(k, min(k + LOOK_AHEAD, len(queue))) if queue[j][0] == piece), None)
             if at is not None:
                 other, k = queue[at][1], at + 1
         out.append((piece, doubtful, other))

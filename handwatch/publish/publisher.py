@@ -48,7 +48,7 @@ class Publisher:
         written = output.write(target, text, self.ledger, source, sha, root=root, mode=mode)
         if "{kind}" in template:
             self._drop_stale(source, written, root)
-        moved = self._move_original(source, root, move_to)
+        moved = self.move_original(source, root, move_to)
         self.index.update(written, text, moved)
         self.provenance.record(
             provenance.Record(
@@ -87,7 +87,7 @@ class Publisher:
         self.provenance.forget(source)
         self.log.info("markdown.retracted", path=str(target), source=str(source))
 
-    def _move_original(self, path: Path, root: Path, move_to: Path | None) -> Path:
+    def move_original(self, path: Path, root: Path, move_to: Path | None) -> Path:
         """`after: move`: into the move folder, under a name nothing holds yet (`scan-1.png`, …), never
         over anything that is there, links included. The ledger follows the original first, so a new
         file at the old path is a new original with a Markdown of its own."""

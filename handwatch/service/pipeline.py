@@ -155,14 +155,10 @@ class Pipeline:
                     if file_sig(path) != before:
                         raise NotReady("file changed while it was being transcribed")
                     self.texts.put(sha, fingerprint, cached)
-        if (override or {}).get("second") and second.due(cached, resolved.rule):  # 6b. the second opinion
-            with self._same_bytes(sha + fingerprint):
-                cached = self.texts.get(sha, fingerprint) or cached
-                if second.due(cached, resolved.rule):
-                    cached = second.read(self, path, resolved.rule, cached, decoding)
-                    if file_sig(path) != before:
-                        raise NotReady("file changed while it was being read a second time")
-                    self.texts.put(sha, fingerprint, cached)
+        if resolved.rule.second_opinion is not None and cached.get("pages"):  # 6b. the second opinion
+            cached = self._second(
+                path, sha, before, fingerprint, resolved.rule, cached, reused and (override or {}).get("second"), decoding
+            )
         return Transcript(path, sha, before, stat.S_IMODE(st.st_mode), resolved, cached, reused, started, tokens)
 
     @contextmanager
@@ -180,9 +176,38 @@ class Pipeline:
                 if not entry[1]:
                     del self._busy[key]
 
+    def _second(self, path, sha, before, fingerprint, rule: Rule, first: dict, now, decoding) -> dict:
+        """The first reading `first` with its second opinion, when one is stored for exactly this first reading
+        under this rule's second opinion (a key of its own: another rule's, or none, never sees it); made `now`
+        (the job's second pass, with the first reading published from the cache) when not. Else `first`."""
+        key = fingerprint + second.key(rule)
+        stored = self.texts.get(sha, key)
+        if second.made_from(stored, first):
+            return stored  # type: ignore[return-value]
+        if not now or not self.wants_second(Transcript(path, sha, before, 0, Resolved(rule, None), first, True, 0.0)):
+            return first
+        with self._same_bytes(sha + key):
+            stored = self.texts.get(sha, key)
+            if second.made_from(stored, first):
+                return stored  # type: ignore[return-value]
+            combined = second.read(self, path, rule, first, decoding)
+            if file_sig(path) != before:
+                raise NotReady("file changed while it was being read a second time")
+            self.texts.put(sha, key, combined)
+            return combined
+
+    def settle_original(self, t: Transcript) -> Path:
+        """A refinement that is not written (a person's edit stands): the original still goes where `after: move`
+        says, as it would have with the reading. Where it is now."""
+        return self.publisher.move_original(t.path, t.resolved.root(t.path), t.resolved.move_to)
+
     def wants_second(self, t: Transcript) -> bool:
-        """The rule asks for a second opinion and this text has pages in doubt that had none yet."""
-        return bool(second.due(t.result, t.resolved.rule)) and self.engines.second(t.resolved.rule) is not None
+        """The rule asks for a second opinion from an endpoint that did not make the first reading, and this text
+        has pages in doubt that had none yet."""
+        engine = self.engines.second(t.resolved.rule)
+        if engine is None or not second.due(t.result, t.resolved.rule):
+            return False
+        return t.result.get("endpoint") != engine.clients[0].ep.label()  # the same reader twice settles nothing
 
     def publish(self, t: Transcript, final: bool = True) -> Outcome:
         """The quick part: judge the doubt (7) and publish (8): claim, write, move the original, index, record.

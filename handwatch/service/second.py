@@ -9,6 +9,8 @@ another language leaves the first reading as it was, with the reason. What was d
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from functools import partial
@@ -58,8 +60,9 @@ def _words(result: dict, i: int) -> list[doubt.Word] | None:
 
 
 def due(result: dict, rule: Rule) -> list[int]:
-    """The pages (0-based) to read again: those in doubt under the rule's thresholds (or, `when: always`, every
-    page with text); none when the rule has no second opinion or this text has had its second reading."""
+    """The pages (0-based) to read again: those in doubt under the rule's thresholds, and those without word
+    probabilities (or, `when: always`, every page with text); none when the rule has no second opinion or this
+    text has had its second reading."""
     if rule.second_opinion is None or "second" in result:
         return []
     t = doubt.thresholds(rule.engine, rule.uncertain_below, rule.review_below, rule.review_uncertain_words)
@@ -67,13 +70,32 @@ def due(result: dict, rule: Rule) -> list[int]:
     for i, text in enumerate(result["pages"]):
         if not text.strip():
             continue  # a blank page: never sent, nothing to read again
+        words = _words(result, i)
+        # No word probabilities (LM Studio): no word is doubted, so only a second reading can doubt any.
         if (
             rule.second_opinion.when == "always"
+            or words is None
             or page_reasons(result, i)
-            or doubt.assess([text], [_words(result, i)], t).reasons
+            or doubt.assess([text], [words], t).reasons
         ):
             out.append(i)
     return out
+
+
+def key(rule: Rule) -> str:
+    """What the text cache's key adds for a reading with this rule's second opinion."""
+    opinion = rule.second_opinion
+    return f" second={opinion.endpoint}/{opinion.when}" if opinion is not None else ""
+
+
+def _of(first: dict) -> str:
+    return hashlib.sha256(json.dumps([first["pages"], first.get("words")], sort_keys=True).encode()).hexdigest()[:16]
+
+
+def made_from(stored: dict | None, first: dict) -> bool:
+    """A stored combined reading is good only for the very first reading it was made from (a person's retry
+    reads the page afresh, and then it is that reading the second opinion must see)."""
+    return stored is not None and (stored.get("second") or {}).get("of") == _of(first)
 
 
 def unusable(page: PageText) -> str | None:
@@ -102,7 +124,7 @@ def read(pipeline: Pipeline, path: Path, rule: Rule, result: dict, decoding: Cal
             path, opts.max_side or preprocess.ENGINE_SIZES["vlm"][0], opts.max_input_megapixels, rule.max_pages
         )
     out = {**result, "pages": list(result["pages"]), "words": list(result.get("words") or [None] * len(result["pages"]))}
-    second = {"endpoint": label, "model": "", "read": [i + 1 for i in which], "written": [], "disputed": 0}
+    second = {"endpoint": label, "model": "", "read": [i + 1 for i in which], "written": [], "disputed": 0, "of": _of(result)}
     flow = pipeline.flow
     for i in which:
         if i >= len(refs):
@@ -123,8 +145,13 @@ def read(pipeline: Pipeline, path: Path, rule: Rule, result: dict, decoding: Cal
         second["model"] = second["model"] or page.model
         page.review_reasons += doubt.page_reasons(page.text, ink, rule.languages, page.extra.get("detected_languages"))
         out = _combined(out, i, page, label, second)
-    if second["written"] and rule.translate_to:
-        out["appendix"] = ""  # the translation was of the first reading; the next `redo` makes one of this text
+    if second["written"] and rule.translate_to and out.get("appendix"):  # the translation was of the first text
+        try:
+            with flow.encoded.held():
+                translation = engine.translate("\n\n".join(out["pages"]), rule.translate_to)
+            out["appendix"] = f"## Translation ({rule.translate_to})\n\n{translation}"
+        except EngineResponseError as e:  # the first text's translation stays, and says so
+            out["review_reasons"] = list(out["review_reasons"]) + [f"translation: of the first reading ({e})"]
     log.get("second").info("second.read", path=str(path), endpoint=label, pages=second["read"], written=second["written"])
     return {**out, "second": second}
 
@@ -135,7 +162,7 @@ def _combined(out: dict, i: int, page: PageText, label: str, second: dict) -> di
     problem = unusable(page)
     if problem is not None:
         reasons.append(f"second reading ({label}): {problem}; the first reading stands")
-    elif doubt.PLACEHOLDER.match(first_text):  # the first reading had nothing usable: the second is all there is
+    elif doubt.PLACEHOLDER.match(first_text) or not doubt.spans(first_text):  # no reading of it ([illegible]): the second
         out["pages"][i] = page.text
         out["words"][i] = None if page.words is None else [w.to_json() for w in page.words]
         reasons = list(page.review_reasons) + [f"the first reading failed; the text is the second reading's ({label})"]
@@ -152,7 +179,6 @@ def _combined(out: dict, i: int, page: PageText, label: str, second: dict) -> di
             out["words"][i] = [w.to_json() for w in c.words]
             second["disputed"] += c.disputed
             if c.second_written:
-                reasons = list(page.review_reasons)  # the text is the second's: its faults, not the first's
                 second["written"].append(i + 1)
     out["review_reasons"] = _with_page_reasons(out, i, reasons)
     return out

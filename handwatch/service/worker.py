@@ -12,6 +12,7 @@ from concurrent.futures import Future
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import structlog
 
@@ -149,14 +150,21 @@ class Worker:
             decoding = partial(self.marks.decoding, job.id) if self.marks is not None else nullcontext
             transcript = self.pipeline.transcribe(path, sha, sig, job.override, decoding)
             later = self.pipeline.wants_second(transcript)  # published now, refined by a second opinion next
+            late = bool((job.override or {}).get("second") and transcript.result.get("second"))  # that refinement
             with self.gate.passage(), metrics.cpu("publish"):
                 try:
+                    if late and self._gone(path):
+                        raise OutputConflict("the Markdown of the first reading was moved or deleted since")
                     outcome = self.pipeline.publish(transcript, final=not later)
                 except OutputConflict as e:
-                    if not (job.override or {}).get("second"):
+                    if not late:
                         raise
-                    self.log.info("second.kept_edit", path=str(path), reason=str(e))  # a person's text stands
-                    self.queue.complete(job, None if (state := self.queue.state_of(path)) is None else state["output"])
+                    self.log.info("second.dropped", path=str(path), reason=str(e))  # a person's text stands
+                    moved = self.pipeline.settle_original(transcript)  # `after: move` waited for this reading
+                    if moved != path:
+                        self.queue.drop(job)
+                    else:
+                        self.queue.complete(job, (self.queue.state_of(path) or {}).get("output"))
                     return "done"
                 if outcome.source != path:
                     self.queue.drop(job)  # moved by `after: move`: the moved file is not a new input
@@ -216,6 +224,11 @@ class Worker:
         state = self.queue.state_of(path) or {}
         self.log.warning("job.failed", path=str(path), reason=state.get("reason"))
         return "failed"
+
+    def _gone(self, path: Path) -> bool:
+        """The Markdown the first reading wrote is not where it was (a person renamed or deleted it)."""
+        out = (self.queue.state_of(path) or {}).get("output")
+        return out is not None and not os.path.lexists(out)
 
 
 def second_name(rule: Rule) -> str:

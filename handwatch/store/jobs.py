@@ -18,6 +18,10 @@ LEASE_S = 6 * 3600  # a claimed job not completed in this long is taken to be or
 MAX_ATTEMPTS = 3  # claims of one job before it is failed: a file that kills its worker each time is not tried forever
 UNHASHED = "-"  # the sha256 of a parked file: it could not be read, so its content is unknown
 PARKED = 1e15  # not_before of a parked pending job: never due; a new version of the file replaces it
+# A job that ends, or is asked for again, has no second opinion pending any more (JobQueue.again); an override
+# that said nothing else is gone with it.
+DONE_SECOND = """, override=CASE WHEN json_valid(override)
+    THEN NULLIF(json_remove(override, '$.second'), json_object('sha256', sha256)) ELSE override END"""
 
 
 @dataclass(frozen=True)
@@ -187,32 +191,33 @@ class JobQueue:
     def complete(self, job: Job, output: Path | None) -> bool:
         return self._finish(
             job,
-            "UPDATE jobs SET state=?, output=?, reason=NULL, strikes=0, lease_until=NULL, updated=?",
+            "UPDATE jobs SET state=?, output=?, reason=NULL, strikes=0, lease_until=NULL, updated=?" + DONE_SECOND,
             (DONE, encode(output) if output else None, self.clock()),
         )
 
     def again(self, job: Job, output: Path, reason: str) -> bool:
-        """Published, with more to do for the same content (a second opinion): pending again and due now, its Markdown
-        noted, a person's override for this content kept and `second` added."""
-        now = self.clock()
+        """Published, with more to do for the same content (a second opinion): pending, due before new files, its
+        Markdown noted, a person's override for this content kept and `second` added."""
         return self._finish(
             job,
-            """UPDATE jobs SET state=?, output=?, reason=?, not_before=?, strikes=0, lease_until=NULL, updated=?, override=json_set(
+            """UPDATE jobs SET state=?, output=?, reason=?, not_before=0, strikes=0, lease_until=NULL, updated=?, override=json_set(
                CASE WHEN json_valid(override) AND json_extract(override, '$.sha256')=sha256 THEN override ELSE '{}' END,
                '$.second', json('true'), '$.sha256', sha256)""",
-            (PENDING, encode(output), reason, now, now),
+            (PENDING, encode(output), reason, self.clock()),
         )
 
     def skip(self, job: Job, kind: str, reason: str) -> bool:
         """Not a document (a photo, a blank frame): no Markdown, nothing failed; not looked at again until it changes."""
         return self._finish(
             job,
-            "UPDATE jobs SET state=?, kind=?, reason=?, output=NULL, strikes=0, lease_until=NULL, updated=?",
+            "UPDATE jobs SET state=?, kind=?, reason=?, output=NULL, strikes=0, lease_until=NULL, updated=?" + DONE_SECOND,
             (SKIPPED, kind, reason, self.clock()),
         )
 
     def fail(self, job: Job, reason: str) -> bool:
-        return self._finish(job, "UPDATE jobs SET state=?, reason=?, lease_until=NULL, updated=?", (FAILED, reason, self.clock()))
+        return self._finish(
+            job, "UPDATE jobs SET state=?, reason=?, lease_until=NULL, updated=?" + DONE_SECOND, (FAILED, reason, self.clock())
+        )
 
     def defer(self, job: Job, delay_s: float, reason: str) -> bool:
         """Not the file's fault (endpoint down, file still growing): wait, counting nothing against it."""
@@ -328,15 +333,15 @@ class JobQueue:
             marks = ",".join("?" * len(states))
             cur = db.execute(
                 f"""UPDATE jobs SET state=?, attempts=0, strikes=0, not_before=0, reason=NULL,
-                        anyway=MAX(anyway, state=?), updated=? WHERE state IN ({marks})""",
+                        anyway=MAX(anyway, state=?), updated=?{DONE_SECOND} WHERE state IN ({marks})""",
                 (PENDING, SKIPPED, now, *states),
             )
             return cur.rowcount
         n = 0
         for p in paths:
             cur = db.execute(
-                """UPDATE jobs SET state=?, attempts=0, strikes=0, not_before=0, reason=NULL, anyway=MAX(anyway, ?), updated=?
-                   WHERE path=? AND state!=?""",
+                f"""UPDATE jobs SET state=?, attempts=0, strikes=0, not_before=0, reason=NULL, anyway=MAX(anyway, ?), updated=?
+                   {DONE_SECOND} WHERE path=? AND state!=?""",
                 (PENDING, int(anyway), now, encode(p), RUNNING),
             )
             n += cur.rowcount
@@ -430,9 +435,7 @@ class JobQueue:
 def _override(text: str | None, sha: str, anyway: bool = False) -> dict | None:
     """The stored override, if it was made for this content; `anyway` holds for the file whatever its content."""
     made = _made_for(text, sha)
-    if anyway:
-        made = {**(made or {}), "anyway": True}
-    return made
+    return {**(made or {}), "anyway": True} if anyway else made
 
 
 def _made_for(text: str | None, sha: str) -> dict | None:
@@ -444,7 +447,6 @@ def _made_for(text: str | None, sha: str) -> dict | None:
         return None
     if not isinstance(data, dict) or data.get("sha256") != sha:
         return None
-    kept = {k: data[k] for k in ("profile", "endpoint") if data.get(k)}
-    # `second`: the first reading is published (with any override above), its second opinion is next. Else a person
-    # asked for a new transcription: the stored text of this content is not reused.
+    kept = {k: data[k] for k in ("profile", "endpoint") if data.get(k)}  # `second`: the first reading is out, now its
+    # second opinion. Else a person asked for a new transcription: the stored text of this content is not reused.
     return {"second": True, **kept} if data.get("second") else {"fresh": True, **kept}

@@ -270,7 +270,7 @@ def test_a_confident_page_is_not_read_again(world, small, big):
 def test_only_the_pages_in_doubt_are_sent_to_the_second_endpoint(world, small, big):
     w = world(SECOND)
     small.default = by_page({1: said(FIRST), 2: said("Buy flour and sugar", {"flour": 0.2})})
-    big.default = by_page({2: said("Buy flower and sugar")})
+    big.default = by_page({2: said("Buy flower and sugar", {"flower": 0.4})})  # surer than 0.2, not sure
     doc = scan(w.inbox / "scan.tiff", (1, FIRST), (2, "Buy flour and sugar"))
     assert w.settle(doc) == ["again", "done"]
     assert sorted(numbers(small)) == [1, 2] and numbers(big) == [2]
@@ -297,7 +297,7 @@ def test_when_always_every_page_is_read_again(world, small, big):
 def test_the_first_reading_is_published_at_once_and_the_disagreement_marked_after_the_second(world, small, big):
     w = world(SECOND)
     small.reply(said(FIRST, {"grandma": 0.3}))
-    big.reply(said("Call grandpa on Sunday"))
+    big.reply(said("Call grandpa on Sunday", {"grandpa": 0.6}))  # surer than 0.3, not sure enough to settle it
     p = page(w.inbox / "note.png", 1)
     md = p.with_suffix(".md")
     w.enqueue(p)
@@ -307,7 +307,7 @@ def test_the_first_reading_is_published_at_once_and_the_disagreement_marked_afte
     assert not big.requests and w.state(p)["state"] == "pending"
     assert w.worker.handle(w.next()) == "done" and w.next() is None
     meta = front(md)
-    assert body(md) == "Call ==grandpa== on Sunday"  # the surer reading is written; the other is kept beside it
+    assert body(md) == "Call ==grandpa== on Sunday"  # the surer word is written; the other is kept beside it
     assert (meta["model"], meta["second_model"]) == ("small-vl", "big-vl")
     assert meta["other_readings"] == [{"page": 1, "word": "grandpa", "other": "grandma"}]
     assert meta["needs_review"] is True and meta["uncertain_words"] == 1
@@ -327,11 +327,24 @@ def test_readings_that_agree_clear_the_doubt(world, small, big):
     assert meta["needs_review"] is False and meta["review_reasons"] == [] and meta["uncertain_words"] == 0
 
 
+def test_a_sure_second_reading_settles_an_unsure_word_without_a_mark(world, small, big):
+    """A large model sure of a word the small one doubted: its word is written, and nobody need check it."""
+    w = world(SECOND)
+    small.reply(said(FIRST, {"grandma": 0.3}))
+    big.reply(said("Call grandpa on Sunday"))
+    p = page(w.inbox / "note.png", 1)
+    assert w.settle(p) == ["again", "done"]
+    meta, md = front(p.with_suffix(".md")), p.with_suffix(".md")
+    assert body(md) == "Call grandpa on Sunday" and meta["second_model"] == "big-vl" and "other_readings" not in meta
+    assert meta["needs_review"] is False and meta["uncertain_words"] == 0
+
+
 def test_without_log_probabilities_disagreement_alone_marks_words(world, small, big):
-    """LM Studio gives no log-probabilities: a page is never in doubt by them, so `when: always`; the two readers
-    agreeing on a word leave it alone, and the one word they read differently is marked."""
+    """LM Studio gives no log-probabilities: no word of a first reading is doubted by them, so every such page is
+    read again (no `when: always` needed); the two readers agreeing on a word leave it alone, and the one word
+    they read differently is marked."""
     small.logprobs_mode = big.logprobs_mode = "ignore"
-    w = world({**SECOND, "second_opinion": {"endpoint": "big", "when": "always"}})
+    w = world(SECOND)
     small.reply(said("Call grandma on Sunday at noon"))
     big.reply(said("Call grandpa on Sunday at noon"))
     p = page(w.inbox / "note.png", 1, ["Call grandma on Sunday at noon"])
@@ -359,7 +372,7 @@ def test_the_original_is_moved_only_with_the_last_reading(world, small, big):
 def test_the_same_bytes_at_another_path_reuse_both_readings(world, small, big):
     w = world(SECOND)
     small.reply(said(FIRST, {"grandma": 0.3}))
-    big.reply(said("Call grandpa on Sunday"))
+    big.reply(said("Call grandpa on Sunday", {"grandpa": 0.6}))
     p = page(w.inbox / "note.png", 1)
     assert w.settle(p) == ["again", "done"]
     copy = w.inbox / "copy.png"
@@ -421,7 +434,7 @@ def test_a_second_endpoint_that_is_down_leaves_the_first_reading_until_it_is_bac
     assert [r["path"] for r in st["needs_review"]] == [str(md)]
     back = FakeOpenAI(models=("big-vl",), port=port).start()
     try:
-        back.default = said("Buy flower and sugar")
+        back.default = said("Buy flower and sugar", {"flower": 0.4})
         wait_for(lambda: "second_model" in md.read_text(), 120, interval=0.2, what="the Markdown refined")
         meta = front(md)
         assert body(md) == "Buy ==flower== and sugar" and meta["second_model"] == "big-vl"
@@ -537,7 +550,7 @@ def test_once_writes_the_first_reading_while_the_second_endpoint_is_down_and_bot
     assert "second_model" not in front(md) and front(md)["needs_review"] is True
     big = FakeOpenAI(models=("big-vl",), port=port).start()
     try:
-        big.reply(said("Call grandpa on Sunday"))
+        big.reply(said("Call grandpa on Sunday", {"grandpa": 0.6}))
         res = run_cli("once", "-c", cfg, photo)
         assert res.returncode == 0, res.stderr
     finally:

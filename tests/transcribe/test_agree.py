@@ -48,9 +48,17 @@ def test_a_word_read_differently_is_disputed_and_carries_the_other_reading():
 
 
 def test_the_second_reading_is_written_when_it_is_more_certain():
-    c = combine(reading("Call grandma on Sunday", {"grandma": 0.3}), reading("Call grandpa on Sunday"))
-    assert c is not None and c.second_written and c.text == "Call grandpa on Sunday"
+    c = combine(reading("Call grandma on Sunday", {"grandma": 0.3}), reading("Call grandpa on Sunday", {"grandpa": 0.6}))
+    assert c is not None and c.second_written == 1 and c.text == "Call grandpa on Sunday"
+    assert by_word(c)["grandpa"].p == pytest.approx(0.6 * 0.7 / (0.6 * 0.7 + 0.3 * 0.4))  # 0.78: still in dispute
     assert by_word(c)["grandpa"].other == "grandma" and c.disputed == 1
+
+
+def test_a_dispute_the_probabilities_settle_is_written_and_not_marked():
+    """A sure large model over an unsure small one: its word is written, and it is no longer in doubt."""
+    c = combine(reading("Call grandma on Sunday", {"grandma": 0.3}), reading("Call grandpa on Sunday"))
+    assert c is not None and c.second_written == 1 and c.text == "Call grandpa on Sunday"
+    assert by_word(c)["grandpa"].p >= agree.SETTLED and by_word(c)["grandpa"].other is None and c.disputed == 0
 
 
 def test_a_second_reading_without_probabilities_is_never_written():
@@ -66,13 +74,15 @@ def test_readers_without_probabilities_are_sure_where_they_agree_and_in_doubt_wh
     assert words["grandma"].p == pytest.approx(0.5) and words["grandma"].other == "grandpa"
 
 
-def test_a_word_only_the_written_reading_has_is_disputed_with_nothing_in_its_place():
-    c = combine(reading("Buy flour and brown sugar", {"flour": 0.5}), reading("Buy flour and sugar"))
-    assert c is not None and c.text == "Buy flour and sugar" and c.second_written
+def test_a_reading_that_leaves_words_out_never_erases_them():
+    """The first reading is the frame: a surer second reading that drops words only disputes them (a page that
+    talks the second model into reading less must not take text out of the Markdown)."""
+    c = combine(reading("Buy flour and brown sugar", {"flour": 0.5}), reading("Buy flour and sugar", default=0.99))
+    assert c is not None and c.text == "Buy flour and brown sugar" and not c.second_written
+    assert c.disputed == 1 and by_word(c)["brown"].other == ""  # the second reading has nothing there
+    c = combine(reading("Buy flour and sugar", {"flour": 0.5}), reading("Buy flour and brown sugar", default=0.99))
+    assert c is not None and c.text == "Buy flour and sugar"  # nor is anything only the second has added
     assert c.disputed == 1 and by_word(c)["and"].other == "and brown"  # the word before what the other has more
-    c = combine(reading("Buy flour and brown sugar"), reading("Buy flour and sugar", {"flour": 0.5}))
-    assert c is not None and c.text == "Buy flour and brown sugar"
-    assert c.disputed == 1 and by_word(c)["brown"].other == ""
 
 
 def test_words_only_the_other_reading_has_before_the_first_word_mark_the_first_word():
@@ -106,7 +116,7 @@ def test_readings_that_share_just_enough_words_are_combined():
 
 
 def test_other_readings_survive_the_text_store():
-    c = combine(reading("Buy flour and brown sugar"), reading("Buy flower and sugar", default=0.5))
+    c = combine(reading("Buy flour and brown sugar", default=0.6), reading("Buy flower and sugar", default=0.5))
     assert c is not None
     assert [Word.from_json(w.to_json()) for w in c.words] == [Word(w.start, w.end, round(w.p, 4), w.other) for w in c.words]
     assert {w.other for w in c.words} == {None, "flower", ""}
@@ -139,30 +149,40 @@ def aligned(base: str, alt: str) -> difflib.SequenceMatcher:
 @given(readings(), readings())
 def test_combining_any_two_readings(first, second):
     c = combine(first, second)
-    base, alt = (second, first) if agree.more_certain(second, first) else (first, second)
     if not norm(first.text) or not norm(second.text):
         assert c is None
         return
-    m = aligned(base.text, alt.text)
-    shared = 2.0 * sum(b.size for b in m.get_matching_blocks()) / (len(norm(base.text)) + len(norm(alt.text)))
+    m = aligned(first.text, second.text)
+    shared = 2.0 * sum(b.size for b in m.get_matching_blocks()) / (len(norm(first.text)) + len(norm(second.text)))
     if shared < MIN_AGREEMENT:
         assert c is None, f"readings sharing {shared:.2f} of their words were combined"
         return
     assert c is not None and c.agreement == round(shared, 3)
-    assert c.text == base.text and c.second_written == (base is second)  # one of the two, whole
     assert [(w.start, w.end) for w in c.words] == spans(c.text)  # every word of the text, in order, inside it
+    assert len(c.words) == len(spans(first.text)), "the first reading's words are the frame: none lost, none added"
     assert all(0.0 <= w.p <= 1.0 for w in c.words)
-    differ: set[int] = set()
+    written = [i for i, (a, b) in enumerate(spans(first.text)) if first.text[a:b] != c.text[slice(*spans(c.text)[i])]]
+    assert c.second_written == len(written)
+    if second.words is None:
+        assert c.text == first.text, "a reader that gives no probabilities never overrides the first"
+    differ: set[int] = set()  # read as other words, or only in the first
+    always: set[int] = set()  # only in the first, or in a run read as a run of another length: no probability settles it
     anchors: set[int] = set()  # the written word beside words only the other reading has
-    for op, i1, i2, _j1, _j2 in m.get_opcodes():
+    for op, i1, i2, j1, j2 in m.get_opcodes():
         if op in ("replace", "delete"):
             differ.update(range(i1, i2))
+            if op == "delete" or i2 - i1 != j2 - j1:
+                always.update(range(i1, i2))
         elif op == "insert":
             anchors.add(max(0, i1 - 1))
+    assert set(written) <= differ - always, "a word the readings agree on, or one only the first has, was rewritten"
     disputed = {i for i, w in enumerate(c.words) if w.other is not None}
-    assert differ <= disputed, "a word the readings differ on is not disputed"
+    assert always <= disputed, "a word only one reading has is not disputed"
+    for i in differ - always:  # word for word: disputed exactly when the probabilities do not settle it
+        assert (i in disputed) == (c.words[i].p < agree.SETTLED) or i in anchors
     assert disputed <= differ | anchors, "a word both readings have alike is disputed"
     assert c.disputed == len(disputed)
+    assert all(len(w.other) <= agree.OTHER_MAX for w in c.words if w.other is not None)
 
 
 @settings(max_examples=200, deadline=None)
