@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from handwatch.config import routing
 from handwatch.config.schema import Config, Rule
 from handwatch.errors import ConfigError
+from handwatch.service import prefetch
 from handwatch.store.state import Health
 from handwatch.transcribe.engine import Engine
 
@@ -42,7 +43,10 @@ class Engines:
                         raise ConfigError(self.cfg.source, [f"endpoints: engine vlm needs {endpoint or 'at least one endpoint'}"])
                     if self._slots is None:
                         self._slots = Slots(self.cfg.endpoints, self.health.set if self.health is not None else None)
-                    self._built[key] = VLMEngine(self.cfg.endpoints, slots=self._slots, route=route, ordered=ordered)
+                    engine = VLMEngine(self.cfg.endpoints, slots=self._slots, route=route, ordered=ordered)
+                    slots = sum(c.ep.max_concurrency for c in engine.clients)
+                    engine.room = slots + prefetch.depth(slots)  # as many as all workers when one route has every slot
+                    self._built[key] = engine
                 else:
                     from handwatch.transcribe.tesseract import TesseractEngine
 
@@ -56,6 +60,14 @@ class Engines:
         route = routing.first_route(rule, self.cfg.endpoints)
         every = not rule.endpoint and len(route) == len(self.cfg.endpoints)  # the same engine as before routes existed
         return self.get("vlm", None, None if every else route, bool(rule.endpoint))
+
+    def of_job(self, rule: Rule, override: dict | None) -> Any:
+        """The engine whose endpoints a job will wait for: its second opinion's on the second pass, else its rule's
+        (a person's chosen endpoint included)."""
+        override = override or {}
+        if override.get("second"):
+            return self.second(rule)
+        return self.for_rule(rule, override.get("endpoint"))
 
     def second(self, rule: Rule) -> VLMEngine | None:
         """The engine of the rule's second opinion (None: the rule has none)."""

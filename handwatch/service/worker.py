@@ -33,6 +33,7 @@ from handwatch.transcribe.http import FileRejected
 STRIKES = 3  # a file the server fails on (while answering others) this many times is failed
 STRIKE_DELAY_S = 2.0  # before the second try; doubled for each further one (a passing hiccup is retried soon)
 DISK_FULL_RETRY_S = 30.0
+ROUTE_BUSY_S = 2.0  # a job whose endpoints are all taken by jobs of their own waits this long, holding no worker
 
 
 class Abandoned(Exception):
@@ -128,7 +129,27 @@ class Worker:
 
     def handle(self, job: Job) -> str:
         with structlog.contextvars.bound_contextvars(job=job.id), metrics.cpu("intake"):  # every line logged names the job
-            return self._handle(job)
+            engine = self._engine(job)
+            if engine is not None and not engine.admit():  # its endpoints are busy with as many jobs as they can use
+                names = ", ".join(c.ep.label() for c in engine.clients)
+                self.queue.defer(job, ROUTE_BUSY_S, f"waiting for a free slot on {names}")
+                return "waiting"
+            try:
+                return self._handle(job)
+            finally:
+                if engine is not None:
+                    engine.leave()
+
+    def _engine(self, job: Job):
+        """The VLM engine the job will wait for, if it can be told before the job starts."""
+        resolved, _ = self.candidates.resolve(job.path)
+        if resolved is None or (resolved.rule.engine != "vlm" and not (job.override or {}).get("second")):
+            return None
+        try:
+            engine = self.pipeline.engines.of_job(resolved.rule, job.override)
+        except ConfigError:
+            return None
+        return engine if hasattr(engine, "admit") else None
 
     def _handle(self, job: Job) -> str:
         path = job.path

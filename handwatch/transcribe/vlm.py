@@ -70,6 +70,8 @@ class VLMEngine:
         if not self.clients:
             raise ConfigError("handwatch", ["endpoints: engine vlm needs at least one endpoint"])
         self.ordered = ordered
+        self.room: int | None = None  # jobs this engine's route may hold at once (None: no bound; see admit)
+        self.jobs = 0
         self.clock = clock
         self._cond = self.slots.cond
         self._answered = threading.local()
@@ -81,6 +83,19 @@ class VLMEngine:
         return getattr(self._answered, "url", "unknown")
 
     # --- choosing an endpoint ------------------------------------------------------------------
+
+    def admit(self) -> bool:
+        """Take one of the route's places for a job, or say there is none: a worker waiting here for a busy
+        endpoint is a worker another route's free endpoint cannot use, so a route holds at most `room` jobs."""
+        with self._cond:
+            if self.room is not None and self.jobs >= self.room:
+                return False
+            self.jobs += 1
+            return True
+
+    def leave(self) -> None:
+        with self._cond:
+            self.jobs -= 1
 
     def retry_after(self) -> float:
         now = self.clock()
