@@ -40,6 +40,22 @@ def problems(rule: Rule, endpoints: Sequence[Endpoint], where: str = "") -> list
     return out
 
 
+def narrowing(rule: Rule, folder_rule: Rule, endpoints: Sequence[Endpoint]) -> list[str]:
+    """What is wrong with a rule file's endpoints: it may only choose among those its folder's config entry uses
+    (a file anyone who can write into the folder may leave must not send its pages to an endpoint the folder's
+    owner did not choose, a remote one, say)."""
+    used = first_route(folder_rule, endpoints) + second_route(folder_rule, endpoints)
+    allowed = {endpoints[i].name for i in used if endpoints[i].name}
+    named = [("endpoint", n) for n in rule.endpoint]
+    named += [("second_opinion", rule.second_opinion.endpoint)] if rule.second_opinion else []
+    shown = ", ".join(sorted(map(repr, allowed))) or "none with a name"
+    return [
+        f"{key}: {n!r} is not an endpoint this folder's config entry uses ({shown}); a rule file may only choose among those"
+        for key, n in named
+        if n not in allowed
+    ]
+
+
 def first_route(rule: Rule, endpoints: Sequence[Endpoint]) -> tuple[int, ...]:
     """The endpoints (indexes into `endpoints`) that serve the rule's first reading, in order of preference when
     the rule names them; every endpoint but the second opinion's when it does not."""

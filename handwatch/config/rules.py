@@ -79,8 +79,10 @@ def resolve(cfg: Config, path: Path, overrides: Mapping[Path, RuleOverride]) -> 
             after_base = d
             if isinstance(ov.after, MoveAfter):
                 managed.append(d / ov.after.move)
-    if routed is not None and (wrong := routing.problems(rule, cfg.endpoints)):
-        raise ConfigError(str(routed / RULE_FILE), wrong)
+    if routed is not None:
+        wrong = routing.problems(rule, cfg.endpoints) or routing.narrowing(rule, cfg.folder_rule(folder), cfg.endpoints)
+        if wrong:
+            raise ConfigError(str(routed / RULE_FILE), wrong)
     move_to = after_base / rule.after.move if isinstance(rule.after, MoveAfter) else None
     return Resolved(rule, folder, move_to, tuple(dict.fromkeys(managed)))
 

@@ -63,10 +63,12 @@ class SecondOpinion(Frozen):
 
 
 def _names(v):
-    """`endpoint: big` or `endpoint: [big, small]`: the names in order of preference."""
-    if v is None:
-        return v
-    return (v,) if isinstance(v, str) else v
+    """`endpoint: big` or `endpoint: [big, small]`: the names in order of preference, each once."""
+    if v is None or isinstance(v, str):
+        return v if v is None else (v,)
+    if isinstance(v, list | tuple) and len(v) > 100:
+        raise ValueError(f"{len(v)} names: a folder names at most 100 endpoints")
+    return tuple(dict.fromkeys(v)) if isinstance(v, list | tuple) and all(isinstance(x, str) for x in v) else v
 
 
 class RuleOverride(Frozen):

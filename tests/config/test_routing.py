@@ -249,3 +249,44 @@ def test_a_rule_file_may_route_its_subtree_and_name_a_second_opinion(tree):
     rule = RuleBook(cfg).resolve(deeper / "a.jpg").rule  # the nearest file naming endpoints answers for them
     assert rule.endpoint == ("big",) and rule.second_opinion == SecondOpinion(endpoint="small", when="always")
     assert routing.first_route(rule, cfg.endpoints) == (1,) and routing.second_route(rule, cfg.endpoints) == (0,)
+
+
+def test_a_rule_file_may_not_reach_an_endpoint_its_folder_does_not_use(tmp_path, write_config):
+    """A `.handwatch.yaml` is anyone's who can write into the folder: it may only choose among the endpoints the
+    folder's config entry uses, never send the folder's pages to another (a remote one, say)."""
+    root = tmp_path / "private"
+    (root / "sub").mkdir(parents=True)
+    cloud = {"name": "cloud", "url": "https://vision.example.net/v1", "allow_remote": True}
+    cfg = loader.load(
+        write_config(
+            {"endpoints": [SMALL, BIG, cloud], "folders": [{"path": str(root), "endpoint": "small", "second_opinion": "big"}]}
+        )
+    )
+    book = RuleBook(cfg)
+    for text, key in (("endpoint: cloud\n", "endpoint"), ("second_opinion: {endpoint: cloud, when: always}\n", "second_opinion")):
+        (root / "sub" / ".handwatch.yaml").write_text(text)
+        with pytest.raises(ConfigError) as err:
+            book.resolve(root / "sub" / "a.jpg")
+        assert err.value.problems == [
+            f"{key}: 'cloud' is not an endpoint this folder's config entry uses ('big', 'small'); "
+            "a rule file may only choose among those"
+        ]
+    (root / "sub" / ".handwatch.yaml").write_text("endpoint: big\nsecond_opinion: small\n")  # within them: fine
+    assert book.resolve(root / "sub" / "a.jpg").rule.endpoint == ("big",)
+
+
+def test_a_folder_without_endpoint_keys_lets_its_rule_files_choose_any_endpoint(write_config, tmp_path):
+    root = tmp_path / "open"
+    root.mkdir()
+    cfg = loader.load(write_config({"endpoints": [SMALL, BIG], "folders": [{"path": str(root)}]}))
+    (root / ".handwatch.yaml").write_text("endpoint: big\nsecond_opinion: small\n")
+    assert RuleBook(cfg).resolve(root / "a.jpg").rule.endpoint == ("big",)
+
+
+def test_names_are_taken_once_each_and_at_most_a_hundred(write_config):
+    cfg = loader.load(
+        write_config({"endpoints": [SMALL, BIG], "folders": [{"path": "/tmp/a", "endpoint": ["big", "small", "big"]}]})
+    )
+    assert cfg.folder_rule(cfg.folders[0]).endpoint == ("big", "small")
+    problems = problems_of(write_config, {"folders": [{"path": "/tmp/a", "endpoint": ["big"] * 101}]})
+    assert problems == ["folders[0].endpoint: 101 names: a folder names at most 100 endpoints"]
