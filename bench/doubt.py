@@ -2,32 +2,39 @@
 
   1. the real Tesseract engine (its own word confidences), and
   2. the VLM engine over real HTTP against the scripted server replaying log-probabilities from a
-     stated model of a VLM's errors (see `simulate`), or, with --endpoint, a real model server.
+     stated model of a VLM's errors (see `simulate`), or, with --endpoint, a real model server;
+  3. two readers (issue #26): a small and a large simulated VLM, each its own scripted server, the
+     second reading the pages the first leaves in doubt as the daemon's `second_opinion` does
+     (`second.due`, `second._combined`, `agree.combine`), with and without log-probabilities.
 
 Of the words that are wrong, what share was marked (recall); of the marked words, what share was
 wrong (precision); and of the pages with any error, what share was flagged needs_review (and the
-reverse). Baseline: handwatch before doubt, which marked nothing and flagged no page for this.
+reverse); with two readers also the requests per page. Baseline: handwatch before doubt, which
+marked nothing and flagged no page for this; for two readers, one reader.
 
-    python -m bench.doubt                      # Tesseract + scripted replay, ~3 minutes on 2 cores
+    python -m bench.doubt                      # all three, ~4 minutes on 2 cores
+    python -m bench.doubt --two-readers        # only 3, under a minute (--confident 0 / 0.6: another share)
     python -m bench.doubt --endpoint http://gpubox:8000/v1 --model Qwen/Qwen2.5-VL-7B-Instruct
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import math
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Literal
 
 from bench import gen
 from bench.legibility import PAGES
 from handwatch.config.endpoint import Endpoint
 from handwatch.config.preprocess import Preprocess
-from handwatch.config.schema import Rule
+from handwatch.config.schema import Rule, SecondOpinion
 from handwatch.prepare import preprocess
-from handwatch.transcribe import doubt
+from handwatch.transcribe import agree, doubt
 
 FONTS = (("humor", 60), ("dkg", 60), ("print", 44), ("print", 30))  # two handwriting fonts, and print
 DAMAGE = {
@@ -206,12 +213,19 @@ def misread(word: str, rng: random.Random) -> str:
     return out if out != word else word + "e"
 
 
-def simulate(truth_lines: list[str], damage: str, confident: float, rng: random.Random) -> tuple[str, list]:
+def simulate(
+    truth_lines: list[str],
+    damage: str,
+    confident: float,
+    rng: random.Random,
+    rates: dict[str, float] = ERROR_RATE,
+    hesitant: float = 0.06,
+) -> tuple[str, list]:
     """What the scripted server replays: the page's text with some words misread, and a log-probability
     per token. The model of a VLM's doubt (an assumption, stated, not a measurement):
-    - a word is misread with ERROR_RATE[damage];
-    - a word read right is sure (p = 0.97–1) but 6% of the time hesitant (p = 0.4–0.95): ambiguous
-      writing the model resolved correctly;
+    - a word is misread with `rates[damage]` (ERROR_RATE);
+    - a word read right is sure (p = 0.97–1) but a `hesitant` share (6%) of the time unsure (p = 0.4–0.95):
+      ambiguous writing the model resolved correctly;
     - a misread word is torn (p = 0.1–0.7) — except a `confident` share that is sure of the wrong
       reading (p = 0.9–1), as VLMs are of text their language model prefers;
     - the word's doubt sits on its first token; later tokens of the word and spaces are near-certain."""
@@ -222,11 +236,11 @@ def simulate(truth_lines: list[str], damage: str, confident: float, rng: random.
         for k, word in enumerate(line.split(" ")):
             core = word.rstrip(".,;:!?")
             tail = word[len(core) :]
-            if core and any(ch.isalpha() for ch in core) and rng.random() < ERROR_RATE[damage]:
+            if core and any(ch.isalpha() for ch in core) and rng.random() < rates[damage]:
                 core = misread(core, rng)
                 p = rng.uniform(0.9, 1.0) if rng.random() < confident else rng.uniform(0.1, 0.7)
             else:
-                p = rng.uniform(0.4, 0.95) if rng.random() < 0.06 else rng.uniform(0.97, 1.0)
+                p = rng.uniform(0.4, 0.95) if rng.random() < hesitant else rng.uniform(0.97, 1.0)
             lead = " " if k else ""
             chunks = [core[i : i + 4] for i in range(0, len(core), 4)] or [""]
             pieces.append((lead + chunks[0], math.log(p)))
@@ -238,6 +252,15 @@ def simulate(truth_lines: list[str], damage: str, confident: float, rng: random.
         pieces.append(("\n", math.log(0.999)))
     pieces.pop()
     return "\n".join(text_lines), pieces
+
+
+def scripted(spec, confident: float, rng: random.Random, rates: dict[str, float] = ERROR_RATE, hesitant: float = 0.06) -> dict:
+    """The scripted server's reply to one page: `simulate`'s text and log-probabilities, 30% of them wrapped."""
+    content, logprobs = simulate(spec[0], spec[3], confident, rng, rates, hesitant)
+    if rng.random() < 0.3:  # some models wrap the page: cleaning must keep the words' doubt
+        content = "Here is the transcription:\n```markdown\n" + content + "\n```"
+        logprobs = [("Here is the transcription:\n```markdown\n", 0.0)] + logprobs + [("\n```", 0.0)]
+    return {"content": content, "logprobs": logprobs}
 
 
 def replay(confident: float, seed: int = 7) -> list[Reading]:
@@ -252,16 +275,223 @@ def replay(confident: float, seed: int = 7) -> list[Reading]:
         out = []
         opts = preprocess.for_engine(Preprocess(), "vlm")
         for spec in SPECS:
-            content, logprobs = simulate(spec[0], spec[3], confident, rng)
-            if rng.random() < 0.3:  # some models wrap the page: cleaning must keep the words' doubt
-                content = "Here is the transcription:\n```markdown\n" + content + "\n```"
-                logprobs = [("Here is the transcription:\n```markdown\n", 0.0)] + logprobs + [("\n```", 0.0)]
-            server.reply({"content": content, "logprobs": logprobs})
+            server.reply(scripted(spec, confident, rng))
             page = engine.transcribe_page(preprocess.prepare(render(spec), opts, photo=True), Rule())
             out.append(Reading(" ".join(spec[0]), page.text, page.words or []))
         return out
     finally:
         server.stop()
+
+
+# --- 3. Two readers (issue #26) ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reader:
+    """A simulated VLM for `simulate`: how often it misreads a word, by damage, and how often it is unsure of a
+    word it reads right. Its errors are its own (its own random stream): the two readers err independently."""
+
+    name: str
+    rates: dict[str, float]
+    hesitant: float
+    seed: int
+
+
+# The small reader is the one-reader replay's model with its seed: its readings are that table's at 30% confident.
+# The large one misreads half as often and hesitates half as often. Both are sure of 30% of their errors.
+SMALL = Reader("small", ERROR_RATE, 0.06, 7)
+LARGE = Reader("large", {k: v / 2 for k, v in ERROR_RATE.items()}, 0.03, 11)
+BOTH_CONFIDENT = 0.3
+
+
+def read_twice(specs=SPECS, confident: float = BOTH_CONFIDENT) -> tuple[list[str], dict[tuple[str, bool], list]]:
+    """Every page read by both readers, each from a scripted server that sends log-probabilities and from one
+    that ignores the request (as LM Studio does), through the real VLM engine over HTTP. Both readers' replies
+    are made for every page, so what a policy asks for does not change what either reader says."""
+    from handwatch.transcribe.vlm import VLMEngine
+    from tests.support.fakeopenai import FakeOpenAI
+
+    servers, engines = {}, {}
+    try:
+        for r in (SMALL, LARGE):
+            for lp in (True, False):
+                fake = FakeOpenAI(models=(f"{r.name}-vlm",)).start()
+                fake.logprobs_mode = "honour" if lp else "ignore"
+                servers[r.name, lp] = fake
+                engines[r.name, lp] = VLMEngine([Endpoint(url=fake.url, model=f"{r.name}-vlm", name=r.name)])
+        rngs = {r.name: random.Random(r.seed) for r in (SMALL, LARGE)}
+        read: dict[tuple[str, bool], list] = {k: [] for k in engines}
+        opts = preprocess.for_engine(Preprocess(), "vlm")
+        for spec in specs:
+            image = preprocess.prepare(render(spec), opts, photo=True)
+            for r in (SMALL, LARGE):
+                item = scripted(spec, confident, rngs[r.name], r.rates, r.hesitant)
+                for lp in (True, False):
+                    servers[r.name, lp].reply(item)
+                    read[r.name, lp].append(engines[r.name, lp].transcribe_page(image, Rule()))
+    finally:
+        for fake in servers.values():
+            fake.stop()
+    return [" ".join(spec[0]) for spec in specs], read
+
+
+@dataclass
+class Tally:
+    pages: int = 0
+    wrong: int = 0  # wrong words in the text written
+    tp: int = 0  # of them, marked
+    marked: int = 0
+    err_pages: int = 0  # pages whose written text has a wrong or missing word
+    flagged: int = 0  # pages needs_review: they still need a person
+    flagged_err: int = 0
+    requests: int = 0
+    # Why: the pages not read again and the wrong words they keep; the second reading written; marked words that
+    # the two readings dispute, right and wrong.
+    unread: int = 0
+    unread_wrong: int = 0
+    second_written: int = 0
+    disputed_right: int = 0
+    disputed_wrong: int = 0
+
+    def add(self, truth: str, text: str, words: list | None, marks, flagged: bool, read_again: bool) -> None:
+        wrong, missed = wrong_words(truth, text)
+        marked = set(marks)
+        err = bool(wrong or missed)
+        self.pages += 1
+        self.wrong += len(wrong)
+        self.tp += len(marked & wrong)
+        self.marked += len(marked)
+        self.err_pages += err
+        self.flagged += flagged
+        self.flagged_err += flagged and err
+        self.requests += 1 + read_again
+        self.unread += not read_again
+        self.unread_wrong += 0 if read_again else len(wrong)
+        disputed = {(w[0], w[1]) for w in words or () if len(w) > 3} & marked
+        self.disputed_wrong += len(disputed & wrong)
+        self.disputed_right += len(disputed - wrong)
+
+    @property
+    def recall(self) -> float:
+        return self.tp / self.wrong if self.wrong else 1.0
+
+    @property
+    def precision(self) -> float:
+        return self.tp / self.marked if self.marked else 1.0
+
+
+def policy(
+    truths: list[str],
+    first: list,
+    again: list | None,
+    when: Literal["needs_review", "always"] = "needs_review",
+    settled: float | None = None,
+) -> Tally:
+    """What the daemon writes for each page: the first reading as `engine.joined` stores it; with a second
+    reader, the pages `second.due` picks read again and combined by `second._combined`; then `Pipeline._trust`
+    judges doubt (marks, needs_review) from the stored text as the published Markdown would have it.
+    `settled`: another `agree.SETTLED` tried, in place of handwatch's."""
+    from unittest import mock
+
+    from handwatch.service import second
+    from handwatch.service.pipeline import Pipeline
+    from handwatch.transcribe.engine import joined
+
+    rule = Rule(second_opinion=SecondOpinion(endpoint=LARGE.name, when=when)) if again is not None else Rule()
+    tally = Tally()
+    with contextlib.ExitStack() as trial:
+        if settled is not None:
+            trial.enter_context(mock.patch.object(agree, "SETTLED", settled))
+        for k, page in enumerate(first):
+            out = joined([page], rule, None)  # type: ignore[arg-type]  # the engine only translates; no rule here does
+            which = second.due(out, rule) if again is not None else []
+            out = {**out, "pages": list(out["pages"]), "words": list(out["words"])}
+            done = {"endpoint": LARGE.name, "model": "", "read": [i + 1 for i in which], "written": [], "disputed": 0}
+            for i in which:  # as second.read does, less the image's ink measures (no check here uses them)
+                assert again is not None
+                reply = again[k]
+                extra = doubt.page_reasons(reply.text, None, rule.languages, reply.extra.get("detected_languages"))
+                out = second._combined(out, i, replace(reply, review_reasons=reply.review_reasons + extra), LARGE.name, done)
+            trust = Pipeline._trust(out, rule, {})
+            marks = trust["marks"][0] if trust["marks"] else ()
+            tally.add(truths[k], out["pages"][0], out["words"][0], marks, trust["needs_review"], bool(which))
+            tally.second_written += bool(done["written"])
+    return tally
+
+
+def _rows(cases: dict[str, Tally]) -> None:
+    def pct(a: int, b: int) -> str:
+        return f"{a / b:.0%}" if b else "–"
+
+    print(
+        "| case | wrong words in the text | wrong words marked (recall) | marked words wrong (precision) "
+        "| wrong words left unmarked | pages with an error | pages flagged: still need a person "
+        "| flagged pages with an error | pages with an error not flagged | requests per page |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for label, t in cases.items():
+        print(
+            f"| {label} | {t.wrong} | {pct(t.tp, t.wrong)} | {pct(t.tp, t.marked)} | {t.wrong - t.tp} | {t.err_pages} "
+            f"| {t.flagged} | {pct(t.flagged_err, t.flagged)} | {t.err_pages - t.flagged_err} | {t.requests / t.pages:.2f} |"
+        )
+
+
+def two_table(truths: list[str], read: dict[tuple[str, bool], list], confident: float = BOTH_CONFIDENT) -> dict[str, Tally]:
+    """The two-reader table, the changes tried, and whether the targets of issue #26 are met."""
+    s, b = SMALL.name, LARGE.name
+    one = f"one reader ({s}), with log-probabilities"
+    cases: dict[str, Tally] = {
+        one: policy(truths, read[s, True], None),
+        f"one reader ({s}), without": policy(truths, read[s, False], None),
+        f"one reader ({b}) on every page, with, for reference": policy(truths, read[b, True], None),
+        "**two readers, with log-probabilities**": policy(truths, read[s, True], read[b, True]),
+        "two readers, with, `when: always`": policy(truths, read[s, True], read[b, True], "always"),
+        "**two readers, without**": policy(truths, read[s, False], read[b, False]),
+        "two readers, without, `when: always`": policy(truths, read[s, False], read[b, False], "always"),
+    }
+    print(
+        f"\n### Two readers (issue #26): {len(truths)} pages, the first read by a {s} model, the pages it leaves in "
+        f"doubt by a {b} one\n\nBoth scripted, {confident:.0%} of either's errors confident; {s}: misreads "
+        f"{'/'.join(f'{v:.0%}' for v in SMALL.rates.values())} of the words by damage and is unsure of "
+        f"{SMALL.hesitant:.0%} of the right ones (the one-reader replay); {b}: "
+        f"{'/'.join(f'{v:.1%}' for v in LARGE.rates.values())} and {LARGE.hesitant:.0%}. *Without*: the servers "
+        "ignore `logprobs` (LM Studio). Text, marks and needs_review as the published Markdown has them, under "
+        f"the VLM defaults ({doubt.DEFAULTS['vlm']}); **bold**: `second_opinion`'s default, `when: needs_review`.\n"
+    )
+    _rows(cases)
+    d = cases["**two readers, with log-probabilities**"]
+    print(
+        f"\nWith log-probabilities, the {s} reader left {d.pages - d.unread} pages in doubt and the {b} reading was "
+        f"written (whole or in part) on {d.second_written} of them; the {d.unread} pages not read again keep {d.unread_wrong} of the "
+        f"text's {d.wrong} wrong words. Of the marks on words the readings dispute, {d.disputed_wrong} are on wrong "
+        f"words and {d.disputed_right} on right ones."
+    )
+    tried: dict[str, Tally] = {}
+    policies: tuple[tuple[Literal["needs_review", "always"], str], ...] = (("needs_review", ""), ("always", ", `when: always`"))
+    for when, said in policies:
+        for settled in (0.8, 0.95, 1.01):
+            name = "every dispute marked" if settled > 1 else f"a dispute settled from p = {settled:g}"
+            tried[f"{name}{said}"] = policy(truths, read[s, True], read[b, True], when, settled)
+    print(f"\nOther thresholds tried in the bench only (handwatch's `agree.SETTLED` is {agree.SETTLED:g}):\n")
+    _rows(tried)
+    base = cases[one]
+    print(
+        f"\nTargets with two readers: recall ≥ 90% at precision ≥ 50%, and flagged pages ≤ half of one reader's "
+        f"({base.flagged} → ≤ {base.flagged // 2}), with no more pages with an error left unflagged than one "
+        f"reader's {base.err_pages - base.flagged_err}:"
+    )
+    for label, t in {**cases, **tried}.items():
+        if label.startswith("one reader"):
+            continue
+        words = t.recall >= 0.9 and t.precision >= 0.5
+        missed = t.err_pages - t.flagged_err
+        pages = t.flagged <= base.flagged / 2 and missed <= base.err_pages - base.flagged_err
+        precision = f"{t.tp / t.marked:.0%}" if t.marked else "–"
+        print(
+            f"- {label.replace('**', '')}: words {'met' if words else 'not met'} ({t.recall:.0%} at {precision}), "
+            f"pages {'met' if pages else 'not met'} ({t.flagged} flagged, {missed} with an error not)"
+        )
+    return {**cases, **tried}
 
 
 def live(url: str, model: str | None) -> list[Reading]:
@@ -282,7 +512,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--endpoint", help="a real OpenAI-compatible server to measure instead of the scripted replay")
     ap.add_argument("--model")
+    ap.add_argument("--two-readers", action="store_true", help="only the two-reader tables (issue #26), under a minute")
+    ap.add_argument(
+        "--confident",
+        type=float,
+        default=BOTH_CONFIDENT,
+        help="with --two-readers: the share of either reader's errors it is sure of",
+    )
     args = ap.parse_args()
+    if args.two_readers:
+        two_table(*read_twice(confident=args.confident), args.confident)
+        return
     if args.endpoint:
         table(f"VLM {args.model or ''} at {args.endpoint}", live(args.endpoint, args.model))
         return
@@ -300,6 +540,7 @@ def main() -> None:
     for confident in CONFIDENT_SHARE:
         chosen = table(f"Scripted VLM replay, {confident:.0%} of errors confident", replay(confident))
     print(f"\nVLM defaults in handwatch: {doubt.DEFAULTS['vlm']}")
+    two_table(*read_twice())
 
 
 if __name__ == "__main__":

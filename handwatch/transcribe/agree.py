@@ -28,7 +28,7 @@ MAX_WORDS = 1000  # a handwritten page is a few hundred words; past this, a host
 OTHER_MAX = 60  # characters of the other reading kept on a disputed word
 # A word two readers read as different words is disputed unless the written one's combined probability is at least
 # this: a sure large model over an unsure small one settles it. Chosen with bench/doubt.py (docs: Benchmarks).
-SETTLED = 0.8
+SETTLED = 0.9
 
 
 @dataclass(frozen=True)
