@@ -147,8 +147,8 @@ class RuleOverride(Frozen):
     second_opinion: SecondOpinion | Literal[False] | None = Field(
         default=None,
         description="An endpoint's `name` (or a mapping `{endpoint: NAME, when: always}`, see below): a page the first reading "
-        "leaves in doubt is read again there, the readings are compared word by word, and every word they read differently "
-        "is marked. The first reading is written at once; the second refines it later, never over a person's edit. "
+        "leaves in doubt is read again there, the readings are compared word by word, the surer word is written, and the "
+        "words they dispute are marked. The first reading is written at once; the second refines it later, never over a person's edit. "
         "`false` turns it off below a folder that has it.",
     )
     mark_uncertain: bool | None = Field(
