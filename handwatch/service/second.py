@@ -169,7 +169,12 @@ def _combined(out: dict, i: int, page: PageText, label: str, second: dict) -> di
         second["written"].append(i + 1)
     else:
         c = agree.combine(agree.Reading(first_text, _words(out, i)), agree.Reading(page.text, page.words))
-        if c is None:
+        if c is None and max(len(doubt.spans(first_text)), len(doubt.spans(page.text))) > agree.MAX_WORDS:
+            reasons.append(
+                f"second reading ({label}): over {agree.MAX_WORDS} words, too long to compare word by word; the first "
+                "reading stands"
+            )
+        elif c is None:
             reasons.append(
                 f"second reading ({label}): it shares too few words with the first (another language, or another "
                 "page?); the first reading stands"

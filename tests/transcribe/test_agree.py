@@ -122,6 +122,32 @@ def test_other_readings_survive_the_text_store():
     assert {w.other for w in c.words} == {None, "flower", ""}
 
 
+def test_a_run_read_as_a_run_of_another_length_carries_only_the_start_of_it_on_each_word():
+    """Each of the 400 words of a run the second reading has as 399 others is disputed; each carried the whole other
+    run before (a page's copy on every word: megabytes of front matter and text store)."""
+    common = [f"common{i}" for i in range(500)]
+    theirs = " ".join(f"second{i}" for i in range(399))
+    c = combine(reading(" ".join(common + [f"first{i}" for i in range(400)])), reading(" ".join(common) + " " + theirs))
+    assert c is not None and c.disputed == 400
+    others = {w.other for w in c.words if w.other is not None}
+    assert len(others) == 1
+    [other] = others
+    assert other.endswith("…") and theirs.startswith(other[:-1]), other[:200]
+    assert len(other) <= agree.OTHER_MAX
+
+
+def test_pages_longer_than_max_words_are_not_aligned():
+    """Aligning costs more than linear time: a hostile page of thousands of words took 30-50 s of CPU. Past
+    MAX_WORDS words the first reading stands, whatever the second."""
+    long_page = " ".join(f"word{i}" for i in range(1500))  # a page a hand does not write
+    assert combine(reading(long_page), reading(long_page)) is None
+    at_most = " ".join(f"word{i}" for i in range(agree.MAX_WORDS))
+    assert combine(reading(at_most), reading(at_most)) is not None
+    longer = at_most + " more"
+    assert combine(reading(longer), reading(longer)) is None
+    assert combine(reading(at_most), reading(longer)) is None
+
+
 # --- properties over random readings --------------------------------------------------------------
 
 VOCAB = ["buy", "flour", "and", "sugar", "Sugar", "eggs", "milk", "call", "Tom", "on", "sunday", "7:45", "don't"]
