@@ -336,14 +336,10 @@ def read_twice(specs=SPECS, confident: float = BOTH_CONFIDENT) -> tuple[list[str
 
 
 @dataclass
-class Tally:
-    pages: int = 0
-    wrong: int = 0  # wrong words in the text written
-    tp: int = 0  # of them, marked
-    marked: int = 0
-    err_pages: int = 0  # pages whose written text has a wrong or missing word
-    flagged: int = 0  # pages needs_review: they still need a person
-    flagged_err: int = 0
+class Tally(Score):
+    """A `Score` of the text written (wrong: its wrong words, tp: of them marked, err_pages: pages with a wrong or
+    missing word, flagged: pages needs_review, which still need a person), and what two readers cost and did."""
+
     requests: int = 0
     # Why: the pages not read again and the wrong words they keep; the second reading written; marked words that
     # the two readings dispute, right and wrong.

@@ -9,9 +9,19 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.support.daemon import DaemonProc
 from tests.support.fakeopenai import FakeOpenAI
 from tests.support.pages import draw_page, font  # noqa: F401
 from tests.support.paths import REPO, cli_env  # noqa: F401  (REPO: fixtures' cwd)
+
+
+@pytest.fixture
+def daemons():
+    """Daemon subprocesses a test starts (tests/support/daemon.py), killed at its end whatever happened."""
+    procs: list[DaemonProc] = []
+    yield procs
+    for p in procs:
+        p.kill()
 
 
 @pytest.fixture

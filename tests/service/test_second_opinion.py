@@ -178,14 +178,6 @@ def test_each_folder_and_rule_file_reaches_only_the_endpoints_it_names(tmp_path,
     assert {i: front(p.with_suffix(".md"))["endpoint"] for i, p in where.items()} == {1: "small", 2: "big", 3: "big", 4: "small"}
 
 
-@pytest.fixture
-def daemons():
-    procs: list[DaemonProc] = []
-    yield procs
-    for p in procs:
-        p.kill()
-
-
 def drop(staging: Path, folder: Path, name: str, n: int) -> Path:
     """Page `n` written elsewhere and renamed in, as a sync tool does: whole the moment it appears."""
     os.rename(page(staging / name, n), folder / name)

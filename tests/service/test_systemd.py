@@ -26,14 +26,6 @@ def listener():
     n.close()
 
 
-@pytest.fixture
-def daemons():
-    procs: list[DaemonProc] = []
-    yield procs
-    for p in procs:
-        p.kill()
-
-
 def write(path: Path, data: dict) -> Path:
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
