@@ -18,8 +18,7 @@ LEASE_S = 6 * 3600  # a claimed job not completed in this long is taken to be or
 MAX_ATTEMPTS = 3  # claims of one job before it is failed: a file that kills its worker each time is not tried forever
 UNHASHED = "-"  # the sha256 of a parked file: it could not be read, so its content is unknown
 PARKED = 1e15  # not_before of a parked pending job: never due; a new version of the file replaces it
-# A job that ends, or is asked for again, has no second opinion pending any more (JobQueue.again); an override
-# that said nothing else is gone with it.
+# A job that ends, or is asked for again, has no second opinion pending (JobQueue.again); nor an override of only that.
 DONE_SECOND = """, override=CASE WHEN json_valid(override)
     THEN NULLIF(json_remove(override, '$.second'), json_object('sha256', sha256)) ELSE override END"""
 
@@ -196,8 +195,7 @@ class JobQueue:
         )
 
     def again(self, job: Job, output: Path, reason: str) -> bool:
-        """Published, with more to do for the same content (a second opinion): pending, due before new files, its
-        Markdown noted, a person's override for this content kept and `second` added."""
+        """Published, and a second opinion due before new files: its Markdown noted, `second` added to any override."""
         return self._finish(
             job,
             """UPDATE jobs SET state=?, output=?, reason=?, not_before=0, strikes=0, lease_until=NULL, updated=?, override=json_set(
