@@ -46,11 +46,32 @@ class Document:
 YAML12_NUMBER = re.compile(r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|0x[0-9a-fA-F]+|0o[0-7]+")
 
 
+class _Quoted(str):
+    """A string that must be quoted for YAML 1.2 readers, wherever it sits in a list or mapping."""
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+_Dumper.add_representer(_Quoted, lambda d, v: d.represent_scalar("tag:yaml.org,2002:str", str(v), style="'"))
+
+
+def _quoted(value):
+    if isinstance(value, str):
+        return _Quoted(value) if YAML12_NUMBER.fullmatch(value) else value
+    if isinstance(value, list | tuple):
+        return [_quoted(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _quoted(v) for k, v in value.items()}
+    return value
+
+
 def _scalar(value) -> str:
-    """One YAML value in flow style on one line, quoted only when YAML needs it."""
+    """One YAML value in flow style on one line, quoted only when YAML needs it (a word like `1e5` in a list too)."""
     if isinstance(value, str) and YAML12_NUMBER.fullmatch(value):
         return "'" + value + "'"
-    text = yaml.safe_dump(value, default_flow_style=True, allow_unicode=True, width=1 << 20, sort_keys=False)
+    text = yaml.dump(_quoted(value), Dumper=_Dumper, default_flow_style=True, allow_unicode=True, width=1 << 20, sort_keys=False)
     text = text.strip()
     return text[: -len("...")].strip() if text.endswith("...") else text
 

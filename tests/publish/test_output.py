@@ -262,3 +262,24 @@ def test_confidence_provenance_and_marks_extend_the_front_matter_in_the_contract
         "title: Shopping\n"
     )
     assert body == "\nBuy ==flour== and ==sugar==\n"
+
+
+def test_a_second_opinion_is_named_and_number_like_words_are_quoted_inside_its_readings(tmp_path):
+    """`second_model` follows `model`; `other_readings` follows the doubt fields, and a word such as `1e5` or `0x1f`
+    inside it is quoted as a top-level value is, or a YAML 1.2 reader (Obsidian) takes it for a number."""
+    text = markdown.render(
+        doc(
+            tmp_path / "IMG_1234.jpg",
+            pages=("Mix 1e5 g",),
+            second_model="big-vl",
+            confidence=0.5,
+            uncertain_words=1,
+            other_readings=({"page": 1, "word": "1e5", "other": "0x1f"},),
+            extra={"detected_languages": ["de", "0e12"]},
+        )
+    )
+    head = text.split("---\n")[1]
+    assert "model: " in head and head.index("second_model: big-vl\n") > head.index("model: ")
+    assert "other_readings: [{page: 1, word: '1e5', other: '0x1f'}]\n" in head
+    assert "detected_languages: [de, '0e12']\n" in head
+    assert markdown.fields(text)["other_readings"] == [{"page": 1, "word": "1e5", "other": "0x1f"}]
