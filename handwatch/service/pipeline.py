@@ -184,7 +184,7 @@ class Pipeline:
         stored = self.texts.get(sha, key)
         if second.made_from(stored, first):
             return stored  # type: ignore[return-value]
-        if not now or not self.wants_second(Transcript(path, sha, before, 0, Resolved(rule, None), first, True, 0.0)):
+        if not now or not self._wants_second(first, rule):
             return first
         with self._same_bytes(sha + key):
             stored = self.texts.get(sha, key)
@@ -202,12 +202,15 @@ class Pipeline:
         return self.publisher.move_original(t.path, t.resolved.root(t.path), t.resolved.move_to)
 
     def wants_second(self, t: Transcript) -> bool:
+        return self._wants_second(t.result, t.resolved.rule)
+
+    def _wants_second(self, result: dict, rule: Rule) -> bool:
         """The rule asks for a second opinion from an endpoint that did not make the first reading, and this text
         has pages in doubt that had none yet."""
-        engine = self.engines.second(t.resolved.rule)
-        if engine is None or not second.due(t.result, t.resolved.rule):
+        engine = self.engines.second(rule)
+        if engine is None or not second.due(result, rule):
             return False
-        return t.result.get("endpoint") != engine.clients[0].ep.label()  # the same reader twice settles nothing
+        return result.get("endpoint") != engine.clients[0].ep.label()  # the same reader twice settles nothing
 
     def publish(self, t: Transcript, final: bool = True) -> Outcome:
         """The quick part: judge the doubt (7) and publish (8): claim, write, move the original, index, record.
@@ -282,10 +285,7 @@ class Pipeline:
         """Stages 2-6 for every page, side by side where the daemon gives a pool; then the pages joined."""
         engine = self.engines.for_rule(rule, endpoint)
         opts = preprocess.for_engine(rule.preprocess, rule.engine)
-        with decoding():  # 2. pages
-            refs = inputs.open_pages(
-                path, opts.max_side or preprocess.ENGINE_SIZES["vlm"][0], opts.max_input_megapixels, rule.max_pages
-            )
+        refs = self.open_pages(path, opts, rule, decoding)  # 2. pages
         gating = gate.skippable(rule.documents_only, refs, anyway)
         # The first page, when the check has to decode it anyway (and it is no larger than a VLM's).
         kept = Kept(self.flow, (opts.max_side or 0) <= KEEP_SIDE)
@@ -344,6 +344,14 @@ class Pipeline:
         # gated: the check had its say (or a person overruled it): `redo` need not look at this file again for it.
         text.update(gated=gating or kind.asked or anyway, kind=kind.kind or "", profile=rule.profile if asked == "auto" else "")
         return text
+
+    @staticmethod
+    def open_pages(path: Path, opts, rule: Rule, decoding: Callable[[], AbstractContextManager]) -> list:
+        """Stage 2: the file's pages at the size `opts` prepares them to (the first reading's, or a second's)."""
+        with decoding():
+            return inputs.open_pages(
+                path, opts.max_side or preprocess.ENGINE_SIZES["vlm"][0], opts.max_input_megapixels, rule.max_pages
+            )
 
     def _needs_gate(self, path: Path, rule: Rule, anyway: bool) -> bool:
         """Would the gate have anything to decide for this file (the check is on, or the kind is wanted)?"""

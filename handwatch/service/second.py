@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from handwatch import log
 from handwatch.config.schema import Rule
 from handwatch.errors import EngineResponseError
-from handwatch.prepare import inputs, preprocess
+from handwatch.prepare import preprocess
 from handwatch.transcribe import agree, doubt
 from handwatch.transcribe.engine import PageText
 
@@ -119,10 +119,7 @@ def read(pipeline: Pipeline, path: Path, rule: Rule, result: dict, decoding: Cal
     if read_rule.profile == "auto":
         read_rule = read_rule.model_copy(update={"profile": "notes"})
     opts = preprocess.for_engine(rule.preprocess, "vlm")
-    with decoding():
-        refs = inputs.open_pages(
-            path, opts.max_side or preprocess.ENGINE_SIZES["vlm"][0], opts.max_input_megapixels, rule.max_pages
-        )
+    refs = pipeline.open_pages(path, opts, rule, decoding)
     out = {**result, "pages": list(result["pages"]), "words": list(result.get("words") or [None] * len(result["pages"]))}
     second = {"endpoint": label, "model": "", "read": [i + 1 for i in which], "written": [], "disputed": 0, "of": _of(result)}
     flow = pipeline.flow

@@ -17,6 +17,7 @@ from pathlib import Path
 import structlog
 
 from handwatch import log, metrics, safefs
+from handwatch.config.rules import Resolved
 from handwatch.config.schema import Config, Rule
 from handwatch.errors import ConfigError, EngineUnavailable, HandwatchError, NotADocument, NotReady, OutputConflict
 from handwatch.intake.candidates import Candidates
@@ -129,20 +130,20 @@ class Worker:
 
     def handle(self, job: Job) -> str:
         with structlog.contextvars.bound_contextvars(job=job.id), metrics.cpu("intake"):  # every line logged names the job
-            engine = self._engine(job)
+            resolved, why = self.candidates.resolve(job.path)  # once: the route and the job both need it
+            engine = self._engine(job, resolved)
             if engine is not None and not engine.admit():  # its endpoints are busy with as many jobs as they can use
                 names = ", ".join(c.ep.label() for c in engine.clients)
                 self.queue.defer(job, ROUTE_BUSY_S, f"waiting for a free slot on {names}")
                 return "waiting"
             try:
-                return self._handle(job)
+                return self._handle(job, resolved, why)
             finally:
                 if engine is not None:
                     engine.leave()
 
-    def _engine(self, job: Job):
+    def _engine(self, job: Job, resolved: Resolved | None):
         """The VLM engine the job will wait for, if it can be told before the job starts."""
-        resolved, _ = self.candidates.resolve(job.path)
         if resolved is None or (resolved.rule.engine != "vlm" and not (job.override or {}).get("second")):
             return None
         try:
@@ -151,13 +152,12 @@ class Worker:
             return None
         return engine if hasattr(engine, "admit") else None
 
-    def _handle(self, job: Job) -> str:
+    def _handle(self, job: Job, resolved: Resolved | None, why: str | None) -> str:
         path = job.path
         sig = file_sig(path)
         if sig is None:
             self.queue.drop(job)
             return "gone"
-        resolved, why = self.candidates.resolve(path)
         if resolved is None:
             self.queue.drop(job)
             self.log.info("job.dropped", path=str(path), reason=why)
@@ -214,8 +214,7 @@ class Worker:
                 self.log.warning("job.server_failed", path=str(path), reason=str(e))
                 return "waiting"
         except EngineUnavailable as e:
-            engines = self.pipeline.engines
-            engine = (engines.second(rule) if (job.override or {}).get("second") else None) or engines.for_rule(rule)
+            engine = self.pipeline.engines.of_job(rule, job.override) or self.pipeline.engines.for_rule(rule)
             delay = engine.retry_after() if hasattr(engine, "retry_after") else 30.0
             waits = (
                 f"waiting for a second reading by {second_name(rule)}: " if (job.override or {}).get("second") else "waiting for "
