@@ -194,10 +194,25 @@ def for_engine(opts: Preprocess, engine: str) -> Preprocess:
 
 
 def prepare(image: Image.Image | np.ndarray, opts: Preprocess, photo: bool) -> Image.Image:
+    return prepare_page(image, opts, photo)[0]
+
+
+def prepare_page(image: Image.Image | np.ndarray, opts: Preprocess, photo: bool) -> tuple[Image.Image, np.ndarray]:
+    """`prepare`'s page, and its pixels as an array for the measures that follow (the ink measure reads
+    them without copying the image back out of Pillow: 4.8 against 6.9 ms at 1288 px)."""
+    arr = _prepared(image, opts, photo)
+    out = to_image(arr)
+    if opts.sharpen:
+        out = sharpen(out)
+        arr = pixels(out)
+    return out, arr
+
+
+def _prepared(image: Image.Image | np.ndarray, opts: Preprocess, photo: bool) -> np.ndarray:
     """The whole clean-up, cheapest first: everything after the first shrink works on the reduced
     image, deskew and the final size are one interpolation, and the pixels stay in NumPy arrays
     until the end (each crossing between Pillow and NumPy copies them: ~0.7 ms at 1288 px).
-    The answer is an L, RGB or RGBX image (RGBX when it was turned or had its contrast changed)."""
+    The answer is a grey, RGB or RGBX array (RGBX only when the picture came as RGBX)."""
     if opts.max_side is None:
         opts = for_engine(opts, "vlm")
     max_side = opts.max_side or ENGINE_SIZES["vlm"][0]  # for_engine has set it
@@ -220,7 +235,4 @@ def prepare(image: Image.Image | np.ndarray, opts: Preprocess, photo: bool) -> I
         arr = luma(arr)
     if wants_contrast and sheet is not None:
         arr = contrast_array(arr, sheet)
-    out = to_image(arr)
-    if opts.sharpen:
-        out = sharpen(out)
-    return out
+    return arr

@@ -425,10 +425,10 @@ class Pipeline:
                 page = decoded or ref.load()
             assert page.image is not None  # load() decodes; only prepare() lets it go
             with metrics.cpu("prepare", kind):
-                image = preprocess.prepare(page.image, opts, page.photo)
+                image, prepared = preprocess.prepare_page(page.image, opts, page.photo)
             page.image = None  # the decoded original is not needed once prepared
             with metrics.cpu("ink", kind):
-                ink = doubt.measure_ink(image)
+                ink = doubt.measure_ink(prepared)
             if ink.blank or encode is None:
                 return image, ink
             with metrics.cpu("encode", kind):
