@@ -25,7 +25,7 @@ import difflib
 import math
 import os
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from bench import gen
@@ -348,6 +348,8 @@ class Tally(Score):
     second_written: int = 0
     disputed_right: int = 0
     disputed_wrong: int = 0
+    # Every word of the text: (the probability the merge gave it, whether the readings dispute it, whether it is wrong).
+    scored: list[tuple[float, bool, bool]] = field(default_factory=list)
 
     def add(self, truth: str, text: str, words: list | None, marks, flagged: bool, read_again: bool) -> None:
         wrong, missed = wrong_words(truth, text)
@@ -364,6 +366,8 @@ class Tally(Score):
         self.unread += not read_again
         self.unread_wrong += 0 if read_again else len(wrong)
         disputed = {(w[0], w[1]) for w in words or () if len(w) > 3} & marked
+        spans = {(w[0], w[1]): (w[2], len(w) > 3) for w in words or ()}
+        self.scored += [(*spans.get(s, (1.0, False)), s in wrong) for s in doubt.spans(text)]
         self.disputed_wrong += len(disputed & wrong)
         self.disputed_right += len(disputed - wrong)
 
@@ -413,6 +417,26 @@ def policy(
             tally.add(truths[k], out["pages"][0], out["words"][0], marks, trust["needs_review"], bool(which))
             tally.second_written += bool(done["written"])
     return tally
+
+
+def ceiling(t: Tally) -> tuple[float, float, int, int]:
+    """What any rule that marks words by the signals two readings carry could reach on this text: words ranked by
+    the merge's probability, disputed words first (or disputes ranked among the rest by probability: whichever
+    does better), every cut tried, the best chosen knowing the answers. (the best precision at a recall of at
+    least 90%, the best recall at a precision of at least 50%, and the words with neither signal — agreed on or
+    read once, at p ≥ 0.9 —, wrong and right: a rule can tell those apart by nothing the readings say)."""
+    best_p, best_r = 0.0, 0.0
+    wrong = sum(w for _, _, w in t.scored)
+    for key in (lambda s: (not s[1], s[0]), lambda s: s[0]):
+        tp = marked = 0
+        for _, _, is_wrong in sorted(t.scored, key=key):
+            marked += 1
+            tp += is_wrong
+            r, p = tp / max(wrong, 1), tp / marked
+            best_p = max(best_p, p) if r >= 0.9 else best_p
+            best_r = max(best_r, r) if p >= 0.5 else best_r
+    silent = [w for p, d, w in t.scored if not d and p >= 0.9]
+    return best_p, best_r, sum(silent), len(silent) - sum(silent)
 
 
 def _rows(cases: dict[str, Tally]) -> None:
@@ -476,6 +500,17 @@ def two_table(truths: list[str], read: dict[tuple[str, bool], list], confident: 
         f"({base.flagged} → ≤ {base.flagged // 2}), with no more pages with an error left unflagged than one "
         f"reader's {base.err_pages - base.flagged_err}:"
     )
+    print(
+        "\nThe ceiling: the best any rule marking words by these signals (the merge's probability, and whether the "
+        "readings dispute a word) could do on this text, each cut tried and the best chosen knowing the answers:\n\n"
+        "| case | wrong words | best precision at recall ≥ 90% | best recall at precision ≥ 50% "
+        "| words with no signal (agreed on or read once, p ≥ 0.9): wrong | right |\n| --- | ---: | ---: | ---: | ---: | ---: |"
+    )
+    for label, t in cases.items():
+        if "two readers" in label:
+            best_p, best_r, silent, alike = ceiling(t)
+            print(f"| {label} | {t.wrong} | {best_p:.0%} | {best_r:.0%} | {silent} | {alike} |")
+    print()
     for label, t in {**cases, **tried}.items():
         if label.startswith("one reader"):
             continue
