@@ -332,11 +332,14 @@ class EndpointClient:
     def _send(
         self, model, server, messages, max_tokens, capped, temperature, response_format, confidence, timeout_s, thinking, estimate
     ) -> Reply:
-        kwargs: dict = {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": temperature}
+        # The messages (a page's base64 JPEG) go in `extra_body`, which the SDK merges into the same JSON body after
+        # its request transform: that walk of a page's request cost ~1.5 ms of CPU with the GIL held, to change nothing.
+        kwargs: dict = {"model": model, "messages": [], "max_tokens": max_tokens, "temperature": temperature}
+        kwargs["extra_body"] = {"messages": messages}
         if response_format is not None:
             kwargs["response_format"] = response_format
         if not thinking and server.dialect.thinking_off:
-            kwargs["extra_body"] = dict(server.dialect.thinking_off)
+            kwargs["extra_body"].update(server.dialect.thinking_off)
         asked = self.wants_logprobs(confidence)
         if asked:
             # top_logprobs too: some vLLM releases refuse logprobs without it.
