@@ -16,7 +16,7 @@ import numpy as np
 from PIL import ExifTags, Image, UnidentifiedImageError
 
 from handwatch.errors import InputError
-from handwatch.prepare import notices, tiff
+from handwatch.prepare import heifplanes, notices, tiff
 from handwatch.prepare.pixels import HIGH_DEPTH_MODES, fit_size, pixels, resize, to_8bit, workable
 
 PILLOW_CEILING = 2_000_000_000  # the config's maximum: our own header check decides below it
@@ -198,8 +198,9 @@ def _decode_frame(frame: Image.Image, path: Path, kind: str, max_side: int) -> n
 
 def _heif_page(path: Path, max_side: int, max_megapixels: float) -> np.ndarray:
     """HEIC straight from libheif's buffer into the resize: HEVC has no reduced-size decode, so
-    all 12 MP are decoded (~0.9 s of libde265 on one core, the bulk of a page); going through a
-    Pillow image would copy those 36 MB twice more. libheif applies irot/imir itself, and its
+    all 12 MP are decoded (~0.9 s of libde265 on one core, the bulk of a page); its YCbCr planes are
+    shrunk before they become RGB (`heifplanes`), and only what that does not handle goes through
+    pillow-heif's full-size RGB. libheif applies irot/imir itself, and its
     threads decode an iPhone's 512 px tiles in parallel (pillow-heif's DECODE_THREADS). A preview
     the file carries that is at least the size wanted is decoded instead (`heif_preview`).
     The file is read once (pillow-heif reads it whole either way): the preview comes from the
@@ -214,6 +215,9 @@ def _heif_page(path: Path, max_side: int, max_megapixels: float) -> np.ndarray:
     preview = heif_preview(io.BytesIO(data), max_side)
     if preview is not None:
         return _fit(preview, max_side)
+    planes = heifplanes.page(data, max_side, pillow_heif.options.DECODE_THREADS)
+    if planes is not None:
+        return planes
     arr = np.asarray(image)
     if arr.ndim == 3 and arr.shape[2] == 4:  # transparent areas become white paper
         return _fit(pixels(Image.fromarray(arr, "RGBA")), max_side)
