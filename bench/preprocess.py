@@ -91,7 +91,8 @@ def handwatch_path(path: Path, page: int, laps: list[float] | None = None) -> tu
     return sent, im.size
 
 
-PATHS = {"naive": naive, "handwatch": handwatch_path, "naive+alloc": naive}
+RGB_FIRST = "handwatch, RGB first"  # the HEIC decode before #25's planes (heifplanes): pillow-heif's full-size RGB
+PATHS = {"naive": naive, "handwatch": handwatch_path, "naive+alloc": naive, RGB_FIRST: handwatch_path}
 
 
 def cpu_s() -> float:
@@ -117,6 +118,10 @@ def _setup(kind: str) -> None:
     cv2.setNumThreads(1)
     if kind != "naive":
         alloc.keep_image_buffers()
+    if kind == RGB_FIRST:
+        from handwatch.prepare import heifplanes
+
+        heifplanes.page = lambda *a, **k: None  # every HEIC through pillow-heif's RGB
 
 
 def _memory_main(kind: str, path: str, page: int) -> None:
@@ -264,6 +269,8 @@ def main() -> None:
         rows = []
         for name, (path, page) in cases.items():
             kinds = ("naive", "naive+alloc", "handwatch") if name.startswith("JPEG") else ("naive", "handwatch")
+            if "tiles" in name:
+                kinds = ("naive", RGB_FIRST, "handwatch")
             for kind in kinds:
                 ms, mem, sent, tokens, size = measure(kind, path, page, args.runs)
                 rows.append((name, kind, ms, mem, sent, tokens, size))
@@ -278,6 +285,13 @@ def main() -> None:
             base_ms[name] = ms
         ratio = "1" if kind == "naive" else f"1/{base_ms[name] / ms:.1f}"
         print(f"| {name} | {kind} | {ms:.0f} | {mem:.0f} | {sent / 1000:.0f} KB | {tokens} | {size[0]}x{size[1]} | {ratio} |")
+    first = {name: (ms, mem) for name, kind, ms, mem, *_ in rows if kind == RGB_FIRST}
+    for name, kind, ms, mem, *_ in rows:
+        if kind == "handwatch" and name in first:
+            print(
+                f"\n{name}: from the YCbCr planes, {ms:.0f} against {first[name][0]:.0f} ms and {mem:.0f} against {first[name][1]:.0f} MB RGB first.",
+                end="",
+            )
     kept = {name: ms for name, kind, ms, *_ in rows if kind == "naive+alloc"}
     for name, kind, ms, *_ in rows:
         if kind == "handwatch" and name in kept:
