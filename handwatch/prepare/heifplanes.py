@@ -95,10 +95,6 @@ def _lib() -> ctypes.CDLL | None:
     return lib
 
 
-def available() -> bool:
-    return _lib() is not None
-
-
 def page(data: bytes, max_side: int, threads: int = 4) -> np.ndarray | None:
     """The primary image of the HEIF in `data`, upright (libheif applies irot/imir/clap), as RGB no longer
     than `max_side`; None when it is not an 8-bit YCbCr image without alpha that this converts as libheif
